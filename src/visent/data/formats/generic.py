@@ -1,0 +1,118 @@
+"""Any jsonl/json/parquet (or Hub split) with a field mapping.
+
+``mapping`` maps canonical fields to columns: ``prompt=question,answer=label,images=image_path``.
+Canonical fields: ``prompt`` and ``answer`` (required), ``images`` (or ``image``: a path, a
+``{bytes, path}`` struct, a PIL image, or a list of them), ``id``, ``task`` (a column holding the task
+name), ``choices`` (a list of option texts: the row becomes multiple choice), ``image_size`` ([W, H]).
+Any other key ``k=col`` copies ``row[col]`` into ``meta[k]``. A column may be a dotted path into nested
+objects (``image_size=metadata.size``). The task defaults to ``options.task`` (``--task``), else ``other``.
+Grounding rows must hold a box ``[x1, y1, x2, y2]`` in pixels and are checked against the image.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from visent.data.errors import DataError
+from visent.data.formats.base import Format
+from visent.data.formats.context import (
+    LETTERS,
+    RowContext,
+    answer_text,
+    box_text,
+    check_box,
+    letter_index,
+    parse_box,
+    parse_size,
+    require,
+    resolve_images,
+    strip_image_placeholders,
+    with_choices,
+)
+from visent.data.formats.math import default_id
+from visent.data.schema import TASKS, Example
+
+CANONICAL = ("prompt", "answer", "images", "image", "id", "task", "choices", "image_size")
+
+_MISSING = object()
+
+
+def lookup(row: dict, column: str) -> Any:
+    """``row[column]``, or a walk through nested objects for a dotted column name."""
+    if column in row:
+        return row[column]
+    value: Any = row
+    for part in column.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def parse_mapping(text: str) -> dict[str, str]:
+    """``"prompt=question,answer=label"`` -> ``{"prompt": "question", "answer": "label"}``."""
+    mapping: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        key, sep, col = item.partition("=")
+        if not sep or not key.strip() or not col.strip():
+            raise DataError(f"bad mapping entry {item!r}: expected field=column (e.g. prompt=question)",
+                            reason="config")
+        mapping[key.strip()] = col.strip()
+    return mapping
+
+
+def parse_generic(row: dict, ctx: RowContext) -> Example:
+    mapping = ctx.options.mapping
+    missing = [k for k in ("prompt", "answer") if k not in mapping]
+    if missing:
+        raise DataError(f"the generic format needs a mapping for {', '.join(missing)} "
+                        f"(e.g. --map prompt=question,answer=label,images=image)", reason="config")
+
+    def get(key: str, *, answer: bool = False) -> Any:
+        col = mapping[key]
+        value = lookup(row, col)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            require({}, col, ctx, answer=answer)  # raises, naming the column
+        return value
+
+    task = ctx.options.task or (answer_text(get("task")) if "task" in mapping else None)
+    prompt = strip_image_placeholders(answer_text(get("prompt")))
+    raw_answer = get("answer", answer=True)
+    image_key = "images" if "images" in mapping else ("image" if "image" in mapping else None)
+    images, sizes = resolve_images(get(image_key), ctx, mapping[image_key]) if image_key else ([], [])
+    meta: dict[str, Any] = {k: lookup(row, c) for k, c in mapping.items() if k not in CANONICAL}
+    size = parse_size(get("image_size"), ctx, mapping["image_size"]) if "image_size" in mapping else None
+    if size is None and sizes and sizes[0] is not None:
+        size = tuple(sizes[0])
+    if size is not None:
+        meta["image_size"] = [int(size[0]), int(size[1])]
+    id_ = answer_text(get("id")) if "id" in mapping else default_id(ctx)
+
+    if "choices" in mapping:
+        choices = get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ctx.error(f"expected a list of options, got {choices!r}", field=mapping["choices"])
+        choices = [answer_text(c) for c in choices]
+        text = answer_text(raw_answer)
+        idx = choices.index(text) if text in choices else letter_index(text, choices, ctx, mapping["answer"])
+        meta.update(choices=choices, answer_text=choices[idx])
+        prompt, answer, task = with_choices(prompt, choices), LETTERS[idx], task or "multiple_choice"
+    elif task == "grounding":
+        box = parse_box(raw_answer, ctx, mapping["answer"])
+        check_box(box, size, ctx, mapping["answer"])
+        meta.update(coord_space="pixels", box_format="xyxy")
+        answer = box_text(box)
+    else:
+        answer = answer_text(raw_answer)
+    task = task or "other"
+    if task not in TASKS:
+        raise ctx.error(f"unknown task {task!r}; valid: {', '.join(TASKS)}", field="task")
+    meta.update(ctx.source_meta())
+    return Example(id=id_, task=task, prompt=prompt, images=images, answer=answer, meta=meta)
+
+
+FORMATS: dict[str, Format] = {
+    "generic": Format(
+        "generic", "other", "any jsonl/json/parquet with a field mapping (--map prompt=col,answer=col,images=col)",
+        parse_generic, detect=None),
+}

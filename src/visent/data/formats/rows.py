@@ -1,0 +1,120 @@
+"""Raw rows out of files: jsonl, json (an array, or an object of id -> row), parquet.
+
+Each reader yields ``(RowRef, row)`` where ``row`` is a ``dict`` or, for a line that is not valid JSON,
+a :class:`DataError` (so a lenient load can skip that one line instead of losing the file).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from visent.data.errors import MALFORMED_JSON, MISSING_FIELD, DataError, RowRef
+
+Row = "dict[str, Any] | DataError"
+
+TABLE_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[RowRef, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            ref = RowRef(str(path), lineno, "line")
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                yield ref, DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", reason=MALFORMED_JSON,
+                                     where=ref)
+                continue
+            if not isinstance(row, dict):
+                yield ref, DataError(f"expected a JSON object, got {type(row).__name__}", reason=MALFORMED_JSON,
+                                     where=ref)
+                continue
+            yield ref, row
+
+
+def iter_json(path: Path) -> Iterator[tuple[RowRef, Any]]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except json.JSONDecodeError as exc:
+        # A broken JSON document cannot be split into rows: fail in both modes, naming the position.
+        raise DataError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+                        reason=MALFORMED_JSON, where=RowRef(str(path), exc.lineno, "line")) from None
+    if isinstance(data, dict):
+        # MathVista's testmini.json maps pid -> row; a dict holding a single list ({"data": [...]}) is
+        # also common.
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(data) == 1 and lists:
+            data = lists[0]
+        else:
+            for key, row in data.items():
+                ref = RowRef(str(path), key, "key")
+                if isinstance(row, dict):
+                    yield ref, row
+                else:
+                    yield ref, DataError(f"expected an object, got {type(row).__name__}", reason=MALFORMED_JSON,
+                                         where=ref)
+            return
+    if not isinstance(data, list):
+        raise DataError(f"expected a JSON array or object of rows, got {type(data).__name__}",
+                        reason=MALFORMED_JSON, where=RowRef(str(path), 0))
+    for idx, row in enumerate(data):
+        ref = RowRef(str(path), idx, "index")
+        if isinstance(row, dict):
+            yield ref, row
+        else:
+            yield ref, DataError(f"expected an object, got {type(row).__name__}", reason=MALFORMED_JSON, where=ref)
+
+
+def iter_parquet(path: Path) -> Iterator[tuple[RowRef, Any]]:
+    import pyarrow.parquet as pq  # a dependency of `datasets`; imported lazily to keep startup light
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as exc:
+        raise DataError(f"cannot read parquet file: {exc}", reason=MALFORMED_JSON,
+                        where=RowRef(str(path), 0)) from None
+    idx = 0
+    for batch in pf.iter_batches(batch_size=256):
+        for row in batch.to_pylist():  # Image features arrive as {"bytes": ..., "path": ...} dicts
+            yield RowRef(str(path), idx, "index"), row
+            idx += 1
+
+
+def iter_table(path: Path) -> Iterator[tuple[RowRef, Any]]:
+    """Rows of one jsonl/json/parquet file, chosen by suffix."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return iter_jsonl(path)
+    if suffix == ".json":
+        return iter_json(path)
+    if suffix == ".parquet":
+        return iter_parquet(path)
+    raise DataError(f"unsupported file type {suffix!r}; expected one of {', '.join(TABLE_SUFFIXES)}",
+                    reason="config", where=RowRef(str(path), 0))
+
+
+def iter_files(path: Path) -> list[Path]:
+    """A file, or the table files directly inside a folder (sorted, so row order is stable)."""
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES)
+        if not files:
+            raise DataError(f"no {'/'.join(TABLE_SUFFIXES)} files in folder {str(path)!r}", reason=MISSING_FIELD)
+        return files
+    raise DataError(f"no such file or folder: {str(path)!r}", reason="config")
+
+
+def first_row(path: Path) -> dict[str, Any] | None:
+    """The first well-formed row of the first table file (for format detection)."""
+    for file in iter_files(path):
+        for _, row in iter_table(file):
+            if isinstance(row, dict):
+                return row
+    return None
