@@ -1,0 +1,273 @@
+"""Synthetic visual tasks for the lab: seeded, unlimited, rendered with PIL.
+
+Every example is drawn from its own RNG seeded by ``(task, seed, index)``, so example ``i`` of a
+stream is the same whatever ``n`` is asked for, and two streams with different seeds are independent.
+
+Design constraints (the lab trains a ~1M-parameter Qwen2.5-VL from scratch on 2 CPU cores):
+
+- Images are tiny and patch-aligned (the vision tower cuts 14×14 patches): objects sit in a coarse
+  grid of cells so one patch rarely holds more than one object. This is what lets a tiny model learn to
+  read the image within a few hundred SFT steps.
+- Target responses are short (≈ 10–20 tokens) and mix tokens whose value must be read from the image
+  (the count, the row/column, the shape's corners) with template tokens that do not depend on it (the
+  tags, the colour named in the question, the answer copied from the reasoning). That contrast is what
+  VEPO's counterfactual JSD is meant to find.
+
+Answers follow ``visent.data.schema.Example`` conventions: counting → a number (``"3"``),
+classification → a class name (``"triangle"``), grounding → the true box as JSON
+``"[x1, y1, x2, y2]"`` in pixels of the original image (which is also the processor's resized image:
+sizes are multiples of 28). A grounding response answers with a click point ``(x, y)``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from PIL import Image, ImageDraw
+
+from visent.data.schema import Example
+
+# Saturated, well-separated colours: a linear patch embedding can tell them apart immediately.
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (230, 200, 30),
+}
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
+BACKGROUND = (245, 245, 245)
+
+# Reasoning phrase per class: depends on the image, and fixes the answer that follows it.
+_SHAPE_FEATURE = {
+    "circle": "no corners",
+    "square": "four corners",
+    "triangle": "three corners",
+    "cross": "four arms",
+}
+
+
+def _draw_shape(
+    draw: ImageDraw.ImageDraw, kind: str, box: Sequence[float], fill: tuple[int, int, int]
+) -> None:
+    """Draw ``kind`` filling the axis-aligned ``box = (x0, y0, x1, y1)`` (pixels)."""
+    x0, y0, x1, y1 = box
+    if kind == "circle":
+        draw.ellipse((x0, y0, x1, y1), fill=fill)
+    elif kind == "square":
+        draw.rectangle((x0, y0, x1, y1), fill=fill)
+    elif kind == "triangle":
+        draw.polygon([((x0 + x1) / 2, y0), (x1, y1), (x0, y1)], fill=fill)
+    elif kind == "cross":
+        w, h = x1 - x0, y1 - y0
+        draw.rectangle((x0 + w / 3, y0, x1 - w / 3, y1), fill=fill)
+        draw.rectangle((x0, y0 + h / 3, x1, y1 - h / 3), fill=fill)
+    else:  # pragma: no cover - internal table
+        raise ValueError(f"unknown shape {kind!r}; valid: {', '.join(SHAPES)}")
+
+
+# --------------------------------------------------------------------------------------------------
+# counting: "How many red shapes are there?" on a 56×56 image, one object per 14-px cell.
+
+
+def _make_counting(rng: random.Random, example_id: str, size: int = 56, cell: int = 14) -> Example:
+    cols = rows = size // cell
+    color = rng.choice(list(COLORS))
+    count = rng.randint(1, 5)
+    n_distractors = rng.randint(0, 4)
+    others = [c for c in COLORS if c != color]
+    cells = rng.sample(range(cols * rows), count + n_distractors)
+    image = Image.new("RGB", (size, size), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    objects = []
+    for j, c in enumerate(cells):
+        obj_color = color if j < count else rng.choice(others)
+        kind = rng.choice(SHAPES[:3])
+        side = rng.randint(8, 11)
+        cx, cy = (c % cols) * cell, (c // cols) * cell
+        x0 = cx + rng.randint(0, cell - side - 1)
+        y0 = cy + rng.randint(0, cell - side - 1)
+        box = (x0, y0, x0 + side, y0 + side)
+        _draw_shape(draw, kind, box, COLORS[obj_color])
+        objects.append({"color": obj_color, "shape": kind, "box": list(box)})
+    return Example(
+        id=example_id,
+        task="counting",
+        prompt=f"How many {color} shapes are there?",
+        images=[image],
+        answer=str(count),
+        meta={"color": color, "count": count, "objects": objects, "image_size": [size, size]},
+    )
+
+
+def _counting_response(ex: Example) -> str:
+    color, count = ex.meta["color"], ex.meta["count"]
+    return f"<think>I see {count} {color} shapes.</think><answer>{count}</answer>"
+
+
+# --------------------------------------------------------------------------------------------------
+# grounding: "Click the blue button." on an 84×56 "screen" with 2–4 coloured buttons in a 3×4 grid.
+
+_GROUND_COLS, _GROUND_ROWS = 3, 4
+
+
+def _make_grounding(rng: random.Random, example_id: str, width: int = 84, height: int = 56) -> Example:
+    cw, ch = width // _GROUND_COLS, height // _GROUND_ROWS
+    n_buttons = rng.randint(2, 4)
+    colors = rng.sample(list(COLORS), n_buttons)
+    cells = rng.sample(range(_GROUND_COLS * _GROUND_ROWS), n_buttons)
+    image = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    buttons = []
+    for color, c in zip(colors, cells):
+        col, row = c % _GROUND_COLS, c // _GROUND_COLS
+        box = [col * cw + 2, row * ch + 2, col * cw + cw - 3, row * ch + ch - 3]
+        draw.rectangle(box, fill=COLORS[color], outline=(60, 60, 60))
+        # A small white icon: clutter that does not identify the button (the colour does).
+        icon = rng.choice(SHAPES)
+        mx, my = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        _draw_shape(draw, icon, (mx - 3, my - 3, mx + 3, my + 3), (255, 255, 255))
+        buttons.append({"color": color, "icon": icon, "box": box, "row": row + 1, "col": col + 1})
+    target = buttons[0]
+    x1, y1, x2, y2 = target["box"]
+    return Example(
+        id=example_id,
+        task="grounding",
+        prompt=f"Click the {target['color']} button.",
+        images=[image],
+        answer=json.dumps(target["box"]),
+        meta={
+            "color": target["color"],
+            # Inclusive PIL box; the click target is its integer centre.
+            "box": target["box"],
+            "point": [(x1 + x2) // 2, (y1 + y2) // 2],
+            "row": target["row"],
+            "col": target["col"],
+            "buttons": buttons,
+            "image_size": [width, height],
+            # Sizes are multiples of 28 within the tiny processor's pixel range, so the processor does
+            # not resize: original pixels == resized pixels (Qwen2.5-VL's coordinate space).
+            "coord_space": "pixels",
+        },
+    )
+
+
+def _grounding_response(ex: Example) -> str:
+    m = ex.meta
+    x, y = m["point"]
+    return f"<think>{m['color']} button: row {m['row']}, col {m['col']}.</think><answer>({x}, {y})</answer>"
+
+
+# --------------------------------------------------------------------------------------------------
+# classification: one shape on a 56×56 image; classes differ only in their outline.
+
+
+def _make_classification(rng: random.Random, example_id: str, size: int = 56) -> Example:
+    label = rng.choice(SHAPES)
+    color = rng.choice(list(COLORS))
+    side = rng.randint(22, 34)
+    x0 = rng.randint(4, size - side - 4)
+    y0 = rng.randint(4, size - side - 4)
+    image = Image.new("RGB", (size, size), BACKGROUND)
+    _draw_shape(ImageDraw.Draw(image), label, (x0, y0, x0 + side, y0 + side), COLORS[color])
+    return Example(
+        id=example_id,
+        task="classification",
+        prompt="Which shape is this: circle, square, triangle or cross?",
+        images=[image],
+        answer=label,
+        meta={"label": label, "choices": list(SHAPES), "color": color, "image_size": [size, size]},
+    )
+
+
+def _classification_response(ex: Example) -> str:
+    label = ex.meta["label"]
+    return f"<think>It has {_SHAPE_FEATURE[label]}.</think><answer>{label}</answer>"
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+
+
+TASK_MAKERS: dict[str, Callable[[random.Random, str], Example]] = {
+    "counting": _make_counting,
+    "grounding": _make_grounding,
+    "classification": _make_classification,
+}
+RESPONSES: dict[str, Callable[[Example], str]] = {
+    "counting": _counting_response,
+    "grounding": _grounding_response,
+    "classification": _classification_response,
+}
+
+
+def _check_task(task: str) -> None:
+    if task not in TASK_MAKERS:
+        raise ValueError(f"unknown lab task {task!r}; valid tasks: {', '.join(TASK_MAKERS)}")
+
+
+def make_examples(task: str, n: int, seed: int = 0, *, start: int = 0) -> list[Example]:
+    """``n`` examples of ``task`` (indices ``start .. start+n-1`` of the stream for ``seed``).
+
+    Example ``i`` depends only on ``(task, seed, i)``: ``make_examples(t, 10, s)[5]`` equals
+    ``make_examples(t, 1, s, start=5)[0]``. Ids are ``"{task}-{seed}-{i}"``.
+    """
+    _check_task(task)
+    if n < 0:
+        raise ValueError(f"make_examples: n must be >= 0, got {n}")
+    out = []
+    for i in range(start, start + n):
+        # A string seed is hashed with SHA-512 by `random`, so it is stable across processes
+        # (unlike hash(), which PYTHONHASHSEED randomises).
+        rng = random.Random(f"visent-lab/{task}/{seed}/{i}")
+        out.append(TASK_MAKERS[task](rng, f"{task}-{seed}-{i}"))
+    return out
+
+
+def target_response(example: Example) -> str:
+    """The reference response used for SFT: ``<think>…</think><answer>…</answer>``.
+
+    Built from the example's ``meta`` (the clean label), so label noise never leaks into SFT targets.
+    """
+    _check_task(example.task)
+    return RESPONSES[example.task](example)
+
+
+def task_texts(n_per_task: int = 200, seed: int = 0) -> list[str]:
+    """Prompts and target responses of every task: the corpus the tiny tokenizer is trained on."""
+    texts: list[str] = []
+    for task in TASK_MAKERS:
+        for ex in make_examples(task, n_per_task, seed):
+            texts.append(ex.prompt)
+            texts.append(target_response(ex))
+    return texts
+
+
+def to_trl_dataset(examples: Sequence[Example]) -> Any:
+    """A ``datasets.Dataset`` in the conversational image format TRL 1.16's ``GRPOTrainer`` consumes.
+
+    Columns:
+        prompt: ``[{"role": "user", "content": <question text>}]`` — plain string content; TRL inserts one
+            ``{"type": "image"}`` block per image before the text (``prepare_multimodal_messages``).
+        images: list of PIL images per row (may be empty for text-only rows).
+        answer, clean_answer, is_noisy, task, id: the ``Example`` fields rewards and evaluation read.
+        meta: the example's ``meta`` as a JSON string (Arrow cannot hold arbitrary nested dicts).
+    """
+    from datasets import Dataset
+
+    if not examples:
+        raise ValueError("to_trl_dataset: no examples given")
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": ex.prompt}] for ex in examples],
+            "images": [list(ex.images) for ex in examples],
+            "answer": [ex.answer for ex in examples],
+            "clean_answer": [ex.clean_answer for ex in examples],
+            "is_noisy": [bool(ex.is_noisy) for ex in examples],
+            "task": [ex.task for ex in examples],
+            "id": [ex.id for ex in examples],
+            "meta": [json.dumps(ex.meta) for ex in examples],
+        }
+    )
