@@ -77,10 +77,12 @@ class DataError(ValueError):
             prefix = f"{where}"
             if field is not None:
                 prefix += f", field {field!r}"
-            prefix += f": "
+            prefix += ": "
         elif field is not None:
             prefix = f"field {field!r}: "
-        super().__init__(f"{prefix}{message} [{reason}]")
+        # The reason tag helps grep a lenient load's report; a bad argument ("config") needs none.
+        suffix = "" if reason == "config" else f" [{reason}]"
+        super().__init__(f"{prefix}{message}{suffix}")
 
 
 @dataclass
