@@ -2,7 +2,8 @@
 
 Prediction and label are JSON lists of objects ``{"bbox_2d": [x1, y1, x2, y2], "label": "dog", "score": 0.9}``
 (``bbox``/``box`` also accepted; ``label``/``score`` optional) or plain ``[x1, y1, x2, y2]`` lists, in
-the same pixel space (a ``coord_space`` column maps predictions as in grounding).
+original-image pixels unless the reward's model space / the ``coord_space`` column say otherwise
+(mapped exactly as in ``grounding``).
 
 Reward (Visual-RFT style): pairs are matched greedily by descending IoU, each box used once, a pair
 counting only at IoU >= 0.5 and, when both carry labels, equal normalised labels.
@@ -20,10 +21,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from visent.rewards.base import LabelError, RewardResult, row_value
+from visent.rewards.base import LabelError, RewardResult
 from visent.rewards.classification import normalize_label
 from visent.rewards.extract import answer_region
 from visent.rewards.geometry import BOX_KEYS, Box, iou, load_json, make_box
+from visent.rewards.grounding import label_space_map, model_space_map
 
 IOU_THRESHOLD = 0.5
 
@@ -117,7 +119,7 @@ def greedy_match(preds: Sequence[Detection], gts: Sequence[Detection], threshold
 MAX_PREDICTIONS = 300  # beyond this a completion is degenerate; cap the O(P·G) matching
 
 
-def make_score_detection(confidence_weight: float = 0.0):
+def make_score_detection(confidence_weight: float = 0.0, model_space: str = "pixels"):
     if not 0.0 <= confidence_weight <= 1.0:
         raise ValueError(f"confidence_weight must be in [0, 1], got {confidence_weight}")
 
@@ -130,12 +132,12 @@ def make_score_detection(confidence_weight: float = 0.0):
         if preds is None:
             return RewardResult(0.0, None, {"iou": 0.0}, parse_failed=True)
         preds = preds[:MAX_PREDICTIONS]
-        space = str(row_value(row, "coord_space", "pixels"))
-        if space != "pixels":
-            from visent.rewards.grounding import resolve_space, to_pixels
-
-            space, size, resized = resolve_space(row)
-            preds = [Detection(to_pixels(p.box, space, size, resized), p.label, p.score) for p in preds]
+        # Predictions are mapped from the model's space and labels from theirs (see grounding).
+        pred_map, gold_map = model_space_map(row, model_space), label_space_map(row)
+        if pred_map.space != "pixels":
+            preds = [Detection(pred_map(p.box), p.label, p.score) for p in preds]
+        if gold_map.space != "pixels":
+            gts = [Detection(gold_map(g.box), g.label, g.score) for g in gts]
         if not preds and not gts:
             return RewardResult(1.0, preds, {"iou": 1.0, "confidence": 1.0, "matched": 0.0})
         matches = greedy_match(preds, gts)

@@ -1,14 +1,22 @@
 """GUI grounding: does the predicted point (or the predicted box's centre) land inside the true box?
 
-Columns per row:
-    answer        the true box in pixels of the original image: JSON ``[x1, y1, x2, y2]`` or
-                  ``{"bbox_2d": [...]}``.
-    coord_space   the space the *model* answers in (see ``coords.COORD_SPACES``); default ``pixels``.
-    image_size    original ``(w, h)``; required for every space but ``pixels``.
-    resized_size  optional ``(w, h)`` the processor resized to; for ``resized_pixels`` it is otherwise
-                  recomputed with Qwen's ``smart_resize`` from ``image_size`` and the optional
-                  ``min_pixels`` / ``max_pixels`` columns (processor defaults when absent).
-These may also sit inside a ``meta`` dict column.
+Two coordinate spaces are involved and kept apart (see ``coords.COORD_SPACES``):
+
+- the *model's* space: how the policy writes coordinates. It is a property of the model family, so it
+  is chosen by the reward (``grounding`` = original pixels, ``grounding_resized`` = Qwen2.5-VL's resized
+  pixels, ``grounding_grid1000`` = Qwen2-VL, ``grounding_unit`` = [0, 1]); a ``model_coord_space``
+  column overrides it per row.
+- the *label's* space: the ``coord_space`` column the data loaders write (``pixels`` of the original
+  image for every shipped loader); other values are accepted and mapped the same way.
+
+Columns per row (top level or inside the ``meta`` column, dict or JSON text):
+    answer             the true box: JSON ``[x1, y1, x2, y2]`` or ``{"bbox_2d": [...]}``.
+    coord_space        the label's space; default ``pixels``.
+    model_coord_space  optional per-row override of the model's space.
+    image_size         original ``(w, h)``; required whenever either space is not ``pixels``.
+    resized_size       optional ``(w, h)`` the processor resized to; for ``resized_pixels`` it is otherwise
+                       recomputed with Qwen's ``smart_resize`` from ``image_size`` and the optional
+                       ``min_pixels`` / ``max_pixels`` columns (processor defaults when absent).
 
 The answer is read from ``<answer>…</answer>`` when present, else from the whole text.
 Range [0, 1]. Components: ``inside`` (0/1) and, when a box was predicted, ``iou`` with the true box.
@@ -20,6 +28,7 @@ from typing import Any
 
 from visent.rewards.base import LabelError, RewardResult, row_value
 from visent.rewards.coords import (
+    COORD_SPACES,
     QWEN_FACTOR,
     QWEN_MAX_PIXELS,
     QWEN_MIN_PIXELS,
@@ -31,13 +40,32 @@ from visent.rewards.extract import answer_region
 from visent.rewards.geometry import box_center, iou, parse_box_or_point, parse_label_box, point_in_box
 
 
-def resolve_space(row: dict[str, Any], default_space: str = "pixels") -> tuple[str, Any, Any]:
-    """``(coord_space, image_size, resized_size)`` for a row; raises LabelError when a needed size is missing."""
-    space = str(row_value(row, "coord_space", default_space))
+class SpaceMap:
+    """Maps points and boxes of one coordinate space to original pixels for one row."""
+
+    def __init__(self, space: str, image_size: Any, resized_size: Any) -> None:
+        self.space, self.image_size, self.resized_size = space, image_size, resized_size
+
+    def __call__(self, coords: tuple) -> tuple:
+        """A point ``(x, y)`` or box ``(x1, y1, x2, y2)`` in this space -> original pixels."""
+        try:
+            if len(coords) == 2:
+                return to_original_pixels(coords, self.space, self.image_size, self.resized_size)
+            x1, y1 = to_original_pixels(coords[:2], self.space, self.image_size, self.resized_size)
+            x2, y2 = to_original_pixels(coords[2:], self.space, self.image_size, self.resized_size)
+        except ValueError as exc:
+            raise LabelError(str(exc)) from exc
+        return x1, y1, x2, y2
+
+
+def space_map(row: dict[str, Any], space: str) -> SpaceMap:
+    """The mapping from ``space`` to original pixels for ``row``; LabelError when a needed size is missing."""
+    if space not in COORD_SPACES:
+        raise LabelError(f"unknown coordinate space {space!r}; valid: {', '.join(COORD_SPACES)}")
     image_size = parse_size(row_value(row, "image_size"))
     resized = parse_size(row_value(row, "resized_size"))
     if space != "pixels" and image_size is None:
-        raise LabelError(f"coord_space {space!r} needs an 'image_size' column (w, h)")
+        raise LabelError(f"coordinate space {space!r} needs an 'image_size' column (w, h)")
     if space == "resized_pixels" and resized is None:
         try:
             resized = smart_resize(
@@ -49,34 +77,37 @@ def resolve_space(row: dict[str, Any], default_space: str = "pixels") -> tuple[s
             )
         except (TypeError, ValueError) as exc:
             raise LabelError(f"cannot compute the resized size: {exc}") from exc
-    return space, image_size, resized
+    return SpaceMap(space, image_size, resized)
 
 
-def to_pixels(coords: tuple, space: str, image_size: Any, resized: Any) -> tuple:
-    """A point or box from the model's space to original pixels (boxes corner by corner)."""
-    try:
-        if len(coords) == 2:
-            return to_original_pixels(coords, space, image_size, resized)
-        x1, y1 = to_original_pixels(coords[:2], space, image_size, resized)
-        x2, y2 = to_original_pixels(coords[2:], space, image_size, resized)
-    except ValueError as exc:
-        raise LabelError(str(exc)) from exc
-    return x1, y1, x2, y2
+def model_space_map(row: dict[str, Any], model_space: str) -> SpaceMap:
+    return space_map(row, str(row_value(row, "model_coord_space", model_space)))
 
 
-def score_grounding(text: str, answer: Any, default_space: str = "pixels", **row: Any) -> RewardResult:
-    """1.0 when the predicted point / box centre, mapped to original pixels, is inside the true box."""
-    gold = parse_label_box(answer)
-    if gold is None:
-        raise LabelError(f"'answer' {str(answer)[:80]!r} is not a box [x1, y1, x2, y2]")
-    space, image_size, resized = resolve_space(row, default_space)
-    pred = parse_box_or_point(answer_region(text))
-    if pred is None:
-        return RewardResult(0.0, None, {"inside": 0.0}, parse_failed=True)
-    pred_px = to_pixels(pred, space, image_size, resized)
-    point = box_center(pred_px) if len(pred_px) == 4 else pred_px
-    inside = float(point_in_box(point, gold))
-    components = {"inside": inside}
-    if len(pred_px) == 4:
-        components["iou"] = iou(pred_px, gold)
-    return RewardResult(inside, pred_px, components)
+def label_space_map(row: dict[str, Any]) -> SpaceMap:
+    return space_map(row, str(row_value(row, "coord_space", "pixels")))
+
+
+def make_score_grounding(model_space: str = "pixels"):
+    """A grounding scorer for a model that writes coordinates in ``model_space``."""
+    if model_space not in COORD_SPACES:
+        raise ValueError(f"unknown coordinate space {model_space!r}; valid: {', '.join(COORD_SPACES)}")
+
+    def score_grounding(text: str, answer: Any, **row: Any) -> RewardResult:
+        """1.0 when the predicted point / box centre, mapped to original pixels, is inside the true box."""
+        gold_raw = parse_label_box(answer)
+        if gold_raw is None:
+            raise LabelError(f"'answer' {str(answer)[:80]!r} is not a box [x1, y1, x2, y2]")
+        gold = label_space_map(row)(gold_raw)
+        to_pixels = model_space_map(row, model_space)
+        pred = parse_box_or_point(answer_region(text))
+        if pred is None:
+            return RewardResult(0.0, None, {"inside": 0.0, "iou": 0.0}, parse_failed=True)
+        pred_px = to_pixels(pred)
+        point = box_center(pred_px) if len(pred_px) == 4 else pred_px
+        inside = float(point_in_box(point, gold))
+        # iou is 0 for point predictions, so the component is defined (and averageable) on every row.
+        overlap = iou(pred_px, gold) if len(pred_px) == 4 else 0.0
+        return RewardResult(inside, pred_px, {"inside": inside, "iou": overlap})
+
+    return score_grounding

@@ -11,7 +11,7 @@ from visent.rewards.classification import score_classification
 from visent.rewards.combine import weighted
 from visent.rewards.detection import make_score_detection
 from visent.rewards.format import score_boxed_format, score_format
-from visent.rewards.grounding import score_grounding
+from visent.rewards.grounding import make_score_grounding
 from visent.rewards.math import score_counting, score_math
 from visent.rewards.spurious import make_score_random, score_format_only
 
@@ -21,7 +21,24 @@ math_reward = Reward(
 counting = Reward("counting", score_counting, doc="final answer is the label's integer exactly")
 format_reward = Reward("format", score_format, doc="<think>…</think><answer>…</answer>, whole response")
 boxed_format = Reward("boxed_format", score_boxed_format, doc="<think>…</think> then \\boxed{…}")
-grounding = Reward("grounding", score_grounding, doc="predicted point / box centre inside the true box")
+grounding = Reward(
+    "grounding",
+    make_score_grounding("pixels"),
+    doc="point / box centre inside the true box; model speaks original pixels",
+)
+grounding_resized = Reward(
+    "grounding_resized",
+    make_score_grounding("resized_pixels"),
+    doc="grounding for Qwen2.5-VL: the model speaks pixels of the processor's resized image",
+)
+grounding_grid1000 = Reward(
+    "grounding_grid1000",
+    make_score_grounding("grid1000"),
+    doc="grounding for Qwen2-VL: the model speaks a [0,1000) grid",
+)
+grounding_unit = Reward(
+    "grounding_unit", make_score_grounding("unit"), doc="grounding: the model speaks [0, 1]"
+)
 classification = Reward("classification", score_classification, doc="class name matched or contained")
 detection = Reward(
     "detection", make_score_detection(0.0), doc="Σ IoU of greedy matches at 0.5 / max(#gt, #pred)"
@@ -69,6 +86,9 @@ REWARDS: dict[str, Reward] = {
         format_reward,
         boxed_format,
         grounding,
+        grounding_resized,
+        grounding_grid1000,
+        grounding_unit,
         classification,
         detection,
         detection_confidence,

@@ -18,10 +18,17 @@ from visent.rewards.geometry import parse_box_or_point
 grounding = get_reward("grounding")
 BOX = json.dumps([1000, 500, 1200, 600])
 SIZE = (1920, 1080)
+BY_SPACE = {
+    "pixels": grounding,
+    "resized_pixels": get_reward("grounding_resized"),
+    "grid1000": get_reward("grounding_grid1000"),
+    "unit": get_reward("grounding_unit"),
+}
 
 
 def score(text, space, **row):
-    return grounding.score_one(text, BOX, coord_space=space, image_size=SIZE, **row)
+    """Score with the reward for a model speaking ``space``; the label is in original pixels."""
+    return BY_SPACE[space].score_one(text, BOX, coord_space="pixels", image_size=SIZE, **row)
 
 
 def test_pixels_space():
@@ -100,10 +107,18 @@ def test_prediction_formats():
     assert parse_box_or_point("no numbers here") is None
 
 
+def test_label_in_another_space_is_mapped_too():
+    # the label [520, 460, 625, 555] on the grid is [998.4, 496.8, 1200, 599.4] px; (1100, 550) is inside,
+    # (1201, 550) just right of it
+    grid_box = json.dumps([520, 460, 625, 555])
+    assert grounding.score_one("[1100, 550]", grid_box, coord_space="grid1000", image_size=SIZE).score == 1.0
+    assert grounding.score_one("[1201, 550]", grid_box, coord_space="grid1000", image_size=SIZE).score == 0.0
+
+
 def test_failures_are_flagged_not_raised():
     unparsable = score("I would click the settings icon", "pixels")
     assert unparsable.parse_failed and unparsable.score == 0.0
-    missing_size = grounding.score_one("[573, 509]", BOX, coord_space="grid1000")
+    missing_size = BY_SPACE["grid1000"].score_one("[573, 509]", BOX)
     assert missing_size.label_error and missing_size.score == 0.0
     bad_label = grounding.score_one("[1, 2]", "not a box", coord_space="pixels")
     assert bad_label.label_error
@@ -111,10 +126,16 @@ def test_failures_are_flagged_not_raised():
     assert unknown_space.label_error
 
 
-def test_batch_with_columns_and_meta():
+def test_batch_with_meta_column_as_loaders_and_lab_write_it():
+    # to_trl_dataset stores meta as JSON text; model_coord_space overrides the reward's space per row
     scores = grounding(
         ["<answer>[573, 509]</answer>", "<answer>[1100, 550]</answer>"],
         answer=[BOX, BOX],
-        meta=[{"coord_space": "grid1000", "image_size": [1920, 1080]}, {"coord_space": "pixels"}],
+        meta=[
+            json.dumps(
+                {"coord_space": "pixels", "model_coord_space": "grid1000", "image_size": [1920, 1080]}
+            ),
+            json.dumps({"coord_space": "pixels"}),
+        ],
     )
     assert scores == [1.0, 1.0]

@@ -92,6 +92,7 @@ rows = st.fixed_dictionaries(
     {},
     optional={
         "coord_space": st.sampled_from(["pixels", "resized_pixels", "grid1000", "unit", "bogus"]),
+        "model_coord_space": st.sampled_from(["pixels", "resized_pixels", "grid1000", "unit", "bogus"]),
         "image_size": st.sampled_from([[1920, 1080], [0, 5], "800x600", "junk", None, [1, 1000]]),
         "choices": st.sampled_from([["135°", "140°", "145°"], '["a", "b"]', "not json", [], None]),
         "id": st.text(max_size=5),
