@@ -83,7 +83,7 @@ def inspect(args: argparse.Namespace) -> int:
     print(_describe(examples[0]))
     if args.noise is not None:
         try:
-            noisy, noise_report = inject_label_noise(examples, args.noise, args.seed)
+            _, noise_report = inject_label_noise(examples, args.noise, args.seed)
         except ValueError as err:
             print(f"visent data inspect: error: {err}", file=sys.stderr)
             return 2

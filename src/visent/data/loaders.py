@@ -64,9 +64,9 @@ def detect_format(source: str | Path) -> str:
     path = Path(source)
     if path.suffix == ".pth":
         return "visual_rft_cls"
-    if path.is_dir() and not any(p.suffix.lower() in TABLE_SUFFIXES for p in path.iterdir() if p.is_file()):
-        if any((d / "data.json").is_file() for d in path.iterdir() if d.is_dir()):
-            return "geometry3k_raw"
+    if (path.is_dir() and not any(p.suffix.lower() in TABLE_SUFFIXES for p in path.iterdir() if p.is_file())
+            and any((d / "data.json").is_file() for d in path.iterdir() if d.is_dir())):
+        return "geometry3k_raw"
     if path.is_dir() and (path / "data.json").is_file():
         return "geometry3k_raw"
     row = first_row(path)
@@ -90,7 +90,7 @@ def _hub_rows(repo_id: str, split: str | None) -> tuple[str, Iterator[tuple[RowR
         raise DataError(f"loading a Hub dataset needs `datasets`: {exc}", reason="config") from None
     try:
         ds = datasets.load_dataset(repo_id, split=split)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - network, auth, missing-repo and offline errors all land here
         raise DataError(f"could not load Hub dataset {repo_id!r} (split {split!r}): {type(exc).__name__}: {exc}. "
                         f"Offline? Download it once with network access (it is then read from the HF cache), "
                         f"or pass a local path.", reason="config") from None

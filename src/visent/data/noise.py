@@ -90,8 +90,9 @@ class NoiseReport:
         return self.n_target - self.n_corrupted
 
     def summary(self, max_rows: int = 5) -> str:
-        lines = [f"label noise: rate {self.rate} seed {self.seed}: corrupted {self.n_corrupted} of {self.n_total} "
-                 f"rows (target {self.n_target})"]
+        head = (f"label noise: rate {self.rate} seed {self.seed}: corrupted {self.n_corrupted} of {self.n_total} "
+                f"rows (target {self.n_target})")
+        lines = [head]
         for kind, count in sorted(self.kinds.items()):
             lines.append(f"  {count} x {kind}")
         for reason, count in sorted(self.uncorruptable.items()):
@@ -116,7 +117,7 @@ def _short(text: str, n: int = 60) -> str:
 
 def target_count(rate: float, n: int) -> int:
     """``round(rate * n)`` with halves rounded up."""
-    return int(math.floor(rate * n + 0.5))
+    return math.floor(rate * n + 0.5)
 
 
 def normalize_label(text: str) -> str:
@@ -169,9 +170,9 @@ def overlap_area(a: list[float], b: list[float]) -> float:
 def _offset_range(lo: float, hi: float, size: float, extent: float) -> tuple[int, int, int]:
     """Along one axis: how many integer offsets fit (``n``), and the blocked ones ``[b_lo, b_hi]`` whose
     copy would overlap the true interval ``(lo, hi)``: offsets strictly between ``lo - size`` and ``hi``."""
-    n = int(math.floor(extent - size + 1e-9)) + 1
-    b_lo = max(0, int(math.floor(lo - size + 1e-9)) + 1)
-    b_hi = min(n - 1, int(math.ceil(hi - 1e-9)) - 1)
+    n = math.floor(extent - size + 1e-9) + 1
+    b_lo = max(0, math.floor(lo - size + 1e-9) + 1)
+    b_hi = min(n - 1, math.ceil(hi - 1e-9) - 1)
     return n, b_lo, b_hi
 
 
@@ -327,7 +328,7 @@ def _parse_objects(text: str, *, strict: bool = True) -> list[dict[str, Any]]:
     try:
         objs = json.loads(text)
         if not isinstance(objs, list):
-            raise ValueError
+            raise TypeError
         out = []
         for o in objs:
             if not (isinstance(o, dict) and "label" in o and len(o.get("bbox", [])) == 4):

@@ -110,7 +110,7 @@ def brute_force(box, size):
     W, H = size
     w, h = box[2] - box[0], box[3] - box[1]
     return [([x, y, x + w, y + h], overlap_area([x, y, x + w, y + h], box))
-            for x in range(int(math.floor(W - w + 1e-9)) + 1) for y in range(int(math.floor(H - h + 1e-9)) + 1)]
+            for x in range(math.floor(W - w + 1e-9) + 1) for y in range(math.floor(H - h + 1e-9) + 1)]
 
 
 @settings(max_examples=300, deadline=None)
@@ -165,7 +165,7 @@ def test_grounding_noise_covers_every_side():
 
 def test_grounding_on_real_screenspot_rows():
     examples, _ = load_examples(FIX / "screenspot_v2/screenspot_web_v2.json", allow_missing_images=True)
-    noisy, report = inject_label_noise(examples, 1.0, seed=0)
+    noisy, _ = inject_label_noise(examples, 1.0, seed=0)
     for ex in noisy:
         new, old = json.loads(ex.answer), json.loads(ex.clean_answer)
         assert overlap_area(new, old) == 0 and new[2] <= ex.meta["image_size"][0]
@@ -245,7 +245,7 @@ def test_math_takes_another_rows_different_answer():
 
 def test_math_on_real_mathvista_rows_keeps_tasks_apart():
     examples, _ = load_examples(FIX / "mathvista/data/testmini.json", allow_missing_images=True)
-    noisy, report = inject_label_noise(examples, 1.0, seed=0)
+    noisy, _ = inject_label_noise(examples, 1.0, seed=0)
     for ex in noisy:
         if ex.task == "multiple_choice":
             assert ex.answer in "ABCD"[: len(ex.meta["choices"])] and ex.answer != ex.clean_answer
@@ -277,7 +277,7 @@ def test_detection_relabel_and_shift():
 
 
 def test_report_summary_lists_changes():
-    noisy, report = inject_label_noise(mixed(12), 0.5, seed=4)
+    _, report = inject_label_noise(mixed(12), 0.5, seed=4)
     text = report.summary(max_rows=2)
     assert f"corrupted {report.n_corrupted} of 12" in text and "... and 4 more" in text
     first = report.changes[0]

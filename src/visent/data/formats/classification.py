@@ -61,7 +61,7 @@ def _read_pth(file: Path, classes: tuple[str, ...] | None) -> Iterator[tuple[Row
     try:
         # weights_only: the pickle holds only tensors, dicts and lists, so no arbitrary code runs.
         data = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any unreadable pickle is the same data error to the user
         raise DataError(f"cannot read torch file: {type(exc).__name__}: {exc}", reason=MALFORMED_JSON,
                         where=RowRef(str(file), 0)) from None
     if not isinstance(data, list):
@@ -101,10 +101,9 @@ def parse_visual_rft_cls(row: dict, ctx: RowContext) -> Example:
     if name is None:
         require(row, "class_name", ctx, answer=True)
     name = answer_text(name)
-    if classes is not None and isinstance(label, int):
-        if not (0 <= label < len(classes)) or classes[label] != name:
-            raise ctx.error(f"label {label} does not name class {name!r} in the class list", reason=BAD_VALUE,
-                            field="label")
+    if classes is not None and isinstance(label, int) and (not (0 <= label < len(classes)) or classes[label] != name):
+        raise ctx.error(f"label {label} does not name class {name!r} in the class list", reason=BAD_VALUE,
+                        field="label")
     images, sizes = resolve_images(require(row, "image", ctx), ctx, "image")
     domain = _domain(ctx.where.file)
     meta: dict[str, Any] = {"label": label, **ctx.source_meta()}

@@ -183,7 +183,7 @@ def _check_file(path: Path, ctx: RowContext) -> tuple[int, int] | None:
                 size = (int(im.width), int(im.height))
                 if ctx.options.image_check == "decode":
                     im.load()
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError) for bad files
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, ValueError) for bad files
         err = ctx.error(f"cannot read image {str(path)!r}: {type(exc).__name__}: {exc}", reason=CORRUPT_IMAGE,
                         field="images")
         ctx.image_cache[key] = err
@@ -198,7 +198,7 @@ def _decode_bytes(data: bytes, ctx: RowContext, field: str) -> Any:
     try:
         im = Image.open(io.BytesIO(data))
         im.load()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - as above, any decoder failure means a corrupt image
         raise ctx.error(f"cannot decode embedded image bytes: {type(exc).__name__}: {exc}",
                         reason=CORRUPT_IMAGE, field=field) from None
     return im

@@ -76,7 +76,7 @@ def iter_parquet(path: Path) -> Iterator[tuple[RowRef, Any]]:
 
     try:
         pf = pq.ParquetFile(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a broken file
         raise DataError(f"cannot read parquet file: {exc}", reason=MALFORMED_JSON,
                         where=RowRef(str(path), 0)) from None
     idx = 0
