@@ -1,0 +1,263 @@
+"""The one place that touches TRL's private API. Written against TRL 1.16 (``trl==1.16.*``).
+
+``SeamTrainer`` subclasses ``trl.GRPOTrainer`` and turns its private hooks into three small public
+methods that ``visent.trainer.grpo.VisentGRPOTrainer`` implements, so the visent trainer never names a
+private TRL attribute:
+
+==========================================  =====================================================
+TRL 1.16 private hook / attribute            what the seam offers instead
+==========================================  =====================================================
+``_generate_and_score_completions(inputs)``  ``after_generation(batch, clean_hidden)``: gets TRL's
+                                             batch dict (keys ``GENERATION_KEYS``) once per
+                                             generation batch, before it is shuffled, split and
+                                             buffered for ``steps_per_generation × num_iterations``
+                                             updates; whatever per-row tensors it adds travel with
+                                             the rows through TRL's shuffle and split.
+``_get_per_token_logps_and_entropies(...)``  ``forward_logps_and_entropies(model, inputs, ...)``;
+                                             and, when TRL runs its own no-grad clean forward for
+                                             ``old_per_token_logps`` (vLLM IS correction or
+                                             misaligned steps), the final hidden states of that
+                                             forward are captured and handed to
+                                             ``after_generation`` so the clean pass is not redone.
+``_compute_loss(model, inputs)``             ``compute_policy_loss(model, inputs)``
+``_metrics[mode][name].append(v)``           ``record_metric(name, value)``
+``epsilon_low/high, beta, use_vllm, ...``    ``policy_settings()``
+==========================================  =====================================================
+
+``tests/unit/test_trl_seam.py`` checks every name, signature and returned key used here and fails
+with a message pointing to this file when a TRL upgrade changes one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import trl
+from trl import GRPOTrainer
+
+__all__ = [
+    "PINNED_TRL",
+    "GENERATION_KEYS",
+    "PRIVATE_HOOKS",
+    "SeamTrainer",
+    "PolicySettings",
+    "backbone_and_head",
+    "lm_head_gather_ctx",
+    "no_gradient_checkpointing",
+]
+
+PINNED_TRL = "1.16"
+
+#: Keys TRL 1.16's ``_generate_and_score_completions`` always returns, and optional ones visent reads.
+GENERATION_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "advantages", "num_items_in_batch")
+OPTIONAL_GENERATION_KEYS = (
+    "old_per_token_logps",
+    "ref_per_token_logps",
+    "importance_sampling_ratio",
+    "pixel_values",
+    "image_grid_thw",
+    "num_images",
+    "mm_token_type_ids",
+)
+
+#: Private hooks overridden or called here, with the leading parameters the seam relies on.
+PRIVATE_HOOKS: dict[str, tuple[str, ...]] = {
+    "_generate_and_score_completions": ("self", "inputs"),
+    "_get_per_token_logps_and_entropies": (
+        "self",
+        "model",
+        "input_ids",
+        "attention_mask",
+        "logits_to_keep",
+        "batch_size",
+        "compute_entropy",
+        "compute_aux_loss",
+        "pixel_values",
+        "image_grid_thw",
+        "num_images",
+    ),
+    "_compute_loss": ("self", "model", "inputs"),
+}
+
+#: Attributes of a constructed ``GRPOTrainer`` the seam reads.
+PRIVATE_ATTRIBUTES = (
+    "_metrics",
+    "epsilon_low",
+    "epsilon_high",
+    "beta",
+    "use_vllm",
+    "vllm_importance_sampling_correction",
+    "num_iterations",
+    "temperature",
+    "ref_model",
+    "max_completion_length",
+)
+
+# Inputs of `_get_per_token_logps_and_entropies` that come from the generation batch.
+_FORWARD_INPUT_KEYS = (
+    "pixel_values",
+    "image_grid_thw",
+    "num_images",
+    "pixel_attention_mask",
+    "spatial_shapes",
+    "num_tiles",
+    "image_sizes",
+    "token_type_ids",
+    "mm_token_type_ids",
+    "image_position_ids",
+)
+
+if not trl.__version__.startswith(PINNED_TRL + "."):
+    import warnings
+
+    warnings.warn(
+        f"visent's TRL seam (visent/trainer/_trl_seam.py) is written for trl {PINNED_TRL}.x; found "
+        f"{trl.__version__}. Run tests/unit/test_trl_seam.py to see whether the hooks it uses changed.",
+        stacklevel=2,
+    )
+
+
+@dataclass(frozen=True)
+class PolicySettings:
+    """What the loss needs from the engine, read from TRL's attributes."""
+
+    eps_low: float
+    eps_high: float
+    beta: float
+    vllm_is_correction: bool
+    max_completion_length: int
+    temperature: float
+
+
+def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The decoder backbone (returns ``last_hidden_state``, post final norm) and the LM head of a causal VLM.
+
+    Unwraps DDP/DeepSpeed (``.module``) and PEFT (``get_base_model``). The backbone is the module TRL's
+    fused LM head calls (``model.base_model`` in transformers 5), so hidden states match TRL's log-probs.
+    """
+    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model.base_model, model.get_output_embeddings()
+
+
+class SeamTrainer(GRPOTrainer):
+    """``GRPOTrainer`` with its private hooks routed to public methods (see module docstring)."""
+
+    # ---- the three methods a subclass implements -------------------------------------------------
+
+    def after_generation(self, batch: dict[str, Any], clean_hidden: torch.Tensor | None) -> dict[str, Any]:
+        """Called once per generation batch with TRL's batch; returns it (possibly with added keys).
+
+        ``clean_hidden``: ``(B, C, D)`` final hidden states at the positions predicting each completion
+        token from TRL's own no-grad forward of the current policy, or ``None`` when TRL ran none.
+        """
+        return batch
+
+    def compute_policy_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def wants_clean_hidden(self) -> bool:
+        """Whether TRL's clean forward (if any) should be captured for ``after_generation``."""
+        return False
+
+    # ---- helpers over private API ------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return "train" if self.model.training else "eval"
+
+    def record_metric(self, name: str, value: float) -> None:
+        """Append a scalar to TRL's metric buffer; TRL averages it over the logging window."""
+        self._metrics[self.mode][name].append(float(value))
+
+    def policy_settings(self) -> PolicySettings:
+        return PolicySettings(
+            eps_low=float(self.epsilon_low),
+            eps_high=float(self.epsilon_high),
+            beta=float(self.beta),
+            vllm_is_correction=bool(self.use_vllm and self.vllm_importance_sampling_correction),
+            max_completion_length=int(self.max_completion_length),
+            temperature=float(self.temperature),
+        )
+
+    def forward_logps_and_entropies(
+        self, model: torch.nn.Module, inputs: dict[str, Any], compute_entropy: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Per-token log-probs and entropies ``(B, C)`` of the completion tokens, through TRL's fused LM head.
+
+        The entropy carries gradient (TRL's kernel differentiates it); detach it when not needed.
+        """
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        logps, entropies, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+            self,
+            model,
+            input_ids,
+            attention_mask,
+            inputs["completion_ids"].size(1),
+            compute_entropy=compute_entropy,
+            **{k: inputs.get(k) for k in _FORWARD_INPUT_KEYS},
+        )
+        return logps, entropies
+
+    # ---- the private hooks ---------------------------------------------------------------------------
+
+    def _generate_and_score_completions(self, inputs):
+        captured: list[torch.Tensor] = []
+        self._seam_capture = captured if (self.wants_clean_hidden() and self.model.training) else None
+        try:
+            batch = super()._generate_and_score_completions(inputs)
+        finally:
+            self._seam_capture = None
+        clean_hidden = torch.cat(captured, dim=0) if captured else None
+        if clean_hidden is not None and clean_hidden.size(0) != batch["completion_ids"].size(0):
+            clean_hidden = None  # defensive: never pair hidden states with the wrong rows
+        return self.after_generation(batch, clean_hidden)
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        capture = getattr(self, "_seam_capture", None)
+        if capture is None or torch.is_grad_enabled():
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        # The first no-grad call inside generation is the policy's clean forward for old log-probs (the
+        # reference model's comes after it): capture its final hidden states, then stop capturing.
+        self._seam_capture = None
+        backbone, _ = backbone_and_head(model)
+
+        def hook(_module, _args, output):
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            # Position t's hidden state predicts token t+1: the completion is predicted by [-C-1:-1].
+            capture.append(hidden[:, -logits_to_keep - 1 : -1].detach())
+
+        handle = backbone.register_forward_hook(hook)
+        try:
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
+            )
+        finally:
+            handle.remove()
+
+    def _compute_loss(self, model, inputs):
+        return self.compute_policy_loss(model, inputs)
+
+
+def lm_head_gather_ctx(weight: torch.Tensor, bias: torch.Tensor | None):
+    """Context gathering a ZeRO-3-partitioned LM head for direct use of its weight (null otherwise)."""
+    from trl.trainer.utils import maybe_gather_lm_head_ctx
+
+    return maybe_gather_lm_head_ctx(weight, bias)
+
+
+@contextlib.contextmanager
+def no_gradient_checkpointing(trainer: GRPOTrainer):
+    """Temporarily disable gradient checkpointing for a no-grad forward (TRL does the same)."""
+    from trl.models.utils import disable_gradient_checkpointing
+
+    with disable_gradient_checkpointing(trainer.model, trainer.args.gradient_checkpointing_kwargs):
+        yield
