@@ -92,8 +92,8 @@ def _hub_rows(repo_id: str, split: str | None) -> tuple[str, Iterator[tuple[RowR
         ds = datasets.load_dataset(repo_id, split=split)
     except Exception as exc:  # noqa: BLE001 - network, auth, missing-repo and offline errors all land here
         raise DataError(f"could not load Hub dataset {repo_id!r} (split {split!r}): {type(exc).__name__}: {exc}. "
-                        f"Offline? Download it once with network access (it is then read from the HF cache), "
-                        f"or pass a local path.", reason="config") from None
+                        f"No local file or folder has that name either. Offline? Download it once with network "
+                        f"access (it is then read from the HF cache), or pass a local path.", reason="config") from None
     if isinstance(ds, dict):  # DatasetDict: no split given
         if len(ds) != 1:
             raise DataError(f"Hub dataset {repo_id!r} has splits {', '.join(ds)}; pass split= / --split",

@@ -254,3 +254,16 @@ def test_undetectable_columns_ask_for_format(tmp_path):
     (tmp_path / "x.jsonl").write_text(json.dumps({"foo": 1, "bar": 2}) + "\n")
     with pytest.raises(DataError, match="--format"):
         load_examples(tmp_path / "x.jsonl")
+
+
+def test_generic_detection_boxes_validated(tmp_path):
+    Image.new("RGB", (64, 48)).save(tmp_path / "d.png")
+    rows = [{"q": "find", "objs": [{"label": "cat", "bbox": [1, 2, 30, 40]}], "img": "d.png"},
+            {"q": "find", "objs": [{"label": "dog", "bbox": [10, 10, 70, 20]}], "img": "d.png"},
+            {"q": "find", "objs": '[{"bbox": [1, 1, 2, 2]}]', "img": "d.png"}]
+    (tmp_path / "det.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples, report = load_examples(tmp_path / "det.jsonl", mapping="prompt=q,answer=objs,images=img",
+                                     task="detection")
+    assert [json.loads(ex.answer) for ex in examples] == [rows[0]["objs"]]
+    assert report.skipped == {"box_outside_image": 1, "invalid_box": 1}
+    assert "objs[0].bbox" in report.samples["box_outside_image"][0]

@@ -11,9 +11,10 @@ Grounding rows must hold a box ``[x1, y1, x2, y2]`` in pixels and are checked ag
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from visent.data.errors import DataError
+from visent.data.errors import INVALID_BOX, DataError
 from visent.data.formats.base import Format
 from visent.data.formats.context import (
     LETTERS,
@@ -61,6 +62,26 @@ def parse_mapping(text: str) -> dict[str, str]:
     return mapping
 
 
+def _detection_answer(value: Any, size: tuple[int, int] | None, ctx: RowContext, field: str) -> str:
+    """Detection labels: a list (or JSON string of one) of ``{"label": str, "bbox": [x1, y1, x2, y2]}`` in
+    pixels, each box checked against the image; re-serialised canonically."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise ctx.error(f"detection answer is not JSON: {value[:80]!r}", reason=INVALID_BOX, field=field) from None
+    if not isinstance(value, list):
+        raise ctx.error('expected a list of {"label", "bbox"} objects', reason=INVALID_BOX, field=field)
+    objects = []
+    for i, obj in enumerate(value):
+        if not isinstance(obj, dict) or not obj.get("label") or "bbox" not in obj:
+            raise ctx.error(f'object {i} needs "label" and "bbox": {obj!r}', reason=INVALID_BOX, field=field)
+        box = parse_box(obj["bbox"], ctx, f"{field}[{i}].bbox")
+        check_box(box, size, ctx, f"{field}[{i}].bbox")
+        objects.append({"label": str(obj["label"]), "bbox": json.loads(box_text(box))})
+    return json.dumps(objects, ensure_ascii=False)
+
+
 def parse_generic(row: dict, ctx: RowContext) -> Example:
     mapping = ctx.options.mapping
     missing = [k for k in ("prompt", "answer") if k not in mapping]
@@ -102,6 +123,9 @@ def parse_generic(row: dict, ctx: RowContext) -> Example:
         check_box(box, size, ctx, mapping["answer"])
         meta.update(coord_space="pixels", box_format="xyxy")
         answer = box_text(box)
+    elif task == "detection":
+        answer = _detection_answer(raw_answer, size, ctx, mapping["answer"])
+        meta.update(coord_space="pixels", box_format="xyxy")
     else:
         answer = answer_text(raw_answer)
     task = task or "other"
