@@ -31,8 +31,6 @@ from visent.data.schema import TASKS, Example
 
 logger = logging.getLogger(__name__)
 
-FORMATS: dict[str, Format] = {**math.FORMATS, **gui.FORMATS, **classification.FORMATS, **generic.FORMATS}
-
 _HUB_ID = re.compile(r"^(hf:)?[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -207,3 +205,7 @@ def load_examples(
         logger.warning("skipped %d of %d rows while loading %s:\n%s", report.skipped_total, report.rows_seen,
                        label, report.summary())
     return examples, report
+
+
+# name -> format (each is also callable: FORMATS["mathvision"](path, strict=True)).
+FORMATS: dict[str, Format] = {**math.FORMATS, **gui.FORMATS, **classification.FORMATS, **generic.FORMATS}

@@ -370,18 +370,6 @@ def noise_detection(ex: Example, rng: random.Random, pools: _Pools) -> tuple[str
     return json.dumps(out), kind
 
 
-Noiser = Callable[[Example, random.Random, _Pools], tuple[str, str]]
-
-NOISERS: dict[str, Noiser] = {
-    "grounding": noise_grounding,
-    "classification": noise_classification,
-    "multiple_choice": noise_multiple_choice,
-    "math": noise_math,
-    "counting": noise_counting,
-    "detection": noise_detection,
-    "other": noise_math,
-}
-
 DETECTION_MODES = ("mixed", "relabel", "shift")
 
 
@@ -457,3 +445,17 @@ def inject_label_noise(
         report.kinds[f"{ex.task}:{kind}"] += 1
         report.changes.append(NoiseChange(i, ex.id, ex.task, ex.clean_answer, noisy, kind))
     return clean, report
+
+
+# task -> how its label is corrupted: (example, rng, pools) -> (noisy answer, kind).
+Noiser = Callable[[Example, random.Random, _Pools], tuple[str, str]]
+
+NOISERS: dict[str, Noiser] = {
+    "grounding": noise_grounding,
+    "classification": noise_classification,
+    "multiple_choice": noise_multiple_choice,
+    "math": noise_math,
+    "counting": noise_counting,
+    "detection": noise_detection,
+    "other": noise_math,
+}
