@@ -99,7 +99,8 @@ def _batch_quantile(scores: torch.Tensor, valid: torch.Tensor, q: float) -> torc
     pos = q * (n.double() - 1.0).clamp_min(0.0)
     lo = pos.floor().long()
     hi = pos.ceil().long()
-    v_lo, v_hi = ordered[lo], ordered[hi]
+    # gather, not ordered[lo]: indexing with a 0-d tensor converts it to a Python int (a host sync)
+    v_lo, v_hi = ordered.gather(0, lo.reshape(1))[0], ordered.gather(0, hi.reshape(1))[0]
     return v_lo + (pos - lo.double()) * (v_hi - v_lo)
 
 

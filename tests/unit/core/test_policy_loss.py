@@ -359,3 +359,36 @@ def test_positive_coefficient_raises_entropy(coef):
     with torch.no_grad():
         after = ent(logits - 0.5 * logits.grad).mean().item()
     assert (after - before) * coef > 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_without_host_sync(odd_mask):
+    mask = odd_mask.double()
+    inputs = _odd_inputs(mask, seed=22)
+    logps, old, ref, adv, tmask, iw = (x.cuda() for x in inputs)
+    logps.requires_grad_(True)
+    cuda_mask = mask.cuda()
+    norm, kl_norm = torch.tensor(9.0, device="cuda"), torch.tensor(11.0, device="cuda")
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        out = {}
+        for aggregation in AGGS:
+            loss, m = policy_loss(logps, old, adv, cuda_mask, tmask, aggregation=aggregation, ref_logps=ref,
+                                  beta=0.1, importance_weights=iw, normalizer=norm, kl_normalizer=kl_norm)  # fmt: skip
+            (grad,) = torch.autograd.grad(loss, logps)
+            out[aggregation] = (loss, grad, m)
+        ent = entropy_regularizer(logps.exp(), cuda_mask)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    cpu_logps = inputs[0].clone().requires_grad_(True)
+    for aggregation, (loss, grad, m) in out.items():
+        cpu_loss, cpu_m = policy_loss(cpu_logps, inputs[1], inputs[3], mask, inputs[4], aggregation=aggregation,
+                                      ref_logps=inputs[2], beta=0.1, importance_weights=inputs[5], normalizer=9.0,
+                                      kl_normalizer=11.0)  # fmt: skip
+        (cpu_grad,) = torch.autograd.grad(cpu_loss, cpu_logps)
+        torch.testing.assert_close(loss.cpu(), cpu_loss.detach())
+        torch.testing.assert_close(grad.cpu(), cpu_grad)
+        for k in cpu_m:
+            torch.testing.assert_close(m[k].cpu(), cpu_m[k])
+    torch.testing.assert_close(ent.cpu(), entropy_regularizer(inputs[0].exp(), mask))

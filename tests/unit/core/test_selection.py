@@ -217,3 +217,41 @@ def test_unknown_names_and_shapes_rejected():
         select_tokens(s, m, granularity="sequence")
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         select_tokens(s, torch.ones(2, 4))
+
+
+# --- accelerator ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu_without_host_sync(odd_mask, make_stats):
+    from visent.core.scores import SCORES, token_scores
+
+    stats = make_stats(odd_mask, seed=21)
+    cuda_stats = type(stats)(
+        *(x.cuda() for x in (stats.entropy, stats.entropy_perturbed, stats.jsd, stats.kl))
+    )
+    mask = odd_mask.cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")  # any .item()/nonzero-style host sync raises
+    try:
+        results = {}
+        for method in sorted(set(SCORES) - {"random"}):
+            s = token_scores(cuda_stats, mask, method)
+            for granularity in ("response", "batch"):
+                for mode in ("top", "bottom"):
+                    results[method, granularity, mode] = (s, select_tokens(s, mask, 0.3, granularity, mode))
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        rnd = select_tokens(token_scores(cuda_stats, mask, "random", generator=gen), mask, 0.3, mode="random",
+                            generator=gen)  # fmt: skip
+        rnd_batch = select_tokens(mask, mask, 0.3, "batch", "random", generator=gen)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    for (method, granularity, mode), (s, sel) in results.items():
+        cpu_s = token_scores(stats, odd_mask, method)
+        torch.testing.assert_close(s.cpu(), cpu_s, atol=1e-6, rtol=0)
+        assert torch.equal(sel.cpu(), select_tokens(cpu_s, odd_mask, 0.3, granularity, mode)), (
+            method,
+            granularity,
+        )
+    assert rnd.is_cuda and rnd.sum(1).long().tolist() == [_ref_k(0.3, int(n)) for n in odd_mask.sum(1)]
+    assert (rnd.cpu()[odd_mask == 0] == 0).all() and int(rnd_batch.sum()) == _ref_k(0.3, int(odd_mask.sum()))
