@@ -1,8 +1,27 @@
 """The math of visent: pure tensors in, tensors out (no transformers/trl imports — a test enforces it).
 
 Shapes: B responses, T completion tokens, V vocabulary, D hidden size.
+
+- ``stats``        entropy, perturbed entropy, JSD, KL per token, chunked (from logits or hidden states)
+- ``scores``       VEPO score and its ablations (``SCORES``)
+- ``selection``    top/bottom/random-ρ token masks per response or per batch
+- ``advantages``   group-relative advantages
+- ``policy_loss``  clipped surrogate with a token mask, k3 KL, aggregation modes (``AGGREGATIONS``)
+- ``schedules``    entropy-coefficient schedules (``SCHEDULES``); a positive coefficient raises entropy
 """
 
+from visent.core.advantages import REWARD_SCALES, group_advantages, zero_variance_groups
+from visent.core.policy_loss import AGGREGATIONS, entropy_regularizer, policy_loss
+from visent.core.schedules import (
+    DEFAULT_COEF_MAX,
+    DEFAULT_COEF_MIN,
+    DEFAULT_SWITCH,
+    SCHEDULES,
+    entropy_coef,
+    entropy_stage,
+)
+from visent.core.scores import SCORES, minmax_per_response, token_scores
+from visent.core.selection import GRANULARITIES, MODES, keep_count, select_tokens
 from visent.core.stats import (
     DEFAULT_CHUNK_SIZE,
     TokenStats,
@@ -12,9 +31,28 @@ from visent.core.stats import (
 )
 
 __all__ = [
+    "AGGREGATIONS",
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_COEF_MAX",
+    "DEFAULT_COEF_MIN",
+    "DEFAULT_SWITCH",
+    "GRANULARITIES",
+    "MODES",
+    "REWARD_SCALES",
+    "SCHEDULES",
+    "SCORES",
     "TokenStats",
+    "entropy_coef",
     "entropy_from_logits",
+    "entropy_regularizer",
+    "entropy_stage",
+    "group_advantages",
+    "keep_count",
+    "minmax_per_response",
+    "policy_loss",
+    "select_tokens",
+    "token_scores",
     "token_stats",
     "token_stats_from_hidden",
+    "zero_variance_groups",
 ]
