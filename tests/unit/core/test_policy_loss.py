@@ -62,7 +62,7 @@ def _odd_inputs(mask, seed, dtype=torch.float64):
     ref = logps + 0.3 * torch.randn(B, T, generator=g, dtype=dtype)
     adv = torch.randn(B, generator=g, dtype=dtype)
     tmask = (torch.rand(B, T, generator=g) < 0.4).to(dtype) * mask.to(dtype)
-    tmask[0, 0] = 1.0  # the single-token row (index 1 in the fixture) is handled separately below
+    tmask[:, 0] = mask[:, 0].to(dtype)  # every non-empty row keeps >= 1 token, as select_tokens guarantees
     iw = 0.5 + torch.rand(B, T, generator=g, dtype=dtype)
     return logps, old, ref, adv, tmask, iw
 

@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from visent.core.selection import keep_count, select_tokens
 
@@ -144,6 +146,28 @@ def test_padding_values_never_matter(odd_mask):
             assert torch.equal(base, select_tokens(poisoned, odd_mask, 0.3, granularity, mode))
             assert torch.equal(base, select_tokens(poisoned_neg, odd_mask, 0.3, granularity, mode))
             assert torch.equal(base, select_tokens(poisoned_nan, odd_mask, 0.3, granularity, mode))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 17), min_size=1, max_size=6),
+    ratio=st.sampled_from([0.05, 0.1, 0.2, 0.25, 1 / 3, 0.5, 0.9, 1.0]),
+    coarse=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_property_matches_reference(lengths, ratio, coarse, seed):
+    T = max(lengths) + 1
+    mask = (torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]).float()
+    g = torch.Generator().manual_seed(seed)
+    scores = (
+        torch.randint(0, 4, mask.shape, generator=g).float()
+        if coarse
+        else torch.rand(mask.shape, generator=g)
+    )
+    for granularity in ("response", "batch"):
+        for mode in ("top", "bottom"):
+            got = select_tokens(scores, mask, ratio, granularity, mode)
+            assert torch.equal(got, reference_select(scores, mask, ratio, granularity, mode))
 
 
 # --- random mode -----------------------------------------------------------------------------------------
