@@ -1,0 +1,195 @@
+"""``visent train --config FILE.yaml [--key value ...]``: train with GRPO / VEPO / two-stage entropy.
+
+The YAML file holds ``VisentConfig`` fields (TRL's ``GRPOConfig`` fields plus visent's); ``--key value``
+pairs override it (later wins), as in TRL's own scripts. Booleans take ``true``/``false`` (a bare
+``--flag`` means true), lists take several values (``--reward_funcs counting format``), dicts a JSON string.
+
+Examples::
+
+    visent train --config configs/vepo.yaml --model_name_or_path tiny:qwen2_5_vl --dataset lab:counting --max_steps 2
+    accelerate launch --config_file zero3.yaml -m visent.cli train --config configs/vepo.yaml   # multi-GPU
+
+A bad config (unknown key, bad value, inconsistent settings) exits with status 2 and one message, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = ["main", "parse_config", "build_trainer", "ConfigError"]
+
+
+class ConfigError(ValueError):
+    """A problem with the user's configuration: reported as one line, exit status 2."""
+
+
+def _split_overrides(argv: list[str]) -> tuple[str | None, list[tuple[str, list[str]]], bool]:
+    """``(config_path, [(key, values)], wants_help)`` from ``--config F --k v1 v2 --flag --k=v ...``."""
+    config_path, pairs, wants_help = None, [], False
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in ("-h", "--help"):
+            wants_help, i = True, i + 1
+            continue
+        if not token.startswith("--"):
+            raise ConfigError(f"unexpected argument {token!r}: options are written --key value")
+        key, eq, inline = token[2:].partition("=")
+        values = [inline] if eq else []
+        i += 1
+        if not eq:
+            while i < len(argv) and not (argv[i].startswith("--") and len(argv[i]) > 2 and not _is_number(argv[i])):
+                values.append(argv[i])
+                i += 1
+        key = key.replace("-", "_")
+        if key == "config":
+            if len(values) != 1:
+                raise ConfigError("--config takes exactly one YAML file")
+            config_path = values[0]
+        else:
+            pairs.append((key, values))
+    return config_path, pairs, wants_help
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+        return True
+    except ValueError:
+        return False
+
+
+def _load_yaml(path: str) -> dict[str, Any]:
+    import yaml
+
+    if not os.path.exists(path):
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config fields, got {type(data).__name__}")
+    return data
+
+
+def _tokens(key: str, value: Any) -> list[str]:
+    """CLI tokens for one YAML value (HfArgumentParser does the typing)."""
+    if value is None:
+        return []
+    if isinstance(value, bool):
+        return [f"--{key}", "true" if value else "false"]
+    if isinstance(value, (list, tuple)):
+        return [f"--{key}", *[str(v) for v in value]]
+    if isinstance(value, dict):
+        return [f"--{key}", json.dumps(value)]
+    return [f"--{key}", str(value)]
+
+
+def parse_config(argv: list[str]):
+    """``VisentConfig`` from ``--config FILE.yaml`` and ``--key value`` overrides. Raises ``ConfigError``."""
+    from transformers import HfArgumentParser
+
+    from visent.trainer.config import VisentConfig, config_field_names, suggest
+
+    config_path, pairs, wants_help = _split_overrides(argv)
+    class _Parser(HfArgumentParser):
+        def error(self, message):  # argparse would print usage and exit; we want one clear message
+            raise ConfigError(message)
+
+    parser = _Parser(VisentConfig, prog="visent train")
+    if wants_help:
+        parser.print_help()
+        raise SystemExit(0)
+    known = set(config_field_names())
+    data = _load_yaml(config_path) if config_path else {}
+    where = config_path or "command line"
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{where}: unknown config key {key!r}{suggest(key)}")
+    tokens: list[str] = []
+    for key, value in data.items():
+        tokens += _tokens(key, value)
+    for key, values in pairs:
+        if key not in known:
+            raise ConfigError(f"unknown option --{key}{suggest(key)}")
+        tokens += [f"--{key}", *(values or ["true"])]
+    if "output_dir" not in data and not any(k == "output_dir" for k, _ in pairs):
+        stem = os.path.splitext(os.path.basename(config_path))[0] if config_path else "train"
+        tokens += ["--output_dir", os.path.join("runs", stem)]
+
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=tokens)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except ValueError as e:  # __post_init__ cross-field checks (ours and TRL's)
+        raise ConfigError(f"{where}: {e}") from None
+    if config.model_name_or_path is None:
+        raise ConfigError(f"{where}: model_name_or_path is required (e.g. --model_name_or_path tiny:qwen2_5_vl)")
+    if config.dataset is None:
+        raise ConfigError(f"{where}: dataset is required (e.g. --dataset lab:counting)")
+    return config
+
+
+def freeze_vision_tower(model) -> int:
+    """Freeze the vision encoder's parameters; returns how many tensors were frozen."""
+    inner = getattr(model, "model", model)
+    visual = getattr(inner, "visual", None) or getattr(model, "visual", None)
+    if visual is None:
+        return 0
+    n = 0
+    for p in visual.parameters():
+        p.requires_grad_(False)
+        n += 1
+    return n
+
+
+def build_trainer(config, callbacks: list | None = None):
+    """Model, data and rewards resolved from ``config``, wrapped in a ``VisentGRPOTrainer``."""
+    from visent.trainer.callbacks import MetricsJsonlCallback
+    from visent.trainer.grpo import VisentGRPOTrainer
+    from visent.trainer.sources import load_model, load_train_dataset, resolve_rewards
+
+    try:
+        dataset = load_train_dataset(config.dataset, config.dataset_size, config.dataset_seed, config.label_noise)
+        rewards = resolve_rewards(list(config.reward_funcs), config.dataset)
+    except (ValueError, KeyError) as e:
+        raise ConfigError(str(e).strip("'\"")) from None
+    model, processor = load_model(config.model_name_or_path, config.model_init_kwargs)
+    config.model_init_kwargs = None  # used above; TRL would only warn that the model is already built
+    if config.freeze_vision_tower:
+        freeze_vision_tower(model)
+    return VisentGRPOTrainer(
+        model=model,
+        reward_funcs=rewards,
+        args=config,
+        train_dataset=dataset,
+        processing_class=processor,
+        callbacks=[MetricsJsonlCallback(), *(callbacks or [])],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        config = parse_config(argv)
+        trainer = build_trainer(config)
+    except ConfigError as e:
+        print(f"visent train: {e}", file=sys.stderr)
+        return 2
+    resume = config.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "latest"):
+        resume = True  # the newest checkpoint-* in output_dir
+    trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(config.output_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""``VisentConfig``: TRL's ``GRPOConfig`` plus visent's orthogonal knobs.
+
+Every method and baseline of METHOD.md is a combination of independent settings:
+
+- **which tokens carry the policy gradient**: ``token_score`` (a ``visent.core.scores.SCORES`` name, or
+  ``none`` for all tokens), ``selection_ratio``, ``selection_granularity``, ``selection_mode``,
+  ``score_alpha``;
+- **the counterfactual image** those scores compare against: ``perturbation``,
+  ``perturbation_strength``, ``perturbation_seed``;
+- **the entropy regulariser**: ``entropy_schedule`` (a ``visent.core.schedules.SCHEDULES`` kind),
+  ``entropy_coef_max`` (λ_max), ``entropy_coef_min`` (λ_min), ``entropy_switch``;
+- **how token losses are averaged**: ``loss_aggregation`` (a ``visent.core.policy_loss.AGGREGATIONS`` name).
+
+Clipping (``epsilon``, ``epsilon_high``), KL (``beta``), sampling (``temperature``,
+``num_generations``), vLLM and the rest are TRL's own ``GRPOConfig`` fields, used unchanged.
+TRL's ``loss_type``, ``top_entropy_quantile`` and ``entropy_coef`` are superseded by the knobs above;
+setting them to anything but their defaults is an error rather than silently ignored.
+
+The field ``help`` strings are the CLI help (``visent train --help``). YAML files in ``configs/`` are
+plain serialisations of this dataclass.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field, fields
+
+from trl import GRPOConfig
+
+from visent.core.schedules import DEFAULT_COEF_MAX, DEFAULT_COEF_MIN, DEFAULT_SWITCH
+
+__all__ = ["VisentConfig", "config_field_names"]
+
+# λ_max = λ_min = 1e-3 and switch = 0.8 come from visent.core.schedules, which documents why (the paper
+# publishes no λ; 1e-3 is the VEPO authors' entropy bonus).
+
+_SUPERSEDED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass
+class VisentConfig(GRPOConfig):
+    """TRL ``GRPOConfig`` extended with VEPO token selection and the entropy schedule (see module doc)."""
+
+    # --- model and data (used by `visent train`; the Python API takes objects instead) ---
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata=_help(
+            "Model to train: a Hub id or local path (Qwen2-VL / Qwen2.5-VL), or `tiny:qwen2_5_vl` / "
+            "`tiny:qwen2_vl` for a tiny random model built locally (CPU smoke tests)."
+        ),
+    )
+    dataset: str | None = field(
+        default=None,
+        metadata=_help(
+            "Training data: `lab:counting`, `lab:grounding`, `lab:classification` (synthetic, offline), or a "
+            "dataset path understood by `visent.data.loaders`."
+        ),
+    )
+    dataset_size: int = field(default=64, metadata=_help("Number of examples drawn for `lab:` datasets."))
+    dataset_seed: int = field(default=0, metadata=_help("Seed of the `lab:` example generator and of label noise."))
+    label_noise: float = field(
+        default=0.0,
+        metadata=_help("Fraction of training labels replaced by a wrong one (0 = clean); the clean label is kept."),
+    )
+    reward_funcs: list[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "Reward functions by name (keys of `visent.rewards.REWARDS`); weights via `reward_weights`. "
+            "Empty with a `lab:<task>` dataset = `r1_<task>` (accuracy + format)."
+        ),
+    )
+    freeze_vision_tower: bool = field(
+        default=True, metadata=_help("Freeze the vision encoder (VEPO trains the language model only).")
+    )
+
+    # --- token selection (METHOD §3) ---
+    token_score: str = field(
+        default="vepo",
+        metadata=_help(
+            "Per-token score that picks the tokens carrying the policy gradient: a name in "
+            "`visent.core.scores.SCORES` (vepo, entropy, jsd, random, ablations) or `none` (all tokens: plain GRPO)."
+        ),
+    )
+    selection_ratio: float = field(
+        default=0.2, metadata=_help("Fraction ρ of valid response tokens kept, in (0, 1]. Ignored when token_score=none.")
+    )
+    selection_granularity: str = field(
+        default="response",
+        metadata=_help("`response`: keep ceil(ρ·n) tokens of each response (VEPO); `batch`: one quantile threshold over the batch (80/20)."),
+    )
+    selection_mode: str = field(
+        default="top", metadata=_help("`top` (highest scores), `bottom` (ablation) or `random` (control).")
+    )
+    score_alpha: float = field(
+        default=0.7, metadata=_help("α in [0, 1]: weight of the JSD vs the entropy gap in the VEPO score.")
+    )
+
+    # --- the perturbed image (METHOD §2) ---
+    perturbation: str = field(
+        default="pixel_values_gaussian",
+        metadata=_help(
+            "Image perturbation for the counterfactual pass: a name in `visent.perturb.PERTURBATIONS` "
+            "(pixel_values_gaussian, pixel_gaussian, diffusion, patch_blackout, no_image, identity)."
+        ),
+    )
+    perturbation_strength: float | None = field(
+        default=None,
+        metadata=_help(
+            "Strength of the perturbation (std, diffusion step or blackout fraction); unset = the kind's "
+            "default (pixel_values_gaussian 2.0, pixel_gaussian 0.5, diffusion 500, patch_blackout 0.5)."
+        ),
+    )
+    perturbation_seed: int = field(
+        default=0, metadata=_help("Seed of the perturbation noise (one draw per prompt and generation batch).")
+    )
+
+    # --- the entropy regulariser (METHOD §4) ---
+    entropy_schedule: str = field(
+        default="none",
+        metadata=_help(
+            "Entropy-coefficient schedule (`visent.core.schedules.SCHEDULES`): none, max (+λ_max), min (−λ_min), "
+            "two_stage (+λ_max then −λ_min), min_then_max, linear, cosine. A positive coefficient raises entropy."
+        ),
+    )
+    entropy_coef_max: float = field(
+        default=DEFAULT_COEF_MAX, metadata=_help("λ_max ≥ 0: magnitude of the entropy-raising coefficient.")
+    )
+    entropy_coef_min: float = field(
+        default=DEFAULT_COEF_MIN, metadata=_help("λ_min ≥ 0: magnitude of the entropy-lowering coefficient.")
+    )
+    entropy_switch: float = field(
+        default=DEFAULT_SWITCH,
+        metadata=_help("Fraction of max_steps at which two-stage schedules switch, in (0, 1) (step ceil(switch·max_steps))."),
+    )
+
+    # --- the policy loss (METHOD §1) ---
+    loss_aggregation: str = field(
+        default="selected_mean",
+        metadata=_help(
+            "How token losses are averaged (`visent.core.policy_loss.AGGREGATIONS`): selected_mean (VEPO), "
+            "token_mean (DAPO), sequence_mean (original GRPO), dr_grpo (sum / (B·max_completion_length))."
+        ),
+    )
+
+    # --- cost of the counterfactual pass ---
+    stats_chunk_size: int = field(
+        default=1024,
+        metadata=_help("Tokens per chunk when computing statistics from hidden states (≈ chunk·V floats alive at once)."),
+    )
+    skip_uniform_groups: bool = field(
+        default=True,
+        metadata=_help(
+            "Skip the counterfactual pass for groups whose rewards are all equal (zero advantage: their mask "
+            "cannot change the policy gradient). Exact; applies with selection_granularity=response."
+        ),
+    )
+    counterfactual_batch_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "Responses per counterfactual forward (each run clean and perturbed in one batch of twice this "
+            "size). Unset = per_device_train_batch_size."
+        ),
+    )
+
+    # --- overridden GRPOConfig defaults ---
+    bf16: bool | None = field(
+        default=None,
+        metadata=_help("bf16 mixed precision; unset = on when a bf16-capable GPU is present, off on CPU."),
+    )
+
+    def __post_init__(self):
+        self._validate_visent()
+        if self.bf16 is None:
+            import torch
+
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not self.fp16
+        super().__post_init__()
+
+    # Cross-field checks run before TRL's own, so a typo fails with our message, not a deep one.
+    def _validate_visent(self) -> None:
+        from visent.core.policy_loss import AGGREGATIONS
+        from visent.core.schedules import SCHEDULES
+        from visent.core.scores import SCORES
+        from visent.core.selection import GRANULARITIES, MODES
+        from visent.perturb import PERTURBATIONS
+
+        def one_of(name: str, value: str, valid) -> None:
+            if value not in valid:
+                raise ValueError(f"{name}={value!r} is not known; valid: {', '.join(valid)}")
+
+        one_of("token_score", self.token_score, ["none", *SCORES])
+        one_of("selection_granularity", self.selection_granularity, list(GRANULARITIES))
+        one_of("selection_mode", self.selection_mode, list(MODES))
+        one_of("perturbation", self.perturbation, list(PERTURBATIONS))
+        one_of("entropy_schedule", self.entropy_schedule, list(SCHEDULES))
+        one_of("loss_aggregation", self.loss_aggregation, list(AGGREGATIONS))
+
+        if not 0.0 < self.selection_ratio <= 1.0:
+            raise ValueError(f"selection_ratio must be in (0, 1] (fraction of tokens kept); got {self.selection_ratio}")
+        if not 0.0 <= self.score_alpha <= 1.0:
+            raise ValueError(f"score_alpha must be in [0, 1]; got {self.score_alpha}")
+        if not 0.0 < self.entropy_switch < 1.0:
+            raise ValueError(
+                f"entropy_switch must be in (0, 1) (fraction of max_steps before the switch); got {self.entropy_switch}"
+            )
+        for name in ("entropy_coef_max", "entropy_coef_min"):
+            if getattr(self, name) < 0:
+                raise ValueError(
+                    f"{name} must be >= 0: it is a magnitude λ, the schedule chooses the sign; got {getattr(self, name)}"
+                )
+        if self.perturbation_strength is not None and self.perturbation_strength < 0:
+            raise ValueError(f"perturbation_strength must be >= 0; got {self.perturbation_strength}")
+        if self.stats_chunk_size < 1:
+            raise ValueError(f"stats_chunk_size must be >= 1; got {self.stats_chunk_size}")
+        if self.counterfactual_batch_size is not None and self.counterfactual_batch_size < 1:
+            raise ValueError(f"counterfactual_batch_size must be >= 1; got {self.counterfactual_batch_size}")
+        if not 0.0 <= self.label_noise <= 1.0:
+            raise ValueError(f"label_noise must be in [0, 1]; got {self.label_noise}")
+        if isinstance(self.reward_funcs, str):
+            self.reward_funcs = [self.reward_funcs]
+        if self.reward_funcs:
+            from visent.rewards import REWARDS
+
+            unknown = [r for r in self.reward_funcs if r not in REWARDS]
+            if unknown:
+                raise ValueError(f"unknown reward(s) {', '.join(map(repr, unknown))}; valid: {', '.join(REWARDS)}")
+
+        # TRL's own versions of these features would act inside the loss we replace: refuse them instead of
+        # silently ignoring them.
+        if self.top_entropy_quantile != 1.0:
+            raise ValueError(
+                "top_entropy_quantile is TRL's entropy mask; with visent use token_score=entropy, "
+                "selection_granularity=batch, selection_ratio=<quantile> instead"
+            )
+        if self.entropy_coef != 0.0 or self.use_adaptive_entropy:
+            raise ValueError(
+                "entropy_coef / use_adaptive_entropy are TRL's entropy bonus; with visent use entropy_schedule=max "
+                "and entropy_coef_max=<coef> (or another schedule) instead"
+            )
+        if self.loss_type not in _SUPERSEDED_LOSS_TYPES:
+            raise ValueError(
+                f"loss_type={self.loss_type!r} is not supported by the visent trainer, whose loss is the clipped "
+                f"surrogate with loss_aggregation; remove loss_type (valid aggregations: {', '.join(AGGREGATIONS)})"
+            )
+        if self.importance_sampling_level != "token" or self.off_policy_mask_threshold is not None or self.delta is not None:
+            raise ValueError(
+                "importance_sampling_level='sequence', off_policy_mask_threshold and delta are not supported by the "
+                "visent loss; leave them at their defaults"
+            )
+        liger = self.liger_kernel_config or {}
+        if self.use_liger_kernel and liger.get("fused_linear_cross_entropy") and (
+            self.token_score != "none" or self.entropy_schedule != "none"
+        ):
+            raise ValueError(
+                "Liger's fused linear cross-entropy never materialises per-token distributions, which token "
+                "selection and the entropy schedule need; set liger_kernel_config.fused_linear_cross_entropy=false "
+                "(layer kernels are fine) or token_score=none and entropy_schedule=none"
+            )
+
+    # --- derived properties the trainer reads ---
+    @property
+    def selects_tokens(self) -> bool:
+        """Whether a token mask other than 'all valid tokens' is built."""
+        return self.token_score != "none" and self.selection_ratio < 1.0
+
+    @property
+    def needs_clean_stats(self) -> bool:
+        """Whether the mask needs the clean pass's statistics (entropy)."""
+        return self.selects_tokens and self.selection_mode != "random" and self.token_score != "random"
+
+    @property
+    def needs_perturbed_pass(self) -> bool:
+        """Whether the mask needs the perturbed pass (every score but entropy-only and random)."""
+        return self.needs_clean_stats and self.token_score != "entropy"
+
+
+def config_field_names() -> list[str]:
+    """All settable field names of ``VisentConfig`` (for CLI/YAML validation)."""
+    return [f.name for f in fields(VisentConfig) if f.init]
+
+
+def suggest(name: str) -> str:
+    """' (did you mean …?)' for a misspelt field name, or ''."""
+    close = difflib.get_close_matches(name, config_field_names(), n=3)
+    return f" (did you mean {', '.join(close)}?)" if close else ""

@@ -1,0 +1,215 @@
+"""The counterfactual pass (METHOD §2): teacher-force the sampled responses with the clean and the
+perturbed image, with no gradient, and reduce the two final-hidden-state tensors to per-token
+statistics through ``visent.core.stats.token_stats_from_hidden`` (chunked: never ``(B, T, V)``).
+
+Shapes: B responses, P prompt tokens (left-padded), C completion tokens (right-padded), D hidden size.
+Images (Qwen2-VL / Qwen2.5-VL): ``pixel_values`` ``(N_rows, C·tp·p·p)`` patch rows of all images of all
+responses in order, ``image_grid_thw`` ``(n_images, 3)``, ``num_images[b]`` images for response b
+(0 for a text-only row). See ``visent.perturb`` for the patch layout.
+
+Cost decisions:
+- clean and perturbed rows go through the model as ONE batch of 2·b rows (b = ``batch_size``);
+- when the trainer already ran a clean forward of the same policy (``clean_hidden``), only the
+  perturbed rows are forwarded;
+- the perturbed image is computed once per prompt, not once per response: the K responses of a prompt
+  share the seed (derived from the prompt's tokens and image) and so the same noise.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Any, Sequence
+
+import torch
+
+from visent.core.stats import TokenStats, token_stats_from_hidden
+from visent.perturb import PatchLayout, perturb_pixel_values
+
+__all__ = [
+    "image_row_spans",
+    "prompt_seeds",
+    "perturb_batch_images",
+    "completion_hidden",
+    "counterfactual_stats",
+]
+
+# Per-response keys that are (B, ...) tensors aligned with the rows.
+_ROW_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "mm_token_type_ids", "token_type_ids")
+
+
+def image_row_spans(batch: dict[str, Any]) -> list[tuple[int, int, int, int]]:
+    """Per response b: ``(row_start, row_end, img_start, img_end)`` into ``pixel_values`` / ``image_grid_thw``."""
+    n = batch["completion_ids"].size(0)
+    num_images = batch.get("num_images")
+    grid = batch.get("image_grid_thw")
+    if num_images is None or grid is None or batch.get("pixel_values") is None:
+        return [(0, 0, 0, 0)] * n
+    rows_per_image = grid.prod(-1).tolist()
+    spans, row, img = [], 0, 0
+    for k in num_images:
+        r = sum(rows_per_image[img : img + k])
+        spans.append((row, row + r, img, img + k))
+        row, img = row + r, img + k
+    return spans
+
+
+def prompt_seeds(batch: dict[str, Any], base_seed: int, step: int) -> list[int]:
+    """One 63-bit seed per response, equal for responses of the same prompt.
+
+    Derived from (``base_seed``, ``step``, the prompt's unpadded token ids, a strided sample of its
+    ``pixel_values``), so it does not depend on where a group's responses sit in the batch or on which
+    process they landed: the K responses of a prompt always share one noise draw, and a run (or a resumed
+    run, since ``step`` is the global step) is reproducible.
+    """
+    spans = image_row_spans(batch)
+    pv = batch.get("pixel_values")
+    seeds = []
+    for b, (r0, r1, _, _) in enumerate(spans):
+        ids = batch["prompt_ids"][b][batch["prompt_mask"][b].bool()]
+        h = hashlib.blake2b(digest_size=8)
+        h.update(struct.pack("<qq", int(base_seed), int(step)))
+        h.update(ids.to("cpu", torch.int64).numpy().tobytes())
+        if r1 > r0:
+            flat = pv[r0:r1].reshape(-1)
+            stride = max(1, flat.numel() // 4096)
+            h.update(flat[::stride].to("cpu", torch.float32).numpy().tobytes())
+        seeds.append(int.from_bytes(h.digest(), "little") >> 1)
+    return seeds
+
+
+def perturb_batch_images(
+    batch: dict[str, Any],
+    seeds: Sequence[int],
+    kind: str,
+    strength: float | None,
+    layout: PatchLayout,
+) -> torch.Tensor | None:
+    """Perturbed ``pixel_values`` for the whole batch (same shape), one draw per distinct prompt seed."""
+    pv = batch.get("pixel_values")
+    if pv is None:
+        return None
+    grid = batch["image_grid_thw"]
+    out = pv.clone()
+    done: dict[int, torch.Tensor] = {}
+    for (r0, r1, i0, i1), seed in zip(image_row_spans(batch), seeds):
+        if r1 == r0:
+            continue
+        if seed not in done:
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            done[seed] = perturb_pixel_values(kind, pv[r0:r1], grid[i0:i1], gen, strength, layout)
+        out[r0:r1] = done[seed]
+    return out
+
+
+def _rows(batch: dict[str, Any], idx: Sequence[int], pixel_values: torch.Tensor | None) -> dict[str, Any]:
+    """Model inputs for responses ``idx`` (full prompt+completion), taking images from ``pixel_values``."""
+    spans = image_row_spans(batch)
+    sel = torch.as_tensor(list(idx), dtype=torch.long, device=batch["completion_ids"].device)
+    inputs = {
+        "input_ids": torch.cat([batch["prompt_ids"][sel], batch["completion_ids"][sel]], dim=1),
+        "attention_mask": torch.cat([batch["prompt_mask"][sel], batch["completion_mask"][sel]], dim=1),
+    }
+    for key in ("mm_token_type_ids", "token_type_ids"):
+        if batch.get(key) is not None:
+            inputs[key] = batch[key][sel]
+    if pixel_values is not None:
+        row_parts = [pixel_values[spans[i][0] : spans[i][1]] for i in idx]
+        grid_parts = [batch["image_grid_thw"][spans[i][2] : spans[i][3]] for i in idx]
+        if sum(p.size(0) for p in row_parts) > 0:
+            inputs["pixel_values"] = torch.cat(row_parts)
+            inputs["image_grid_thw"] = torch.cat(grid_parts)
+    return inputs
+
+
+def _stack(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Concatenate two model-input dicts along the batch (clean rows first, then perturbed rows)."""
+    out = {}
+    for key in a:
+        out[key] = torch.cat([a[key], b[key]], dim=0)
+    return out
+
+
+@torch.no_grad()
+def completion_hidden(backbone: torch.nn.Module, inputs: dict[str, Any], completion_len: int) -> torch.Tensor:
+    """``(b, C, D)`` final hidden states at the positions that predict each completion token."""
+    out = backbone(**inputs, use_cache=False)
+    hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+    return hidden[:, -completion_len - 1 : -1]
+
+
+@torch.no_grad()
+def counterfactual_stats(
+    backbone: torch.nn.Module,
+    lm_head: torch.nn.Module,
+    batch: dict[str, Any],
+    rows: Sequence[int],
+    perturbed_pixel_values: torch.Tensor | None,
+    *,
+    clean_hidden: torch.Tensor | None = None,
+    with_perturbed: bool = True,
+    temperature: float = 1.0,
+    chunk_size: int = 1024,
+    batch_size: int = 8,
+    gather_ctx=None,
+) -> TokenStats:
+    """Token statistics ``(len(rows), C)`` for the responses ``rows`` of a generation batch.
+
+    Args:
+        backbone / lm_head: from ``_trl_seam.backbone_and_head``.
+        batch: TRL's generation batch (keys above).
+        rows: indices of the responses to score.
+        perturbed_pixel_values: ``perturb_batch_images`` output (``None``: no images in the batch).
+        clean_hidden: ``(B, C, D)`` clean hidden states already computed by the trainer, or ``None``.
+        with_perturbed: ``False`` computes only the clean pass (entropy-only scores); the perturbed fields
+            then equal the clean ones (JSD 0).
+        temperature: τ, logits are divided by it (as in sampling).
+        chunk_size: tokens per chunk in ``token_stats_from_hidden``.
+        batch_size: responses per forward (clean + perturbed makes 2× this many rows).
+        gather_ctx: callable ``(weight, bias) -> context manager`` gathering a sharded LM head (ZeRO-3).
+    """
+    mask_all = batch["completion_mask"]
+    C = mask_all.size(1)
+    weight, bias = lm_head.weight, getattr(lm_head, "bias", None)
+    pv = batch.get("pixel_values")
+    parts: list[TokenStats] = []
+    rows = list(rows)
+    for start in range(0, len(rows), batch_size):
+        idx = rows[start : start + batch_size]
+        sel = torch.as_tensor(idx, dtype=torch.long, device=mask_all.device)
+        if clean_hidden is not None:
+            h_clean = clean_hidden[sel]
+            h_pert = (
+                completion_hidden(backbone, _rows(batch, idx, perturbed_pixel_values), C) if with_perturbed else h_clean
+            )
+        elif with_perturbed:
+            both = _stack(_rows(batch, idx, pv), _rows(batch, idx, perturbed_pixel_values))
+            h = completion_hidden(backbone, both, C)
+            h_clean, h_pert = h[: len(idx)], h[len(idx) :]
+        else:
+            h_clean = h_pert = completion_hidden(backbone, _rows(batch, idx, pv), C)
+        ctx = gather_ctx(weight, bias) if gather_ctx is not None else _null()
+        with ctx:
+            parts.append(
+                token_stats_from_hidden(
+                    h_clean, h_pert, weight, mask_all[sel], temperature=temperature, chunk_size=chunk_size,
+                    lm_head_bias=bias,
+                )
+            )
+    if not parts:
+        z = torch.zeros(0, C, device=mask_all.device)
+        return TokenStats(entropy=z, entropy_perturbed=z, jsd=z, kl=z)
+    return TokenStats(
+        entropy=torch.cat([p.entropy for p in parts]),
+        entropy_perturbed=torch.cat([p.entropy_perturbed for p in parts]),
+        jsd=torch.cat([p.jsd for p in parts]),
+        kl=torch.cat([p.kl for p in parts]),
+    )
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

@@ -1,0 +1,242 @@
+"""``VisentGRPOTrainer``: TRL's ``GRPOTrainer`` with VEPO token selection and a scheduled entropy term.
+
+Where this departs from TRL's GRPO (everything else — generation, vLLM, rewards, accelerate/DeepSpeed,
+buffering of a generation batch over ``steps_per_generation × num_iterations`` updates — is TRL's):
+
+1. **Token mask, once per generation batch.** After TRL samples and scores a generation batch, and
+   before any update, ``after_generation`` teacher-forces the responses with the clean and a perturbed
+   image (no gradient), computes per-token statistics, scores and selects tokens
+   (``visent.core.scores`` / ``selection``), and stores the 0/1 mask in the batch as
+   ``visent_token_mask``. TRL then shuffles and splits the batch; the mask travels with its rows and is
+   reused by every update on them.
+2. **Skipping.** A response whose advantage is exactly zero (every response of a group whose rewards
+   are all equal) contributes zero policy gradient whatever its mask, so its counterfactual pass is
+   skipped. To keep the selected-token mean exact, its row still counts the ``k`` tokens it would have
+   kept (``visent_selected_count``). Applies with per-response selection only (with batch-level
+   selection the threshold depends on every token). The KL term covers all valid tokens, so it is
+   unaffected.
+3. **Our own loss** (``compute_policy_loss``): ``visent.core.policy_loss`` (clipped surrogate with
+   ε low/high, token mask, aggregation, k3 KL to the reference model, vLLM importance-sampling
+   weights) plus ``coef(step) · visent.core.policy_loss.entropy_regularizer`` with the coefficient from
+   ``visent.core.schedules`` at the current global step. Entropies carry gradient only when the
+   coefficient is non-zero.
+
+Rows without an image cannot be perturbed: they fall back to the entropy-only score
+(``vepo/no_image_responses`` counts them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import time
+from typing import Any
+
+import torch
+
+from visent.core.policy_loss import entropy_regularizer, policy_loss
+from visent.core.schedules import entropy_coef, entropy_stage
+from visent.core.scores import token_scores
+from visent.core.selection import keep_count, select_tokens
+from visent.core.stats import TokenStats
+from visent.perturb import PatchLayout
+from visent.trainer._trl_seam import SeamTrainer, backbone_and_head, lm_head_gather_ctx, no_gradient_checkpointing
+from visent.trainer.config import VisentConfig
+from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images, prompt_seeds
+
+__all__ = ["VisentGRPOTrainer"]
+
+# Keys added to TRL's generation batch; per-row, so TRL's shuffle/split keeps them aligned.
+TOKEN_MASK = "visent_token_mask"  # (B, C) float 0/1
+SELECTED_COUNT = "visent_selected_count"  # (B,) float: tokens each response counts in the selected mean
+SKIPPED = "visent_skipped"  # (B,) bool: counterfactual pass skipped (zero advantage)
+
+
+def _seed(*parts: int) -> int:
+    h = hashlib.blake2b(struct.pack(f"<{len(parts)}q", *parts), digest_size=8)
+    return int.from_bytes(h.digest(), "little") >> 1
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> float:
+    n = mask.sum()
+    return float((x * mask).sum() / n) if n > 0 else float("nan")
+
+
+class VisentGRPOTrainer(SeamTrainer):
+    """GRPO with VEPO token selection and the entropy schedule. Takes ``args: VisentConfig``;
+    other arguments are ``trl.GRPOTrainer``'s."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        config = kwargs.get("args")
+        if not isinstance(config, VisentConfig):
+            raise TypeError(f"VisentGRPOTrainer needs args=VisentConfig(...); got {type(config).__name__}")
+        super().__init__(*args, **kwargs)
+        self.patch_layout = PatchLayout.from_processor(self.processing_class)
+
+    # ---------------------------------------------------------------- once per generation batch
+
+    def wants_clean_hidden(self) -> bool:
+        return self.args.needs_clean_stats
+
+    def after_generation(self, batch: dict[str, Any], clean_hidden: torch.Tensor | None) -> dict[str, Any]:
+        start = time.perf_counter()
+        token_mask, selected_count, skipped = self._token_mask(batch, clean_hidden)
+        batch[TOKEN_MASK] = token_mask
+        batch[SELECTED_COUNT] = selected_count
+        batch[SKIPPED] = skipped
+        self.record_metric("vepo/skipped_responses", float(skipped.sum()))
+        self.record_metric("time/counterfactual_s", time.perf_counter() - start)
+        return batch
+
+    def _valid_mask(self, batch: dict[str, Any]) -> torch.Tensor:
+        mask = batch["completion_mask"]
+        if batch.get("tool_mask") is not None:
+            mask = mask * batch["tool_mask"]
+        return mask.float()
+
+    def _token_mask(
+        self, batch: dict[str, Any], clean_hidden: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(B, C)`` mask, ``(B,)`` selected counts and ``(B,)`` skipped flags for the generation batch."""
+        args: VisentConfig = self.args
+        valid = self._valid_mask(batch)
+        B, device = valid.size(0), valid.device
+        skipped = torch.zeros(B, dtype=torch.bool, device=device)
+        if not args.selects_tokens:
+            self.record_metric("vepo/no_image_responses", 0.0)
+            return valid, valid.sum(1), skipped
+
+        step = int(self.state.global_step)
+        gen = torch.Generator(device="cpu").manual_seed(
+            _seed(args.perturbation_seed, step, self.accelerator.process_index, 1)
+        )
+        if not args.needs_clean_stats:  # random scores or random selection: nothing to compute
+            zeros = torch.zeros_like(valid)
+            stats = TokenStats(zeros, zeros, zeros, zeros)
+            scores = token_scores(stats, valid, args.token_score, args.score_alpha, generator=gen)
+            mask = select_tokens(scores, valid, args.selection_ratio, args.selection_granularity, args.selection_mode, gen)
+            self.record_metric("vepo/no_image_responses", 0.0)
+            return mask, mask.sum(1), skipped
+
+        if args.skip_uniform_groups and args.selection_granularity == "response":
+            skipped = batch["advantages"].reshape(B) == 0
+        rows = (~skipped).nonzero().squeeze(1).tolist()
+        num_images = batch.get("num_images") or [0] * B
+        has_image = torch.tensor([num_images[i] > 0 for i in rows], dtype=torch.bool, device=device)
+
+        perturbed = None
+        if args.needs_perturbed_pass and batch.get("pixel_values") is not None:
+            seeds = prompt_seeds(batch, args.perturbation_seed, step)
+            perturbed = perturb_batch_images(batch, seeds, args.perturbation, args.perturbation_strength, self.patch_layout)
+        backbone, head = backbone_and_head(self.model)
+        with no_gradient_checkpointing(self):
+            stats = counterfactual_stats(
+                backbone,
+                head,
+                batch,
+                rows,
+                perturbed,
+                clean_hidden=clean_hidden,
+                with_perturbed=perturbed is not None,
+                temperature=self.policy_settings().temperature,
+                chunk_size=args.stats_chunk_size,
+                batch_size=args.counterfactual_batch_size or args.per_device_train_batch_size,
+                gather_ctx=lm_head_gather_ctx,
+            )
+        valid_r = valid[rows]
+        scores = token_scores(stats, valid_r, args.token_score, args.score_alpha, generator=gen)
+        if args.token_score != "entropy" and not bool(has_image.all()):
+            # No image to perturb: these rows are scored by entropy alone.
+            fallback = token_scores(stats, valid_r, "entropy", args.score_alpha, generator=gen)
+            scores = torch.where(has_image[:, None], scores, fallback)
+        mask_r = select_tokens(scores, valid_r, args.selection_ratio, args.selection_granularity, args.selection_mode, gen)
+
+        mask = torch.zeros_like(valid)
+        mask[rows] = mask_r
+        count = mask.sum(1)
+        if bool(skipped.any()):
+            count[skipped] = keep_count(valid[skipped].sum(1), args.selection_ratio).to(count.dtype)
+
+        with_img = valid_r * has_image[:, None].float()
+        self.record_metric("vepo/no_image_responses", float((~has_image).sum()))
+        self.record_metric("vepo/jsd_mean", _masked_mean(stats.jsd, with_img))
+        self.record_metric("vepo/gap_mean", _masked_mean(stats.gap, with_img))
+        return mask, count, skipped
+
+    # ---------------------------------------------------------------- every update
+
+    def compute_policy_loss(self, model: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        args: VisentConfig = self.args
+        settings = self.policy_settings()
+        total = max(int(self.state.max_steps), 1)
+        step = int(self.state.global_step)
+        coef = float(entropy_coef(step, total, args.entropy_schedule, args.entropy_coef_max, args.entropy_coef_min, args.entropy_switch))
+
+        logps, entropies = self.forward_logps_and_entropies(model, inputs, compute_entropy=True)
+        if coef == 0.0:
+            entropies = entropies.detach()  # no gradient through the entropy when it is not in the loss
+        mask = self._valid_mask(inputs)
+        token_mask = inputs.get(TOKEN_MASK)
+        old = inputs.get("old_per_token_logps")
+        old = logps.detach() if old is None else old
+        normalizer = kl_normalizer = None
+        if args.loss_aggregation == "selected_mean" and SELECTED_COUNT in inputs:
+            # Skipped rows count the k tokens they would have kept, so skipping leaves the loss unchanged.
+            normalizer = inputs[SELECTED_COUNT].sum().clamp_min(1.0)
+            kl_normalizer = mask.sum().clamp_min(1.0)  # the KL term is a mean over all valid tokens
+        weights = None
+        if settings.vllm_is_correction and inputs.get("importance_sampling_ratio") is not None:
+            weights = inputs["importance_sampling_ratio"].expand_as(logps)  # (B, 1) in sequence modes
+
+        loss, metrics = policy_loss(
+            logps,
+            old,
+            inputs["advantages"].reshape(-1),
+            mask,
+            token_mask,
+            eps_low=settings.eps_low,
+            eps_high=settings.eps_high,
+            aggregation=args.loss_aggregation,
+            ref_logps=inputs.get("ref_per_token_logps"),
+            beta=settings.beta,
+            importance_weights=weights,
+            normalizer=normalizer,
+            max_completion_length=settings.max_completion_length,
+            kl_normalizer=kl_normalizer,
+        )
+        if coef != 0.0:
+            loss = loss + coef * entropy_regularizer(entropies, mask)
+        if self.mode == "train":
+            # TRL scales the loss for gradient accumulation itself (HF auto-scaling is off for GRPO).
+            loss = loss / self.current_gradient_accumulation_steps
+
+        self._log_loss_metrics(inputs, entropies.detach(), mask, token_mask, metrics, coef, step, total)
+        return loss
+
+    def _log_loss_metrics(self, inputs, entropies, mask, token_mask, metrics, coef, step, total) -> None:
+        args: VisentConfig = self.args
+        for name, value in metrics.items():
+            self.record_metric(f"loss/{name}", float(value))
+        self.record_metric("entropy/coef", coef)
+        self.record_metric("entropy/stage", float(entropy_stage(step, total, args.entropy_schedule, args.entropy_switch)))
+        self.record_metric("entropy/mean", _masked_mean(entropies, mask))
+        if token_mask is None:
+            token_mask = mask
+        skipped = inputs.get(SKIPPED)
+        scored = mask if skipped is None else mask * (~skipped)[:, None].float()
+        selected = token_mask * scored
+        self.record_metric("entropy/selected_mean", _masked_mean(entropies, selected))
+        self.record_metric("select/fraction", float(selected.sum() / scored.sum()) if scored.sum() > 0 else float("nan"))
+        # Share of selected tokens below their response's median entropy (the paper's "low-entropy,
+        # vision-anchored" tokens), and Jaccard overlap with the entropy top-ρ mask.
+        masked = torch.where(scored.bool(), entropies, torch.full_like(entropies, float("nan")))
+        median = masked.nanmedian(dim=1, keepdim=True).values
+        self.record_metric("select/low_entropy_fraction", _masked_mean((entropies < median).float(), selected))
+        ratio = args.selection_ratio if args.selects_tokens else 1.0
+        rows = scored.sum(1) > 0
+        if bool(rows.any()):
+            top = select_tokens(entropies[rows], scored[rows], ratio, "response", "top")
+            sel = selected[rows]
+            union = ((top + sel) > 0).float().sum()
+            inter = (top * sel).sum()
+            self.record_metric("select/overlap_entropy_top", float(inter / union) if union > 0 else float("nan"))
