@@ -1,0 +1,267 @@
+"""``visent eval``: greedy generation over benchmarks, scored by the training verifiers, resumable.
+
+Output folder layout (``--out DIR``):
+
+- ``predictions.jsonl``: append-only, one scored example per line (``benchmark``, ``id``, ``task``,
+  ``response``, ``score`` vs ``answer``, ``score_clean`` vs ``clean_answer``, ``parse_failed``,
+  ``components``, labels). A rerun skips every ``(benchmark, id)`` already there, so an interrupted run
+  resumes where it stopped; a torn last line (crash mid-write) is ignored and that row redone.
+- ``run.json``: the settings that determine the generations (model, prompt template, system prompt,
+  max_new_tokens, reward overrides). Resuming with different settings is refused, so one folder never
+  mixes generations from two configurations.
+- ``results.json`` and ``results.md``: per-benchmark accuracy with a 95% Wilson interval, against the
+  clean and the (possibly noisy) training labels; rewritten atomically after every batch.
+
+Scores use ``visent.rewards``: each example's task picks its verifier (``TASK_REWARDS``) unless
+``rewards={"grounding": "grounding_resized", ...}`` overrides it (e.g. for a model that speaks
+Qwen2.5-VL's resized-pixel coordinates).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from visent.data.schema import Example
+from visent.eval.report import markdown_table, summarize, write_atomic, write_json_atomic
+from visent.eval.sources import Benchmark
+
+logger = logging.getLogger(__name__)
+
+Generate = Callable[[Sequence[Example]], list[str]]
+PREDICTIONS = "predictions.jsonl"
+
+
+class EvalConfigError(ValueError):
+    """A setting that cannot work (or conflicts with what the output folder already holds)."""
+
+
+@dataclass
+class EvalSettings:
+    """Everything that determines the generations; stored in ``run.json`` and checked on resume.
+
+    Attributes:
+        model: model name or path (``tiny:qwen2_5_vl`` builds the lab's tiny model).
+        template: key of ``generation.PROMPT_TEMPLATES`` or a literal string with ``{prompt}``.
+        system_prompt: optional system message (else a row's ``meta["system_prompt"]``).
+        max_new_tokens: generation budget per example.
+        rewards: task -> reward name overrides (e.g. ``{"grounding": "grounding_resized"}``).
+        noise: ``[rate, seed]`` when label noise was injected before scoring, else None.
+    """
+
+    model: str
+    template: str = "plain"
+    system_prompt: str | None = None
+    max_new_tokens: int = 512
+    rewards: dict[str, str] = field(default_factory=dict)
+    noise: list[float] | None = None
+
+
+def _key(benchmark: str, example_id: str) -> str:
+    return f"{benchmark}\x1f{example_id}"
+
+
+def read_predictions(path: Path) -> list[dict[str, Any]]:
+    """Records in ``predictions.jsonl``; unparsable lines (a torn final write) are skipped with a warning."""
+    if not path.exists():
+        return []
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                logger.warning(
+                    "%s line %d is not valid JSON (interrupted write?); that row will be redone", path, lineno
+                )
+                continue
+            if isinstance(record, dict) and "benchmark" in record and "id" in record:
+                records.append(record)
+    return records
+
+
+def _repair_tail(path: Path) -> None:
+    """Make sure the file ends with a newline so an append after a torn line starts a fresh line."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb") as handle:
+            handle.seek(-1, os.SEEK_END)
+            last = handle.read(1)
+        if last != b"\n":
+            with path.open("ab") as handle:
+                handle.write(b"\n")
+
+
+def check_run_settings(out: Path, settings: EvalSettings) -> None:
+    """Write ``run.json`` on first use; refuse to resume a folder made with different settings."""
+    run_file = out / "run.json"
+    current = asdict(settings)
+    if run_file.exists():
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {})
+        except ValueError:
+            previous = None
+        if previous is not None and previous != current:
+            changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
+            raise EvalConfigError(
+                f"{out} already holds predictions made with different settings ({', '.join(changed)}: "
+                f"{ {k: previous.get(k) for k in changed} } vs { {k: current.get(k) for k in changed} }); "
+                "use another --out folder, or --overwrite to discard them"
+            )
+    write_json_atomic(
+        run_file, {"settings": current, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    )
+
+
+def score_example(example: Example, response: str, rewards: dict[str, str]) -> dict[str, Any]:
+    """One prediction record: the response scored against ``answer`` and ``clean_answer``."""
+    from visent.rewards import get_reward, reward_for_task
+
+    reward = get_reward(rewards[example.task]) if example.task in rewards else reward_for_task(example.task)
+    row = {"id": example.id, "meta": example.meta}
+    result = reward.score_one(response, example.answer, **row)
+    clean = (
+        result
+        if example.clean_answer == example.answer
+        else reward.score_one(response, example.clean_answer, **row)
+    )
+    return {
+        "id": example.id,
+        "task": example.task,
+        "reward": reward.name,
+        "response": response,
+        "score": result.score,
+        "score_clean": clean.score,
+        "parse_failed": result.parse_failed,
+        "label_error": result.label_error or clean.label_error,
+        "components": clean.components,
+        "answer": example.answer,
+        "clean_answer": example.clean_answer,
+        "is_noisy": bool(example.is_noisy),
+    }
+
+
+def pending(benchmarks: Sequence[Benchmark], out: str | Path) -> int:
+    """How many examples of ``benchmarks`` have no prediction in ``out`` yet."""
+    done = {_key(r["benchmark"], r["id"]) for r in read_predictions(Path(out) / PREDICTIONS)}
+    return sum(_key(b.name, ex.id) not in done for b in benchmarks for ex in b.examples)
+
+
+@dataclass
+class EvalOutcome:
+    """What a run did: ``summary`` per benchmark (see ``report.summarize``), rows generated now vs reused."""
+
+    summary: dict[str, dict[str, Any]]
+    generated: int
+    reused: int
+    out: Path
+
+
+def run_eval(
+    benchmarks: Sequence[Benchmark],
+    generate: Generate,
+    out: str | Path,
+    settings: EvalSettings,
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> EvalOutcome:
+    """Generate and score every example not yet in ``out/predictions.jsonl``, then write the results.
+
+    Args:
+        benchmarks: named example sets (``sources.resolve``); names must be unique.
+        generate: a backend (``generation.TransformersBackend`` / ``VLLMBackend``) or any
+            ``examples -> completions`` callable.
+        out: the output folder (created).
+        settings: the generation settings, recorded in ``run.json``.
+        batch_size: examples per ``generate`` call; predictions are appended after each batch.
+        progress: show a tqdm bar.
+    """
+    from tqdm.auto import tqdm
+
+    from visent.rewards import TASK_REWARDS, get_reward
+
+    names = [b.name for b in benchmarks]
+    if len(set(names)) != len(names):
+        raise EvalConfigError(
+            f"benchmark names must be unique, got {names}; name them with --data NAME=SOURCE"
+        )
+    for reward_name in settings.rewards.values():
+        try:
+            get_reward(reward_name)
+        except KeyError as exc:
+            raise EvalConfigError(str(exc.args[0])) from None
+    for bench in benchmarks:
+        unscorable = sorted({ex.task for ex in bench.examples} - set(TASK_REWARDS) - set(settings.rewards))
+        if unscorable:
+            raise EvalConfigError(
+                f"benchmark {bench.name!r} has tasks without a verifier: {unscorable}; set --task or --reward TASK=NAME"
+            )
+    if batch_size < 1:
+        raise EvalConfigError(f"batch_size must be >= 1, got {batch_size}")
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    check_run_settings(out, settings)
+    pred_path = out / PREDICTIONS
+    existing: dict[str, dict[str, Any]] = {}
+    for record in read_predictions(pred_path):
+        existing.setdefault(_key(record["benchmark"], record["id"]), record)  # first write wins
+    done = set(existing)
+    _repair_tail(pred_path)
+
+    wanted = {_key(b.name, ex.id) for b in benchmarks for ex in b.examples}
+    todo = [(b.name, ex) for b in benchmarks for ex in b.examples if _key(b.name, ex.id) not in done]
+    # Duplicate ids within a benchmark would be scored once and then look "done": refuse them.
+    if len(wanted) != sum(len(b.examples) for b in benchmarks):
+        raise EvalConfigError(
+            "duplicate example ids within a benchmark; ids must be unique for resumable evaluation"
+        )
+
+    records = [r for key, r in existing.items() if key in wanted]
+    meta = {
+        "model": settings.model,
+        "settings": asdict(settings),
+        "benchmarks": {
+            b.name: {"source": b.source, "n": len(b.examples), "skipped_rows": b.skipped} for b in benchmarks
+        },
+    }
+
+    def write_results() -> dict[str, dict[str, Any]]:
+        summary = summarize(records)
+        write_json_atomic(out / "results.json", {**meta, "results": summary})
+        header = f"# Evaluation of `{settings.model}`\n\n"
+        write_atomic(out / "results.md", header + markdown_table(summary))
+        return summary
+
+    bar = tqdm(total=len(todo), desc="visent eval", unit="ex", disable=not progress)
+    generated = 0
+    try:
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
+            responses = generate([ex for _, ex in chunk])
+            if len(responses) != len(chunk):
+                raise RuntimeError(f"backend returned {len(responses)} completions for {len(chunk)} prompts")
+            lines = []
+            for (bench_name, ex), response in zip(chunk, responses):
+                record = {"benchmark": bench_name, **score_example(ex, response, settings.rewards)}
+                records.append(record)
+                lines.append(json.dumps(record, ensure_ascii=False))
+            with pred_path.open("a", encoding="utf-8") as handle:
+                handle.write("\n".join(lines) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            generated += len(chunk)
+            bar.update(len(chunk))
+            write_results()
+    finally:
+        bar.close()
+    summary = write_results()
+    return EvalOutcome(summary=summary, generated=generated, reused=len(records) - generated, out=out)

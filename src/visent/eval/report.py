@@ -1,0 +1,133 @@
+"""Turning scored predictions into numbers and files: Wilson intervals, per-benchmark summaries, tables.
+
+A record is one scored example as stored in ``predictions.jsonl`` (see ``harness``): a dict with at least
+``benchmark``, ``task``, ``score`` (against ``answer``), ``score_clean`` (against ``clean_answer``),
+``is_noisy``, ``parse_failed``; detection rows also carry ``response`` and ``clean_answer``/``answer``
+for mAP.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+Z95 = 1.959963984540054  # the 97.5% standard-normal quantile
+
+
+def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a proportion ``successes / n`` (95% by default).
+
+    ``successes`` may be fractional (a mean of scores in [0, 1], e.g. detection IoU rewards); the interval
+    is then the usual approximation treating the mean as a proportion. ``n = 0`` gives ``(0, 1)``: nothing
+    is known.
+    """
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n={n}], got {successes}")
+    p = successes / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _accuracy_block(scores: Sequence[float]) -> dict[str, Any]:
+    n = len(scores)
+    total = float(sum(scores))
+    lo, hi = wilson_interval(total, n)
+    return {"accuracy": total / n if n else 0.0, "ci95": [lo, hi]}
+
+
+def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per-benchmark metrics.
+
+    Returns ``{benchmark: {"n", "tasks", "accuracy", "ci95", "accuracy_clean", "ci95_clean", "n_noisy",
+    "parse_fail_rate", "by_task": {task: {"n", "accuracy", "ci95"}}, ["map50", "map50_clean"]}}``.
+    ``accuracy`` is against ``answer`` (what training saw, possibly noisy), ``accuracy_clean`` against
+    ``clean_answer``; they coincide when no row is noisy. ``map50`` appears for detection rows.
+    """
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        grouped.setdefault(record["benchmark"], []).append(record)
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted(grouped):
+        rows = grouped[name]
+        block: dict[str, Any] = {"n": len(rows), "tasks": sorted({r["task"] for r in rows})}
+        block.update(_accuracy_block([r["score"] for r in rows]))
+        clean = _accuracy_block([r["score_clean"] for r in rows])
+        block["accuracy_clean"], block["ci95_clean"] = clean["accuracy"], clean["ci95"]
+        block["n_noisy"] = sum(bool(r.get("is_noisy")) for r in rows)
+        block["parse_fail_rate"] = sum(bool(r.get("parse_failed")) for r in rows) / len(rows)
+        by_task: dict[str, Any] = {}
+        for task in block["tasks"]:
+            task_rows = [r for r in rows if r["task"] == task]
+            by_task[task] = {"n": len(task_rows), **_accuracy_block([r["score_clean"] for r in task_rows])}
+        block["by_task"] = by_task
+        detection = [r for r in rows if r["task"] == "detection"]
+        if detection:
+            from visent.rewards.detection import map50, parse_detections
+            from visent.rewards.extract import answer_region
+
+            preds = [parse_detections(answer_region(r.get("response", ""))) or [] for r in detection]
+            block["map50"] = map50(preds, [r.get("answer", "[]") for r in detection])["map50"]
+            block["map50_clean"] = map50(preds, [r.get("clean_answer", "[]") for r in detection])["map50"]
+        out[name] = block
+    return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}"
+
+
+def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table: benchmark, n, accuracy [95% CI] (clean labels), vs noisy labels, parse failures."""
+    lines = [
+        "| benchmark | task | n | accuracy % [95% CI] | vs. training labels % | noisy rows | unparsable % |",
+        "|---|---|---:|---|---|---:|---:|",
+    ]
+    for name, b in summary.items():
+        lo, hi = b["ci95_clean"]
+        acc = f"{_pct(b['accuracy_clean'])} [{_pct(lo)}, {_pct(hi)}]"
+        if "map50_clean" in b:
+            acc += f"; mAP@0.5 {_pct(b['map50_clean'])}"
+        lo_n, hi_n = b["ci95"]
+        noisy = f"{_pct(b['accuracy'])} [{_pct(lo_n)}, {_pct(hi_n)}]" if b["n_noisy"] else "same"
+        lines.append(
+            f"| {name} | {', '.join(b['tasks'])} | {b['n']} | {acc} | {noisy} | {b['n_noisy']} | "
+            f"{_pct(b['parse_fail_rate'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``.
+
+    Readers see the old file or the new one, never a half-written file; on error the temporary file is
+    removed and the old file is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")

@@ -1,0 +1,174 @@
+"""What ``visent eval --data`` accepts, resolved to named benchmarks of :class:`Example` rows.
+
+A spec is ``[NAME=]SOURCE`` where SOURCE is one of
+
+- ``lab:TASK[:N[:SEED]]``: N (default 64) held-out synthetic examples of a lab task (``counting``,
+  ``grounding``, ``classification``) from ``visent.lab``; never the warm-start training stream;
+- a ``.jsonl`` file of serialised examples (one ``Example`` as a dict per line: ``id, task, prompt,
+  images`` (paths), ``answer``, optional ``clean_answer, is_noisy, meta``), as written by
+  :func:`write_examples_jsonl` — e.g. a noisy split saved for later evaluation;
+- anything ``visent.data.loaders.load_examples`` reads (a dataset file or folder in a published format,
+  or a Hub id), with ``--format`` / ``--image-root`` passed through.
+
+The benchmark name defaults to ``lab-TASK`` or the file's stem (its folder's name for generic stems like
+``testmini``/``test``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from visent.data.schema import Example
+
+DEFAULT_LAB_N = 64
+_GENERIC_STEMS = {"test", "testmini", "train", "val", "validation", "data", "dev"}
+_EXAMPLE_KEYS = {"id", "task", "prompt", "answer"}
+
+
+@dataclass
+class Benchmark:
+    """One named evaluation set: its examples, where they came from, and rows the loader skipped."""
+
+    name: str
+    examples: list[Example]
+    source: str
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+class EvalDataError(ValueError):
+    """A ``--data`` spec or file that cannot be used; the message names the spec/file, row and field."""
+
+
+def _lab(spec: str) -> tuple[str, list[Example]]:
+    from visent.lab.warmstart import heldout_examples
+
+    parts = spec.split(":")
+    if len(parts) < 2 or not parts[1]:
+        raise EvalDataError(f"--data {spec!r}: expected lab:TASK[:N[:SEED]]")
+    task = parts[1]
+    try:
+        n = int(parts[2]) if len(parts) > 2 and parts[2] else DEFAULT_LAB_N
+        seed = int(parts[3]) if len(parts) > 3 and parts[3] else 0
+    except ValueError:
+        raise EvalDataError(f"--data {spec!r}: N and SEED must be integers") from None
+    try:
+        return f"lab-{task}", heldout_examples([task], n, seed)
+    except ValueError as exc:
+        raise EvalDataError(f"--data {spec!r}: {exc}") from None
+
+
+def write_examples_jsonl(path: str | Path, examples: list[Example]) -> None:
+    """Serialise examples (image paths kept; in-memory PIL images are not serialisable and refused)."""
+    lines = []
+    for ex in examples:
+        if any(not isinstance(im, str) for im in ex.images):
+            raise EvalDataError(
+                f"example {ex.id!r}: only image paths can be written to jsonl, not in-memory images"
+            )
+        lines.append(json.dumps(asdict(ex), ensure_ascii=False))
+    from visent.eval.report import write_atomic
+
+    write_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+def _looks_like_examples(path: Path) -> bool:
+    if path.suffix != ".jsonl" or not path.is_file():
+        return False
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    return False
+                return isinstance(row, dict) and _EXAMPLE_KEYS <= set(row)
+    return False
+
+
+def read_examples_jsonl(path: Path) -> list[Example]:
+    examples = []
+    base = path.parent
+    with path.open(encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            where = f"{path} line {lineno}"
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise EvalDataError(f"{where}: not valid JSON ({exc})") from None
+            missing = sorted(_EXAMPLE_KEYS - set(row))
+            if missing:
+                raise EvalDataError(f"{where}: missing field(s) {', '.join(map(repr, missing))}")
+            images = row.get("images") or []
+            if not isinstance(images, list) or not all(isinstance(im, str) for im in images):
+                raise EvalDataError(f"{where}, field 'images': expected a list of file paths")
+            images = [im if Path(im).is_absolute() else str(base / im) for im in images]
+            examples.append(
+                Example(
+                    id=str(row["id"]),
+                    task=str(row["task"]),
+                    prompt=str(row["prompt"]),
+                    images=images,
+                    answer=str(row["answer"]),
+                    clean_answer=row.get("clean_answer"),
+                    is_noisy=bool(row.get("is_noisy", False)),
+                    meta=dict(row.get("meta") or {}),
+                )
+            )
+    return examples
+
+
+def _default_name(path: Path) -> str:
+    stem = path.stem if path.is_file() else path.name
+    if stem.lower() in _GENERIC_STEMS:
+        parent = path.parent
+        if parent.name.lower() in _GENERIC_STEMS | {"data"}:
+            parent = parent.parent
+        return f"{parent.name}-{stem}" if parent.name else stem
+    return stem
+
+
+def resolve(
+    spec: str,
+    *,
+    format: str | None = None,
+    image_root: str | None = None,
+    limit: int | None = None,
+    task: str | None = None,
+) -> Benchmark:
+    """The benchmark for one ``--data`` spec (see the module doc).
+
+    ``task`` overrides every example's task (which verifier scores it); ``limit`` keeps the first rows.
+    Rows a dataset loader skips are logged by the loader and counted in ``Benchmark.skipped``.
+    """
+    name, source = ("", spec)
+    if "=" in spec and not spec.startswith("lab:"):
+        name, source = spec.split("=", 1)
+    skipped: dict[str, int] = {}
+    if source.startswith("lab:"):
+        default, examples = _lab(source)
+    else:
+        path = Path(source)
+        if _looks_like_examples(path):
+            default, examples = _default_name(path), read_examples_jsonl(path)
+        else:
+            from visent.data.errors import DataError
+            from visent.data.loaders import load_examples
+
+            try:
+                examples, report = load_examples(source, format=format, image_root=image_root, task=task)
+            except DataError as exc:
+                raise EvalDataError(f"--data {spec!r}: {exc}") from None
+            skipped = dict(report.skipped)
+            default = _default_name(path) if path.exists() else source.replace("/", "-")
+    if limit is not None:
+        examples = examples[:limit]
+    if task is not None:
+        for ex in examples:
+            ex.task = task
+    if not examples:
+        raise EvalDataError(f"--data {spec!r}: no examples")
+    return Benchmark(name or default, examples, source, skipped)
