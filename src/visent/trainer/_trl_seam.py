@@ -167,6 +167,10 @@ class SeamTrainer(GRPOTrainer):
 
     # ---- helpers over private API ------------------------------------------------------------------
 
+    def generation_batch(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Sample, score and post-process one generation batch from dataset rows (tools, tests, benchmarks)."""
+        return self._generate_and_score_completions(inputs)
+
     @property
     def mode(self) -> str:
         return "train" if self.model.training else "eval"

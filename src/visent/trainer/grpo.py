@@ -103,7 +103,7 @@ class VisentGRPOTrainer(SeamTrainer):
         B, device = valid.size(0), valid.device
         skipped = torch.zeros(B, dtype=torch.bool, device=device)
         if not args.selects_tokens:
-            self.record_metric("vepo/no_image_responses", 0.0)
+            self._record_pass_metrics(no_image=0, jsd=float("nan"), gap=float("nan"))
             return valid, valid.sum(1), skipped
 
         step = int(self.state.global_step)
@@ -115,7 +115,7 @@ class VisentGRPOTrainer(SeamTrainer):
             stats = TokenStats(zeros, zeros, zeros, zeros)
             scores = token_scores(stats, valid, args.token_score, args.score_alpha, generator=gen)
             mask = select_tokens(scores, valid, args.selection_ratio, args.selection_granularity, args.selection_mode, gen)
-            self.record_metric("vepo/no_image_responses", 0.0)
+            self._record_pass_metrics(no_image=0, jsd=float("nan"), gap=float("nan"))
             return mask, mask.sum(1), skipped
 
         if args.skip_uniform_groups and args.selection_granularity == "response":
@@ -158,10 +158,20 @@ class VisentGRPOTrainer(SeamTrainer):
             count[skipped] = keep_count(valid[skipped].sum(1), args.selection_ratio).to(count.dtype)
 
         with_img = valid_r * has_image[:, None].float()
-        self.record_metric("vepo/no_image_responses", float((~has_image).sum()))
-        self.record_metric("vepo/jsd_mean", _masked_mean(stats.jsd, with_img))
-        self.record_metric("vepo/gap_mean", _masked_mean(stats.gap, with_img))
+        if perturbed is None:  # entropy-only scores: no perturbed pass, no JSD/gap to report
+            with_img = torch.zeros_like(with_img)
+        self._record_pass_metrics(
+            no_image=int((~has_image).sum()),
+            jsd=_masked_mean(stats.jsd, with_img),
+            gap=_masked_mean(stats.gap, with_img),
+        )
         return mask, count, skipped
+
+    def _record_pass_metrics(self, no_image: int, jsd: float, gap: float) -> None:
+        # Always logged (NaN → null in metrics.jsonl when not computed) so every run has the same keys.
+        self.record_metric("vepo/no_image_responses", float(no_image))
+        self.record_metric("vepo/jsd_mean", jsd)
+        self.record_metric("vepo/gap_mean", gap)
 
     # ---------------------------------------------------------------- every update
 
@@ -208,7 +218,7 @@ class VisentGRPOTrainer(SeamTrainer):
             loss = loss + coef * entropy_regularizer(entropies, mask)
         if self.mode == "train":
             # TRL scales the loss for gradient accumulation itself (HF auto-scaling is off for GRPO).
-            loss = loss / self.current_gradient_accumulation_steps
+            loss = loss / getattr(self, "current_gradient_accumulation_steps", args.gradient_accumulation_steps)
 
         self._log_loss_metrics(inputs, entropies.detach(), mask, token_mask, metrics, coef, step, total)
         return loss
@@ -234,9 +244,10 @@ class VisentGRPOTrainer(SeamTrainer):
         self.record_metric("select/low_entropy_fraction", _masked_mean((entropies < median).float(), selected))
         ratio = args.selection_ratio if args.selects_tokens else 1.0
         rows = scored.sum(1) > 0
+        overlap = float("nan")
         if bool(rows.any()):
             top = select_tokens(entropies[rows], scored[rows], ratio, "response", "top")
             sel = selected[rows]
             union = ((top + sel) > 0).float().sum()
-            inter = (top * sel).sum()
-            self.record_metric("select/overlap_entropy_top", float(inter / union) if union > 0 else float("nan"))
+            overlap = float((top * sel).sum() / union) if union > 0 else float("nan")
+        self.record_metric("select/overlap_entropy_top", overlap)

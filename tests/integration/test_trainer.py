@@ -1,0 +1,185 @@
+"""VisentGRPOTrainer through TRL's real GRPOTrainer on tiny locally built Qwen2(.5)-VL models (CPU).
+
+Covers: the token mask gates the policy gradient token by token; skipping the counterfactual pass for
+zero-advantage responses changes neither loss nor gradients; the two-stage schedule's logged coefficient
+and its effect on entropy against a GRPO control; resuming from a checkpoint continues the schedule.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+import torch
+
+from visent.trainer.callbacks import MetricsJsonlCallback, read_metrics
+from visent.trainer.config import VisentConfig
+from visent.trainer.grpo import SELECTED_COUNT, SKIPPED, TOKEN_MASK, VisentGRPOTrainer
+from visent.trainer.sources import load_model, load_train_dataset, resolve_rewards
+
+K = 4  # responses per prompt
+
+
+def make_trainer(tmp_path, *, kind="qwen2_5_vl", rewards=("random",), callbacks=(), **overrides):
+    cfg = dict(
+        output_dir=str(tmp_path),
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=False,
+        num_generations=K,
+        per_device_train_batch_size=8,
+        max_completion_length=12,
+        max_steps=2,
+        learning_rate=1e-3,
+        dataset="lab:counting",
+        dataset_size=32,
+        seed=0,
+    )
+    cfg.update(overrides)
+    config = VisentConfig(**cfg)
+    model, processor = load_model(f"tiny:{kind}")
+    funcs = [r if callable(r) else resolve_rewards([r])[0] for r in rewards]
+    return VisentGRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=config,
+        train_dataset=load_train_dataset("lab:counting", cfg["dataset_size"], 0),
+        processing_class=processor,
+        callbacks=[MetricsJsonlCallback(), *callbacks],
+    )
+
+
+def rows_for(trainer, n_prompts):
+    ds = trainer.train_dataset
+    return [ds[i] for i in range(n_prompts) for _ in range(K)]
+
+
+def mixed_reward(completions, answer, **kw):
+    """Constant within groups whose answer is even (zero advantage), varied by the response text otherwise."""
+    out = []
+    for c, a in zip(completions, answer):
+        text = c[-1]["content"] if isinstance(c, list) else c
+        out.append(1.0 if int(a) % 2 == 0 else float(zlib.crc32(text.encode()) % 3))
+    return out
+
+
+def test_tokens_outside_the_mask_get_exactly_zero_policy_gradient(tmp_path):
+    trainer = make_trainer(tmp_path, token_score="vepo", selection_ratio=0.25, skip_uniform_groups=False)
+    trainer.model.train()
+    batch = trainer.generation_batch(rows_for(trainer, 2))
+    mask, valid = batch[TOKEN_MASK], batch["completion_mask"].float()
+    adv = batch["advantages"]
+    assert (adv != 0).any(), "the random reward should give some non-zero advantages"
+    assert ((mask == 1) & (valid == 0)).sum() == 0
+    assert (valid * (1 - mask)).sum() > 0, "some valid tokens must be unselected for the test to mean anything"
+
+    real = trainer.forward_logps_and_entropies
+    leaf = {}
+
+    def logps_as_leaf(model, inputs, compute_entropy=True):
+        logps, ent = real(model, inputs, compute_entropy)
+        leaf["logps"] = logps.detach().clone().requires_grad_(True)
+        return leaf["logps"], ent.detach()
+
+    trainer.forward_logps_and_entropies = logps_as_leaf
+    loss = trainer.compute_policy_loss(trainer.model, batch)
+    loss.backward()
+    grad = leaf["logps"].grad
+    outside = (mask == 0)
+    assert torch.equal(grad[outside], torch.zeros_like(grad[outside]))
+    inside = (mask == 1) & (adv[:, None] != 0)
+    assert (grad[inside] != 0).all(), "selected tokens of responses with an advantage must get gradient"
+
+
+def test_skipping_zero_advantage_responses_is_exact(tmp_path):
+    trainer = make_trainer(tmp_path, rewards=(mixed_reward,), token_score="vepo", selection_ratio=0.3,
+                           entropy_schedule="max", entropy_coef_max=0.01)
+    trainer.model.train()
+    skipped_batch = trainer.generation_batch(rows_for(trainer, 4))
+    skipped = skipped_batch[SKIPPED]
+    assert skipped.any() and (~skipped).any(), "need both skipped and scored responses"
+
+    trainer.args.skip_uniform_groups = False
+    full_batch = {k: v for k, v in skipped_batch.items() if not k.startswith("visent_")}
+    full_batch = trainer.after_generation(full_batch, None)
+    assert not full_batch[SKIPPED].any()
+    # The masks really differ on skipped rows (so equality below is not vacuous) ...
+    assert not torch.equal(full_batch[TOKEN_MASK][skipped], skipped_batch[TOKEN_MASK][skipped])
+    # ... they agree on scored rows, and the selected-token counts agree everywhere.
+    assert torch.equal(full_batch[TOKEN_MASK][~skipped], skipped_batch[TOKEN_MASK][~skipped])
+    assert torch.equal(full_batch[SELECTED_COUNT], skipped_batch[SELECTED_COUNT])
+
+    def loss_and_grads(batch):
+        trainer.model.zero_grad(set_to_none=True)
+        loss = trainer.compute_policy_loss(trainer.model, batch)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    loss_a, grads_a = loss_and_grads(skipped_batch)
+    loss_b, grads_b = loss_and_grads(full_batch)
+    assert torch.equal(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys() and grads_a
+    for name in grads_a:
+        assert torch.equal(grads_a[name], grads_b[name]), name
+
+
+def test_two_stage_coefficient_and_entropy_against_grpo(tmp_path):
+    steps, switch, lam = 6, 0.5, 2.0
+    common = dict(max_steps=steps, token_score="none", entropy_coef_max=lam, entropy_coef_min=lam,
+                  entropy_switch=switch, learning_rate=3e-3, dataset_size=64, per_device_train_batch_size=8)
+    runs = {}
+    for name, schedule in (("grpo", "none"), ("two_stage", "two_stage")):
+        trainer = make_trainer(tmp_path / name, entropy_schedule=schedule, **common)
+        trainer.train()
+        runs[name] = {row["step"]: row for row in read_metrics(str(tmp_path / name))}
+    two = runs["two_stage"]
+    # Logged step n is the n-th update, taken at global step n-1; the switch is at step ceil(switch·steps).
+    for n in range(1, steps + 1):
+        expected = lam if n - 1 < 3 else -lam
+        assert two[n]["entropy/coef"] == pytest.approx(expected), n
+        assert two[n]["entropy/stage"] == (0 if n - 1 < 3 else 1)
+        assert runs["grpo"][n]["entropy/coef"] == 0.0
+    # entropy/mean at step n is measured before update n: steps 1..3 are stage 1 (↑), 4..6 stage 2 (↓).
+    ent = {k: {n: runs[k][n]["entropy/mean"] for n in runs[k]} for k in runs}
+    assert ent["two_stage"][1] == pytest.approx(ent["grpo"][1], abs=1e-4)  # same seed, same start
+    rise = ent["two_stage"][4] - ent["two_stage"][1]
+    rise_grpo = ent["grpo"][4] - ent["grpo"][1]
+    assert rise > rise_grpo, (ent["two_stage"], ent["grpo"])
+    fall = ent["two_stage"][6] - ent["two_stage"][4]
+    fall_grpo = ent["grpo"][6] - ent["grpo"][4]
+    assert fall < fall_grpo, (ent["two_stage"], ent["grpo"])
+
+
+class StopAt:
+    """Stop training after a given global step (a crash after a checkpoint)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def __getattr__(self, name):  # every other callback event is a no-op
+        if name.startswith("on_"):
+            return lambda *a, **k: None
+        raise AttributeError(name)
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+        return control
+
+
+def test_resume_continues_the_schedule_exactly(tmp_path):
+    common = dict(max_steps=4, entropy_schedule="two_stage", entropy_switch=0.5, entropy_coef_max=0.1,
+                  entropy_coef_min=0.2, token_score="entropy", save_strategy="steps", save_steps=2)
+    full = make_trainer(tmp_path / "full", **common)
+    full.train()
+    expected = [(r["step"], r["entropy/coef"]) for r in read_metrics(str(tmp_path / "full"))]
+    assert [c for _, c in expected] == pytest.approx([0.1, 0.1, -0.2, -0.2])
+
+    stopped = make_trainer(tmp_path / "resumed", callbacks=[StopAt(3)], **common)
+    stopped.train()  # runs steps 1..3, checkpoint at step 2
+    assert [r["step"] for r in read_metrics(str(tmp_path / "resumed"))] == [1, 2, 3]
+    resumed = make_trainer(tmp_path / "resumed", **common)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-2"))
+    got = [(r["step"], r["entropy/coef"]) for r in read_metrics(str(tmp_path / "resumed"))]
+    assert got == expected
