@@ -26,16 +26,27 @@ def weighted(terms: Mapping[Reward, float] | list[tuple[Reward, float]], name: s
     low = sum(min(w * r.low, w * r.high) for r, w in items)
     high = sum(max(w * r.low, w * r.high) for r, w in items)
 
-    def score_weighted(text: str, answer: Any = None, **row: Any) -> RewardResult:
-        results = [reward._safe(text, answer, row) for reward, _ in items]
+    score = WeightedScore(items, primary)
+    formula = " + ".join(f"{w:g}·{r.name}" for r, w in items)
+    return Reward(name, score, low=low, high=high, doc=doc or formula)
+
+
+class WeightedScore:
+    """The per-row scorer of :func:`weighted` (a class rather than a closure so rewards pickle)."""
+
+    def __init__(self, items: list[tuple[Reward, float]], primary: int) -> None:
+        self.items, self.primary = items, primary
+
+    def __call__(self, text: str, answer: Any = None, **row: Any) -> RewardResult:
+        results = [reward._safe(text, answer, row) for reward, _ in self.items]
         components: dict[str, float] = {}
         total = 0.0
-        for (reward, weight), result in zip(items, results):
+        for (reward, weight), result in zip(self.items, results):
             total += weight * result.score
             components[reward.name] = result.score
             for key, value in result.components.items():
                 components[f"{reward.name}/{key}"] = value
-        main = results[primary]
+        main = results[self.primary]
         return RewardResult(
             total,
             main.parsed,
@@ -43,6 +54,3 @@ def weighted(terms: Mapping[Reward, float] | list[tuple[Reward, float]], name: s
             parse_failed=main.parse_failed,
             label_error=any(r.label_error for r in results),
         )
-
-    formula = " + ".join(f"{w:g}·{r.name}" for r, w in items)
-    return Reward(name, score_weighted, low=low, high=high, doc=doc or formula)

@@ -16,8 +16,9 @@ valid (empty) prediction.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,41 +120,46 @@ def greedy_match(preds: Sequence[Detection], gts: Sequence[Detection], threshold
 MAX_PREDICTIONS = 300  # beyond this a completion is degenerate; cap the O(P·G) matching
 
 
-def make_score_detection(confidence_weight: float = 0.0, model_space: str = "pixels"):
+def score_detection_with(
+    confidence_weight: float, model_space: str, text: str, answer: Any, **row: Any
+) -> RewardResult:
+    """Σ IoU of greedy matches / max(#gt, #pred), optionally mixed with a confidence term."""
+    gts = parse_detections(answer)
+    if gts is None:
+        raise LabelError(f"'answer' {str(answer)[:80]!r} is not a JSON list of boxes")
+    preds = parse_detections(answer_region(text))
+    if preds is None:
+        return RewardResult(0.0, None, {"iou": 0.0, "confidence": 0.0, "matched": 0.0}, parse_failed=True)
+    preds = preds[:MAX_PREDICTIONS]
+    # Predictions are mapped from the model's space and labels from theirs (see grounding).
+    pred_map, gold_map = model_space_map(row, model_space), label_space_map(row)
+    if pred_map.space != "pixels":
+        preds = [Detection(pred_map(p.box), p.label, p.score) for p in preds]
+    if gold_map.space != "pixels":
+        gts = [Detection(gold_map(g.box), g.label, g.score) for g in gts]
+    if not preds and not gts:
+        return RewardResult(1.0, preds, {"iou": 1.0, "confidence": 1.0, "matched": 0.0})
+    matches = greedy_match(preds, gts)
+    iou_term = sum(m[2] for m in matches) / max(len(gts), len(preds))
+    matched = {m[0] for m in matches}
+    conf_term = (
+        sum(p.score if i in matched else 1.0 - p.score for i, p in enumerate(preds)) / len(preds)
+        if preds
+        else 1.0
+    )
+    score = (1.0 - confidence_weight) * iou_term + confidence_weight * conf_term
+    return RewardResult(
+        score, preds, {"iou": iou_term, "confidence": conf_term, "matched": float(len(matches))}
+    )
+
+
+def make_score_detection(
+    confidence_weight: float = 0.0, model_space: str = "pixels"
+) -> Callable[..., RewardResult]:
+    """A detection scorer ``(text, answer, **row)``; a picklable ``functools.partial``."""
     if not 0.0 <= confidence_weight <= 1.0:
         raise ValueError(f"confidence_weight must be in [0, 1], got {confidence_weight}")
-
-    def score_detection(text: str, answer: Any, **row: Any) -> RewardResult:
-        """Σ IoU of greedy matches / max(#gt, #pred), optionally mixed with a confidence term."""
-        gts = parse_detections(answer)
-        if gts is None:
-            raise LabelError(f"'answer' {str(answer)[:80]!r} is not a JSON list of boxes")
-        preds = parse_detections(answer_region(text))
-        if preds is None:
-            return RewardResult(0.0, None, {"iou": 0.0}, parse_failed=True)
-        preds = preds[:MAX_PREDICTIONS]
-        # Predictions are mapped from the model's space and labels from theirs (see grounding).
-        pred_map, gold_map = model_space_map(row, model_space), label_space_map(row)
-        if pred_map.space != "pixels":
-            preds = [Detection(pred_map(p.box), p.label, p.score) for p in preds]
-        if gold_map.space != "pixels":
-            gts = [Detection(gold_map(g.box), g.label, g.score) for g in gts]
-        if not preds and not gts:
-            return RewardResult(1.0, preds, {"iou": 1.0, "confidence": 1.0, "matched": 0.0})
-        matches = greedy_match(preds, gts)
-        iou_term = sum(m[2] for m in matches) / max(len(gts), len(preds))
-        matched = {m[0] for m in matches}
-        conf_term = (
-            sum(p.score if i in matched else 1.0 - p.score for i, p in enumerate(preds)) / len(preds)
-            if preds
-            else 1.0
-        )
-        score = (1.0 - confidence_weight) * iou_term + confidence_weight * conf_term
-        return RewardResult(
-            score, preds, {"iou": iou_term, "confidence": conf_term, "matched": float(len(matches))}
-        )
-
-    return score_detection
+    return functools.partial(score_detection_with, confidence_weight, model_space)
 
 
 def _ap_all_points(recall: list[float], precision: list[float]) -> float:

@@ -24,6 +24,8 @@ Range [0, 1]. Components: ``inside`` (0/1) and, when a box was predicted, ``iou`
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from visent.rewards.base import LabelError, RewardResult, row_value
@@ -88,26 +90,30 @@ def label_space_map(row: dict[str, Any]) -> SpaceMap:
     return space_map(row, str(row_value(row, "coord_space", "pixels")))
 
 
-def make_score_grounding(model_space: str = "pixels"):
-    """A grounding scorer for a model that writes coordinates in ``model_space``."""
+def score_grounding_in_space(model_space: str, text: str, answer: Any, **row: Any) -> RewardResult:
+    """1.0 when the predicted point / box centre, mapped from ``model_space`` to original pixels, is inside
+    the true box."""
+    gold_raw = parse_label_box(answer)
+    if gold_raw is None:
+        raise LabelError(f"'answer' {str(answer)[:80]!r} is not a box [x1, y1, x2, y2]")
+    gold = label_space_map(row)(gold_raw)
+    to_pixels = model_space_map(row, model_space)
+    pred = parse_box_or_point(answer_region(text))
+    if pred is None:
+        return RewardResult(0.0, None, {"inside": 0.0, "iou": 0.0}, parse_failed=True)
+    pred_px = to_pixels(pred)
+    point = box_center(pred_px) if len(pred_px) == 4 else pred_px
+    inside = float(point_in_box(point, gold))
+    # iou is 0 for point predictions, so the component is defined (and averageable) on every row.
+    overlap = iou(pred_px, gold) if len(pred_px) == 4 else 0.0
+    return RewardResult(inside, pred_px, {"inside": inside, "iou": overlap})
+
+
+def make_score_grounding(model_space: str = "pixels") -> Callable[..., RewardResult]:
+    """A grounding scorer ``(text, answer, **row)`` for a model that writes coordinates in ``model_space``.
+
+    A ``functools.partial`` of a module-level function, so rewards stay picklable (multiprocess workers).
+    """
     if model_space not in COORD_SPACES:
         raise ValueError(f"unknown coordinate space {model_space!r}; valid: {', '.join(COORD_SPACES)}")
-
-    def score_grounding(text: str, answer: Any, **row: Any) -> RewardResult:
-        """1.0 when the predicted point / box centre, mapped to original pixels, is inside the true box."""
-        gold_raw = parse_label_box(answer)
-        if gold_raw is None:
-            raise LabelError(f"'answer' {str(answer)[:80]!r} is not a box [x1, y1, x2, y2]")
-        gold = label_space_map(row)(gold_raw)
-        to_pixels = model_space_map(row, model_space)
-        pred = parse_box_or_point(answer_region(text))
-        if pred is None:
-            return RewardResult(0.0, None, {"inside": 0.0, "iou": 0.0}, parse_failed=True)
-        pred_px = to_pixels(pred)
-        point = box_center(pred_px) if len(pred_px) == 4 else pred_px
-        inside = float(point_in_box(point, gold))
-        # iou is 0 for point predictions, so the component is defined (and averageable) on every row.
-        overlap = iou(pred_px, gold) if len(pred_px) == 4 else 0.0
-        return RewardResult(inside, pred_px, {"inside": inside, "iou": overlap})
-
-    return score_grounding
+    return functools.partial(score_grounding_in_space, model_space)

@@ -11,7 +11,9 @@ Range [0, 1] for both; neither ever reports a parse failure.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from visent.rewards.base import RewardResult
@@ -24,18 +26,19 @@ def uniform_hash(*parts: Any) -> float:
     return int.from_bytes(digest.digest(), "big") / 2.0**64
 
 
-def make_score_random(seed: int = 0, p: float = 0.5):
+def score_random_with(seed: int, p: float, text: str, answer: Any = None, **row: Any) -> RewardResult:
+    """1.0 with probability ``p``, seeded; independent of correctness."""
+    step = getattr(row.get("trainer_state"), "global_step", 0)
+    u = uniform_hash(seed, step, row.get("id", ""), answer, text)
+    value = float(u < p)
+    return RewardResult(value, None, {"random": value})
+
+
+def make_score_random(seed: int = 0, p: float = 0.5) -> Callable[..., RewardResult]:
+    """A seeded Bernoulli(``p``) scorer; a picklable ``functools.partial``."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"random reward probability must be in [0, 1], got {p}")
-
-    def score_random(text: str, answer: Any = None, **row: Any) -> RewardResult:
-        """1.0 with probability ``p``, seeded; independent of correctness."""
-        step = getattr(row.get("trainer_state"), "global_step", 0)
-        u = uniform_hash(seed, step, row.get("id", ""), answer, text)
-        value = float(u < p)
-        return RewardResult(value, None, {"random": value})
-
-    return score_random
+    return functools.partial(score_random_with, seed, p)
 
 
 def score_format_only(text: str, answer: Any = None, **row: Any) -> RewardResult:

@@ -120,3 +120,15 @@ def test_weighted_components_range_and_primary_parse_flag():
     assert (neg.low, neg.high) == (-0.5, 1.0)
     with pytest.raises(ValueError, match="repeated"):
         weighted([(get_reward("math"), 1.0), (get_reward("math"), 1.0)], "dup")
+
+
+def test_every_reward_pickles_and_scores_the_same_after():
+    """Rewards cross process boundaries (dataloader workers, multiprocess eval): no closures inside."""
+    import pickle
+
+    texts = ["<think>t</think><answer>[0, 0, 10, 10]</answer>", "<think>t</think> \\boxed{3}"]
+    for name, reward in REWARDS.items():
+        clone = pickle.loads(pickle.dumps(reward))
+        assert clone.name == name
+        kwargs = {"answer": ["[0, 0, 10, 10]", "3"], "id": ["a", "b"]}
+        assert clone(texts, **kwargs) == reward(texts, **kwargs), name
