@@ -7,7 +7,8 @@ Order of checks (first hit wins, score 1.0; otherwise 0.0):
    capital letter: the prediction's option letter or option text is mapped to an option index and
    compared with the label's (letter or option text);
 2. normalised string match (case, spaces, ``$``, ``\\text{}``, ``\\left``/``\\right``, degree signs, a
-   leading ``x =``, trailing period);
+   leading ``x =``, trailing period); then, when the row gives a ``precision`` (MathVista float answers),
+   the prediction rounded to that many decimals;
 3. symbolic equivalence through ``math_verify`` (fractions, decimals, percentages, units, LaTeX forms),
    time-bounded (see ``symbolic``).
 
@@ -81,7 +82,22 @@ def _choice_index(answer: str, choices: list[str], allow_letter: bool) -> int | 
     return matches[0] if len(matches) == 1 else None
 
 
-_METHODS = ("by_choice", "by_string", "by_symbolic")
+_METHODS = ("by_choice", "by_string", "by_rounding", "by_symbolic")
+_PLAIN_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*|\.\d+)$")
+
+
+def _rounded_equal(gold: str, pred: str, precision: Any) -> bool:
+    """MathVista's rule for float answers: the prediction rounded to ``precision`` decimals equals the label."""
+    try:
+        digits = int(precision)
+    except (TypeError, ValueError):
+        return False
+    if not 0 <= digits <= 12:
+        return False
+    g, p = normalize(gold).replace(",", ""), normalize(pred).replace(",", "")
+    if not (_PLAIN_NUMBER.match(g) and _PLAIN_NUMBER.match(p)) or len(p) > 40:
+        return False
+    return round(float(p), digits) == round(float(g), digits)
 
 
 def _is_letter_label(gold: str) -> bool:
@@ -120,6 +136,9 @@ def score_math(text: str, answer: Any, **row: Any) -> RewardResult:
     pred_norm = normalize(pred)
     if any(normalize(g) == pred_norm and pred_norm for g in gold_forms):
         return hit("by_string")
+    precision = row_value(row, "precision")
+    if precision is not None and any(_rounded_equal(g, pred, precision) for g in gold_forms):
+        return hit("by_rounding")
     if any(symbolic_equal(g, pred) for g in gold_forms):
         return hit("by_symbolic")
     return miss

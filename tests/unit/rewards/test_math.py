@@ -172,3 +172,11 @@ def test_symbolic_works_off_the_main_thread():
     thread.start()
     thread.join(timeout=30)
     assert out == {"eq": True, "evil": False}
+
+
+def test_mathvista_precision_rounds_the_prediction():
+    # MathVista pid 1: answer "1.2", precision 1 -> 1.23 rounds to 1.2 (right), 1.26 to 1.3 (wrong)
+    assert acc("<answer>1.23</answer>", "1.2", meta={"precision": 1.0}) == 1.0
+    assert acc("<answer>1.26</answer>", "1.2", meta={"precision": 1.0}) == 0.0
+    assert acc("<answer>1.23</answer>", "1.2") == 0.0  # no precision given: exact value needed
+    assert acc("<answer>about 1.23</answer>", "1.2", precision=2) == 0.0
