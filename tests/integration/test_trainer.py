@@ -183,3 +183,28 @@ def test_resume_continues_the_schedule_exactly(tmp_path):
     resumed.train(resume_from_checkpoint=str(tmp_path / "resumed" / "checkpoint-2"))
     got = [(r["step"], r["entropy/coef"]) for r in read_metrics(str(tmp_path / "resumed"))]
     assert got == expected
+
+
+def test_trls_own_clean_forward_is_reused(tmp_path):
+    """With num_iterations > 1 TRL runs a no-grad clean forward for old log-probs: its hidden states are
+    handed to the mask builder instead of running the clean pass again."""
+    trainer = make_trainer(tmp_path, num_iterations=2, token_score="vepo", skip_uniform_groups=False)
+    trainer.model.train()
+    seen = {}
+    real = trainer.after_generation
+
+    def spy(batch, clean_hidden):
+        seen["hidden"] = clean_hidden
+        return real(batch, clean_hidden)
+
+    trainer.after_generation = spy
+    batch = trainer.generation_batch(rows_for(trainer, 2))
+    hidden = seen["hidden"]
+    assert "old_per_token_logps" in batch
+    assert hidden is not None and hidden.shape[:2] == batch["completion_ids"].shape
+    assert batch[TOKEN_MASK].sum() > 0
+
+    trainer.args.num_iterations = 1  # aligned steps: TRL runs no clean forward, nothing to reuse
+    trainer.num_iterations = 1
+    trainer.generation_batch(rows_for(trainer, 2))
+    assert seen["hidden"] is None

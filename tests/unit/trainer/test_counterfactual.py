@@ -1,0 +1,141 @@
+"""The counterfactual pass on hand-built generation batches: per-prompt seeding, one perturbation per prompt,
+text-only rows falling back to entropy, and reuse of a clean forward the trainer already ran."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from visent.perturb import PatchLayout
+from visent.trainer import counterfactual as cf
+from visent.trainer._trl_seam import backbone_and_head
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from visent.lab.tiny import build_tiny
+
+    return build_tiny("qwen2_5_vl", hidden_size=64, num_layers=2)
+
+
+def make_batch(processor, with_image, seed=0, completion_len=6):
+    """Rows: one per entry of ``with_image`` (an image index, or None for a text-only row)."""
+    from PIL import Image
+
+    rng = np.random.RandomState(seed)
+    images = [Image.fromarray((rng.rand(56, 56, 3) * 255).astype("uint8")) for _ in range(3)]
+    texts, imgs = [], []
+    for idx in with_image:
+        content = [{"type": "text", "text": "How many shapes?"}]
+        if idx is not None:
+            content = [{"type": "image"}] + content
+            imgs.append(images[idx])
+        texts.append(processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                                   tokenize=False))
+    enc = processor(images=imgs or None, text=texts, return_tensors="pt", padding=True)
+    n = len(with_image)
+    completion = torch.randint(10, 100, (n, completion_len), generator=torch.Generator().manual_seed(seed))
+    cmask = torch.ones_like(completion)
+    cmask[0, completion_len - 2 :] = 0
+    batch = {
+        "prompt_ids": enc["input_ids"],
+        "prompt_mask": enc["attention_mask"],
+        "completion_ids": completion,
+        "completion_mask": cmask,
+        "num_images": [0 if i is None else 1 for i in with_image],
+        "advantages": torch.linspace(-1, 1, n),
+    }
+    if imgs:
+        batch["pixel_values"] = enc["pixel_values"]
+        batch["image_grid_thw"] = enc["image_grid_thw"]
+    if "mm_token_type_ids" in enc:
+        batch["mm_token_type_ids"] = torch.cat([enc["mm_token_type_ids"], torch.zeros_like(completion)], 1)
+    return batch
+
+
+def test_seeds_are_shared_by_a_prompts_responses_only(tiny):
+    _, processor = tiny
+    batch = make_batch(processor, [0, 1, 0, 2, None, None])
+    seeds = cf.prompt_seeds(batch, base_seed=0, step=5)
+    assert seeds[0] == seeds[2]  # same prompt (text + image), different positions
+    assert len({seeds[0], seeds[1], seeds[3]}) == 3  # same text, different images
+    assert seeds[4] == seeds[5] and seeds[4] != seeds[0]
+    assert cf.prompt_seeds(batch, 0, 6)[0] != seeds[0]
+    assert cf.prompt_seeds(batch, 1, 5)[0] != seeds[0]
+
+
+def test_one_perturbation_per_prompt(tiny, monkeypatch):
+    _, processor = tiny
+    batch = make_batch(processor, [0, 0, 0, 1, 1, 1])
+    calls = []
+    real = cf.perturb_pixel_values
+    monkeypatch.setattr(cf, "perturb_pixel_values", lambda *a, **k: calls.append(1) or real(*a, **k))
+    seeds = cf.prompt_seeds(batch, 0, 0)
+    out = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None, PatchLayout.from_processor(processor))
+    assert len(calls) == 2
+    spans = cf.image_row_spans(batch)
+    rows = [out[a:b] for a, b, _, _ in spans]
+    assert torch.equal(rows[0], rows[1]) and torch.equal(rows[0], rows[2]) and not torch.equal(rows[0], rows[3])
+    for (a, b, _, _) in spans:
+        assert not torch.equal(out[a:b], batch["pixel_values"][a:b])
+
+
+def test_image_row_spans_with_text_only_rows(tiny):
+    _, processor = tiny
+    batch = make_batch(processor, [None, 0, None, 1])
+    spans = cf.image_row_spans(batch)
+    per_image = batch["image_grid_thw"].prod(-1).tolist()
+    assert spans[0] == (0, 0, 0, 0) and spans[2][0] == spans[2][1]
+    assert spans[1] == (0, per_image[0], 0, 1)
+    assert spans[3] == (per_image[0], per_image[0] + per_image[1], 1, 2)
+
+
+def test_reusing_a_clean_forward_matches_and_skips_the_clean_rows(tiny):
+    model, processor = tiny
+    batch = make_batch(processor, [0, 1, 2, 0])
+    backbone, head = backbone_and_head(model)
+    seeds = cf.prompt_seeds(batch, 0, 0)
+    perturbed = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None, PatchLayout.from_processor(processor))
+    rows_seen = []
+    handle = backbone.register_forward_hook(lambda m, a, out: rows_seen.append(out.last_hidden_state.size(0)))
+    try:
+        fresh = cf.counterfactual_stats(backbone, head, batch, [0, 1, 2, 3], perturbed, batch_size=4)
+        assert rows_seen == [8]  # clean and perturbed in ONE forward
+        rows_seen.clear()
+        clean = cf.completion_hidden(backbone, cf._rows(batch, [0, 1, 2, 3], batch["pixel_values"]), 6)
+        rows_seen.clear()
+        reused = cf.counterfactual_stats(backbone, head, batch, [1, 3], perturbed, clean_hidden=clean, batch_size=4)
+        assert rows_seen == [2]  # only the perturbed rows are forwarded
+    finally:
+        handle.remove()
+    for field in ("entropy", "entropy_perturbed", "jsd", "kl"):
+        torch.testing.assert_close(getattr(reused, field), getattr(fresh, field)[[1, 3]], atol=1e-5, rtol=1e-4)
+
+
+def test_text_only_rows_fall_back_to_entropy(tiny, tmp_path):
+    """Through the trainer's mask builder: text-only rows are selected by entropy and counted."""
+    from visent.core.selection import select_tokens
+    from visent.lab.tasks import make_examples, to_trl_dataset
+    from visent.trainer.config import VisentConfig
+    from visent.trainer.grpo import TOKEN_MASK, VisentGRPOTrainer
+    from visent.rewards import REWARDS
+
+    model, processor = tiny
+    config = VisentConfig(output_dir=str(tmp_path), report_to="none", num_generations=2,
+                          per_device_train_batch_size=4, max_completion_length=6, gradient_checkpointing=False,
+                          selection_ratio=0.5, skip_uniform_groups=False)
+    trainer = VisentGRPOTrainer(model=model, reward_funcs=[REWARDS["random"]], args=config,
+                                train_dataset=to_trl_dataset(make_examples("counting", 4, 0)),
+                                processing_class=processor)
+    trainer.model.train()
+    batch = make_batch(processor, [0, None, 1, None])
+    out = trainer.after_generation(dict(batch), None)
+    metrics = trainer._metrics["train"]
+    assert metrics["vepo/no_image_responses"][-1] == 2.0
+    backbone, head = backbone_and_head(model)
+    stats = cf.counterfactual_stats(backbone, head, batch, [1, 3], None, with_perturbed=False)
+    valid = batch["completion_mask"][[1, 3]].float()
+    expected = select_tokens(stats.entropy, valid, 0.5, "response", "top")
+    assert torch.equal(out[TOKEN_MASK][[1, 3]], expected)
+    assert out[TOKEN_MASK].sum(1).tolist() == [2.0, 3.0, 3.0, 3.0]  # ceil(0.5·n) per response
