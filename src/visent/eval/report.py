@@ -49,7 +49,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per-benchmark metrics.
 
     Returns ``{benchmark: {"n", "tasks", "accuracy", "ci95", "accuracy_clean", "ci95_clean", "n_noisy",
-    "parse_fail_rate", "by_task": {task: {"n", "accuracy", "ci95"}}, ["map50", "map50_clean"]}}``.
+    "parse_fail_rate", "label_errors", "by_task": {task: {"n", "accuracy", "ci95"}}, ["map50", "map50_clean"]}}``.
+    ``label_errors`` counts rows whose label the verifier could not use (scored 0; fix the data).
     ``accuracy`` is against ``answer`` (what training saw, possibly noisy), ``accuracy_clean`` against
     ``clean_answer``; they coincide when no row is noisy. ``map50`` appears for detection rows.
     """
@@ -65,6 +66,8 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         block["accuracy_clean"], block["ci95_clean"] = clean["accuracy"], clean["ci95"]
         block["n_noisy"] = sum(bool(r.get("is_noisy")) for r in rows)
         block["parse_fail_rate"] = sum(bool(r.get("parse_failed")) for r in rows) / len(rows)
+        # Rows whose *label* the verifier could not use (a data problem): scored 0, so they must be visible.
+        block["label_errors"] = sum(bool(r.get("label_error")) for r in rows)
         by_task: dict[str, Any] = {}
         for task in block["tasks"]:
             task_rows = [r for r in rows if r["task"] == task]

@@ -71,7 +71,7 @@ def test_summarize_separates_clean_and_training_labels():
     assert a["n"] == 4 and a["n_noisy"] == 2
     assert a["accuracy"] == 0.25 and a["accuracy_clean"] == 0.75
     assert a["ci95_clean"] == pytest.approx(list(wilson_interval(3, 4)))
-    assert a["parse_fail_rate"] == 0.25
+    assert a["parse_fail_rate"] == 0.25 and a["label_errors"] == 0
     assert summary["b"]["by_task"]["grounding"]["n"] == 1
     table = markdown_table(summary)
     assert "| a | counting | 4 | 75.0 [" in table and "| 25.0 [" in table
