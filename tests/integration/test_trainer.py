@@ -208,3 +208,59 @@ def test_trls_own_clean_forward_is_reused(tmp_path):
     trainer.num_iterations = 1
     trainer.generation_batch(rows_for(trainer, 2))
     assert seen["hidden"] is None
+
+
+def test_loss_matches_a_float64_hand_computation(tmp_path):
+    """Clipped surrogate on the selected tokens with vLLM IS weights, β·k3 KL on all valid tokens, the
+    scheduled entropy term and gradient-accumulation scaling, recomputed by hand from the same log-probs."""
+    coef, beta, eps = 0.05, 0.1, 0.2
+    trainer = make_trainer(tmp_path, token_score="vepo", selection_ratio=0.5, entropy_schedule="max",
+                           entropy_coef_max=coef, skip_uniform_groups=False)
+    trainer.model.train()
+    batch = trainer.generation_batch(rows_for(trainer, 2))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        logps, ent = trainer.forward_logps_and_entropies(trainer.model, batch)
+    shape = logps.shape
+    batch["old_per_token_logps"] = logps - (torch.rand(shape, generator=g) - 0.5)  # ratios in [0.6, 1.6]
+    batch["ref_per_token_logps"] = logps + (torch.rand(shape, generator=g) - 0.5)
+    batch["importance_sampling_ratio"] = 0.5 + torch.rand(shape, generator=g)
+    # Engine-side settings the seam reads from TRL (a reference model and vLLM are not built on CPU).
+    trainer.beta, trainer.use_vllm, trainer.vllm_importance_sampling_correction = beta, True, True
+    trainer.current_gradient_accumulation_steps = 2
+
+    loss = trainer.compute_policy_loss(trainer.model, batch)
+
+    d = lambda x: x.double()  # noqa: E731
+    lp, old, ref, iw, H = d(logps), d(batch["old_per_token_logps"]), d(batch["ref_per_token_logps"]), \
+        d(batch["importance_sampling_ratio"]), d(ent)
+    m, w = d(batch["completion_mask"]), d(batch["completion_mask"]) * d(batch[TOKEN_MASK])
+    A = d(batch["advantages"])[:, None]
+    rho = torch.exp(lp - old)
+    per_token = -torch.minimum(rho * A, rho.clamp(1 - eps, 1 + eps) * A) * iw
+    policy = (per_token * w).sum() / w.sum()
+    k3 = torch.exp(ref - lp) - (ref - lp) - 1
+    kl = (k3 * m).sum() / m.sum()
+    l_ent = -((H * m).sum(1) / m.sum(1)).mean()
+    expected = (policy + beta * kl + coef * l_ent) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.parametrize("coef", [0.0, 0.05])
+def test_entropy_carries_gradient_only_with_a_nonzero_coefficient(tmp_path, coef):
+    trainer = make_trainer(tmp_path, token_score="none", entropy_schedule="max" if coef else "none",
+                           entropy_coef_max=coef or 1e-3)
+    trainer.model.train()
+    batch = trainer.generation_batch(rows_for(trainer, 2))
+    real = trainer.forward_logps_and_entropies
+    reached = []
+
+    def spy(model, inputs, compute_entropy=True):
+        logps, ent = real(model, inputs, compute_entropy)
+        assert ent.requires_grad
+        ent.register_hook(lambda grad: reached.append(grad))
+        return logps, ent
+
+    trainer.forward_logps_and_entropies = spy
+    trainer.compute_policy_loss(trainer.model, batch).backward()
+    assert bool(reached) == (coef != 0.0)
