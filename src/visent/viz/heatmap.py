@@ -38,7 +38,7 @@ SIGNAL_LABELS: dict[str, str] = {
     "entropy_perturbed": "perturbed entropy H'",
     "jsd": "JSD(P, Q)",
     "kl": "KL(P‖Q)",
-    "gap": "entropy gap ΔH = H' − H",
+    "gap": "entropy gap ΔH (H' − H)",
 }
 
 # Order of signals in the selector (anything else follows in first-seen order).
