@@ -43,19 +43,19 @@ kind                        strength                                            
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
 __all__ = [
-    "PatchLayout",
-    "PERTURBATIONS",
     "DEFAULT_STRENGTH",
+    "PERTURBATIONS",
+    "PatchLayout",
+    "diffusion_alpha_bar",
+    "flatten_patches",
     "perturb_pixel_values",
     "unflatten_patches",
-    "flatten_patches",
-    "diffusion_alpha_bar",
 ]
 
 # OpenAI CLIP statistics: the Qwen2-VL / Qwen2.5-VL image processor's defaults.
@@ -87,7 +87,7 @@ class PatchLayout:
         return self.channels * self.temporal_patch_size * self.patch_size**2
 
     @classmethod
-    def from_processor(cls, processor) -> "PatchLayout":
+    def from_processor(cls, processor) -> PatchLayout:
         """Read the layout from a Qwen2-VL-style processor (or its ``image_processor``)."""
         ip = getattr(processor, "image_processor", processor)
 

@@ -21,21 +21,21 @@ K = 4  # responses per prompt
 
 
 def make_trainer(tmp_path, *, kind="qwen2_5_vl", rewards=("random",), callbacks=(), **overrides):
-    cfg = dict(
-        output_dir=str(tmp_path),
-        report_to="none",
-        logging_steps=1,
-        save_strategy="no",
-        gradient_checkpointing=False,
-        num_generations=K,
-        per_device_train_batch_size=8,
-        max_completion_length=12,
-        max_steps=2,
-        learning_rate=1e-3,
-        dataset="lab:counting",
-        dataset_size=32,
-        seed=0,
-    )
+    cfg = {
+        "output_dir": str(tmp_path),
+        "report_to": "none",
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "gradient_checkpointing": False,
+        "num_generations": K,
+        "per_device_train_batch_size": 8,
+        "max_completion_length": 12,
+        "max_steps": 2,
+        "learning_rate": 1e-3,
+        "dataset": "lab:counting",
+        "dataset_size": 32,
+        "seed": 0,
+    }
     cfg.update(overrides)
     config = VisentConfig(**cfg)
     model, processor = load_model(f"tiny:{kind}")
@@ -126,8 +126,8 @@ def test_skipping_zero_advantage_responses_is_exact(tmp_path):
 
 def test_two_stage_coefficient_and_entropy_against_grpo(tmp_path):
     steps, switch, lam = 6, 0.5, 2.0
-    common = dict(max_steps=steps, token_score="none", entropy_coef_max=lam, entropy_coef_min=lam,
-                  entropy_switch=switch, learning_rate=3e-3, dataset_size=64, per_device_train_batch_size=8)
+    common = {"max_steps": steps, "token_score": "none", "entropy_coef_max": lam, "entropy_coef_min": lam,
+              "entropy_switch": switch, "learning_rate": 3e-3, "dataset_size": 64, "per_device_train_batch_size": 8}
     runs = {}
     for name, schedule in (("grpo", "none"), ("two_stage", "two_stage")):
         trainer = make_trainer(tmp_path / name, entropy_schedule=schedule, **common)
@@ -169,8 +169,8 @@ class StopAt:
 
 
 def test_resume_continues_the_schedule_exactly(tmp_path):
-    common = dict(max_steps=4, entropy_schedule="two_stage", entropy_switch=0.5, entropy_coef_max=0.1,
-                  entropy_coef_min=0.2, token_score="entropy", save_strategy="steps", save_steps=2)
+    common = {"max_steps": 4, "entropy_schedule": "two_stage", "entropy_switch": 0.5, "entropy_coef_max": 0.1,
+              "entropy_coef_min": 0.2, "token_score": "entropy", "save_strategy": "steps", "save_steps": 2}
     full = make_trainer(tmp_path / "full", **common)
     full.train()
     expected = [(r["step"], r["entropy/coef"]) for r in read_metrics(str(tmp_path / "full"))]
@@ -231,7 +231,7 @@ def test_loss_matches_a_float64_hand_computation(tmp_path):
 
     loss = trainer.compute_policy_loss(trainer.model, batch)
 
-    d = lambda x: x.double()  # noqa: E731
+    d = lambda x: x.double()
     lp, old, ref, iw, H = d(logps), d(batch["old_per_token_logps"]), d(batch["ref_per_token_logps"]), \
         d(batch["importance_sampling_ratio"]), d(ent)
     m, w = d(batch["completion_mask"]), d(batch["completion_mask"]) * d(batch[TOKEN_MASK])

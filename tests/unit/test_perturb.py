@@ -192,6 +192,6 @@ def test_real_perturbations_give_positive_jsd(tiny_batch, kind):
 def test_statistics_reproducible_by_seed(tiny_batch):
     a, pa = _stats(tiny_batch, "pixel_values_gaussian", seed=3)
     b, pb = _stats(tiny_batch, "pixel_values_gaussian", seed=3)
-    c, pc = _stats(tiny_batch, "pixel_values_gaussian", seed=4)
+    _, pc = _stats(tiny_batch, "pixel_values_gaussian", seed=4)
     assert torch.equal(pa, pb) and torch.equal(a.jsd, b.jsd)
     assert not torch.equal(pa, pc)

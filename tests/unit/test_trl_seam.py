@@ -11,7 +11,7 @@ from trl import GRPOTrainer
 
 from visent.trainer import _trl_seam as seam
 
-FIX = "update visent/trainer/_trl_seam.py (pinned to trl {}) for trl {}".format(seam.PINNED_TRL, trl.__version__)
+FIX = f"update visent/trainer/_trl_seam.py (pinned to trl {seam.PINNED_TRL}) for trl {trl.__version__}"
 
 
 def test_trl_version_is_the_pinned_one():

@@ -39,11 +39,11 @@ import trl
 from trl import GRPOTrainer
 
 __all__ = [
-    "PINNED_TRL",
     "GENERATION_KEYS",
+    "PINNED_TRL",
     "PRIVATE_HOOKS",
-    "SeamTrainer",
     "PolicySettings",
+    "SeamTrainer",
     "backbone_and_head",
     "lm_head_gather_ctx",
     "no_gradient_checkpointing",

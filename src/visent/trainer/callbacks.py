@@ -14,7 +14,7 @@ import os
 
 from transformers import TrainerCallback
 
-__all__ = ["MetricsJsonlCallback", "METRICS_FILE", "read_metrics"]
+__all__ = ["METRICS_FILE", "MetricsJsonlCallback", "read_metrics"]
 
 METRICS_FILE = "metrics.jsonl"
 

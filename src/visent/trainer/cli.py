@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["main", "parse_config", "build_trainer", "ConfigError"]
+__all__ = ["ConfigError", "build_trainer", "main", "parse_config"]
 
 
 class ConfigError(ValueError):

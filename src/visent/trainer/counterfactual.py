@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -27,11 +28,11 @@ from visent.core.stats import TokenStats, token_stats_from_hidden
 from visent.perturb import PatchLayout, perturb_pixel_values
 
 __all__ = [
-    "image_row_spans",
-    "prompt_seeds",
-    "perturb_batch_images",
     "completion_hidden",
     "counterfactual_stats",
+    "image_row_spans",
+    "perturb_batch_images",
+    "prompt_seeds",
 ]
 
 # Per-response keys that are (B, ...) tensors aligned with the rows.
@@ -124,10 +125,7 @@ def _rows(batch: dict[str, Any], idx: Sequence[int], pixel_values: torch.Tensor 
 
 def _stack(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Concatenate two model-input dicts along the batch (clean rows first, then perturbed rows)."""
-    out = {}
-    for key in a:
-        out[key] = torch.cat([a[key], b[key]], dim=0)
-    return out
+    return {key: torch.cat([value, b[key]], dim=0) for key, value in a.items()}
 
 
 @torch.no_grad()

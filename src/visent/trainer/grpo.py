@@ -40,7 +40,12 @@ from visent.core.scores import token_scores
 from visent.core.selection import keep_count, select_tokens
 from visent.core.stats import TokenStats
 from visent.perturb import PatchLayout
-from visent.trainer._trl_seam import SeamTrainer, backbone_and_head, lm_head_gather_ctx, no_gradient_checkpointing
+from visent.trainer._trl_seam import (
+    SeamTrainer,
+    backbone_and_head,
+    lm_head_gather_ctx,
+    no_gradient_checkpointing,
+)
 from visent.trainer.config import VisentConfig
 from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images, prompt_seeds
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["load_model", "load_train_dataset", "resolve_rewards", "LAB_PREFIX"]
+__all__ = ["LAB_PREFIX", "load_model", "load_train_dataset", "resolve_rewards"]
 
 LAB_PREFIX = "lab:"
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from visent.trainer.cli import ConfigError, main, parse_config
+from visent.trainer.cli import main, parse_config
 from visent.trainer.config import VisentConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))

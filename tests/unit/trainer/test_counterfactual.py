@@ -117,9 +117,9 @@ def test_text_only_rows_fall_back_to_entropy(tiny, tmp_path):
     """Through the trainer's mask builder: text-only rows are selected by entropy and counted."""
     from visent.core.selection import select_tokens
     from visent.lab.tasks import make_examples, to_trl_dataset
+    from visent.rewards import REWARDS
     from visent.trainer.config import VisentConfig
     from visent.trainer.grpo import TOKEN_MASK, VisentGRPOTrainer
-    from visent.rewards import REWARDS
 
     model, processor = tiny
     config = VisentConfig(output_dir=str(tmp_path), report_to="none", num_generations=2,
