@@ -23,6 +23,8 @@ from collections.abc import Callable
 
 import torch
 
+from visent.core import guards
+
 __all__ = ["REWARD_SCALES", "group_advantages", "zero_variance_groups"]
 
 
@@ -80,11 +82,18 @@ def group_advantages(
 
     Returns:
         ``(N,)`` advantages, float dtype of ``rewards`` (float32 for integer rewards). A group whose rewards
-        are all equal gets exactly 0 for every scale.
+        are all equal gets exactly 0 for every scale; so does a group holding a NaN or inf reward
+        (counted as ``guard/nonfinite_rewards``), which counts as a group of zeros for ``scale="batch"``.
     """
     if scale not in REWARD_SCALES:
         raise ValueError(f"unknown reward scale {scale!r}; valid: {', '.join(REWARD_SCALES)}")
     grouped = _grouped(rewards, group_size)  # (G, K)
+    # A NaN/inf reward (a broken reward function) would make its group's mean, and with scale="batch"
+    # every advantage, NaN. Its group carries no trustworthy signal: it becomes a constant group of
+    # zeros (advantage exactly 0), and each such reward is counted.
+    finite = torch.isfinite(grouped)
+    guards.count("guard/nonfinite_rewards", ~finite)
+    grouped = torch.where(finite.all(dim=1, keepdim=True), grouped, torch.zeros_like(grouped))
     centred = grouped - grouped.mean(dim=1, keepdim=True)
     # The mean of equal rewards can round to a neighbouring float (e.g. three 0.3s), and dividing that
     # residue by eps would turn it into a sizeable spurious advantage: pin such groups to exactly 0.

@@ -14,6 +14,13 @@ Tokens outside ``w`` receive exactly zero gradient from the policy term: their l
 *before* the exponential (``torch.where``), so even a garbage or overflowing log-prob at an unselected or
 padding position cannot leak NaN into the backward pass.
 
+Numerical guards (each counted in :mod:`visent.core.guards`): a valid token with a non-finite log-prob,
+old or reference log-prob, advantage or importance weight is left out of the loss
+(``guard/nonfinite_loss_terms``); log-ratios are clamped to ``±MAX_LOG_RATIO`` before ``exp``
+(``guard/log_ratio_clamped``); responses and batches without valid tokens are counted
+(``guard/empty_response``, ``guard/all_padding_batch``) and contribute exactly 0. Half-precision inputs are
+reduced in float32.
+
 Aggregations (``v`` the per-token values, ``w`` their 0/1 weights, ``m`` the valid mask):
 
 * ``selected_mean`` — ``Σ v·w / Σ w``: mean over the selected tokens (VEPO's default).
@@ -33,7 +40,9 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["AGGREGATIONS", "entropy_regularizer", "policy_loss"]
+from visent.core import guards
+
+__all__ = ["AGGREGATIONS", "MAX_LOG_RATIO", "entropy_regularizer", "policy_loss"]
 
 
 # --- aggregations: (values (B,T), weights (B,T), valid (B,T), normalizer, max_completion_length) -> 0-d ---
@@ -71,6 +80,24 @@ AGGREGATIONS: dict[str, Aggregation] = {
     "sequence_mean": _sequence_mean,
     "dr_grpo": _dr_grpo,
 }
+
+
+#: Bound on |log π − log π_old| (and |log π_ref − log π|) before exp(); e^20 ≈ 4.9e8. Only a token with
+#: A < 0 and a ratio beyond e^20 loses gradient to the clamp; elsewhere the clipped surrogate already
+#: gives such tokens (near-)zero gradient. verl clamps at the same bound.
+MAX_LOG_RATIO = 20.0
+
+
+def _clamp_log_ratio(log_ratio: torch.Tensor) -> torch.Tensor:
+    guards.count("guard/log_ratio_clamped", log_ratio.detach().abs() > MAX_LOG_RATIO)
+    return log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+
+
+def _count_empty(valid: torch.Tensor) -> None:
+    """Count responses without a valid token, and batches without any (their loss is exactly 0)."""
+    per_row = valid.sum(dim=1)  # (B,)
+    guards.count("guard/empty_response", per_row == 0)
+    guards.count("guard/all_padding_batch", per_row.sum() == 0)
 
 
 def _masked_fraction(indicator: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -173,18 +200,42 @@ def policy_loss(
             f"advantages must be (B,) or (B, T) with B, T = {tuple(shape)}, got {tuple(advantages.shape)}"
         )
 
+    if logps.dtype in (torch.float16, torch.bfloat16):
+        # Half-precision sums over thousands of tokens round badly; the loss is reduced in float32
+        # (the gradient still flows back to the half-precision log-probs).
+        logps = logps.float()
     valid = mask.to(logps.dtype)
     w = valid if token_mask is None else valid * token_mask.to(logps.dtype)  # policy tokens
     on_policy = w != 0
     if old_logps is None:
         old_logps = logps.detach()
 
-    log_ratio = torch.where(on_policy, logps - old_logps, torch.zeros_like(logps))
+    # Guards (counted in visent.core.guards). A valid token with a non-finite input is left out of the
+    # loss; it is replaced *before* any arithmetic, so its gradient from the loss is exactly zero rather
+    # than 0 · NaN. Log-ratios are clamped so that exp() cannot overflow (ratio·A would be inf, or NaN
+    # for A = 0).
+    _count_empty(valid)
+    advantages = advantages.to(logps.dtype)
+    finite_adv = torch.isfinite(advantages)
+    advantages = torch.where(finite_adv, advantages, torch.zeros_like(advantages))
+    policy_inputs_ok = torch.isfinite(logps) & torch.isfinite(old_logps) & finite_adv
+    if importance_weights is not None:
+        policy_inputs_ok = policy_inputs_ok & torch.isfinite(importance_weights)
+    bad = on_policy & ~policy_inputs_ok
+    use = on_policy & policy_inputs_ok
+    if beta > 0.0:
+        bad = bad | ((valid != 0) & ~(torch.isfinite(logps) & torch.isfinite(ref_logps)))
+    guards.count("guard/nonfinite_loss_terms", bad)
+
+    log_ratio = torch.where(use, logps - old_logps, torch.zeros_like(logps))
+    log_ratio = _clamp_log_ratio(log_ratio)
     ratio = torch.exp(log_ratio)
     clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
     per_token = -torch.min(ratio * advantages, clipped * advantages)  # (B, T)
     if importance_weights is not None:
-        per_token = torch.where(on_policy, per_token * importance_weights, torch.zeros_like(per_token))
+        per_token = torch.where(use, per_token * importance_weights, torch.zeros_like(per_token))
+    else:
+        per_token = torch.where(use, per_token, torch.zeros_like(per_token))
 
     agg = AGGREGATIONS[aggregation]
     policy = agg(per_token, w, valid, normalizer, max_completion_length)
@@ -192,7 +243,8 @@ def policy_loss(
 
     metrics: dict[str, torch.Tensor] = {"policy_loss": policy.detach()}
     if beta > 0.0:
-        delta = torch.where(valid != 0, ref_logps - logps, torch.zeros_like(logps))
+        kl_ok = (valid != 0) & torch.isfinite(logps) & torch.isfinite(ref_logps)
+        delta = _clamp_log_ratio(torch.where(kl_ok, ref_logps - logps, torch.zeros_like(logps)))
         per_token_kl = torch.exp(delta) - delta - 1.0  # (B, T), 0 at padding
         kl_denominator = kl_normalizer if kl_normalizer is not None else normalizer
         kl = agg(per_token_kl, valid, valid, kl_denominator, max_completion_length)
@@ -225,6 +277,10 @@ def entropy_regularizer(entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tens
             f"entropy and mask must both be (B, T), got {tuple(entropy.shape)} and {tuple(mask.shape)}"
         )
     valid = mask.to(entropy.dtype)
+    # A non-finite entropy (NaN logits, or a fully masked vocabulary) is left out, as if it were padding.
+    finite = torch.isfinite(entropy)
+    guards.count("guard/nonfinite_entropy", (valid != 0) & ~finite)
+    valid = valid * finite.to(valid.dtype)
     h = torch.where(valid != 0, entropy, torch.zeros_like(entropy))
     n = valid.sum(dim=1)  # (B,)
     per_response = (h * valid).sum(dim=1) / n.clamp_min(1.0)

@@ -30,6 +30,8 @@ from typing import Protocol
 
 import torch
 
+from visent.core import guards
+
 __all__ = ["SCORES", "minmax_per_response", "token_scores"]
 
 
@@ -249,4 +251,29 @@ def token_scores(
             raise ValueError(
                 f"stats.{field} has shape {tuple(value.shape)} but mask has shape {tuple(mask.shape)}"
             )
+    if needed:
+        stats = _finite_stats(stats, mask)
     return SCORES[method](stats, mask, alpha=alpha, generator=generator)
+
+
+class _Stats:
+    """Plain holder of the four statistics (the repaired copy :func:`_finite_stats` hands on)."""
+
+    def __init__(self, entropy, entropy_perturbed, jsd, kl) -> None:
+        self.entropy, self.entropy_perturbed, self.jsd, self.kl = entropy, entropy_perturbed, jsd, kl
+
+
+def _finite_stats(stats: _TokenStatsLike, mask: torch.Tensor) -> _TokenStatsLike:
+    """Statistics with every non-finite value at a valid token read as 0, counted (no host sync).
+
+    One NaN would otherwise make its response's min and max NaN and so every normalised score of that
+    response NaN. Statistics from :func:`visent.core.stats.token_stats` are already finite; this guards
+    statistics built elsewhere.
+    """
+    valid = mask.bool()
+    fields = [getattr(stats, f).float() for f in ("entropy", "entropy_perturbed", "jsd", "kl")]
+    bad = torch.zeros_like(valid)
+    for x in fields:
+        bad |= valid & ~torch.isfinite(x)
+    guards.count("guard/nonfinite_stats", bad)
+    return _Stats(*(torch.where(torch.isfinite(x), x, torch.zeros_like(x)) for x in fields))

@@ -18,6 +18,7 @@ position wins. ``ceil`` is taken on the exact rational value of ``ratio`` (to 6 
 ``ratio=0.1, n=30`` keeps 3 tokens, not ``ceil(3.0000000000000004) = 4``.
 
 Nothing here synchronises with the host (no ``.item()``, no boolean indexing), so it stays cheap on GPU.
+A non-finite score at a valid token ranks last (counted as ``guard/nonfinite_scores``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 import torch
+
+from visent.core import guards
 
 __all__ = ["GRANULARITIES", "MODES", "keep_count", "select_tokens"]
 
@@ -122,6 +125,21 @@ def _select_per_batch(
     return (keep & valid).to(torch.float32)
 
 
+def _rank_nonfinite_last(scores: torch.Tensor, valid: torch.Tensor, mode: str) -> torch.Tensor:
+    """Scores with NaN/±inf replaced by the value that ranks last for ``mode``, counted (no host sync).
+
+    Unrepaired, a NaN sorts first in a descending sort (so it would always be selected) and makes the
+    batch quantile NaN (so nothing at all would be selected).
+    """
+    if not scores.is_floating_point():
+        return scores
+    finite = torch.isfinite(scores)
+    guards.count("guard/nonfinite_scores", valid & ~finite)
+    info = torch.finfo(scores.dtype)
+    last = torch.full_like(scores, info.min if mode == "top" else info.max)
+    return torch.where(finite, scores, last)
+
+
 GRANULARITIES = {
     "response": _select_per_response,
     "batch": _select_per_batch,
@@ -162,4 +180,6 @@ def select_tokens(
     valid = mask.bool()
     if scores.numel() == 0:
         return torch.zeros(scores.shape, dtype=torch.float32, device=scores.device)
+    if mode != "random":
+        scores = _rank_nonfinite_last(scores, valid, mode)
     return GRANULARITIES[granularity](scores, valid, float(ratio), mode, generator)

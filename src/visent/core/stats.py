@@ -18,7 +18,9 @@ and the element-wise work runs on sub-blocks of ``rows/8`` rows with at most fou
 
 Numerics. Every chunk is converted to float32 before the softmax, so bf16/fp16 inputs are safe.
 Log-probabilities are clamped at the smallest finite float32 so that masked vocabulary entries
-(−inf logits) give ``0 · log 0 = 0`` instead of NaN. KL and JSD are summed from the element-wise
+(−inf logits) give ``0 · log 0 = 0`` instead of NaN. A token whose distribution is undefined (a NaN
+or +inf logit, or every logit −inf) gets all-zero statistics and is counted as
+``guard/nonfinite_logits`` (:mod:`visent.core.guards`). KL and JSD are summed from the element-wise
 differences ``log P − log M`` rather than from differences of large sums, which keeps float32 close
 to float64 even for nearly identical distributions.
 
@@ -33,12 +35,14 @@ from dataclasses import dataclass
 
 import torch
 
+from visent.core import guards
+
 __all__ = [
+    "DEFAULT_CHUNK_SIZE",
     "TokenStats",
+    "entropy_from_logits",
     "token_stats",
     "token_stats_from_hidden",
-    "entropy_from_logits",
-    "DEFAULT_CHUNK_SIZE",
 ]
 
 #: Tokens per chunk: 512 × 152k × 4 B ≈ 310 MB of logits-sized temporaries at most.
@@ -100,9 +104,9 @@ def _log_softmax_into(src: torch.Tensor, buf: torch.Tensor, temperature: float, 
         block.copy_(src[i : i + sub])
         if temperature != 1.0:
             block.div_(temperature)
-        lse = torch.logsumexp(block, dim=-1, keepdim=True)
-        # A fully masked row (all −inf) has lse = −inf; leaving it −inf (not NaN) makes it a zero row.
-        block.sub_(lse.masked_fill_(~torch.isfinite(lse), 0.0))
+        # A fully masked row (all −inf), a +inf or a NaN logit gives a non-finite lse and NaN
+        # log-probs; ``_repair`` zeroes and counts such tokens once, after the statistics.
+        block.sub_(torch.logsumexp(block, dim=-1, keepdim=True))
     # Clamping masked entries (−inf) to the smallest finite float makes 0 · log 0 = 0 exact and keeps
     # every later difference finite.
     return out.clamp_(min=_F32_MIN)
@@ -132,6 +136,18 @@ def _pair_stats(lp: torch.Tensor, lq: torch.Tensor, sub: int) -> torch.Tensor:
         out[2, i : i + sub] = 0.5 * (kl_pm + kl_qm)
     out[2:].clamp_(min=0.0)
     return out
+
+
+def _repair(values: torch.Tensor) -> torch.Tensor:
+    """Zero every token ``(4, N)`` column with a non-finite statistic, counting it (no host sync).
+
+    Such a token had NaN or +inf logits, or no finite logit at all, in one of the passes: its
+    distribution is undefined, so it gets the statistics of an uninformative token (all 0) instead of
+    turning its response's normalised scores into NaN.
+    """
+    bad = ~torch.isfinite(values).all(dim=0)  # (N,)
+    guards.count("guard/nonfinite_logits", bad)
+    return values.masked_fill(bad, 0.0)
 
 
 def _rows(idx: torch.Tensor, start: int, rows: int) -> torch.Tensor | slice:
@@ -192,7 +208,7 @@ def token_stats(
         parts.append(_pair_stats(lp, lq, sub))
     del buf, buf_p
     values = torch.cat(parts, dim=1) if parts else logits.new_zeros(4, 0, dtype=torch.float32)
-    return _scatter(values, valid, (B, T))
+    return _scatter(_repair(values), valid, (B, T))
 
 
 def _project(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, sub: int) -> torch.Tensor:
@@ -269,7 +285,7 @@ def token_stats_from_hidden(
         parts.append(_pair_stats(lp, lq, sub))
         del lp, lq, z
     values = torch.cat(parts, dim=1) if parts else hidden.new_zeros(4, 0, dtype=torch.float32)
-    return _scatter(values, valid, (B, T))
+    return _scatter(_repair(values), valid, (B, T))
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
