@@ -160,7 +160,8 @@ def build_trainer(config, callbacks: list | None = None):
         dataset = load_train_dataset(config.dataset, config.dataset_size, config.dataset_seed, config.label_noise)
         rewards = resolve_rewards(list(config.reward_funcs), config.dataset)
     except (ValueError, KeyError) as e:
-        raise ConfigError(str(e).strip("'\"")) from None
+        # KeyError's str() wraps the message in quotes
+        raise ConfigError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from None
     model, processor = load_model(config.model_name_or_path, config.model_init_kwargs)
     config.model_init_kwargs = None  # used above; TRL would only warn that the model is already built
     if config.freeze_vision_tower:

@@ -128,3 +128,11 @@ def test_unknown_dataset_and_reward_fail_cleanly(capsys, tmp_path):
 def test_missing_config_file(capsys):
     assert main(["--config", "/nonexistent/x.yaml"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_missing_dataset_path_fails_cleanly(capsys, tmp_path):
+    argv = ["--model_name_or_path", "tiny:qwen2_vl", "--dataset", str(tmp_path / "nope.jsonl"),
+            "--output_dir", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "nope.jsonl" in err and "Traceback" not in err

@@ -20,7 +20,7 @@ def tiny():
 
 
 def make_batch(processor, with_image, seed=0, completion_len=6):
-    """Rows: one per entry of ``with_image`` (an image index, or None for a text-only row)."""
+    """Rows: one per entry of ``with_image``: an image index, a tuple of them (several images), or None."""
     from PIL import Image
 
     rng = np.random.RandomState(seed)
@@ -28,9 +28,9 @@ def make_batch(processor, with_image, seed=0, completion_len=6):
     texts, imgs = [], []
     for idx in with_image:
         content = [{"type": "text", "text": "How many shapes?"}]
-        if idx is not None:
+        for i in () if idx is None else (idx if isinstance(idx, tuple) else (idx,)):
             content = [{"type": "image"}] + content
-            imgs.append(images[idx])
+            imgs.append(images[i])
         texts.append(processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
                                                    tokenize=False))
     enc = processor(images=imgs or None, text=texts, return_tensors="pt", padding=True)
@@ -43,7 +43,7 @@ def make_batch(processor, with_image, seed=0, completion_len=6):
         "prompt_mask": enc["attention_mask"],
         "completion_ids": completion,
         "completion_mask": cmask,
-        "num_images": [0 if i is None else 1 for i in with_image],
+        "num_images": [0 if i is None else len(i) if isinstance(i, tuple) else 1 for i in with_image],
         "advantages": torch.linspace(-1, 1, n),
     }
     if imgs:
@@ -139,3 +139,25 @@ def test_text_only_rows_fall_back_to_entropy(tiny, tmp_path):
     expected = select_tokens(stats.entropy, valid, 0.5, "response", "top")
     assert torch.equal(out[TOKEN_MASK][[1, 3]], expected)
     assert out[TOKEN_MASK].sum(1).tolist() == [2.0, 3.0, 3.0, 3.0]  # ceil(0.5·n) per response
+
+
+def test_several_images_per_prompt(tiny):
+    """Rows with two images: spans cover both, one draw perturbs both, identity leaves JSD exactly 0."""
+    model, processor = tiny
+    batch = make_batch(processor, [(0, 1), 2, (0, 1), (1, 2)])
+    spans = cf.image_row_spans(batch)
+    per_image = batch["image_grid_thw"].prod(-1).tolist()
+    assert spans[0] == (0, per_image[0] + per_image[1], 0, 2)
+    assert spans[-1][1] == batch["pixel_values"].size(0) and spans[-1][3] == 7
+    layout = PatchLayout.from_processor(processor)
+    seeds = cf.prompt_seeds(batch, 0, 0)
+    assert seeds[0] == seeds[2] and seeds[0] != seeds[3]
+    noisy = cf.perturb_batch_images(batch, seeds, "pixel_gaussian", None, layout)
+    (a0, a1, _, _), (c0, c1, _, _) = spans[0], spans[2]
+    assert torch.equal(noisy[a0:a1], noisy[c0:c1]) and not torch.equal(noisy[a0:a1], batch["pixel_values"][a0:a1])
+    backbone, head = backbone_and_head(model)
+    same = cf.perturb_batch_images(batch, seeds, "identity", None, layout)
+    stats = cf.counterfactual_stats(backbone, head, batch, [0, 1, 2, 3], same, batch_size=4)
+    assert torch.equal(stats.jsd, torch.zeros_like(stats.jsd))
+    stats = cf.counterfactual_stats(backbone, head, batch, [0, 1, 2, 3], noisy, batch_size=2)
+    assert (stats.jsd[batch["completion_mask"].bool()] > 0).all()
