@@ -80,15 +80,18 @@ def _check_mask(mask: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.
     return mask.reshape(-1).bool()
 
 
-def _rows_per_pass(chunk_size: int) -> tuple[int, int]:
+def _rows_per_pass(chunk_size: int, device: torch.device) -> tuple[int, int]:
     """Rows of each pass per chunk and rows per element-wise sub-block (see module docstring).
 
-    Sub-blocks are also capped at 8 rows: a few MB per temporary stays cache-friendly.
+    On a CPU, sub-blocks are also capped at 8 rows: a few MB per temporary stays cache-friendly. On a
+    GPU they are not: there every sub-block costs a dozen kernel launches, and small ones made the
+    pass launch-bound (measured on an H100, BENCHMARKS.md).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     rows = max(1, (2 * chunk_size) // 5)
-    return rows, max(1, min(rows // 8, 8))
+    sub = rows // 8 if device.type != "cpu" else min(rows // 8, 8)
+    return rows, max(1, sub)
 
 
 def _log_softmax_into(src: torch.Tensor, buf: torch.Tensor, temperature: float, sub: int) -> torch.Tensor:
@@ -195,7 +198,7 @@ def token_stats(
     B, T, V = logits.shape
     valid = _check_mask(mask, (B, T), "logits").to(logits.device)
     idx = valid.nonzero().squeeze(1)
-    rows, sub = _rows_per_pass(chunk_size)
+    rows, sub = _rows_per_pass(chunk_size, logits.device)
     flat, flat_p = logits.reshape(B * T, V), logits_perturbed.reshape(B * T, V)
     n_rows = min(rows, idx.numel())
     buf = torch.empty(n_rows, V, dtype=torch.float32, device=logits.device)
@@ -272,7 +275,7 @@ def token_stats_from_hidden(
     B, T, D = hidden.shape
     valid = _check_mask(mask, (B, T), "hidden").to(hidden.device)
     idx = valid.nonzero().squeeze(1)
-    rows, sub = _rows_per_pass(chunk_size)
+    rows, sub = _rows_per_pass(chunk_size, hidden.device)
     flat, flat_p = hidden.reshape(B * T, D), hidden_perturbed.reshape(B * T, D)
     parts = []
     for start in range(0, idx.numel(), rows):
