@@ -35,6 +35,7 @@ REQUIRED_KEYS = (
     "time/counterfactual_s",
     "vepo/skipped_responses",
     "vepo/no_image_responses",
+    "guard/nonfinite_loss_terms",
 )
 
 
@@ -76,6 +77,7 @@ def test_config_trains_two_steps(name, kind, tmp_path):
         missing = [k for k in REQUIRED_KEYS if k not in row]
         assert not missing, f"{name}: metrics.jsonl lacks {missing}"
         assert row["time/counterfactual_s"] >= 0 and row["entropy/mean"] > 0
+        assert row["guard/nonfinite_loss_terms"] == 0
 
     before, _ = build_tiny(kind)
     after = _weights(str(out))

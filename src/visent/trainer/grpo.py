@@ -28,12 +28,14 @@ Rows without an image cannot be perturbed: they fall back to the entropy-only sc
 from __future__ import annotations
 
 import hashlib
+import logging
 import struct
 import time
 from typing import Any
 
 import torch
 
+from visent.core import guards
 from visent.core.policy_loss import entropy_regularizer, policy_loss
 from visent.core.schedules import entropy_coef, entropy_stage
 from visent.core.scores import token_scores
@@ -50,6 +52,8 @@ from visent.trainer.config import VisentConfig
 from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images, prompt_seeds
 
 __all__ = ["VisentGRPOTrainer"]
+
+logger = logging.getLogger(__name__)
 
 # Keys added to TRL's generation batch; per-row, so TRL's shuffle/split keeps them aligned.
 TOKEN_MASK = "visent_token_mask"  # (B, C) float 0/1
@@ -177,6 +181,21 @@ class VisentGRPOTrainer(SeamTrainer):
         self.record_metric("vepo/no_image_responses", float(no_image))
         self.record_metric("vepo/jsd_mean", jsd)
         self.record_metric("vepo/gap_mean", gap)
+
+    # ---------------------------------------------------------------- logging
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add the core's numerical-guard counters (totals since the last logging step) to the logs."""
+        counts = guards.pop()
+        if "train_runtime" not in logs:  # not the end-of-training summary
+            for name, value in counts.items():
+                self.record_metric(name, float(value))
+            if counts.get("guard/nonfinite_loss_terms", 0) > 0:
+                logger.warning(
+                    "step %d: %d loss terms had non-finite inputs and were left out (guard/nonfinite_loss_terms)",
+                    self.state.global_step, counts["guard/nonfinite_loss_terms"],
+                )
+        super().log(logs, start_time)
 
     # ---------------------------------------------------------------- every update
 
