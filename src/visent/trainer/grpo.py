@@ -138,7 +138,9 @@ class VisentGRPOTrainer(SeamTrainer):
             seeds = prompt_seeds(batch, args.perturbation_seed, step)
             perturbed = perturb_batch_images(batch, seeds, args.perturbation, args.perturbation_strength, self.patch_layout)
         backbone, head = backbone_and_head(self.model)
-        with no_gradient_checkpointing(self):
+        # Same autocast as TRL's forwards: a reused clean pass and our perturbed pass must share precision,
+        # or the JSD would measure bf16-vs-fp32 rounding instead of the image.
+        with no_gradient_checkpointing(self), self.accelerator.autocast():
             stats = counterfactual_stats(
                 backbone,
                 head,
