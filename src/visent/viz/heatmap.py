@@ -14,7 +14,7 @@ Switching signals needs no JavaScript: every token carries one CSS custom proper
 (``--c0``, ``--c1`` …) and a ``:checked`` radio selects which one paints the background.
 
 Colour scales are shared by all responses on the page, so colours compare across examples:
-non-negative signals run white → red over ``[0, max]``; signed signals (the entropy gap) run
+non-negative signals run white → red over ``[min, max]`` of the page; signed signals (the entropy gap) run
 blue → white → red over ``[−m, m]`` with ``m = max |value|``.
 
 All model and dataset text (tokens, prompt, answer, ids, settings) is untrusted and HTML-escaped.
@@ -76,7 +76,9 @@ class _Scale:
             m = max(abs(v) for v in finite)
             self.low, self.high = -m, m
         else:
-            self.low, self.high = 0.0, max(finite) if finite else 0.0
+            # [min, max] rather than [0, max]: entropies that all sit near some level would otherwise
+            # all paint the same red; the legend prints both ends, so the stretch is visible.
+            self.low, self.high = (min(finite), max(finite)) if finite else (0.0, 0.0)
 
     def color(self, v: float) -> str:
         if not math.isfinite(v):

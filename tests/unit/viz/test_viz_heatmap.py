@@ -139,10 +139,11 @@ def test_colours_follow_a_page_wide_scale(records):
             for span, v in zip(spans, rec.signals[name]):
                 style = dict(part.split(":", 1) for part in span["attrs"]["style"].split(";"))
                 assert style[f"--c{k}"] == color_for(everything, v)
-    # Hand-checked ends of the ramps: 0 is white and the page maximum is the darkest red for a
-    # non-negative signal; a signed one is blue at −max|v|, white at 0 and red at +max|v|.
+    # Hand-checked ramps: the page minimum is white, the middle orange and the maximum the darkest red
+    # for a non-negative signal; a signed one is blue at −max|v|, white at 0 and red at +max|v|.
     assert color_for([0.0, 0.5, 2.0], 0.0) == "#ffffff"
     assert color_for([0.0, 0.5, 2.0], 2.0) == "#d73027"
+    assert color_for([1.0, 3.0], 1.0) == "#ffffff" and color_for([1.0, 3.0], 2.0) == "#fdae61"
     assert color_for([-1.0, 0.25], -1.0) == "#4575b4"
     assert color_for([-1.0, 0.25], 0.0) == "#ffffff"
     assert color_for([-1.0, 0.25], 1.0) == "#d73027"
