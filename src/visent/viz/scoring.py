@@ -163,17 +163,18 @@ def _batch(enc: dict[str, torch.Tensor], completions: list[list[int]], num_image
     for b, c in enumerate(completions):
         ids[b, : len(c)] = torch.tensor(c, dtype=torch.long)
         mask[b, : len(c)] = 1
+    ids, mask = ids.to(device), mask.to(device)
     batch: dict[str, Any] = {
         "prompt_ids": enc["input_ids"].to(device),
         "prompt_mask": enc["attention_mask"].to(device),
-        "completion_ids": ids.to(device),
-        "completion_mask": mask.to(device),
+        "completion_ids": ids,
+        "completion_mask": mask,
         "num_images": num_images,
     }
     for key in ("mm_token_type_ids", "token_type_ids"):
         if key in enc:
             # As TRL does: the prompt's multimodal token types, zeros over the completion.
-            batch[key] = torch.cat([enc[key], torch.zeros_like(ids)], dim=1).to(device)
+            batch[key] = torch.cat([enc[key].to(device), torch.zeros_like(ids)], dim=1)
     if "pixel_values" in enc:
         batch["pixel_values"] = enc["pixel_values"].to(device)
         batch["image_grid_thw"] = enc["image_grid_thw"].to(device)
@@ -267,7 +268,7 @@ def score_responses(
                     _response_ids(tok, responses[start + b], append_eos, f"response {start + b} (example {ex.id!r})")
                     for b, ex in enumerate(chunk)
                 ]
-            batch = _batch({k: v.cpu() for k, v in enc.items()}, completions, num_images, pad_id, device)
+            batch = _batch(enc, completions, num_images, pad_id, device)
             perturbed = None
             if batch.get("pixel_values") is not None:
                 seeds = prompt_seeds(batch, seed, 0)
