@@ -160,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, processor = _load_model(args.model, args.device, args.dtype)
     except (OSError, ValueError) as exc:
-        print(f"visent inspect: cannot load model {args.model!r}: {exc}", file=sys.stderr)
+        hint = "" if args.model.startswith("tiny:") or Path(args.model).exists() else " (no such local folder; tried it as a Hub id)"
+        print(f"visent inspect: cannot load model {args.model!r}{hint}: {exc}", file=sys.stderr)
         return 1
     try:
         records = score_responses(

@@ -29,7 +29,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from visent.viz.records import TokenRecord, record_summary
+from visent.viz.records import TokenRecord, page_summary, record_summary
 
 __all__ = ["SIGNAL_LABELS", "color_for", "render_tokens_html", "signal_label", "write_tokens_html"]
 
@@ -297,12 +297,19 @@ def render_tokens_html(
             f'<div class="response">{_response_html(r, order, scales)}</div>'
             f"{_summary_html(r)}</section>"
         )
+    pooled = page_summary(records)
+    overall = (
+        f'<div class="settings">All {int(pooled["n_responses"])} responses: {int(pooled["n_selected"])} of '
+        f'{int(pooled["n_tokens"])} tokens selected; mean JSD selected {_fmt(pooled["jsd_selected_mean"])} vs '
+        f'unselected {_fmt(pooled["jsd_unselected_mean"])}; selected tokens below their response\'s median '
+        f'entropy: {_fmt(pooled["low_entropy_fraction"])}</div>'
+    )
     empty = "" if records else "<p>No records.</p>"
     return (
         "<!DOCTYPE html>\n"
         f'<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
         f"<style>{_CSS}{_signal_css(len(order))}</style></head><body>"
-        f"{radios}<header><h1>{_esc(title)}</h1>{settings_html}<nav>Colour by: {labels}</nav>{legends}"
+        f"{radios}<header><h1>{_esc(title)}</h1>{settings_html}{overall}<nav>Colour by: {labels}</nav>{legends}"
         '<div class="settings">Selected tokens are boxed and underlined; hover a token for its exact values.</div>'
         f"</header><main>{''.join(sections)}{empty}</main></body></html>\n"
     )

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TokenRecord", "record_summary", "score_signal"]
+__all__ = ["TokenRecord", "page_summary", "record_summary", "score_signal"]
 
 
 def score_signal(method: str) -> str:
@@ -116,3 +116,29 @@ def record_summary(record: TokenRecord) -> dict[str, float]:
         below = [float(v < median) for v, s in zip(ent, sel) if s]
         out["low_entropy_fraction"] = _mean(below)
     return out
+
+
+def page_summary(records: list[TokenRecord]) -> dict[str, float]:
+    """``record_summary``'s numbers pooled over the tokens of all ``records`` (NaN where undefined).
+
+    Pooled, not averaged per response: a long response weighs by its token count, as in the trainer's
+    token-level metrics.
+    """
+    sel_jsd, unsel_jsd, below = [], [], []
+    for r in records:
+        jsd = r.signals.get("jsd")
+        if jsd is not None:
+            sel_jsd += [v for v, s in zip(jsd, r.selected) if s]
+            unsel_jsd += [v for v, s in zip(jsd, r.selected) if not s]
+        ent = r.signals.get("entropy")
+        if ent is not None:
+            median = _lower_median(ent)
+            below += [float(v < median) for v, s in zip(ent, r.selected) if s]
+    return {
+        "n_responses": float(len(records)),
+        "n_tokens": float(sum(len(r.tokens) for r in records)),
+        "n_selected": float(sum(sum(r.selected) for r in records)),
+        "jsd_selected_mean": _mean(sel_jsd),
+        "jsd_unselected_mean": _mean(unsel_jsd),
+        "low_entropy_fraction": _mean(below),
+    }

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from visent.viz.heatmap import color_for, render_tokens_html
-from visent.viz.records import TokenRecord, record_summary
+from visent.viz.records import TokenRecord, page_summary, record_summary
 
 HOSTILE = [
     "<script>alert(1)</script>",
@@ -185,6 +185,20 @@ def test_record_summary_hand_computed():
     assert math.isclose(s["jsd_selected_mean"], 0.35) and math.isclose(s["jsd_unselected_mean"], 0.15)
     # sorted entropies 1, 2, 3, 5 → lower median 2; selected entropies 1 (below) and 5 (not) → 0.5
     assert s["low_entropy_fraction"] == 0.5
+
+
+def test_page_summary_pools_tokens_and_is_shown():
+    a = TokenRecord("a", "", ["x"] * 4, {"jsd": [0.1, 0.4, 0.2, 0.3], "entropy": [3.0, 1.0, 2.0, 5.0]},
+                    [False, True, False, True])
+    b = TokenRecord("b", "", ["y"] * 2, {"jsd": [0.6, 0.0], "entropy": [0.5, 0.7]}, [True, False])
+    s = page_summary([a, b])
+    # selected JSD 0.4, 0.3, 0.6 → 1.3/3; unselected 0.1, 0.2, 0.0 → 0.1; below-median: a → 1 of 2,
+    # b: lower median of (0.5, 0.7) is 0.5, 0.5 is not below it → 0; pooled 1/3.
+    assert math.isclose(s["jsd_selected_mean"], 1.3 / 3) and math.isclose(s["jsd_unselected_mean"], 0.1)
+    assert math.isclose(s["low_entropy_fraction"], 1 / 3)
+    assert (s["n_responses"], s["n_tokens"], s["n_selected"]) == (2, 6, 3)
+    page = render_tokens_html([a, b])
+    assert "3 of 6 tokens selected; mean JSD selected 0.433333 vs unselected 0.1" in page
 
 
 def test_low_entropy_fraction_matches_the_trainer_metric_definition():
