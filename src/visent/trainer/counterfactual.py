@@ -150,6 +150,7 @@ def counterfactual_stats(
     chunk_size: int = 1024,
     batch_size: int = 8,
     gather_ctx=None,
+    forward_ctx=None,
 ) -> TokenStats:
     """Token statistics ``(len(rows), C)`` for the responses ``rows`` of a generation batch.
 
@@ -165,6 +166,8 @@ def counterfactual_stats(
         chunk_size: tokens per chunk in ``token_stats_from_hidden``.
         batch_size: responses per forward (clean + perturbed makes 2× this many rows).
         gather_ctx: callable ``(weight, bias) -> context manager`` gathering a sharded LM head (ZeRO-3).
+        forward_ctx: callable ``() -> context manager`` around the model forwards only (the trainer's
+            autocast); the statistics themselves are always computed in float32 outside it.
     """
     mask_all = batch["completion_mask"]
     C = mask_all.size(1)
@@ -175,17 +178,20 @@ def counterfactual_stats(
     for start in range(0, len(rows), batch_size):
         idx = rows[start : start + batch_size]
         sel = torch.as_tensor(idx, dtype=torch.long, device=mask_all.device)
-        if clean_hidden is not None:
-            h_clean = clean_hidden[sel]
-            h_pert = (
-                completion_hidden(backbone, _rows(batch, idx, perturbed_pixel_values), C) if with_perturbed else h_clean
-            )
-        elif with_perturbed:
-            both = _stack(_rows(batch, idx, pv), _rows(batch, idx, perturbed_pixel_values))
-            h = completion_hidden(backbone, both, C)
-            h_clean, h_pert = h[: len(idx)], h[len(idx) :]
-        else:
-            h_clean = h_pert = completion_hidden(backbone, _rows(batch, idx, pv), C)
+        with forward_ctx() if forward_ctx is not None else _null():
+            if clean_hidden is not None:
+                h_clean = clean_hidden[sel]
+                h_pert = (
+                    completion_hidden(backbone, _rows(batch, idx, perturbed_pixel_values), C)
+                    if with_perturbed
+                    else h_clean
+                )
+            elif with_perturbed:
+                both = _stack(_rows(batch, idx, pv), _rows(batch, idx, perturbed_pixel_values))
+                h = completion_hidden(backbone, both, C)
+                h_clean, h_pert = h[: len(idx)], h[len(idx) :]
+            else:
+                h_clean = h_pert = completion_hidden(backbone, _rows(batch, idx, pv), C)
         ctx = gather_ctx(weight, bias) if gather_ctx is not None else _null()
         with ctx:
             parts.append(

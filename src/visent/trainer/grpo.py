@@ -138,9 +138,7 @@ class VisentGRPOTrainer(SeamTrainer):
             seeds = prompt_seeds(batch, args.perturbation_seed, step)
             perturbed = perturb_batch_images(batch, seeds, args.perturbation, args.perturbation_strength, self.patch_layout)
         backbone, head = backbone_and_head(self.model)
-        # Same autocast as TRL's forwards: a reused clean pass and our perturbed pass must share precision,
-        # or the JSD would measure bf16-vs-fp32 rounding instead of the image.
-        with no_gradient_checkpointing(self), self.accelerator.autocast():
+        with no_gradient_checkpointing(self):
             stats = counterfactual_stats(
                 backbone,
                 head,
@@ -153,6 +151,9 @@ class VisentGRPOTrainer(SeamTrainer):
                 chunk_size=args.stats_chunk_size,
                 batch_size=args.counterfactual_batch_size or args.per_device_train_batch_size,
                 gather_ctx=lm_head_gather_ctx,
+                # Same autocast as TRL's forwards: a reused clean pass and our perturbed pass must share
+                # precision, or the JSD would measure bf16-vs-fp32 rounding instead of the image.
+                forward_ctx=self.accelerator.autocast,
             )
         valid_r = valid[rows]
         scores = token_scores(stats, valid_r, args.token_score, args.score_alpha, generator=gen)
