@@ -151,6 +151,7 @@ def counterfactual_stats(
     batch_size: int = 8,
     gather_ctx=None,
     forward_ctx=None,
+    min_forwards: int = 0,
 ) -> TokenStats:
     """Token statistics ``(len(rows), C)`` for the responses ``rows`` of a generation batch.
 
@@ -168,6 +169,9 @@ def counterfactual_stats(
         gather_ctx: callable ``(weight, bias) -> context manager`` gathering a sharded LM head (ZeRO-3).
         forward_ctx: callable ``() -> context manager`` around the model forwards only (the trainer's
             autocast); the statistics themselves are always computed in float32 outside it.
+        min_forwards: run throw-away forwards until at least this many model calls were made. Under
+            ZeRO-3 / FSDP every forward is a collective, so all processes must make the same number of
+            calls even when skipping left them different numbers of rows.
     """
     mask_all = batch["completion_mask"]
     C = mask_all.size(1)
@@ -175,6 +179,7 @@ def counterfactual_stats(
     pv = batch.get("pixel_values")
     parts: list[TokenStats] = []
     rows = list(rows)
+    forwards = 0
     for start in range(0, len(rows), batch_size):
         idx = rows[start : start + batch_size]
         sel = torch.as_tensor(idx, dtype=torch.long, device=mask_all.device)
@@ -192,6 +197,7 @@ def counterfactual_stats(
                 h_clean, h_pert = h[: len(idx)], h[len(idx) :]
             else:
                 h_clean = h_pert = completion_hidden(backbone, _rows(batch, idx, pv), C)
+        forwards += int(clean_hidden is None or with_perturbed)
         ctx = gather_ctx(weight, bias) if gather_ctx is not None else _null()
         with ctx:
             parts.append(
@@ -200,6 +206,10 @@ def counterfactual_stats(
                     lm_head_bias=bias,
                 )
             )
+    while forwards < min_forwards and mask_all.size(0) > 0:
+        with forward_ctx() if forward_ctx is not None else _null():
+            completion_hidden(backbone, _rows(batch, [0], pv), C)  # result unused: keeps collectives in step
+        forwards += 1
     if not parts:
         z = torch.zeros(0, C, device=mask_all.device)
         return TokenStats(entropy=z, entropy_perturbed=z, jsd=z, kl=z)

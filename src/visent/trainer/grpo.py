@@ -138,6 +138,13 @@ class VisentGRPOTrainer(SeamTrainer):
             seeds = prompt_seeds(batch, args.perturbation_seed, step)
             perturbed = perturb_batch_images(batch, seeds, args.perturbation, args.perturbation_strength, self.patch_layout)
         backbone, head = backbone_and_head(self.model)
+        batch_size = args.counterfactual_batch_size or args.per_device_train_batch_size
+        with_perturbed = perturbed is not None
+        forwards = -(-len(rows) // batch_size) if (clean_hidden is None or with_perturbed) else 0
+        if self.accelerator.num_processes > 1:
+            # Skipping leaves processes with different numbers of rows; sharded models (ZeRO-3, FSDP) need
+            # every process to make the same number of forward calls.
+            forwards = int(self.accelerator.gather(torch.tensor([forwards], device=device)).max())
         with no_gradient_checkpointing(self):
             stats = counterfactual_stats(
                 backbone,
@@ -146,10 +153,11 @@ class VisentGRPOTrainer(SeamTrainer):
                 rows,
                 perturbed,
                 clean_hidden=clean_hidden,
-                with_perturbed=perturbed is not None,
+                with_perturbed=with_perturbed,
                 temperature=self.policy_settings().temperature,
                 chunk_size=args.stats_chunk_size,
-                batch_size=args.counterfactual_batch_size or args.per_device_train_batch_size,
+                batch_size=batch_size,
+                min_forwards=forwards,
                 gather_ctx=lm_head_gather_ctx,
                 # Same autocast as TRL's forwards: a reused clean pass and our perturbed pass must share
                 # precision, or the JSD would measure bf16-vs-fp32 rounding instead of the image.

@@ -161,3 +161,20 @@ def test_several_images_per_prompt(tiny):
     assert torch.equal(stats.jsd, torch.zeros_like(stats.jsd))
     stats = cf.counterfactual_stats(backbone, head, batch, [0, 1, 2, 3], noisy, batch_size=2)
     assert (stats.jsd[batch["completion_mask"].bool()] > 0).all()
+
+
+def test_processes_can_be_kept_in_step_with_throwaway_forwards(tiny):
+    """A process whose rows were all skipped still makes the forward calls a sharded model needs."""
+    model, processor = tiny
+    batch = make_batch(processor, [0, 1])
+    backbone, head = backbone_and_head(model)
+    calls = []
+    handle = backbone.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        stats = cf.counterfactual_stats(backbone, head, batch, [], batch["pixel_values"], min_forwards=2)
+        assert len(calls) == 2 and stats.jsd.shape == (0, 6)
+        calls.clear()
+        cf.counterfactual_stats(backbone, head, batch, [0, 1], batch["pixel_values"], batch_size=1, min_forwards=1)
+        assert len(calls) == 2  # already at least min_forwards: no extra call
+    finally:
+        handle.remove()
