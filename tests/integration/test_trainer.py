@@ -222,9 +222,13 @@ def test_loss_matches_a_float64_hand_computation(tmp_path):
     with torch.no_grad():
         logps, ent = trainer.forward_logps_and_entropies(trainer.model, batch)
     shape = logps.shape
-    batch["old_per_token_logps"] = logps - (torch.rand(shape, generator=g) - 0.5)  # ratios in [0.6, 1.6]
-    batch["ref_per_token_logps"] = logps + (torch.rand(shape, generator=g) - 0.5)
-    batch["importance_sampling_ratio"] = 0.5 + torch.rand(shape, generator=g)
+
+    def rand():
+        return torch.rand(shape, generator=g).to(logps.device)
+
+    batch["old_per_token_logps"] = logps - (rand() - 0.5)  # ratios in [0.6, 1.6]
+    batch["ref_per_token_logps"] = logps + (rand() - 0.5)
+    batch["importance_sampling_ratio"] = 0.5 + rand()
     # Engine-side settings the seam reads from TRL (a reference model and vLLM are not built on CPU).
     trainer.beta, trainer.use_vllm, trainer.vllm_importance_sampling_correction = beta, True, True
     trainer.current_gradient_accumulation_steps = 2

@@ -117,11 +117,13 @@ def test_text_only_rows_fall_back_to_entropy(tiny, tmp_path):
     """Through the trainer's mask builder: text-only rows are selected by entropy and counted."""
     from visent.core.selection import select_tokens
     from visent.lab.tasks import make_examples, to_trl_dataset
+    from visent.lab.tiny import build_tiny
     from visent.rewards import REWARDS
     from visent.trainer.config import VisentConfig
     from visent.trainer.grpo import TOKEN_MASK, VisentGRPOTrainer
 
-    model, processor = tiny
+    # Its own model: the trainer moves it to the accelerator, which must not affect the shared fixture.
+    model, processor = build_tiny("qwen2_5_vl", hidden_size=64, num_layers=2)
     config = VisentConfig(output_dir=str(tmp_path), report_to="none", num_generations=2,
                           per_device_train_batch_size=4, max_completion_length=6, gradient_checkpointing=False,
                           selection_ratio=0.5, skip_uniform_groups=False)
@@ -129,7 +131,8 @@ def test_text_only_rows_fall_back_to_entropy(tiny, tmp_path):
                                 train_dataset=to_trl_dataset(make_examples("counting", 4, 0)),
                                 processing_class=processor)
     trainer.model.train()
-    batch = make_batch(processor, [0, None, 1, None])
+    device = trainer.accelerator.device
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in make_batch(processor, [0, None, 1, None]).items()}
     out = trainer.after_generation(dict(batch), None)
     metrics = trainer._metrics["train"]
     assert metrics["vepo/no_image_responses"][-1] == 2.0
