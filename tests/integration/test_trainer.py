@@ -268,3 +268,24 @@ def test_entropy_carries_gradient_only_with_a_nonzero_coefficient(tmp_path, coef
     trainer.forward_logps_and_entropies = spy
     trainer.compute_policy_loss(trainer.model, batch).backward()
     assert bool(reached) == (coef != 0.0)
+
+
+@pytest.mark.slow  # three checkpoints with optimizer state, two model builds (~30 s on 2 cores)
+def test_cli_resume_from_latest_checkpoint(tmp_path):
+    import shutil
+
+    from visent.trainer.cli import main
+
+    out = tmp_path / "run"
+    argv = ["--model_name_or_path", "tiny:qwen2_vl", "--dataset", "lab:counting", "--max_steps", "3",
+            "--reward_funcs", "random", "--num_generations", "4", "--per_device_train_batch_size", "4",
+            "--max_completion_length", "8", "--output_dir", str(out), "--save_steps", "1", "--logging_steps", "1",
+            "--token_score", "none", "--entropy_schedule", "two_stage", "--entropy_switch", "0.5",
+            "--gradient_checkpointing", "false", "--report_to", "none"]
+    assert main(argv) == 0
+    first = [(r["step"], r["entropy/coef"]) for r in read_metrics(str(out))]
+    assert [c for _, c in first] == pytest.approx([1e-3, 1e-3, -1e-3])
+    shutil.rmtree(out / "checkpoint-3")
+    shutil.rmtree(out / "checkpoint-2")  # as if the run died after checkpoint 1
+    assert main([*argv, "--resume_from_checkpoint", "true"]) == 0
+    assert [(r["step"], r["entropy/coef"]) for r in read_metrics(str(out))] == first
