@@ -24,6 +24,10 @@ TRL 1.16 private hook / attribute            what the seam offers instead
 ``epsilon_low/high, beta, use_vllm, ...``    ``policy_settings()``
 ==========================================  =====================================================
 
+``generation_batch(rows)`` runs the whole generation path on a list of dataset rows (tools, tests).
+``backbone_and_head``, ``lm_head_gather_ctx`` and ``no_gradient_checkpointing`` wrap TRL/transformers
+internals the counterfactual pass needs (the decoder TRL's fused LM head calls, ZeRO-3 gathering).
+
 ``tests/unit/test_trl_seam.py`` checks every name, signature and returned key used here and fails
 with a message pointing to this file when a TRL upgrade changes one.
 """
