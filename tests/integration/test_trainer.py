@@ -289,3 +289,26 @@ def test_cli_resume_from_latest_checkpoint(tmp_path):
     shutil.rmtree(out / "checkpoint-2")  # as if the run died after checkpoint 1
     assert main([*argv, "--resume_from_checkpoint", "true"]) == 0
     assert [(r["step"], r["entropy/coef"]) for r in read_metrics(str(out))] == first
+
+
+def test_mask_is_built_once_per_generation_batch(tmp_path):
+    """steps_per_generation=2: two optimizer steps consume one generation batch and one mask."""
+    trainer = make_trainer(tmp_path, max_steps=2, steps_per_generation=2, per_device_train_batch_size=4,
+                           token_score="vepo")
+    calls, used = [], []
+    real_after, real_loss = trainer.after_generation, trainer.compute_policy_loss
+
+    def after(batch, clean_hidden):
+        out = real_after(batch, clean_hidden)
+        calls.append(out["visent_token_mask"].clone())
+        return out
+
+    def loss(model, inputs):
+        used.append(inputs["visent_token_mask"].clone())
+        return real_loss(model, inputs)
+
+    trainer.after_generation, trainer.compute_policy_loss = after, loss
+    trainer.train()
+    assert len(calls) == 1 and len(used) == 2
+    # The two updates saw disjoint halves of the one mask (TRL shuffles rows, the mask moves with them).
+    assert sorted(map(tuple, torch.cat(used).tolist())) == sorted(map(tuple, calls[0].tolist()))
