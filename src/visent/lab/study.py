@@ -1,0 +1,390 @@
+"""``visent study``: the controlled lab study — methods × label-noise rates × seeds, one shared warm-start.
+
+Two method families, as in the two papers (every run goes through ``visent.lab.rl.run_method``, i.e.
+``visent train``'s config path and the real ``VisentGRPOTrainer``):
+
+- token selection (VEPO paper): GRPO, entropy top-20%, random-20%, VEPO and VEPO ablations;
+- entropy schedule (two-stage paper): GRPO, entropy min, entropy max, min→max, two-stage.
+
+The run folder is resumable: each run writes ``runs/<method>/noise-<rate>/seed-<s>/result.json``
+atomically when it finishes, and a later ``visent study --out`` on the same folder skips every run whose
+result exists (a killed run leaves no result and is redone). The shared settings are fixed in
+``study.json`` at the first call; resuming with different settings is refused (methods, noise rates
+and seeds may be added). ``results.md`` (mean ± std tables shaped like the papers') is rewritten after
+every finished run, so a partial study is readable at any time.
+
+Runs execute in parallel worker processes (``--workers``; ``auto`` = one per CPU core), each with one
+torch thread: on a 2-core machine two single-threaded runs finish sooner than one two-threaded run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+__all__ = ["SELECTION_FAMILY", "SCHEDULE_FAMILY", "DEFAULT_METHODS", "main", "results_tables", "run_dir_for"]
+
+SELECTION_FAMILY: tuple[str, ...] = (
+    "grpo", "entropy_top20", "random20", "vepo", "vepo_jsd_only", "vepo_no_entropy", "vepo_product",
+)
+SCHEDULE_FAMILY: tuple[str, ...] = ("grpo", "entropy_min", "entropy_max", "min_then_max", "two_stage")
+DEFAULT_METHODS: tuple[str, ...] = tuple(dict.fromkeys(SELECTION_FAMILY + SCHEDULE_FAMILY))
+
+_LABELS = {
+    "grpo": "GRPO",
+    "entropy_top20": "entropy top-20%",
+    "random20": "random 20%",
+    "vepo": "**VEPO**",
+    "vepo_jsd_only": "VEPO ablation: JSD only",
+    "vepo_no_entropy": "VEPO ablation: no entropy factor",
+    "vepo_product": "VEPO ablation: plain product",
+    "vepo_linear": "VEPO ablation: linear mix",
+    "vepo_kl": "VEPO ablation: KL for JSD",
+    "vepo_positive_gap": "VEPO ablation: positive gap",
+    "vepo_noisy_or_all": "VEPO ablation: noisy-OR of all three",
+    "entropy_min": "+ entropy min",
+    "entropy_max": "+ entropy max",
+    "min_then_max": "min → max",
+    "two_stage": "**two-stage** (max → min)",
+}
+
+STUDY_FILE = "study.json"
+BASELINE_FILE = "baseline.json"
+RESULT_FILE = "result.json"
+TABLES_FILE = "results.md"
+
+
+def run_dir_for(root: str, method: str, noise: float, seed: int) -> str:
+    return os.path.join(root, "runs", method, f"noise-{noise:g}", f"seed-{seed}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from visent.lab.rl import METHODS, RLSettings
+
+    d = RLSettings()
+    p = argparse.ArgumentParser(
+        prog="visent study",
+        description="The controlled lab study: methods × label noise × seeds from one warm-start, "
+        "mean ± std tables in OUT/results.md. Resumable: rerun with the same --out to continue.",
+    )
+    p.add_argument("--out", required=True, help="study folder (resumable)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per (method, noise)")
+    p.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="label-noise rates")
+    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
+                   help=f"lab methods (default: both families); valid: {', '.join(METHODS)}")
+    p.add_argument("--steps", type=int, default=d.steps, help="RL steps per run")
+    p.add_argument("--task", default=d.task, help="lab task")
+    p.add_argument("--heldout", type=int, default=128, help="held-out clean examples each run is scored on")
+    p.add_argument("--workers", default="auto", help="parallel runs: a number, or auto (one per CPU core)")
+    p.add_argument("--warm-seed", type=int, default=0, help="seed of the shared warm-start")
+    p.add_argument("--quick", action="store_true", help="tiny model and settings (tests; numbers mean nothing)")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _settings(args: argparse.Namespace):
+    from visent.lab.rl import RLSettings
+    from visent.lab.warmstart import WarmStartConfig
+
+    if args.quick:
+        ws = WarmStartConfig(
+            seed=args.warm_seed, tasks=(args.task,), hidden_size=64, num_layers=1, batch_size=8, max_steps=4,
+            warmup_steps=2, target_accuracy=2.0, eval_every=100, probe_size=2,
+        )
+        rl = RLSettings(task=args.task, steps=args.steps if args.steps != RLSettings().steps else 1,
+                        prompts_per_step=1, num_generations=2, max_completion_length=8, eval_points=1)
+        return ws, rl
+    return WarmStartConfig(seed=args.warm_seed), RLSettings(task=args.task, steps=args.steps)
+
+
+def _workers(value: str, n_jobs: int) -> int:
+    if value == "auto":
+        n = os.cpu_count() or 1
+    else:
+        try:
+            n = int(value)
+        except ValueError:
+            raise SystemExit(f"visent study: --workers must be a number or 'auto', got {value!r}") from None
+        if n < 1:
+            raise SystemExit("visent study: --workers must be >= 1")
+    return max(1, min(n, n_jobs))
+
+
+# --------------------------------------------------------------------------------------------------
+# Worker side
+
+
+def _init_worker() -> None:
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _run_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One run in a worker process; returns its result (also written to its folder)."""
+    from visent.lab.rl import RLSettings, heldout_set, run_method
+
+    settings = RLSettings(**job["settings"])
+    heldout = heldout_set(settings.task, job["heldout_n"], job["warm_seed"])
+    return run_method(
+        job["method"], settings, model_path=job["model_path"], heldout=heldout, before=job["before"],
+        noise=job["noise"], seed=job["seed"], out_dir=job["out_dir"], progress=False,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+
+
+def _load_results(root: str) -> list[dict[str, Any]]:
+    out = []
+    base = os.path.join(root, "runs")
+    if not os.path.isdir(base):
+        return out
+    for dirpath, _, files in os.walk(base):
+        if RESULT_FILE in files:
+            path = os.path.join(dirpath, RESULT_FILE)
+            try:
+                with open(path, encoding="utf-8") as f:
+                    out.append(json.load(f))
+            except (OSError, json.JSONDecodeError) as e:
+                print(f"visent study: skipping unreadable {path}: {e}", file=sys.stderr)
+    return out
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, float("nan")
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def _cell(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
+    if not values:
+        return "—"
+    m, s = _mean_std(values)
+    std = "" if math.isnan(s) else f" ± {scale * s:.{digits}f}"
+    return f"{scale * m:.{digits}f}{std} ({len(values)})"
+
+
+def _grid(results: Iterable[dict[str, Any]], key) -> dict[tuple[str, float], list[float]]:
+    grid: dict[tuple[str, float], list[float]] = {}
+    for r in results:
+        v = key(r)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            grid.setdefault((r["method"], float(r["noise"])), []).append(float(v))
+    return grid
+
+
+def results_tables(
+    results: Sequence[dict[str, Any]], baseline: dict[str, Any] | None, noises: Sequence[float],
+    methods: Sequence[str], expected_seeds: int | None = None,
+) -> str:
+    """The markdown tables: selection family (methods × noise) and schedule family (noise × methods)."""
+    acc = _grid(results, lambda r: r["after"]["accuracy"])
+    ent = _grid(results, lambda r: r.get("entropy_last_quarter"))
+    ent0 = _grid(results, lambda r: r.get("entropy_first"))
+    noises = sorted({float(n) for n in noises})
+    lines: list[str] = []
+    base = f"{100 * baseline['accuracy']:.1f}" if baseline else "—"
+    sel = [m for m in methods if m in SELECTION_FAMILY or m.startswith("vepo")]
+    sch = [m for m in methods if m in SCHEDULE_FAMILY]
+
+    def best_marks(cols: Sequence[str], noise: float) -> set[str]:
+        means = {m: _mean_std(acc[(m, noise)])[0] for m in cols if acc.get((m, noise))}
+        if not means:
+            return set()
+        top = max(means.values())
+        return {m for m, v in means.items() if v == top}
+
+    if sel:
+        lines += [
+            "### Token selection (VEPO paper's comparison): held-out greedy accuracy %, mean ± std (runs)",
+            "",
+            "| method | " + " | ".join(f"noise {100 * n:g}%" for n in noises) + " |",
+            "|---" * (len(noises) + 1) + "|",
+            "| warm-start (before RL) | " + " | ".join(base for _ in noises) + " |",
+        ]
+        for m in sel:
+            cells = []
+            for n in noises:
+                c = _cell(acc.get((m, n), []))
+                cells.append(f"**{c}**" if m in best_marks(sel, n) and c != "—" else c)
+            lines.append(f"| {_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+        lines.append("")
+    if sch:
+        lines += [
+            "### Entropy schedule (two-stage paper's table): held-out greedy accuracy %, mean ± std (runs)",
+            "",
+            "| noise | warm-start | " + " | ".join(_LABELS.get(m, m) for m in sch) + " |",
+            "|---|---" + "|---" * len(sch) + "|",
+        ]
+        for n in sorted(noises, reverse=True):
+            marks = best_marks(sch, n)
+            cells = []
+            for m in sch:
+                c = _cell(acc.get((m, n), []))
+                cells.append(f"**{c}**" if m in marks and c != "—" else c)
+            lines.append(f"| {100 * n:g}% | {base} | " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Mean token entropy of sampled responses (nats): first step → last quarter of training",
+            "",
+            "| noise | " + " | ".join(_LABELS.get(m, m) for m in sch) + " |",
+            "|---" + "|---" * len(sch) + "|",
+        ]
+        for n in sorted(noises, reverse=True):
+            cells = []
+            for m in sch:
+                a, b = ent0.get((m, n), []), ent.get((m, n), [])
+                cells.append(f"{_mean_std(a)[0]:.3f} → {_mean_std(b)[0]:.3f}" if a and b else "—")
+            lines.append(f"| {100 * n:g}% | " + " | ".join(cells) + " |")
+        lines.append("")
+    if expected_seeds is not None:
+        total = len(methods) * len(noises) * expected_seeds
+        done = sum(1 for r in results if r["method"] in methods and float(r["noise"]) in noises
+                   and int(r["seed"]) < expected_seeds)
+        lines.append(f"Runs finished: {done} of {total}" + (" (**partial study**)" if done < total else "") + ".")
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver
+
+
+def _check_study_file(root: str, fixed: dict[str, Any]) -> None:
+    from visent.eval.report import write_json_atomic
+
+    path = os.path.join(root, STUDY_FILE)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+        if old.get("fixed") != json.loads(json.dumps(fixed)):
+            diff = sorted(k for k in set(old.get("fixed", {})) | set(fixed) if old.get("fixed", {}).get(k) != fixed.get(k))
+            raise SystemExit(
+                f"visent study: {path} was started with different settings ({', '.join(diff)}); "
+                "use a new --out folder or the original settings"
+            )
+        return
+    write_json_atomic(path, {"fixed": fixed, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    from visent.lab.rl import METHODS
+    from visent.lab.tasks import TASK_MAKERS
+
+    unknown = [m for m in args.methods if m not in METHODS]
+    if unknown:
+        print(f"visent study: unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}", file=sys.stderr)
+        return 2
+    if args.task not in TASK_MAKERS:
+        print(f"visent study: unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}", file=sys.stderr)
+        return 2
+    if args.seeds < 1 or args.steps < 1 or args.heldout < 1 or any(not 0 <= n <= 1 for n in args.noise):
+        print("visent study: --seeds, --steps, --heldout must be >= 1 and --noise rates in [0, 1]", file=sys.stderr)
+        return 2
+
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    from visent.eval.report import write_atomic, write_json_atomic
+    from visent.lab.rl import heldout_set, measure_before
+    from visent.lab.warmstart import warm_start
+
+    root = os.path.abspath(args.out)
+    os.makedirs(root, exist_ok=True)
+    ws_cfg, rl = _settings(args)
+    fixed = {"warmstart": ws_cfg.key(), "rl": asdict(rl), "heldout": args.heldout, "quick": args.quick}
+    _check_study_file(root, fixed)
+    progress = not args.no_progress
+    noises = [float(n) for n in args.noise]
+    methods = list(dict.fromkeys(args.methods))
+
+    print("== warm-start (shared by every run; cached)", flush=True)
+    ws = warm_start(root, ws_cfg, eval_per_task=16, progress=progress)
+    base_path = os.path.join(root, BASELINE_FILE)
+    if os.path.exists(base_path):
+        with open(base_path, encoding="utf-8") as f:
+            baseline = json.load(f)
+    else:
+        print(f"== held-out baseline ({args.heldout} clean {rl.task} examples)", flush=True)
+        acc = measure_before(ws.model, ws.processor, heldout_set(rl.task, args.heldout, ws_cfg.seed),
+                             rl.max_completion_length)
+        baseline = {"accuracy": acc["accuracy"], "n": acc["n"], "per_task": acc["per_task"]}
+        write_json_atomic(base_path, baseline)
+    print(f"   warm-start held-out accuracy {100 * baseline['accuracy']:.1f}% (n={baseline['n']})", flush=True)
+    del ws.model
+
+    jobs, skipped = [], 0
+    # Seed-major order: an interrupted study has every method at the first seeds, not some at all seeds.
+    for seed in range(args.seeds):
+        for noise in noises:
+            for method in methods:
+                out_dir = run_dir_for(root, method, noise, seed)
+                if os.path.exists(os.path.join(out_dir, RESULT_FILE)):
+                    skipped += 1
+                    continue
+                jobs.append({
+                    "method": method, "noise": noise, "seed": seed, "out_dir": out_dir, "settings": asdict(rl),
+                    "model_path": ws.path, "before": {"accuracy": baseline["accuracy"], "n": baseline["n"]},
+                    "heldout_n": args.heldout, "warm_seed": ws_cfg.seed,
+                })
+
+    def write_tables() -> None:
+        body = results_tables(_load_results(root), baseline, noises, methods, args.seeds)
+        head = (
+            f"# visent lab study\n\nCommand: `visent study {' '.join(argv)}`\n\n"
+            f"Task `{rl.task}`; {rl.steps} RL steps × {rl.prompts_per_step} prompts × K={rl.num_generations}, "
+            f"lr {rl.learning_rate:g}; held-out set of {baseline['n']} clean examples; "
+            f"warm-start `{os.path.basename(ws.path)}` at {100 * baseline['accuracy']:.1f}%.\n\n"
+        )
+        write_atomic(os.path.join(root, TABLES_FILE), head + body)
+
+    n_workers = _workers(args.workers, len(jobs)) if jobs else 0
+    print(f"== {len(jobs)} runs to do ({skipped} already finished) on {n_workers} worker(s)", flush=True)
+    failures = 0
+    if jobs:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        from tqdm.auto import tqdm
+
+        t0 = time.perf_counter()
+        bar = tqdm(total=len(jobs), desc="study runs", disable=not progress, dynamic_ncols=True)
+        with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+            futures = {pool.submit(_run_job, job): job for job in jobs}
+            for fut in as_completed(futures):
+                job = futures[fut]
+                name = f"{job['method']} noise={job['noise']:g} seed={job['seed']}"
+                try:
+                    res = fut.result()
+                    bar.write(f"   {name}: {100 * res['after']['accuracy']:.1f}% ({res['wall_s']:.0f} s)")
+                except Exception as e:  # one broken run must not lose the others' results
+                    failures += 1
+                    bar.write(f"   {name}: FAILED: {type(e).__name__}: {e}")
+                bar.update(1)
+                write_tables()
+        bar.close()
+        print(f"   {len(jobs) - failures} runs in {time.perf_counter() - t0:.0f} s", flush=True)
+    write_tables()
+    print(f"== tables: {os.path.join(root, TABLES_FILE)}", flush=True)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""`visent demo`: the lab's methods are the configs' methods, and a --quick demo writes honest artefacts."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from visent.lab import rl
+from visent.lab.demo import DEMO_RUNS
+from visent.lab.demo import main as demo_main
+
+# Knobs a method YAML decides (everything else is a lab-wide override).
+METHOD_KNOBS = (
+    "token_score", "selection_ratio", "selection_granularity", "selection_mode", "score_alpha", "perturbation",
+    "perturbation_strength", "entropy_schedule", "entropy_coef_max", "entropy_coef_min", "entropy_switch",
+    "loss_aggregation",
+)
+
+
+@pytest.mark.parametrize("method", list(rl.METHODS))
+def test_lab_config_keeps_the_method_knobs_of_its_yaml_and_the_lab_settings(method, tmp_path):
+    settings = rl.RLSettings(task="classification", steps=7, prompts_per_step=3, num_generations=4,
+                             max_completion_length=20, learning_rate=3e-4)
+    config = rl.lab_config(method, settings, model_path="tiny:qwen2_5_vl", noise=0.5, seed=3,
+                           output_dir=str(tmp_path))
+    with open(rl.method_config_path(method)) as f:
+        data = yaml.safe_load(f)
+    lab_overrides = rl.METHODS[method][1]
+    for knob in METHOD_KNOBS:
+        if knob in lab_overrides:
+            assert getattr(config, knob) == pytest.approx(lab_overrides[knob]), knob
+        elif knob in data:
+            assert getattr(config, knob) == data[knob], knob
+    # The lab's own settings replace the paper-scale ones.
+    assert config.model_name_or_path == "tiny:qwen2_5_vl"
+    assert config.dataset == "lab:classification" and config.label_noise == 0.5
+    assert config.max_steps == 7 and config.num_generations == 4 and config.max_completion_length == 20
+    assert config.per_device_train_batch_size == 12 and config.learning_rate == pytest.approx(3e-4)
+    assert config.seed == 3 and config.perturbation_seed == 3 and config.reward_funcs == ["r1_classification"]
+    assert config.output_dir == str(tmp_path)
+
+
+def test_two_stage_family_uses_one_lab_coefficient_and_vepo_keeps_its_bonus(tmp_path):
+    kw = {"model_path": "tiny:qwen2_5_vl", "noise": 0.0, "seed": 0, "output_dir": str(tmp_path)}
+    s = rl.RLSettings()
+    for method in ("entropy_min", "entropy_max", "min_then_max", "two_stage"):
+        c = rl.lab_config(method, s, **kw)
+        assert c.entropy_coef_max == c.entropy_coef_min == rl.LAB_ENTROPY_COEF
+    assert rl.lab_config("vepo", s, **kw).entropy_coef_max == pytest.approx(1e-3)
+    assert rl.lab_config("grpo", s, **kw).entropy_schedule == "none"
+
+
+def test_train_command_round_trips_through_the_train_parser(tmp_path):
+    import shlex
+
+    from visent.trainer.cli import parse_config
+
+    s = rl.RLSettings(steps=5)
+    kw = {"model_path": "tiny:qwen2_5_vl", "noise": 0.5, "seed": 1, "output_dir": str(tmp_path)}
+    argv = shlex.split(rl.train_command("two_stage", s, **kw))
+    assert argv[:2] == ["visent", "train"]
+    assert parse_config(argv[2:]) == rl.lab_config("two_stage", s, **kw)
+
+
+def test_eval_steps_are_spread_and_end_at_the_last_step():
+    assert rl.RLSettings(steps=30, eval_points=3).eval_steps() == [10, 20, 30]
+    assert rl.RLSettings(steps=2, eval_points=5).eval_steps() == [1, 2]
+    with pytest.raises(ValueError, match="num_generations"):
+        rl.RLSettings(num_generations=1)
+
+
+def test_unknown_method_and_bad_arguments_fail_clearly(capsys):
+    with pytest.raises(ValueError, match="valid: grpo"):
+        rl.method_config_path("vepoo")
+    assert demo_main(["--steps", "0", "--out", "unused"]) == 2
+    assert demo_main(["--task", "nope", "--out", "unused"]) == 2
+    assert "valid: counting" in capsys.readouterr().err
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def test_quick_demo_writes_the_three_artefacts_from_its_own_numbers(tmp_path):
+    out = tmp_path / "demo"
+    assert demo_main(["--quick", "--out", str(out), "--no-progress"]) == 0
+    for name in ("report.md", "curves.png", "tokens.html", "demo.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    summary = json.loads((out / "demo.json").read_text())
+    assert list(summary["results"]) == [label for label, _, _ in DEMO_RUNS]
+    for label, method, noise in DEMO_RUNS:
+        res = json.loads((out / "rl" / label / "result.json").read_text())
+        assert res["method"] == method and res["noise"] == noise
+        # The report's row carries exactly the run's measured accuracies and command.
+        row = next(line for line in report.splitlines() if line.startswith(f"| {label} |"))
+        assert _pct(res["after"]["accuracy"]) in row and _pct(res["before"]["accuracy"]) in row
+        assert res["command"] in report
+        # Held-out accuracy was logged at step 0 (the warm-start) and at the last step.
+        steps = [json.loads(x)["step"] for x in (out / "rl" / label / "heldout.jsonl").read_text().splitlines()]
+        assert steps[0] == 0 and steps[-1] == res["steps"]
+        # The trainer really ran: one metrics row per step.
+        metrics = (out / "rl" / label / "metrics.jsonl").read_text().splitlines()
+        assert len(metrics) == res["steps"]
+    total = summary["timings_s"]["total"]
+    assert re.search(rf"Total wall time: \*\*{total:.0f} s\*\*", report)
+    html = (out / "tokens.html").read_text()
+    assert "vepo score" in html and "data:image/png;base64" in html
+
+    # A second demo in the same folder reuses the cached warm-start.
+    assert demo_main(["--quick", "--out", str(out), "--no-progress", "--steps", "1"]) == 0
+    again = json.loads((out / "demo.json").read_text())
+    assert again["warmstart"]["cached"] is True
+    assert all(r["steps"] == 1 for r in again["results"].values())
