@@ -106,6 +106,23 @@ def _hub_rows(repo_id: str, split: str | None) -> tuple[str, Iterator[tuple[RowR
     return label, rows()
 
 
+def _parse_row(fmt: Format, row: dict, ctx: RowContext) -> Example:
+    """``fmt.parse`` with any exception other than DataError turned into one naming the row.
+
+    Parsers check the fields they know about, but a public dataset can hold any JSON value anywhere (a
+    number where text was expected, a list for a dict); the resulting TypeError/AttributeError deep in
+    a parser must become a skippable, reported bad row rather than a traceback that ends the load.
+    """
+    try:
+        return fmt.parse(row, ctx)
+    except DataError:
+        raise
+    except RecursionError:
+        raise ctx.error("a value is nested too deeply to read") from None
+    except Exception as exc:  # noqa: BLE001 - any parser failure on an odd value is this row's problem
+        raise ctx.error(f"unexpected value in this row ({type(exc).__name__}: {exc})") from None
+
+
 def load_examples(
     source: str | Path,
     format: str | None = None,
@@ -185,7 +202,7 @@ def load_examples(
                 raise row
             file_dir = None if ref.file.startswith("hf:") else Path(ref.file).parent
             ctx = RowContext(where=ref, base_dir=file_dir, options=options, report=report, image_cache=image_cache)
-            example = fmt.parse(row, ctx)
+            example = _parse_row(fmt, row, ctx)
         except DataError as err:
             if strict or err.reason == "config":
                 raise

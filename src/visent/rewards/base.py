@@ -21,6 +21,8 @@ callback (TRL >= 1.x does), each batch logs ``rewards/<name>/parse_fail_rate`` t
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import math
@@ -171,6 +173,7 @@ class Reward:
             raise ValueError(f"reward {name!r}: low={low} must be <= high={high}")
         self.name = self.__name__ = name
         self._score_one = score_one
+        self._positional = _positional_names(score_one)
         self.low, self.high = float(low), float(high)
         self.__doc__ = doc or (score_one.__doc__ or "")
         self.doc = doc
@@ -178,7 +181,7 @@ class Reward:
     def __repr__(self) -> str:
         return f"Reward({self.name!r}, range=[{self.low}, {self.high}])"
 
-    def score_one(self, text: Any, answer: Any = None, **row: Any) -> RewardResult:
+    def score_one(self, text: Any, answer: Any = None, /, **row: Any) -> RewardResult:
         """Score one completion (string or chat messages) against its label; never raises."""
         result = self._safe(completion_text(text), answer, row)
         REWARD_STATS.add(
@@ -190,6 +193,10 @@ class Reward:
         return result
 
     def _safe(self, text: str, answer: Any, row: dict[str, Any]) -> RewardResult:
+        if self._positional.intersection(row):
+            # A dataset column named like a parameter the verifier receives positionally (``text``,
+            # or ``seed`` of the random reward) would fail every call with "got multiple values".
+            row = {k: v for k, v in row.items() if k not in self._positional}
         try:
             result = self._score_one(text, answer, **row)
         except LabelError as exc:
@@ -231,6 +238,21 @@ class Reward:
             except Exception:  # logging must not break scoring
                 logger.debug("log_metric failed", exc_info=True)
         return [r.score for r in results]
+
+
+def _positional_names(fn: Callable[..., Any]) -> frozenset[str]:
+    """Names of the parameters ``fn(text, answer, **row)`` fills positionally (through partials too)."""
+    bound = 0
+    while isinstance(fn, functools.partial):
+        bound += len(fn.args)
+        fn = fn.func
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: nothing to protect
+        return frozenset()
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    names = [p.name for p in params if p.kind in kinds]
+    return frozenset(names[: bound + 2])
 
 
 def _rows(n: int, columns: dict[str, Any]) -> list[dict[str, Any]]:

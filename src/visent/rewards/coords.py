@@ -74,14 +74,14 @@ def parse_size(value: Any) -> tuple[float, float] | None:
         else:
             try:
                 value = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # also 5000-digit numbers and absurd nesting
                 return None
     if isinstance(value, dict):
         value = (value.get("width", value.get("w")), value.get("height", value.get("h")))
     if isinstance(value, Sequence) and len(value) == 2:
         try:
             w, h = float(value[0]), float(value[1])
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float range
             return None
         if w > 0 and h > 0 and math.isfinite(w) and math.isfinite(h):
             return w, h

@@ -28,6 +28,7 @@ from visent.data.formats.context import (
     strip_image_placeholders,
     with_choices,
 )
+from visent.data.formats.rows import parse_json_text
 from visent.data.schema import Example
 
 
@@ -79,15 +80,18 @@ def read_geometry3k_raw(path: Path, options: LoadOptions) -> Iterator[tuple[RowR
         dirs.sort(key=lambda d: (0, int(d.name), "") if d.name.isdigit() else (1, 0, d.name))
         files = [d / "data.json" for d in dirs]
     for file in files:
+        ref = RowRef(str(file), file.parent.name, "dir")
         try:
             with open(file, encoding="utf-8") as fh:
-                row = json.load(fh)
-        except json.JSONDecodeError as exc:
-            ref = RowRef(str(file), file.parent.name, "dir")
-            yield ref, DataError(f"not valid JSON ({exc.msg} at line {exc.lineno})", reason="malformed_json",
+                row = parse_json_text(fh.read())
+        except ValueError as exc:  # syntax, invalid UTF-8, absurd nesting or number length
+            yield ref, DataError(f"not valid JSON ({exc})", reason="malformed_json", where=ref)
+            continue
+        if not isinstance(row, dict):
+            yield ref, DataError(f"expected a JSON object, got {type(row).__name__}", reason="malformed_json",
                                  where=ref)
             continue
-        yield RowRef(str(file), file.parent.name, "dir"), row
+        yield ref, row
 
 
 def parse_geometry3k_raw(row: dict, ctx: RowContext) -> Example:

@@ -18,17 +18,38 @@ Row = "dict[str, Any] | DataError"
 TABLE_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
+def parse_json_text(text: str) -> Any:
+    """``json.loads``, with every way a document can fail raised as ``json.JSONDecodeError``-like
+    ``ValueError``: besides syntax errors, nesting deeper than Python's recursion limit (RecursionError)
+    and integers longer than ``sys.get_int_max_str_digits()`` (ValueError) must not escape a loader."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
+def _json_problem(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+    return str(exc)
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[RowRef, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+    # Read bytes and decode each line: one line of invalid UTF-8 is one bad row, not a failed file.
+    with open(path, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
             ref = RowRef(str(path), lineno, "line")
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield ref, DataError(f"not valid JSON ({exc.msg} at column {exc.colno})", reason=MALFORMED_JSON,
-                                     where=ref)
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield ref, DataError(f"not valid UTF-8 (byte {exc.start})", reason=MALFORMED_JSON, where=ref)
+                continue
+            if not line.strip():
+                continue
+            try:
+                row = parse_json_text(line)
+            except ValueError as exc:
+                yield ref, DataError(f"not valid JSON ({_json_problem(exc)})", reason=MALFORMED_JSON, where=ref)
                 continue
             if not isinstance(row, dict):
                 yield ref, DataError(f"expected a JSON object, got {type(row).__name__}", reason=MALFORMED_JSON,
@@ -40,11 +61,12 @@ def iter_jsonl(path: Path) -> Iterator[tuple[RowRef, Any]]:
 def iter_json(path: Path) -> Iterator[tuple[RowRef, Any]]:
     try:
         with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except json.JSONDecodeError as exc:
+            data = parse_json_text(fh.read())
+    except ValueError as exc:  # also invalid UTF-8, absurd nesting, 5000-digit numbers
         # A broken JSON document cannot be split into rows: fail in both modes, naming the position.
-        raise DataError(f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
-                        reason=MALFORMED_JSON, where=RowRef(str(path), exc.lineno, "line")) from None
+        line = exc.lineno if isinstance(exc, json.JSONDecodeError) else 0
+        raise DataError(f"not valid JSON ({_json_problem(exc)})", reason=MALFORMED_JSON,
+                        where=RowRef(str(path), line, "line")) from None
     if isinstance(data, dict):
         # MathVista's testmini.json maps pid -> row; a dict holding a single list ({"data": [...]}) is
         # also common.
