@@ -2,9 +2,9 @@
 
 The naive path is the obvious implementation (and the shape of the VEPO authors' pipeline): full
 ``(B, T, V)`` float32 log-softmax and probabilities for both passes, then element-wise sums. The chunked
-path is ``visent.core.token_stats``. Each measurement runs in a fresh subprocess so that its peak resident
-memory (``ru_maxrss``) can be compared with the resident memory right after the inputs were built:
-the difference is the memory the computation needed beyond its inputs. glibc is told to mmap every
+path is ``visent.core.token_stats``. Each measurement runs in a fresh subprocess whose peak resident memory
+(``VmHWM``, reset to the current RSS once the inputs are built) is compared with the resident memory at that
+moment: the difference is the memory the computation needed beyond its inputs. glibc is told to mmap every
 block above 64 KiB so that freed memory is returned and RSS follows live memory.
 
 Usage:
@@ -26,7 +26,7 @@ import sys
 import time
 
 CHILD = r"""
-import json, math, resource, statistics, sys, time, torch
+import json, math, statistics, sys, time, torch
 from visent.core.stats import token_stats
 T, V, reps, path, chunk = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 
@@ -48,8 +48,10 @@ logits_p.mul_(0.3).add_(logits, alpha=0.7)
 mask = torch.ones(1, T)
 # warm-up on a sliver (kernel and thread-pool start-up, not buffers)
 token_stats(logits[:, :2], logits_p[:, :2], mask[:, :2], chunk_size=2); naive(logits[:, :2], logits_p[:, :2], mask[:, :2])
-kib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-before = kib()
+def kib(field='VmHWM'):
+    return int(next(l for l in open('/proc/self/status') if l.startswith(field)).split()[1])
+open('/proc/self/clear_refs', 'w').write('5')  # reset the peak to the current RSS
+before = kib('VmRSS')
 times = []
 for _ in range(reps):
     t0 = time.perf_counter()

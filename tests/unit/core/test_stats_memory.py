@@ -1,7 +1,9 @@
 """The hidden-state statistics stay within a fixed memory budget whatever T is (issue: chunked stats).
 
-Peak resident memory is read from ``ru_maxrss`` in a fresh subprocess: after a warm-up call and after the
-inputs exist, any growth of the peak is memory the call itself needed. glibc's dynamic mmap threshold would
+Peak resident memory is read in a fresh subprocess from ``/proc/self/status``: after a warm-up call and after
+the inputs exist, the peak (``VmHWM``) is reset to the current RSS, so its growth is memory the call itself
+needed. (``ru_maxrss`` would not do: Linux carries the parent's peak across fork and exec, so a child of a big
+pytest process starts with a peak above anything it allocates.) glibc's dynamic mmap threshold would
 let freed warm-up blocks be silently reused from the heap (hiding our buffers), so the subprocess pins it:
 every block above 64 KiB is mmap'd and returned on free, and RSS follows live memory.
 """
@@ -18,7 +20,7 @@ import pytest
 
 SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys, torch
+    import json, sys, torch
     from visent.core.stats import token_stats_from_hidden
     torch.set_num_threads(1)
     T, V, D, chunk = int(sys.argv[1]), int(sys.argv[2]), 64, int(sys.argv[3])
@@ -32,8 +34,10 @@ SCRIPT = textwrap.dedent(
     for n in (1, 2, 3, 4, 8, 16, 32, 64):
         torch.randn(n, D) @ w.T
     token_stats_from_hidden(h[:, :2], hp[:, :2], w, m[:, :2], chunk_size=2)
-    kib = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    before = kib()
+    def kib(field='VmHWM'):
+        return int(next(l for l in open('/proc/self/status') if l.startswith(field)).split()[1])
+    open('/proc/self/clear_refs', 'w').write('5')  # reset the peak to the current RSS
+    before = kib('VmRSS')
     if sys.argv[4] == "naive":  # control: the obvious full-logits computation must blow the budget
         s = token_stats_from_hidden(h, hp, w, m, chunk_size=T)
     else:
