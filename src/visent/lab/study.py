@@ -366,19 +366,29 @@ def main(argv: list[str] | None = None) -> int:
 
         t0 = time.perf_counter()
         bar = tqdm(total=len(jobs), desc="study runs", disable=not progress, dynamic_ncols=True)
-        with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
-            futures = {pool.submit(_run_job, job): job for job in jobs}
-            for fut in as_completed(futures):
-                job = futures[fut]
-                name = f"{job['method']} noise={job['noise']:g} seed={job['seed']}"
-                try:
-                    res = fut.result()
-                    bar.write(f"   {name}: {100 * res['after']['accuracy']:.1f}% ({res['wall_s']:.0f} s)")
-                except Exception as e:  # one broken run must not lose the others' results
-                    failures += 1
-                    bar.write(f"   {name}: FAILED: {type(e).__name__}: {e}")
-                bar.update(1)
-                write_tables()
+
+        def finished(job: dict[str, Any], get_result) -> None:
+            nonlocal failures
+            name = f"{job['method']} noise={job['noise']:g} seed={job['seed']}"
+            try:
+                res = get_result()
+                bar.write(f"   {name}: {100 * res['after']['accuracy']:.1f}% ({res['wall_s']:.0f} s)")
+            except Exception as e:  # one broken run must not lose the others' results
+                failures += 1
+                bar.write(f"   {name}: FAILED: {type(e).__name__}: {e}")
+            bar.update(1)
+            write_tables()
+
+        if n_workers == 1:
+            # In this process: a spawned worker would pay the torch/transformers/trl imports again.
+            _init_worker()
+            for job in jobs:
+                finished(job, lambda job=job: _run_job(job))
+        else:
+            with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+                futures = {pool.submit(_run_job, job): job for job in jobs}
+                for fut in as_completed(futures):
+                    finished(futures[fut], fut.result)
         bar.close()
         print(f"   {len(jobs) - failures} runs in {time.perf_counter() - t0:.0f} s", flush=True)
     write_tables()
