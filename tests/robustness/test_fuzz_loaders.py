@@ -314,3 +314,44 @@ def test_loader_never_raises_on_bad_rows(name, data, tmp_path_factory):
 @given(data=st.data())
 def test_loader_never_raises_on_bad_rows_long(name, data, tmp_path_factory):
     fuzz_one(name, data, tmp_path_factory.mktemp(name), n_rows=12)
+
+
+def test_an_unexpected_parser_exception_becomes_a_row_error(tmp_path, monkeypatch):
+    """The loader's last line of defence, independent of how careful each parser is: whatever a parser
+    raises on an odd value is reported as a bad row naming file and row (skipped in lenient mode)."""
+    from dataclasses import replace
+
+    import visent.data.loaders as loaders
+
+    def fragile(row, ctx):
+        return row["question"].strip()  # AttributeError on a number, KeyError when absent
+
+    monkeypatch.setitem(loaders.FORMATS, "fragile", replace(FORMATS["mmk12"], name="fragile", parse=fragile))
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"question": 5}\n{"other": 1}\n')
+    examples, report = load_examples(path, format="fragile")
+    assert examples == [] and report.skipped_total == 2 and report.rows_seen == 2
+    assert "line 1" in report.samples["bad_value"][0] and "AttributeError" in report.samples["bad_value"][0]
+    with pytest.raises(DataError) as err:
+        load_examples(path, format="fragile", strict=True)
+    assert "rows.jsonl line 1" in str(err.value) and err.value.where.row == 1
+
+
+@pytest.mark.parametrize("raw", RAW_LINES, ids=range(len(RAW_LINES)))
+@pytest.mark.parametrize("suffix", [".jsonl", ".json"])
+def test_each_unreadable_line_or_document_is_reported_not_raised(tmp_path, raw, suffix):
+    (tmp_path / "good.png").write_bytes(_png())
+    good = json.dumps({"id": "k1", "question": "Area?", "answer": "18", "image_path": "good.png"}).encode()
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".jsonl":  # one bad line is one bad row; the good line still loads
+        path.write_bytes(good + b"\n" + raw + b"\n")
+        examples, report = load_examples(path, format="mmk12")
+        assert len(examples) == 1 and report.skipped_total == 1, report.summary()
+    else:  # a broken document cannot be split into rows: one DataError naming the file, in both modes
+        path.write_bytes(raw)
+        try:
+            examples, report = load_examples(path, format="mmk12")
+        except DataError as err:
+            assert err.reason == "malformed_json" and "data.json" in str(err)
+        else:
+            assert examples == [] and report.rows_seen == report.skipped_total
