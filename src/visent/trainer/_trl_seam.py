@@ -28,6 +28,12 @@ TRL 1.16 private hook / attribute            what the seam offers instead
 ``backbone_and_head``, ``lm_head_gather_ctx`` and ``no_gradient_checkpointing`` wrap TRL/transformers
 internals the counterfactual pass needs (the decoder TRL's fused LM head calls, ZeRO-3 gathering).
 
+``_load_from_checkpoint`` (transformers' ``Trainer``) is overridden so that resuming restores the model
+weights: transformers 5 saves Qwen2(.5)-VL checkpoints under their legacy key names (``model.layers.*``)
+but its resume path loads them non-strictly under the in-memory names (``model.language_model.layers.*``),
+so without this the language model silently restarts from its initial weights (see
+``load_checkpoint_weights``).
+
 ``tests/unit/test_trl_seam.py`` checks every name, signature and returned key used here and fails
 with a message pointing to this file when a TRL upgrade changes one.
 """
@@ -35,6 +41,8 @@ with a message pointing to this file when a TRL upgrade changes one.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +58,7 @@ __all__ = [
     "SeamTrainer",
     "backbone_and_head",
     "lm_head_gather_ctx",
+    "load_checkpoint_weights",
     "no_gradient_checkpointing",
 ]
 
@@ -84,6 +93,7 @@ PRIVATE_HOOKS: dict[str, tuple[str, ...]] = {
         "num_images",
     ),
     "_compute_loss": ("self", "model", "inputs"),
+    "_load_from_checkpoint": ("self", "resume_from_checkpoint", "model"),
 }
 
 #: Attributes of a constructed ``GRPOTrainer`` the seam reads.
@@ -253,6 +263,57 @@ class SeamTrainer(GRPOTrainer):
 
     def _compute_loss(self, model, inputs):
         return self.compute_policy_loss(model, inputs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        target = self.model if model is None else model
+        plain = not (self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(target, "peft_config"))
+        if plain and load_checkpoint_weights(target, resume_from_checkpoint):
+            return None
+        return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+def load_checkpoint_weights(model: torch.nn.Module, checkpoint_dir: str) -> bool:
+    """Load the safetensors weights of a ``save_pretrained`` folder into ``model``, strictly, by name.
+
+    ``save_pretrained`` renames weights to the checkpoint format (``revert_weight_conversion``); this
+    applies the same renaming to the model's own ``state_dict`` to pair every saved tensor with its
+    parameter. Returns ``False`` (caller falls back to transformers) when the folder has no safetensors
+    weights or the conversion is more than a renaming. Raises ``RuntimeError`` naming the keys when the
+    checkpoint does not cover the model exactly: a resume must never silently keep initial weights.
+    """
+    from safetensors.torch import load_file
+    from transformers.core_model_loading import revert_weight_conversion
+
+    single = os.path.join(checkpoint_dir, "model.safetensors")
+    index = os.path.join(checkpoint_dir, "model.safetensors.index.json")
+    if os.path.isfile(single):
+        files = [single]
+    elif os.path.isfile(index):
+        with open(index) as f:
+            files = [os.path.join(checkpoint_dir, n) for n in sorted(set(json.load(f)["weight_map"].values()))]
+    else:
+        return False
+    current = model.state_dict()
+    by_id = {id(t): k for k, t in current.items()}
+    saved_view = revert_weight_conversion(model, dict(current))
+    if any(id(t) not in by_id for t in saved_view.values()):
+        return False  # a real conversion (fused/split tensors), not a renaming
+    saved_to_model = {k: by_id[id(t)] for k, t in saved_view.items()}
+
+    loaded: dict[str, torch.Tensor] = {}
+    for path in files:
+        for key, tensor in load_file(path).items():
+            loaded[saved_to_model.get(key, key)] = tensor
+    unexpected = sorted(k for k in loaded if k not in current)
+    covered = {id(current[k]) for k in loaded if k in current}
+    missing = sorted(k for k, t in current.items() if id(t) not in covered)
+    if unexpected or missing:
+        raise RuntimeError(
+            f"checkpoint {checkpoint_dir} does not match the model: missing {missing[:5]}"
+            f"{' …' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}"
+        )
+    model.load_state_dict(loaded, strict=False)  # strictness checked above (tied weights share a tensor)
+    return True
 
 
 def lm_head_gather_ctx(weight: torch.Tensor, bias: torch.Tensor | None):

@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["ConfigError", "build_trainer", "main", "parse_config"]
+__all__ = ["ConfigError", "build_trainer", "latest_complete_checkpoint", "main", "parse_config"]
 
 
 class ConfigError(ValueError):
@@ -176,17 +176,41 @@ def build_trainer(config, callbacks: list | None = None):
     )
 
 
+def latest_complete_checkpoint(output_dir: str) -> str | None:
+    """The newest ``checkpoint-N`` folder of ``output_dir`` that was completely written, or ``None``.
+
+    transformers writes a checkpoint's files in place and ``trainer_state.json`` last, so a process killed
+    while saving leaves a newer folder without it; transformers' own "latest" would pick that folder and
+    fail to load it. Only folders holding ``trainer_state.json`` count.
+    """
+    import re
+
+    if not os.path.isdir(output_dir):
+        return None
+    steps = []
+    for name in os.listdir(output_dir):
+        m = re.fullmatch(r"checkpoint-(\d+)", name)
+        if m and os.path.isfile(os.path.join(output_dir, name, "trainer_state.json")):
+            steps.append(int(m.group(1)))
+    return os.path.join(output_dir, f"checkpoint-{max(steps)}") if steps else None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         config = parse_config(argv)
+        resume = config.resume_from_checkpoint
+        if isinstance(resume, str) and resume.lower() in ("true", "latest"):
+            resume = latest_complete_checkpoint(config.output_dir)
+            if resume is None:
+                raise ConfigError(
+                    f"--resume_from_checkpoint {config.resume_from_checkpoint}: no complete checkpoint-N folder "
+                    f"in {config.output_dir}"
+                )
         trainer = build_trainer(config)
     except ConfigError as e:
         print(f"visent train: {e}", file=sys.stderr)
         return 2
-    resume = config.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "latest"):
-        resume = True  # the newest checkpoint-* in output_dir
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(config.output_dir)
     return 0
