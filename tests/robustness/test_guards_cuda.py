@@ -47,7 +47,7 @@ def guarded_hot_path(stats, mask, logits, logps, old, ref, rewards, method, aggr
     tmask = select_tokens(scores, mask, 1.0, granularity, "top")
     adv = group_advantages(rewards, 2)
     x = logps.clone().requires_grad_(True)
-    loss, metrics = policy_loss(x, old, adv, mask, tmask, aggregation=aggregation, ref_logps=ref, beta=0.04)
+    loss, _ = policy_loss(x, old, adv, mask, tmask, aggregation=aggregation, ref_logps=ref, beta=0.04)
     loss = loss + 0.01 * entropy_regularizer(entropy_from_logits(logits), mask)
     (grad,) = torch.autograd.grad(loss, x)
     return scores, tmask, adv, loss.detach(), grad
