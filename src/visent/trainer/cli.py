@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import fields
 from typing import Any
 
 __all__ = ["ConfigError", "build_trainer", "latest_complete_checkpoint", "main", "parse_config"]
@@ -92,6 +93,13 @@ def _tokens(key: str, value: Any) -> list[str]:
     return [f"--{key}", str(value)]
 
 
+def _dict_fields() -> set[str]:
+    """Names of ``VisentConfig`` fields whose type admits a dict."""
+    from visent.trainer.config import VisentConfig
+
+    return {f.name for f in fields(VisentConfig) if f.init and "dict" in str(f.type)}
+
+
 def parse_config(argv: list[str]):
     """``VisentConfig`` from ``--config FILE.yaml`` and ``--key value`` overrides. Raises ``ConfigError``."""
     from transformers import HfArgumentParser
@@ -113,19 +121,34 @@ def parse_config(argv: list[str]):
     for key in data:
         if key not in known:
             raise ConfigError(f"{where}: unknown config key {key!r}{suggest(key)}")
+    # Dict-valued fields (liger_kernel_config, model_init_kwargs, ...) bypass argparse, which cannot type
+    # them: YAML mappings are taken as they are and command-line values as JSON.
+    dict_fields = _dict_fields()
     tokens: list[str] = []
+    dicts: dict[str, Any] = {}
     for key, value in data.items():
-        tokens += _tokens(key, value)
+        if isinstance(value, dict):
+            dicts[key] = value
+        else:
+            tokens += _tokens(key, value)
     for key, values in pairs:
         if key not in known:
             raise ConfigError(f"unknown option --{key}{suggest(key)}")
+        if key in dict_fields and len(values) == 1 and values[0].lstrip().startswith("{"):
+            try:
+                dicts[key] = json.loads(values[0])
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"--{key}: not a valid JSON object: {e}") from None
+            continue
         tokens += [f"--{key}", *(values or ["true"])]
     if "output_dir" not in data and not any(k == "output_dir" for k, _ in pairs):
         stem = os.path.splitext(os.path.basename(config_path))[0] if config_path else "train"
         tokens += ["--output_dir", os.path.join("runs", stem)]
 
     try:
-        (config,) = parser.parse_args_into_dataclasses(args=tokens)
+        namespace = parser.parse_args(args=tokens)
+        inputs = {f.name: getattr(namespace, f.name) for f in fields(VisentConfig) if f.init and hasattr(namespace, f.name)}
+        config = VisentConfig(**{**inputs, **dicts})
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     except ValueError as e:  # __post_init__ cross-field checks (ours and TRL's)
@@ -162,6 +185,12 @@ def build_trainer(config, callbacks: list | None = None):
     except (ValueError, KeyError) as e:
         # KeyError's str() wraps the message in quotes
         raise ConfigError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from None
+    if config.needs_perturbed_pass and not any(len(imgs) for imgs in dataset["images"]):
+        raise ConfigError(
+            f"token_score={config.token_score!r} compares each token under the real and a perturbed image "
+            f"(perturbation={config.perturbation!r}), but dataset {config.dataset!r} has no image in any row; "
+            "use token_score: entropy (or random / none) for text-only data"
+        )
     model, processor = load_model(config.model_name_or_path, config.model_init_kwargs)
     config.model_init_kwargs = None  # used above; TRL would only warn that the model is already built
     if config.freeze_vision_tower:

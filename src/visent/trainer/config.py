@@ -252,7 +252,8 @@ class VisentConfig(GRPOConfig):
                 "visent loss; leave them at their defaults"
             )
         liger = self.liger_kernel_config or {}
-        if self.use_liger_kernel and liger.get("fused_linear_cross_entropy") and (
+        # Liger enables the fused linear cross-entropy unless its config says otherwise.
+        if self.use_liger_kernel and liger.get("fused_linear_cross_entropy", True) and (
             self.token_score != "none" or self.entropy_schedule != "none"
         ):
             raise ValueError(
