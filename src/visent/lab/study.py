@@ -81,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"lab methods (default: both families); valid: {', '.join(METHODS)}")
     p.add_argument("--steps", type=int, default=d.steps, help="RL steps per run")
     p.add_argument("--task", default=d.task, help="lab task")
+    p.add_argument("--lr", type=float, default=d.learning_rate, help="RL learning rate")
+    p.add_argument("--generations", type=int, default=d.num_generations, help="K, responses per prompt")
+    p.add_argument("--prompts", type=int, default=d.prompts_per_step, help="prompts per RL step")
     p.add_argument("--heldout", type=int, default=128, help="held-out clean examples each run is scored on")
     p.add_argument("--workers", default="auto", help="parallel runs: a number, or auto (one per CPU core)")
     p.add_argument("--warm-seed", type=int, default=0, help="seed of the shared warm-start")
@@ -101,7 +104,10 @@ def _settings(args: argparse.Namespace):
         rl = RLSettings(task=args.task, steps=args.steps if args.steps != RLSettings().steps else 1,
                         prompts_per_step=1, num_generations=2, max_completion_length=8, eval_points=1)
         return ws, rl
-    return WarmStartConfig(seed=args.warm_seed), RLSettings(task=args.task, steps=args.steps)
+    return WarmStartConfig(seed=args.warm_seed), RLSettings(
+        task=args.task, steps=args.steps, learning_rate=args.lr, num_generations=args.generations,
+        prompts_per_step=args.prompts,
+    )
 
 
 def _workers(value: str, n_jobs: int) -> int:
