@@ -29,7 +29,7 @@ def warm(tmp_path_factory):
     torch.set_num_threads(1)
     # VISENT_LAB_CACHE lets a developer reuse one warm-start across test sessions.
     root = os.environ.get("VISENT_LAB_CACHE") or str(tmp_path_factory.mktemp("lab"))
-    return warm_start(root, WarmStartConfig(), progress=False, eval_per_task=8)
+    return warm_start(root, WarmStartConfig(tasks=(TASK,)), progress=False, eval_per_task=8)
 
 
 @pytest.fixture(scope="module")

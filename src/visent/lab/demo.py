@@ -80,7 +80,8 @@ def _settings(args: argparse.Namespace):
         rl = RLSettings(task=args.task, steps=args.steps or 2, prompts_per_step=1, num_generations=4,
                         max_completion_length=12, eval_points=1)
         return ws, rl, args.heldout or 4
-    ws = WarmStartConfig(seed=args.seed)
+    # Warm-started on the RL task alone (the recipe's defaults otherwise: it stops at partial competence).
+    ws = WarmStartConfig(seed=args.seed, tasks=(args.task,))
     rl = RLSettings(task=args.task, steps=args.steps or DEFAULT_STEPS)
     return ws, rl, args.heldout or DEFAULT_HELDOUT
 

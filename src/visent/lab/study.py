@@ -104,7 +104,8 @@ def _settings(args: argparse.Namespace):
         rl = RLSettings(task=args.task, steps=args.steps if args.steps != RLSettings().steps else 1,
                         prompts_per_step=1, num_generations=2, max_completion_length=8, eval_points=1)
         return ws, rl
-    return WarmStartConfig(seed=args.warm_seed), RLSettings(
+    # Warm-started on the RL task alone: the lab recipe's defaults otherwise (early stop at partial competence).
+    return WarmStartConfig(seed=args.warm_seed, tasks=(args.task,)), RLSettings(
         task=args.task, steps=args.steps, learning_rate=args.lr, num_generations=args.generations,
         prompts_per_step=args.prompts,
     )
