@@ -12,12 +12,18 @@ Cost decisions:
 - when the trainer already ran a clean forward of the same policy (``clean_hidden``), only the
   perturbed rows are forwarded;
 - the perturbed image is computed once per prompt, not once per response: the K responses of a prompt
-  share the seed (derived from the prompt's tokens and image) and so the same noise.
+  share the seed (derived from the prompt's tokens and image) and so the same noise;
+- the vision encoder runs once per distinct image, not once per response: the K responses of a prompt
+  carry K identical copies of its (clean, and by the above also perturbed) image, so the encoder's
+  outputs are computed for one copy (``VisionCache``, exact equality of the pixels) and handed to the
+  decoder as precomputed ``mm_encoder_outputs``, where the model accepts them (transformers 5
+  Qwen2-VL / Qwen2.5-VL); other models get ``pixel_values`` as before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import struct
 from collections.abc import Sequence
 from typing import Any
@@ -123,9 +129,110 @@ def _rows(batch: dict[str, Any], idx: Sequence[int], pixel_values: torch.Tensor 
     return inputs
 
 
+class VisionCache:
+    """Vision-encoder outputs of the distinct images of one or more ``pixel_values`` tensors, in one call.
+
+    ``sources`` maps a name (``"clean"``, ``"perturbed"``) to a ``pixel_values`` tensor laid out by
+    ``grid`` (``image_grid_thw``); ``image_embeds(name, i)`` is image ``i``'s ``(n_tokens_i, D)`` embedding in
+    that source. Images are deduplicated by exact equality of their patch rows and grid, so each copy
+    gets the result the model computes for it; Qwen's vision attention is block-diagonal per image, so
+    encoding one copy instead of K does not change what the others would have got.
+    """
+
+    def __init__(
+        self,
+        backbone: torch.nn.Module,
+        sources: dict[str, torch.Tensor],
+        grid: torch.Tensor,
+        images: Sequence[int],
+    ):
+        rows_per_image = grid.prod(-1).tolist()
+        starts = [0]
+        for r in rows_per_image:
+            starts.append(starts[-1] + r)
+        self.owner: dict[tuple[str, int], int] = {}  # (source, image) -> index among the unique ones
+        unique: list[torch.Tensor] = []
+        unique_grid: list[int] = []
+        by_key: dict[tuple, list[int]] = {}
+        for name, pv in sources.items():
+            for i in images:
+                rows = pv[starts[i] : starts[i + 1]]
+                # Cheap key first (grid and a strided sum); exact comparison decides.
+                key = (tuple(grid[i].tolist()), float(rows[:: max(1, rows.shape[0] // 8)].sum()))
+                for u in by_key.get(key, []):
+                    if torch.equal(rows, unique[u]):
+                        self.owner[name, i] = u
+                        break
+                else:
+                    self.owner[name, i] = len(unique)
+                    by_key.setdefault(key, []).append(len(unique))
+                    unique.append(rows)
+                    unique_grid.append(i)
+        self.embeds: tuple[torch.Tensor, ...] = ()
+        if unique:
+            out = backbone.get_image_features(torch.cat(unique), grid[unique_grid], return_dict=True)
+            self.embeds = tuple(out.pooler_output)
+        self.num_unique = len(unique)
+
+    def image_embeds(self, source: str, i: int) -> torch.Tensor:
+        return self.embeds[self.owner[source, i]]
+
+
+def accepts_encoder_outputs(backbone: torch.nn.Module) -> bool:
+    """Whether ``backbone`` takes precomputed vision outputs (``mm_encoder_outputs``, transformers 5 Qwen-VL)."""
+    try:
+        params = inspect.signature(backbone.forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "mm_encoder_outputs" in params and hasattr(backbone, "get_image_features")
+
+
+def _with_cached_images(
+    inputs: dict[str, Any], batch: dict[str, Any], idx: Sequence[int], cache: VisionCache, source: str
+) -> dict[str, Any]:
+    """``inputs`` with ``pixel_values`` replaced by the cached encoder outputs of rows ``idx``'s images."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    if "pixel_values" not in inputs:
+        return inputs
+    spans = image_row_spans(batch)
+    embeds = tuple(cache.image_embeds(source, i) for b in idx for i in range(spans[b][2], spans[b][3]))
+    out = {k: v for k, v in inputs.items() if k != "pixel_values"}
+    out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=embeds)}
+    return out
+
+
+def _position_ids(backbone: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor | None:
+    """Qwen-VL's 3D rope positions ``(3, b, L)`` for ``inputs``, or ``None`` where the model has no such
+    function or the rows have no image. They depend only on tokens, mask and image grids, so a perturbed
+    copy of the rows shares them: computing them once saves the model's per-row Python loop."""
+    get = getattr(backbone, "get_rope_index", None)
+    if get is None or inputs.get("image_grid_thw") is None or inputs.get("mm_token_type_ids") is None:
+        return None
+    try:
+        positions, _ = get(
+            inputs["input_ids"],
+            inputs["mm_token_type_ids"],
+            image_grid_thw=inputs["image_grid_thw"],
+            attention_mask=inputs["attention_mask"],
+        )
+    except TypeError:  # another signature (other model families / transformers versions)
+        return None
+    return positions
+
+
 def _stack(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Concatenate two model-input dicts along the batch (clean rows first, then perturbed rows)."""
-    return {key: torch.cat([value, b[key]], dim=0) for key, value in a.items()}
+    out = {}
+    for key, value in a.items():
+        if key == "mm_encoder_outputs":
+            from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+            embeds = tuple(value["image"].pooler_output) + tuple(b[key]["image"].pooler_output)
+            out[key] = {"image": BaseModelOutputWithPooling(pooler_output=embeds)}
+        else:
+            out[key] = torch.cat([value, b[key]], dim=0)
+    return out
 
 
 @torch.no_grad()
@@ -180,23 +287,39 @@ def counterfactual_stats(
     parts: list[TokenStats] = []
     rows = list(rows)
     forwards = 0
+    need_clean = clean_hidden is None
+    need_pert = with_perturbed and perturbed_pixel_values is not None
+    cache: VisionCache | None = None
+    if pv is not None and rows and (need_clean or need_pert) and accepts_encoder_outputs(backbone):
+        spans = image_row_spans(batch)
+        images = sorted({i for b in rows for i in range(spans[b][2], spans[b][3])})
+        sources = {"clean": pv} if need_clean else {}
+        if need_pert:
+            sources["perturbed"] = perturbed_pixel_values
+        with forward_ctx() if forward_ctx is not None else _null():
+            cache = VisionCache(backbone, sources, batch["image_grid_thw"], images)
+
+    def inputs_for(idx, which: str) -> dict[str, Any]:
+        inputs = _rows(batch, idx, pv if which == "clean" else perturbed_pixel_values)
+        return _with_cached_images(inputs, batch, idx, cache, which) if cache is not None else inputs
+
     for start in range(0, len(rows), batch_size):
         idx = rows[start : start + batch_size]
         sel = torch.as_tensor(idx, dtype=torch.long, device=mask_all.device)
         with forward_ctx() if forward_ctx is not None else _null():
             if clean_hidden is not None:
                 h_clean = clean_hidden[sel]
-                h_pert = (
-                    completion_hidden(backbone, _rows(batch, idx, perturbed_pixel_values), C)
-                    if with_perturbed
-                    else h_clean
-                )
+                h_pert = completion_hidden(backbone, inputs_for(idx, "perturbed"), C) if with_perturbed else h_clean
             elif with_perturbed:
-                both = _stack(_rows(batch, idx, pv), _rows(batch, idx, perturbed_pixel_values))
+                clean_inputs = inputs_for(idx, "clean")
+                both = _stack(clean_inputs, inputs_for(idx, "perturbed"))
+                positions = _position_ids(backbone, clean_inputs)
+                if positions is not None:  # the perturbed rows have the clean rows' tokens and grids
+                    both["position_ids"] = torch.cat([positions, positions], dim=1)
                 h = completion_hidden(backbone, both, C)
                 h_clean, h_pert = h[: len(idx)], h[len(idx) :]
             else:
-                h_clean = h_pert = completion_hidden(backbone, _rows(batch, idx, pv), C)
+                h_clean = h_pert = completion_hidden(backbone, inputs_for(idx, "clean"), C)
         forwards += int(clean_hidden is None or with_perturbed)
         ctx = gather_ctx(weight, bias) if gather_ctx is not None else _null()
         with ctx:

@@ -9,6 +9,11 @@ buffering of a generation batch over ``steps_per_generation × num_iterations`` 
    (``visent.core.scores`` / ``selection``), and stores the 0/1 mask in the batch as
    ``visent_token_mask``. TRL then shuffles and splits the batch; the mask travels with its rows and is
    reused by every update on them.
+   **Deferred to the update** when the batch gets exactly one update (``steps_per_generation=1``,
+   ``num_iterations=1``, one process, training): that update's own forward is a clean forward of the
+   same weights the batch was sampled with, so its final hidden states are captured and the mask is
+   built right there, before the loss, and only the perturbed rows get an extra forward. Same
+   statistics, same mask, half the counterfactual forward (``visent_mask_deferred`` marks such rows).
 2. **Skipping.** A response whose advantage is exactly zero (every response of a group whose rewards
    are all equal) contributes zero policy gradient whatever its mask, so its counterfactual pass is
    skipped. To keep the selected-token mean exact, its row still counts the ``k`` tokens it would have
@@ -59,6 +64,7 @@ logger = logging.getLogger(__name__)
 TOKEN_MASK = "visent_token_mask"  # (B, C) float 0/1
 SELECTED_COUNT = "visent_selected_count"  # (B,) float: tokens each response counts in the selected mean
 SKIPPED = "visent_skipped"  # (B,) bool: counterfactual pass skipped (zero advantage)
+DEFERRED = "visent_mask_deferred"  # (B,) bool: mask to be built at the batch's update (see module doc)
 
 
 def _seed(*parts: int) -> int:
@@ -87,7 +93,36 @@ class VisentGRPOTrainer(SeamTrainer):
     def wants_clean_hidden(self) -> bool:
         return self.args.needs_clean_stats
 
+    def defers_mask(self) -> bool:
+        """Whether a batch generated inside a training step gets its mask at its update (module doc, 1.):
+        it is then consumed by exactly one update, of the weights it was sampled with."""
+        args: VisentConfig = self.args
+        return (
+            self.model.training
+            and args.needs_clean_stats
+            and args.steps_per_generation == 1
+            and self.num_iterations == 1
+            and self.accelerator.num_processes == 1
+        )
+
+    def training_step(self, *args: Any, **kwargs: Any):
+        # Only a batch generated inside a training step is sure to reach that step's loss; batches built
+        # elsewhere (generation_batch, evaluation) get their mask right away.
+        self._visent_in_training_step = True
+        try:
+            return super().training_step(*args, **kwargs)
+        finally:
+            self._visent_in_training_step = False
+
     def after_generation(self, batch: dict[str, Any], clean_hidden: torch.Tensor | None) -> dict[str, Any]:
+        if getattr(self, "_visent_in_training_step", False) and clean_hidden is None and self.defers_mask():
+            ids = batch["completion_ids"]
+            batch[DEFERRED] = torch.ones(ids.size(0), dtype=torch.bool, device=ids.device)
+            return batch
+        self._add_mask(batch, clean_hidden)
+        return batch
+
+    def _add_mask(self, batch: dict[str, Any], clean_hidden: torch.Tensor | None) -> None:
         start = time.perf_counter()
         token_mask, selected_count, skipped = self._token_mask(batch, clean_hidden)
         batch[TOKEN_MASK] = token_mask
@@ -95,7 +130,6 @@ class VisentGRPOTrainer(SeamTrainer):
         batch[SKIPPED] = skipped
         self.record_metric("vepo/skipped_responses", float(skipped.sum()))
         self.record_metric("time/counterfactual_s", time.perf_counter() - start)
-        return batch
 
     def _valid_mask(self, batch: dict[str, Any]) -> torch.Tensor:
         mask = batch["completion_mask"]
@@ -217,7 +251,12 @@ class VisentGRPOTrainer(SeamTrainer):
         step = int(self.state.global_step)
         coef = float(entropy_coef(step, total, args.entropy_schedule, args.entropy_coef_max, args.entropy_coef_min, args.entropy_switch))
 
-        logps, entropies = self.forward_logps_and_entropies(model, inputs, compute_entropy=True)
+        if inputs.get(DEFERRED) is not None and TOKEN_MASK not in inputs:
+            # This update is the batch's only one: its forward is the clean pass (module doc, 1.).
+            logps, entropies, clean_hidden = self._forward_capturing_hidden(model, inputs)
+            self._add_mask(inputs, clean_hidden)
+        else:
+            logps, entropies = self.forward_logps_and_entropies(model, inputs, compute_entropy=True)
         if coef == 0.0:
             entropies = entropies.detach()  # no gradient through the entropy when it is not in the loss
         mask = self._valid_mask(inputs)
@@ -257,6 +296,27 @@ class VisentGRPOTrainer(SeamTrainer):
 
         self._log_loss_metrics(inputs, entropies.detach(), mask, token_mask, metrics, coef, step, total)
         return loss
+
+    def _forward_capturing_hidden(self, model, inputs):
+        """``forward_logps_and_entropies`` plus the detached ``(B, C, D)`` final hidden states predicting
+        the completion tokens (position t predicts token t+1)."""
+        backbone, _ = backbone_and_head(model)
+        C = inputs["completion_ids"].size(1)
+        captured: list[torch.Tensor] = []
+
+        def hook(_module, _args, output):
+            hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
+            captured.append(hidden[:, -C - 1 : -1].detach())
+
+        handle = backbone.register_forward_hook(hook)
+        try:
+            logps, entropies = self.forward_logps_and_entropies(model, inputs, compute_entropy=True)
+        finally:
+            handle.remove()
+        clean_hidden = torch.cat(captured) if captured else None
+        if clean_hidden is not None and clean_hidden.size(0) != inputs["completion_ids"].size(0):
+            clean_hidden = None  # defensive: _token_mask then runs the clean pass itself
+        return logps, entropies, clean_hidden
 
     def _log_loss_metrics(self, inputs, entropies, mask, token_mask, metrics, coef, step, total) -> None:
         args: VisentConfig = self.args

@@ -181,3 +181,38 @@ def test_processes_can_be_kept_in_step_with_throwaway_forwards(tiny):
         assert len(calls) == 2  # already at least min_forwards: no extra call
     finally:
         handle.remove()
+
+
+def test_vision_encoder_runs_once_per_distinct_image_with_the_same_statistics(tiny, monkeypatch):
+    """The K responses of a prompt repeat its image: the encoder sees each distinct clean and perturbed
+    image once (one call), the perturbed rows reuse the clean rows' rope positions, and the statistics
+    equal those of the unoptimised path."""
+    model, processor = tiny
+    batch = make_batch(processor, [0, 0, 1, None, 0, (1, 2), 1], completion_len=7)
+    backbone, head = backbone_and_head(model)
+    assert cf.accepts_encoder_outputs(backbone)
+    perturbed = cf.perturb_batch_images(batch, cf.prompt_seeds(batch, 0, 3), "pixel_values_gaussian", None,
+                                        PatchLayout.from_processor(processor))
+    rows = [0, 1, 2, 3, 4, 5, 6]
+    encoded = []
+    handle = model.model.visual.register_forward_hook(
+        lambda m, a, kw, out: encoded.append(int(kw["grid_thw"].size(0))), with_kwargs=True
+    )
+    try:
+        deduped = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=3)
+        # Clean: images 0, 1, 2 once each (not all 7 copies). Perturbed: one draw per prompt, and image 1 belongs
+        # to two prompts ([1] and [1, 2]) with different seeds: 0, 1, 1', 2.
+        assert encoded == [3 + 4]  # one encoder call for both
+        encoded.clear()
+        # The reference is the unoptimised path: every copy encoded, 3D rope positions computed by the
+        # model for clean and perturbed rows alike.
+        monkeypatch.setattr(cf, "accepts_encoder_outputs", lambda backbone: False)
+        monkeypatch.setattr(cf, "_position_ids", lambda backbone, inputs: None)
+        every_copy = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=3)
+        assert sum(encoded) == 2 * 7  # every copy of every image, clean and perturbed (7 image slots with images)
+    finally:
+        handle.remove()
+    for field in ("entropy", "entropy_perturbed", "jsd", "kl"):
+        torch.testing.assert_close(getattr(deduped, field), getattr(every_copy, field), atol=1e-6, rtol=1e-5)
+    # Perturbation is visible (the test would pass vacuously if both passes saw the clean image).
+    assert float(deduped.jsd.sum()) > 0

@@ -1,0 +1,184 @@
+"""Step time of VEPO versus plain GRPO on the lab's tiny Qwen2.5-VL, side by side in one process (CPU).
+
+Two ``VisentGRPOTrainer`` s are built from the same weights, one with ``configs/grpo.yaml`` (all tokens)
+and one with ``configs/vepo.yaml`` (token selection from the counterfactual pass), both overridden with
+the lab's RL settings (2 prompts × 8 responses per step, 28 completion tokens, lab reward). Each
+measured step is a full training step through TRL's ``training_step`` — sampling, rewards, advantages,
+(VEPO) the counterfactual pass and mask, the policy loss, backward — and an AdamW step; and every step of either trainer starts from the
+same weights with the same sampling seed, so both trainers sample identical responses and get identical
+rewards: the only difference in work is VEPO's. Steps of the two trainers are interleaved (alternating
+which goes first) so machine load drifts hit both alike; the median over steps after warm-up is reported.
+
+A random model answers nothing right: every group's rewards are equal, every response is skipped and the
+ratio says nothing. So the default model is the lab's warm-started one (``visent.lab.warmstart``, reloaded
+from its cache under ``--warmstart-dir`` or trained there first, ~6 min on one core).
+
+Usage:
+    python benchmarks/vepo_overhead.py                         # noise 0 and 0.5, 2 warm-up + 7 measured steps
+    python benchmarks/vepo_overhead.py --model tiny:qwen2_5_vl # random tiny model (ratio meaningless)
+
+The last line reads ``vepo/grpo step-time ratio: noise0=X noise0.5=Y``: per noise level, the median over
+measured steps of (VEPO step time / GRPO step time on the same rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_lab_model(spec: str, warmstart_dir: str):
+    """``(model, processor, description)``."""
+    if spec == "warmstart":
+        from visent.lab.warmstart import WarmStartConfig, warm_start
+
+        result = warm_start(warmstart_dir, WarmStartConfig(), progress=False)
+        acc = result.info.get("heldout", {}).get("accuracy")
+        desc = f"warm-started tiny Qwen2.5-VL ({result.path}, held-out greedy accuracy {acc})"
+        return result.model, result.processor, desc
+    from visent.lab.tiny import load_model_and_processor
+
+    model, processor = load_model_and_processor(spec)
+    return model, processor, f"{spec} (as loaded; a random model makes every group uniform)"
+
+
+def make_trainer(config_name: str, model, processor, dataset, args, out_dir: str):
+    from visent.trainer.cli import freeze_vision_tower, parse_config
+    from visent.trainer.grpo import VisentGRPOTrainer
+    from visent.trainer.sources import resolve_rewards
+
+    overrides = {
+        "model_name_or_path": "unused", "dataset": f"lab:{args.task}", "reward_funcs": f"r1_{args.task}",
+        "learning_rate": 2e-4, "num_generations": args.K, "per_device_train_batch_size": args.prompts * args.K,
+        "gradient_accumulation_steps": 1, "max_completion_length": args.C, "temperature": 1.0,
+        "max_steps": 1000, "save_strategy": "no", "report_to": "none", "seed": 0, "perturbation_seed": 0,
+        "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "output_dir": out_dir,
+        "logging_steps": 1000,
+    }
+    argv = ["--config", os.path.join(REPO, "configs", config_name)]
+    for k, v in overrides.items():
+        argv += [f"--{k}", str(v).lower() if isinstance(v, bool) else str(v)]
+    config = parse_config(argv)
+    config.model_init_kwargs = None
+    freeze_vision_tower(model)
+    return VisentGRPOTrainer(
+        model=model, reward_funcs=resolve_rewards([f"r1_{args.task}"]), args=config, train_dataset=dataset,
+        processing_class=processor,
+    )
+
+
+class Runner:
+    """One trainer, stepped from fixed weights through TRL's own ``training_step``; records step times,
+    the time spent building the token mask and the responses whose counterfactual pass was skipped."""
+
+    def __init__(self, name: str, trainer):
+        from visent.trainer.grpo import SKIPPED
+
+        self.name, self.trainer = name, trainer
+        self.initial = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        self.times: list[float] = []
+        self.cf_times: list[float] = []
+        self.skipped = self.responses = 0
+        self._cf, self._skipped = 0.0, 0
+        add_mask = trainer._add_mask
+
+        def timed(batch, clean_hidden):  # mask building (counterfactual pass, scores, selection)
+            t0 = time.perf_counter()
+            add_mask(batch, clean_hidden)
+            self._cf += time.perf_counter() - t0
+            self._skipped += int(batch[SKIPPED].sum())
+
+        trainer._add_mask = timed
+
+    def step(self, rows, step: int, seed: int, record: bool) -> None:
+        tr = self.trainer
+        tr.model.load_state_dict(self.initial)
+        params = [p for p in tr.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=tr.args.learning_rate)
+        tr.model.train()
+        tr.state.global_step = step
+        tr.current_gradient_accumulation_steps = 1  # set by transformers' train loop, read by TRL's step
+        self._cf, self._skipped = 0.0, 0
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        tr.training_step(tr.model, rows, None)  # TRL: sample, score, (VEPO) mask, loss, backward
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        if record:
+            self.times.append(dt)
+            self.cf_times.append(self._cf)
+            self.skipped += self._skipped
+            self.responses += len(rows)
+
+
+def measure(noise: float, model, processor, args) -> float:
+    import tempfile
+
+    from visent.trainer.sources import load_train_dataset
+
+    n_prompts = args.prompts * (args.warmup + args.steps)
+    dataset = load_train_dataset(f"lab:{args.task}", n_prompts, 10_000, noise)
+    with tempfile.TemporaryDirectory() as tmp:
+        grpo = Runner("grpo", make_trainer("grpo.yaml", copy.deepcopy(model), processor, dataset, args, tmp))
+        vepo = Runner("vepo", make_trainer("vepo.yaml", copy.deepcopy(model), processor, dataset, args, tmp))
+        for i in range(args.warmup + args.steps):
+            rows = [dataset[j] for j in range(i * args.prompts, (i + 1) * args.prompts) for _ in range(args.K)]
+            order = (grpo, vepo) if i % 2 == 0 else (vepo, grpo)
+            for runner in order:
+                runner.step(rows, step=i, seed=1000 + i, record=i >= args.warmup)
+    g, v = statistics.median(grpo.times), statistics.median(vepo.times)
+    # Each VEPO step is paired with the GRPO step on the same rows, run right before or after it: the
+    # median of the paired ratios is robust to load drifting over the run (the reported figure).
+    paired = statistics.median(b / a for a, b in zip(grpo.times, vepo.times))
+    print(f"noise={noise:g}: GRPO step {g * 1e3:7.1f} ms   VEPO step {v * 1e3:7.1f} ms   ratio of medians {v / g:.3f}   "
+          f"median paired ratio {paired:.3f}   "
+          f"(median of {args.steps}; VEPO counterfactual pass + mask {statistics.median(vepo.cf_times) * 1e3:.1f} ms; "
+          f"GRPO {statistics.median(grpo.cf_times) * 1e3:.1f} ms)")
+    print(f"noise={noise:g}: VEPO skipped the counterfactual pass for {vepo.skipped}/{vepo.responses} responses "
+          f"(groups with all-equal rewards)")
+    print(f"noise={noise:g}: per-step GRPO ms {[round(t * 1e3) for t in grpo.times]}")
+    print(f"noise={noise:g}: per-step VEPO ms {[round(t * 1e3) for t in vepo.times]}")
+    return paired
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="warmstart", help="'warmstart' (default), tiny:qwen2_5_vl or a path")
+    parser.add_argument("--warmstart-dir", default=os.path.join(REPO, "runs", "ws-probe"))
+    parser.add_argument("--task", default="counting")
+    parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.5])
+    parser.add_argument("--prompts", type=int, default=2, help="prompts per step")
+    parser.add_argument("--K", type=int, default=8, help="responses per prompt")
+    parser.add_argument("--C", type=int, default=28, help="max completion tokens")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    model, processor, desc = load_lab_model(args.model, args.warmstart_dir)
+    print(f"# {datetime.date.today()} {platform.machine()} {os.cpu_count()} cpus, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} thread(s), CPU float32")
+    print(f"# model: {desc}")
+    print(f"# task lab:{args.task}, {args.prompts} prompts x {args.K} responses, max {args.C} completion tokens, "
+          f"{args.warmup} warm-up + {args.steps} measured steps per trainer, interleaved")
+    ratios = {noise: measure(noise, model, processor, args) for noise in args.noise}
+    print("vepo/grpo step-time ratio: " + " ".join(f"noise{n:g}={r:.3f}" for n, r in ratios.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
