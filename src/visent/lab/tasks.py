@@ -21,6 +21,7 @@ sizes are multiples of 28). A grounding response answers with a click point ``(x
 
 from __future__ import annotations
 
+import inspect
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -29,6 +30,9 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from visent.data.schema import Example
+
+# Bump when a renderer or a target response changes: cached warm-started models are keyed on it.
+TASKS_VERSION = 2
 
 # Saturated, well-separated colours: a linear patch embedding can tell them apart immediately.
 COLORS: dict[str, tuple[int, int, int]] = {
@@ -39,6 +43,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 BACKGROUND = (245, 245, 245)
+# Distractors in "gray" mode: a neutral colour no question ever names.
+GRAY = (130, 130, 130)
+DISTRACTOR_MODES: tuple[str, ...] = ("none", "gray", "colors")
 
 # Reasoning phrase per class: depends on the image, and fixes the answer that follows it.
 _SHAPE_FEATURE = {
@@ -69,28 +76,50 @@ def _draw_shape(
 
 
 # --------------------------------------------------------------------------------------------------
-# counting: "How many red shapes are there?" on a 56×56 image, one object per 14-px cell.
+# counting: "How many red shapes are there?" on an 84×84 image, at most one object per 28-px cell (one
+# merged vision token each), so a token either shows an object of the named colour or it does not.
 
 
-def _make_counting(rng: random.Random, example_id: str, size: int = 56, cell: int = 14) -> Example:
+def _check_distractors(mode: str) -> None:
+    if mode not in DISTRACTOR_MODES:
+        raise ValueError(f"unknown distractors mode {mode!r}; valid: {', '.join(DISTRACTOR_MODES)}")
+
+
+def _distractor_fill(
+    rng: random.Random, mode: str, others: Sequence[str]
+) -> tuple[str, tuple[int, int, int]]:
+    if mode == "gray":
+        return "gray", GRAY
+    if mode == "colors":
+        name = rng.choice(list(others))
+        return name, COLORS[name]
+    raise ValueError(f"unknown distractors mode {mode!r}; valid: {', '.join(DISTRACTOR_MODES)}")
+
+
+def _make_counting(
+    rng: random.Random, example_id: str, size: int = 84, cell: int = 28, distractors: str = "gray"
+) -> Example:
+    _check_distractors(distractors)
     cols = rows = size // cell
     color = rng.choice(list(COLORS))
     count = rng.randint(1, 5)
-    n_distractors = rng.randint(0, 4)
+    n_distractors = 0 if distractors == "none" else rng.randint(0, min(3, cols * rows - count))
     others = [c for c in COLORS if c != color]
     cells = rng.sample(range(cols * rows), count + n_distractors)
     image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
     objects = []
     for j, c in enumerate(cells):
-        obj_color = color if j < count else rng.choice(others)
+        obj_color, fill = (color, COLORS[color]) if j < count else _distractor_fill(rng, distractors, others)
         kind = rng.choice(SHAPES[:3])
-        side = rng.randint(8, 11)
+        # Objects nearly fill their cell: a vision token that is mostly object is read in tens of SFT
+        # steps, one that is mostly background with a small jittered object takes hundreds.
+        side = rng.randint(22, 25)
         cx, cy = (c % cols) * cell, (c // cols) * cell
-        x0 = cx + rng.randint(0, cell - side - 1)
-        y0 = cy + rng.randint(0, cell - side - 1)
+        x0 = cx + rng.randint(1, cell - side - 1)
+        y0 = cy + rng.randint(1, cell - side - 1)
         box = (x0, y0, x0 + side, y0 + side)
-        _draw_shape(draw, kind, box, COLORS[obj_color])
+        _draw_shape(draw, kind, box, fill)
         objects.append({"color": obj_color, "shape": kind, "box": list(box)})
     return Example(
         id=example_id,
@@ -98,7 +127,7 @@ def _make_counting(rng: random.Random, example_id: str, size: int = 56, cell: in
         prompt=f"How many {color} shapes are there?",
         images=[image],
         answer=str(count),
-        meta={"color": color, "count": count, "objects": objects, "image_size": [size, size]},
+        meta={"color": color, "count": count, "objects": objects, "image_size": [size, size], "cell": cell},
     )
 
 
@@ -108,26 +137,55 @@ def _counting_response(ex: Example) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# grounding: "Click the blue button." on an 84×56 "screen" with 2–4 coloured buttons in a 3×4 grid.
+# grounding: "Click the blue button." on an 84×84 "screen": 2–4 buttons in a 3×3 grid of 28-px cells.
+#
+# The screen's background is tinted by region (a redder column to the right, a bluer row further
+# down), as real screens have headers, sidebars and panels. This is not decoration: the vision tower
+# sees positions only through rotary attention, which is relative, so on a uniform background a patch
+# cannot tell where it is and "row 2, col 3" could not be read from the image at all.
 
-_GROUND_COLS, _GROUND_ROWS = 3, 4
+_GROUND_GRID = 3
 
 
-def _make_grounding(rng: random.Random, example_id: str, width: int = 84, height: int = 56) -> Example:
-    cw, ch = width // _GROUND_COLS, height // _GROUND_ROWS
-    n_buttons = rng.randint(2, 4)
+def _region_tint(row: int, col: int) -> tuple[int, int, int]:
+    return (250 - 40 * col, 250 - 40 * row, 250)
+
+
+def _make_grounding(
+    rng: random.Random,
+    example_id: str,
+    grid: int = _GROUND_GRID,
+    cell: int = 28,
+    distractors: str = "gray",
+    button_half: tuple[int, int] = (8, 11),
+) -> Example:
+    _check_distractors(distractors)
+    size = grid * cell
+    n_buttons = 1 if distractors == "none" else rng.randint(2, min(4, grid * grid))
     colors = rng.sample(list(COLORS), n_buttons)
-    cells = rng.sample(range(_GROUND_COLS * _GROUND_ROWS), n_buttons)
-    image = Image.new("RGB", (width, height), BACKGROUND)
+    cells = rng.sample(range(grid * grid), n_buttons)
+    image = Image.new("RGB", (size, size), BACKGROUND)
     draw = ImageDraw.Draw(image)
+    for r in range(grid):
+        for c in range(grid):
+            draw.rectangle(
+                (c * cell, r * cell, c * cell + cell - 1, r * cell + cell - 1), fill=_region_tint(r, c)
+            )
     buttons = []
-    for color, c in zip(colors, cells):
-        col, row = c % _GROUND_COLS, c // _GROUND_COLS
-        box = [col * cw + 2, row * ch + 2, col * cw + cw - 3, row * ch + ch - 3]
-        draw.rectangle(box, fill=COLORS[color], outline=(60, 60, 60))
+    for j, (color, c) in enumerate(zip(colors, cells)):
+        col, row = c % grid, c // grid
+        # Buttons are centred in their cell (sizes vary), so the click point is the cell centre.
+        half_w, half_h = rng.randint(*button_half), rng.randint(button_half[0] - 2, button_half[1] - 2)
+        mx, my = col * cell + cell // 2, row * cell + cell // 2
+        box = [mx - half_w, my - half_h, mx + half_w, my + half_h]
+        # The first button is the target; the others are the distractors.
+        if j > 0:
+            color, fill = _distractor_fill(rng, distractors, colors[1:])
+        else:
+            fill = COLORS[color]
+        draw.rectangle(box, fill=fill, outline=(60, 60, 60))
         # A small white icon: clutter that does not identify the button (the colour does).
         icon = rng.choice(SHAPES)
-        mx, my = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
         _draw_shape(draw, icon, (mx - 3, my - 3, mx + 3, my + 3), (255, 255, 255))
         buttons.append({"color": color, "icon": icon, "box": box, "row": row + 1, "col": col + 1})
     target = buttons[0]
@@ -146,7 +204,7 @@ def _make_grounding(rng: random.Random, example_id: str, width: int = 84, height
             "row": target["row"],
             "col": target["col"],
             "buttons": buttons,
-            "image_size": [width, height],
+            "image_size": [size, size],
             # Sizes are multiples of 28 within the tiny processor's pixel range, so the processor does
             # not resize: original pixels == resized pixels (Qwen2.5-VL's coordinate space).
             "coord_space": "pixels",
@@ -167,9 +225,11 @@ def _grounding_response(ex: Example) -> str:
 def _make_classification(rng: random.Random, example_id: str, size: int = 56) -> Example:
     label = rng.choice(SHAPES)
     color = rng.choice(list(COLORS))
-    side = rng.randint(22, 34)
-    x0 = rng.randint(4, size - side - 4)
-    y0 = rng.randint(4, size - side - 4)
+    # A large, nearly centred shape: every vision token sees the same part of the outline from image
+    # to image (a corner, an arm, a curve), which is what makes the classes quick to learn.
+    side = rng.randint(38, 46)
+    x0 = (size - side) // 2 + rng.randint(-2, 2)
+    y0 = (size - side) // 2 + rng.randint(-2, 2)
     image = Image.new("RGB", (size, size), BACKGROUND)
     _draw_shape(ImageDraw.Draw(image), label, (x0, y0, x0 + side, y0 + side), COLORS[color])
     return Example(
@@ -208,21 +268,29 @@ def _check_task(task: str) -> None:
         raise ValueError(f"unknown lab task {task!r}; valid tasks: {', '.join(TASK_MAKERS)}")
 
 
-def make_examples(task: str, n: int, seed: int = 0, *, start: int = 0) -> list[Example]:
+def make_examples(task: str, n: int, seed: int = 0, *, start: int = 0, **options: Any) -> list[Example]:
     """``n`` examples of ``task`` (indices ``start .. start+n-1`` of the stream for ``seed``).
 
-    Example ``i`` depends only on ``(task, seed, i)``: ``make_examples(t, 10, s)[5]`` equals
+    Example ``i`` depends only on ``(task, seed, i, options)``: ``make_examples(t, 10, s)[5]`` equals
     ``make_examples(t, 1, s, start=5)[0]``. Ids are ``"{task}-{seed}-{i}"``.
+
+    ``options`` go to the task's renderer, e.g. ``distractors="gray"`` (default: distractor objects in a
+    neutral gray, so the named colour alone finds the target) or ``"colors"`` (distractors in the other
+    palette colours: the model must bind the colour named in the question to the image — harder).
     """
     _check_task(task)
     if n < 0:
         raise ValueError(f"make_examples: n must be >= 0, got {n}")
+    accepted = [p for p in inspect.signature(TASK_MAKERS[task]).parameters if p not in ("rng", "example_id")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(f"task {task!r} has no option(s) {unknown}; valid options: {', '.join(accepted)}")
     out = []
     for i in range(start, start + n):
         # A string seed is hashed with SHA-512 by `random`, so it is stable across processes
         # (unlike hash(), which PYTHONHASHSEED randomises).
         rng = random.Random(f"visent-lab/{task}/{seed}/{i}")
-        out.append(TASK_MAKERS[task](rng, f"{task}-{seed}-{i}"))
+        out.append(TASK_MAKERS[task](rng, f"{task}-{seed}-{i}", **options))
     return out
 
 

@@ -233,6 +233,8 @@ def build_tiny(
     vision_heads: int = 2,
     vocab_size: int = 512,
     max_image_side: int = 112,
+    patch_size: int = 14,
+    merge_size: int = 2,
     seed: int = 0,
 ) -> tuple[Any, Any]:
     """``(model, processor)``: a random-weight tiny Qwen2(.5)-VL and its locally trained processor.
@@ -248,7 +250,9 @@ def build_tiny(
 
     _check_kind(kind)
     tokenizer = build_tokenizer(task_texts() + list(texts or []), vocab_size=vocab_size)
-    processor = build_processor(kind, tokenizer, max_image_side=max_image_side)
+    processor = build_processor(
+        kind, tokenizer, max_image_side=max_image_side, patch_size=patch_size, merge_size=merge_size
+    )
     config = tiny_config(
         kind,
         tokenizer,
@@ -259,6 +263,8 @@ def build_tiny(
         vision_hidden_size=vision_hidden_size,
         vision_depth=vision_depth,
         vision_heads=vision_heads,
+        patch_size=patch_size,
+        merge_size=merge_size,
     )
     model_cls = (
         Qwen2_5_VLForConditionalGeneration if kind == "qwen2_5_vl" else Qwen2VLForConditionalGeneration

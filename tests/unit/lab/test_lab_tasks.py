@@ -7,7 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from visent.lab.tasks import COLORS, TASK_MAKERS, make_examples, target_response, to_trl_dataset
+from visent.lab.tasks import (
+    COLORS,
+    DISTRACTOR_MODES,
+    GRAY,
+    TASK_MAKERS,
+    make_examples,
+    target_response,
+    to_trl_dataset,
+)
 
 
 def _pixels(ex) -> np.ndarray:
@@ -34,15 +42,17 @@ def test_reproducible_by_seed_and_index(task):
         assert x.id == y.id and np.array_equal(_pixels(x), _pixels(y))
 
 
-def test_counting_answer_matches_the_pixels():
+@pytest.mark.parametrize("distractors", DISTRACTOR_MODES)
+def test_counting_answer_matches_the_pixels(distractors):
     counts = set()
-    for ex in make_examples("counting", 60, seed=0):
+    for ex in make_examples("counting", 60, seed=0, distractors=distractors):
         arr, color = _pixels(ex), ex.meta["color"]
         assert ex.prompt == f"How many {color} shapes are there?"
         hit = _mask(arr, color)
-        # One object per 14-px cell: count the cells holding the asked colour.
+        # At most one object per cell: count the cells holding the asked colour.
+        cell, (w, h) = ex.meta["cell"], ex.images[0].size
         cells = sum(
-            bool(hit[r : r + 14, c : c + 14].any()) for r in range(0, 56, 14) for c in range(0, 56, 14)
+            bool(hit[r : r + cell, c : c + cell].any()) for r in range(0, h, cell) for c in range(0, w, cell)
         )
         assert str(cells) == ex.answer == ex.clean_answer
         assert f"<answer>{cells}</answer>" in target_response(ex)
@@ -50,8 +60,9 @@ def test_counting_answer_matches_the_pixels():
     assert counts == {1, 2, 3, 4, 5}
 
 
-def test_grounding_box_holds_the_named_button():
-    for ex in make_examples("grounding", 60, seed=0):
+@pytest.mark.parametrize("distractors", DISTRACTOR_MODES)
+def test_grounding_box_holds_the_named_button(distractors):
+    for ex in make_examples("grounding", 60, seed=0, distractors=distractors):
         arr, color = _pixels(ex), ex.meta["color"]
         x1, y1, x2, y2 = json.loads(ex.answer)
         assert [x1, y1, x2, y2] == ex.meta["box"]
@@ -90,9 +101,23 @@ def test_classification_label_matches_the_outline():
     assert labels == set(ex.meta["choices"])
 
 
-def test_unknown_task_lists_valid_ones():
+def test_unknown_task_or_option_lists_valid_ones():
     with pytest.raises(ValueError, match="counting, grounding, classification"):
         make_examples("ocr", 1, 0)
+    with pytest.raises(ValueError, match="valid options: size, cell, distractors"):
+        make_examples("counting", 1, 0, colour="red")
+    with pytest.raises(ValueError, match="none, gray, colors"):
+        make_examples("grounding", 1, 0, distractors="plaid")
+
+
+def test_colored_distractors_use_other_palette_colours():
+    seen_other = False
+    for ex in make_examples("counting", 30, seed=2, distractors="colors"):
+        arr = _pixels(ex)
+        assert not (np.abs(arr - np.array(GRAY)).sum(-1) <= 6).any()
+        assert ex.meta["count"] + sum(o["color"] != ex.meta["color"] for o in ex.meta["objects"]) >= 1
+        seen_other |= any(_mask(arr, c).any() for c in COLORS if c != ex.meta["color"])
+    assert seen_other
 
 
 def test_trl_dataset_columns_and_rows():
