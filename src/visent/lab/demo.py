@@ -42,7 +42,7 @@ DEMO_RUNS: tuple[tuple[str, str, float], ...] = (
 )
 _PRETTY = {"grpo": "GRPO", "vepo": "VEPO", "two_stage": "two-stage entropy"}
 
-DEFAULT_STEPS = 24
+DEFAULT_STEPS = 40
 DEFAULT_HELDOUT = 96
 
 
@@ -53,12 +53,20 @@ def _parser() -> argparse.ArgumentParser:
         "the two-stage entropy schedule with the real trainer; writes report.md, curves.png, tokens.html.",
     )
     p.add_argument("--out", default="runs/demo", help="run folder (the warm-start is cached here)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the warm-start, the RL runs and the perturbation")
-    p.add_argument("--steps", type=int, default=None, help=f"RL steps per run (default {DEFAULT_STEPS}; --quick: 2)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the warm-start, the RL runs and the perturbation"
+    )
+    p.add_argument(
+        "--steps", type=int, default=None, help=f"RL steps per run (default {DEFAULT_STEPS}; --quick: 2)"
+    )
     p.add_argument("--task", default="counting", help="lab task RL trains and is evaluated on")
     p.add_argument("--heldout", type=int, default=None, help=f"held-out examples (default {DEFAULT_HELDOUT})")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (1 is fastest on a shared machine: more threads oversubscribe)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is fastest on a shared machine: more threads oversubscribe)",
+    )
     p.add_argument("--quick", action="store_true", help="minimal version for tests (numbers are meaningless)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -74,11 +82,25 @@ def _settings(args: argparse.Namespace):
 
     if args.quick:
         ws = WarmStartConfig(
-            seed=args.seed, tasks=(args.task,), hidden_size=64, num_layers=1, batch_size=8, max_steps=6,
-            warmup_steps=2, target_accuracy=2.0, eval_every=100, probe_size=2,
+            seed=args.seed,
+            tasks=(args.task,),
+            hidden_size=64,
+            num_layers=1,
+            batch_size=8,
+            max_steps=6,
+            warmup_steps=2,
+            target_accuracy=2.0,
+            eval_every=100,
+            probe_size=2,
         )
-        rl = RLSettings(task=args.task, steps=args.steps or 2, prompts_per_step=1, num_generations=4,
-                        max_completion_length=12, eval_points=1)
+        rl = RLSettings(
+            task=args.task,
+            steps=args.steps or 2,
+            prompts_per_step=1,
+            num_generations=4,
+            max_completion_length=12,
+            eval_points=1,
+        )
         return ws, rl, args.heldout or 4
     # Warm-started on the RL task alone (the recipe's defaults otherwise: it stops at partial competence).
     ws = WarmStartConfig(seed=args.seed, tasks=(args.task,))
@@ -125,7 +147,8 @@ def _report(
     lines = [
         "# visent lab demo",
         "",
-        f"Command: `{cmd}`" + ("  \n**--quick: a smoke run; the numbers below mean nothing.**" if args.quick else ""),
+        f"Command: `{cmd}`"
+        + ("  \n**--quick: a smoke run; the numbers below mean nothing.**" if args.quick else ""),
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores visible, torch threads {torch.get_num_threads()}, "
         f"Python {platform.python_version()}, torch {torch.__version__}.",
@@ -167,13 +190,17 @@ def _report(
         "Comparisons (same warm-start, same seed, same held-out set):",
         "",
     ]
-    pairs = (("vepo_clean", "grpo_clean", "VEPO vs GRPO, clean labels"),
-             ("two_stage_noise50", "grpo_noise50", "two-stage vs GRPO, 50% label noise"))
+    pairs = (
+        ("vepo_clean", "grpo_clean", "VEPO vs GRPO, clean labels"),
+        ("two_stage_noise50", "grpo_noise50", "two-stage vs GRPO, 50% label noise"),
+    )
     for a, c, text in pairs:
         if a in results and c in results:
             d = results[a]["after"]["accuracy"] - results[c]["after"]["accuracy"]
-            lines.append(f"- {text}: {_pct(results[a]['after']['accuracy'])} vs {_pct(results[c]['after']['accuracy'])} "
-                         f"({100 * d:+.1f} pts).")
+            lines.append(
+                f"- {text}: {_pct(results[a]['after']['accuracy'])} vs {_pct(results[c]['after']['accuracy'])} "
+                f"({100 * d:+.1f} pts)."
+            )
     n = before["n"]
     lines += [
         "",
@@ -244,10 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     ws = warm_start(out, ws_cfg, eval_per_task=max(4, n_heldout // 4), progress=progress)
     timings["warmstart"] = time.perf_counter() - t
-    print(f"   {'reloaded' if ws.info.get('cached') else 'trained'} {ws.path} "
-          f"({ws.info.get('steps')} SFT steps, {timings['warmstart']:.0f} s)", flush=True)
+    print(
+        f"   {'reloaded' if ws.info.get('cached') else 'trained'} {ws.path} "
+        f"({ws.info.get('steps')} SFT steps, {timings['warmstart']:.0f} s)",
+        flush=True,
+    )
 
-    _header(2, n_stages, f"held-out baseline: greedy accuracy of the warm-start on {n_heldout} clean {rl.task} examples")
+    _header(
+        2,
+        n_stages,
+        f"held-out baseline: greedy accuracy of the warm-start on {n_heldout} clean {rl.task} examples",
+    )
     t = time.perf_counter()
     heldout = heldout_set(rl.task, n_heldout, ws_cfg.seed)
     before = measure_before(ws.model, ws.processor, heldout, rl.max_completion_length)
@@ -261,39 +295,79 @@ def main(argv: list[str] | None = None) -> int:
     vepo_model = vepo_processor = None
     for label, method, noise in DEMO_RUNS:
         res = run_method(
-            method, rl, model_path=ws.path, heldout=heldout, before=before, noise=noise, seed=args.seed,
-            out_dir=os.path.join(out, "rl", label), progress=progress, keep_model=(method == "vepo"),
+            method,
+            rl,
+            model_path=ws.path,
+            heldout=heldout,
+            before=before,
+            noise=noise,
+            seed=args.seed,
+            out_dir=os.path.join(out, "rl", label),
+            progress=progress,
+            keep_model=(method == "vepo"),
             desc=f"{label:>17}",
         )
         if method == "vepo":
             vepo_model, vepo_processor = res.pop("_model"), res.pop("_processor")
         results[label] = res
-        print(f"   {label}: held-out accuracy {_pct(res['before']['accuracy'])} -> {_pct(res['after']['accuracy'])} "
-              f"({res['wall_s']:.0f} s)", flush=True)
+        print(
+            f"   {label}: held-out accuracy {_pct(res['before']['accuracy'])} -> {_pct(res['after']['accuracy'])} "
+            f"({res['wall_s']:.0f} s)",
+            flush=True,
+        )
     timings["rl"] = time.perf_counter() - t
 
     _header(4, n_stages, "artefacts: curves.png, tokens.html, report.md")
     t = time.perf_counter()
-    plot_curves({label: _merged_rows(os.path.join(out, "rl", label)) for label in results},
-                os.path.join(out, "curves.png"), title=f"visent lab demo ({rl.task}, seed {args.seed})")
+    plot_curves(
+        {label: _merged_rows(os.path.join(out, "rl", label)) for label in results},
+        os.path.join(out, "curves.png"),
+        title=f"visent lab demo ({rl.task}, seed {args.seed})",
+    )
     records = score_responses(
-        vepo_model, vepo_processor, heldout[: min(6, len(heldout))], method="vepo", ratio=0.2, seed=args.seed,
-        max_new_tokens=rl.max_completion_length, batch_size=6,
+        vepo_model,
+        vepo_processor,
+        heldout[: min(6, len(heldout))],
+        method="vepo",
+        ratio=0.2,
+        seed=args.seed,
+        max_new_tokens=rl.max_completion_length,
+        batch_size=6,
     )
     write_tokens_html(
-        records, os.path.join(out, "tokens.html"), title="visent lab demo: VEPO-trained model, held-out examples",
-        settings={"model": "tiny Qwen2.5-VL after VEPO", "perturbation": "pixel_values_gaussian (std 2.0)",
-                  "selection": "VEPO score, top 20% per response", "seed": args.seed},
+        records,
+        os.path.join(out, "tokens.html"),
+        title="visent lab demo: VEPO-trained model, held-out examples",
+        settings={
+            "model": "tiny Qwen2.5-VL after VEPO",
+            "perturbation": "pixel_values_gaussian (std 2.0)",
+            "selection": "VEPO score, top 20% per response",
+            "seed": args.seed,
+        },
     )
     summary = page_summary(records)
     timings["artefacts"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start
-    report = _report(args, argv, ws.info, os.path.join(args.out, os.path.basename(ws.path)), before, results, rl, timings, summary)
+    report = _report(
+        args,
+        argv,
+        ws.info,
+        os.path.join(args.out, os.path.basename(ws.path)),
+        before,
+        results,
+        rl,
+        timings,
+        summary,
+    )
     write_atomic(os.path.join(out, "report.md"), report)
     summary_json = {
-        "argv": argv, "timings_s": timings, "warmstart": {k: v for k, v in ws.info.items() if k != "history"},
-        "before": {k: v for k, v in before.items() if k != "responses"}, "rl_settings": asdict(rl),
-        "results": results, "tokens_summary": summary,
+        "argv": argv,
+        "timings_s": timings,
+        "warmstart": {k: v for k, v in ws.info.items() if k != "history"},
+        "before": {k: v for k, v in before.items() if k != "responses"},
+        "rl_settings": asdict(rl),
+        "results": results,
+        "tokens_summary": summary,
     }
     from visent.eval.report import write_json_atomic
 

@@ -32,7 +32,13 @@ from typing import Any
 __all__ = ["SELECTION_FAMILY", "SCHEDULE_FAMILY", "DEFAULT_METHODS", "main", "results_tables", "run_dir_for"]
 
 SELECTION_FAMILY: tuple[str, ...] = (
-    "grpo", "entropy_top20", "random20", "vepo", "vepo_jsd_only", "vepo_no_entropy", "vepo_product",
+    "grpo",
+    "entropy_top20",
+    "random20",
+    "vepo",
+    "vepo_jsd_only",
+    "vepo_no_entropy",
+    "vepo_product",
 )
 SCHEDULE_FAMILY: tuple[str, ...] = ("grpo", "entropy_min", "entropy_max", "min_then_max", "two_stage")
 DEFAULT_METHODS: tuple[str, ...] = tuple(dict.fromkeys(SELECTION_FAMILY + SCHEDULE_FAMILY))
@@ -77,8 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="study folder (resumable)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per (method, noise)")
     p.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="label-noise rates")
-    p.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), metavar="METHOD",
-                   help=f"lab methods (default: both families); valid: {', '.join(METHODS)}")
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(DEFAULT_METHODS),
+        metavar="METHOD",
+        help=f"lab methods (default: both families); valid: {', '.join(METHODS)}",
+    )
     p.add_argument("--steps", type=int, default=d.steps, help="RL steps per run")
     p.add_argument("--task", default=d.task, help="lab task")
     p.add_argument("--lr", type=float, default=d.learning_rate, help="RL learning rate")
@@ -87,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--heldout", type=int, default=128, help="held-out clean examples each run is scored on")
     p.add_argument("--workers", default="auto", help="parallel runs: a number, or auto (one per CPU core)")
     p.add_argument("--warm-seed", type=int, default=0, help="seed of the shared warm-start")
-    p.add_argument("--quick", action="store_true", help="tiny model and settings (tests; numbers mean nothing)")
+    p.add_argument(
+        "--quick", action="store_true", help="tiny model and settings (tests; numbers mean nothing)"
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -98,15 +111,32 @@ def _settings(args: argparse.Namespace):
 
     if args.quick:
         ws = WarmStartConfig(
-            seed=args.warm_seed, tasks=(args.task,), hidden_size=64, num_layers=1, batch_size=8, max_steps=4,
-            warmup_steps=2, target_accuracy=2.0, eval_every=100, probe_size=2,
+            seed=args.warm_seed,
+            tasks=(args.task,),
+            hidden_size=64,
+            num_layers=1,
+            batch_size=8,
+            max_steps=4,
+            warmup_steps=2,
+            target_accuracy=2.0,
+            eval_every=100,
+            probe_size=2,
         )
-        rl = RLSettings(task=args.task, steps=args.steps if args.steps != RLSettings().steps else 1,
-                        prompts_per_step=1, num_generations=2, max_completion_length=8, eval_points=1)
+        rl = RLSettings(
+            task=args.task,
+            steps=args.steps if args.steps != RLSettings().steps else 1,
+            prompts_per_step=1,
+            num_generations=2,
+            max_completion_length=8,
+            eval_points=1,
+        )
         return ws, rl
     # Warm-started on the RL task alone: the lab recipe's defaults otherwise (early stop at partial competence).
     return WarmStartConfig(seed=args.warm_seed, tasks=(args.task,)), RLSettings(
-        task=args.task, steps=args.steps, learning_rate=args.lr, num_generations=args.generations,
+        task=args.task,
+        steps=args.steps,
+        learning_rate=args.lr,
+        num_generations=args.generations,
         prompts_per_step=args.prompts,
     )
 
@@ -144,8 +174,15 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     settings = RLSettings(**job["settings"])
     heldout = heldout_set(settings.task, job["heldout_n"], job["warm_seed"])
     return run_method(
-        job["method"], settings, model_path=job["model_path"], heldout=heldout, before=job["before"],
-        noise=job["noise"], seed=job["seed"], out_dir=job["out_dir"], progress=False,
+        job["method"],
+        settings,
+        model_path=job["model_path"],
+        heldout=heldout,
+        before=job["before"],
+        noise=job["noise"],
+        seed=job["seed"],
+        out_dir=job["out_dir"],
+        progress=False,
     )
 
 
@@ -194,8 +231,11 @@ def _grid(results: Iterable[dict[str, Any]], key) -> dict[tuple[str, float], lis
 
 
 def results_tables(
-    results: Sequence[dict[str, Any]], baseline: dict[str, Any] | None, noises: Sequence[float],
-    methods: Sequence[str], expected_seeds: int | None = None,
+    results: Sequence[dict[str, Any]],
+    baseline: dict[str, Any] | None,
+    noises: Sequence[float],
+    methods: Sequence[str],
+    expected_seeds: int | None = None,
 ) -> str:
     """The markdown tables: selection family (methods × noise) and schedule family (noise × methods)."""
     acc = _grid(results, lambda r: r["after"]["accuracy"])
@@ -259,9 +299,14 @@ def results_tables(
         lines.append("")
     if expected_seeds is not None:
         total = len(methods) * len(noises) * expected_seeds
-        done = sum(1 for r in results if r["method"] in methods and float(r["noise"]) in noises
-                   and int(r["seed"]) < expected_seeds)
-        lines.append(f"Runs finished: {done} of {total}" + (" (**partial study**)" if done < total else "") + ".")
+        done = sum(
+            1
+            for r in results
+            if r["method"] in methods and float(r["noise"]) in noises and int(r["seed"]) < expected_seeds
+        )
+        lines.append(
+            f"Runs finished: {done} of {total}" + (" (**partial study**)" if done < total else "") + "."
+        )
         lines.append("")
     return "\n".join(lines)
 
@@ -278,7 +323,11 @@ def _check_study_file(root: str, fixed: dict[str, Any]) -> None:
         with open(path, encoding="utf-8") as f:
             old = json.load(f)
         if old.get("fixed") != json.loads(json.dumps(fixed)):
-            diff = sorted(k for k in set(old.get("fixed", {})) | set(fixed) if old.get("fixed", {}).get(k) != fixed.get(k))
+            diff = sorted(
+                k
+                for k in set(old.get("fixed", {})) | set(fixed)
+                if old.get("fixed", {}).get(k) != fixed.get(k)
+            )
             raise SystemExit(
                 f"visent study: {path} was started with different settings ({', '.join(diff)}); "
                 "use a new --out folder or the original settings"
@@ -295,13 +344,19 @@ def main(argv: list[str] | None = None) -> int:
 
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
-        print(f"visent study: unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}", file=sys.stderr)
+        print(
+            f"visent study: unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}",
+            file=sys.stderr,
+        )
         return 2
     if args.task not in TASK_MAKERS:
         print(f"visent study: unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}", file=sys.stderr)
         return 2
     if args.seeds < 1 or args.steps < 1 or args.heldout < 1 or any(not 0 <= n <= 1 for n in args.noise):
-        print("visent study: --seeds, --steps, --heldout must be >= 1 and --noise rates in [0, 1]", file=sys.stderr)
+        print(
+            "visent study: --seeds, --steps, --heldout must be >= 1 and --noise rates in [0, 1]",
+            file=sys.stderr,
+        )
         return 2
 
     import torch
@@ -330,11 +385,14 @@ def main(argv: list[str] | None = None) -> int:
             baseline = json.load(f)
     else:
         print(f"== held-out baseline ({args.heldout} clean {rl.task} examples)", flush=True)
-        acc = measure_before(ws.model, ws.processor, heldout_set(rl.task, args.heldout, ws_cfg.seed),
-                             rl.max_completion_length)
+        acc = measure_before(
+            ws.model, ws.processor, heldout_set(rl.task, args.heldout, ws_cfg.seed), rl.max_completion_length
+        )
         baseline = {"accuracy": acc["accuracy"], "n": acc["n"], "per_task": acc["per_task"]}
         write_json_atomic(base_path, baseline)
-    print(f"   warm-start held-out accuracy {100 * baseline['accuracy']:.1f}% (n={baseline['n']})", flush=True)
+    print(
+        f"   warm-start held-out accuracy {100 * baseline['accuracy']:.1f}% (n={baseline['n']})", flush=True
+    )
     del ws.model
 
     jobs, skipped = [], 0
@@ -346,11 +404,19 @@ def main(argv: list[str] | None = None) -> int:
                 if os.path.exists(os.path.join(out_dir, RESULT_FILE)):
                     skipped += 1
                     continue
-                jobs.append({
-                    "method": method, "noise": noise, "seed": seed, "out_dir": out_dir, "settings": asdict(rl),
-                    "model_path": ws.path, "before": {"accuracy": baseline["accuracy"], "n": baseline["n"]},
-                    "heldout_n": args.heldout, "warm_seed": ws_cfg.seed,
-                })
+                jobs.append(
+                    {
+                        "method": method,
+                        "noise": noise,
+                        "seed": seed,
+                        "out_dir": out_dir,
+                        "settings": asdict(rl),
+                        "model_path": ws.path,
+                        "before": {"accuracy": baseline["accuracy"], "n": baseline["n"]},
+                        "heldout_n": args.heldout,
+                        "warm_seed": ws_cfg.seed,
+                    }
+                )
 
     def write_tables() -> None:
         body = results_tables(_load_results(root), baseline, noises, methods, args.seeds)
@@ -392,7 +458,9 @@ def main(argv: list[str] | None = None) -> int:
             for job in jobs:
                 finished(job, lambda job=job: _run_job(job))
         else:
-            with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+            with ProcessPoolExecutor(
+                n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+            ) as pool:
                 futures = {pool.submit(_run_job, job): job for job in jobs}
                 for fut in as_completed(futures):
                     finished(futures[fut], fut.result)

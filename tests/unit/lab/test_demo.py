@@ -14,18 +14,34 @@ from visent.lab.demo import main as demo_main
 
 # Knobs a method YAML decides (everything else is a lab-wide override).
 METHOD_KNOBS = (
-    "token_score", "selection_ratio", "selection_granularity", "selection_mode", "score_alpha", "perturbation",
-    "perturbation_strength", "entropy_schedule", "entropy_coef_max", "entropy_coef_min", "entropy_switch",
+    "token_score",
+    "selection_ratio",
+    "selection_granularity",
+    "selection_mode",
+    "score_alpha",
+    "perturbation",
+    "perturbation_strength",
+    "entropy_schedule",
+    "entropy_coef_max",
+    "entropy_coef_min",
+    "entropy_switch",
     "loss_aggregation",
 )
 
 
 @pytest.mark.parametrize("method", list(rl.METHODS))
 def test_lab_config_keeps_the_method_knobs_of_its_yaml_and_the_lab_settings(method, tmp_path):
-    settings = rl.RLSettings(task="classification", steps=7, prompts_per_step=3, num_generations=4,
-                             max_completion_length=20, learning_rate=3e-4)
-    config = rl.lab_config(method, settings, model_path="tiny:qwen2_5_vl", noise=0.5, seed=3,
-                           output_dir=str(tmp_path))
+    settings = rl.RLSettings(
+        task="classification",
+        steps=7,
+        prompts_per_step=3,
+        num_generations=4,
+        max_completion_length=20,
+        learning_rate=3e-4,
+    )
+    config = rl.lab_config(
+        method, settings, model_path="tiny:qwen2_5_vl", noise=0.5, seed=3, output_dir=str(tmp_path)
+    )
     with open(rl.method_config_path(method)) as f:
         data = yaml.safe_load(f)
     lab_overrides = rl.METHODS[method][1]
@@ -101,7 +117,9 @@ def test_quick_demo_writes_the_three_artefacts_from_its_own_numbers(tmp_path):
         assert _pct(res["after"]["accuracy"]) in row and _pct(res["before"]["accuracy"]) in row
         assert res["command"] in report
         # Held-out accuracy was logged at step 0 (the warm-start) and at the last step.
-        steps = [json.loads(x)["step"] for x in (out / "rl" / label / "heldout.jsonl").read_text().splitlines()]
+        steps = [
+            json.loads(x)["step"] for x in (out / "rl" / label / "heldout.jsonl").read_text().splitlines()
+        ]
         assert steps[0] == 0 and steps[-1] == res["steps"]
         # The trainer really ran: one metrics row per step.
         metrics = (out / "rl" / label / "metrics.jsonl").read_text().splitlines()
