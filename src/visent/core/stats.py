@@ -31,6 +31,7 @@ The statistics never carry gradient: they only decide which tokens carry the pol
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -193,24 +194,46 @@ def token_stats(
             f"logits and logits_perturbed must both be (B, T, V); got {tuple(logits.shape)} and "
             f"{tuple(logits_perturbed.shape)}"
         )
+    bufs: list[torch.Tensor] = []  # one reusable float32 buffer per pass
+
+    def log_probs(x: torch.Tensor, which: int, sub: int) -> torch.Tensor:
+        if len(bufs) <= which:  # the first chunk is the largest: size the buffer by it
+            bufs.append(torch.empty(x.shape, dtype=torch.float32, device=x.device))
+        return _log_softmax_into(x, bufs[which], temperature, sub)
+
+    return _chunked(logits, logits_perturbed, mask, temperature, chunk_size, "logits", log_probs)
+
+
+def _chunked(
+    inputs: torch.Tensor,
+    inputs_perturbed: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float,
+    chunk_size: int,
+    what: str,
+    log_probs: Callable[[torch.Tensor, int, int], torch.Tensor],
+) -> TokenStats:
+    """The shared driver: valid rows of ``(B, T, ·)`` inputs, a chunk at a time, into ``TokenStats``.
+
+    ``log_probs(rows (n, ·), which, sub)`` turns a chunk of rows of pass ``which`` (0 clean, 1 perturbed)
+    into float32 log-probabilities ``(n, V)``; the rest (masking, chunking, statistics, repair of undefined
+    tokens, scattering back to ``(B, T)``) is the same for logits and hidden states.
+    """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    B, T, V = logits.shape
-    valid = _check_mask(mask, (B, T), "logits").to(logits.device)
+    B, T = inputs.shape[:2]
+    valid = _check_mask(mask, (B, T), what).to(inputs.device)
     idx = valid.nonzero().squeeze(1)
-    rows, sub = _rows_per_pass(chunk_size, logits.device)
-    flat, flat_p = logits.reshape(B * T, V), logits_perturbed.reshape(B * T, V)
-    n_rows = min(rows, idx.numel())
-    buf = torch.empty(n_rows, V, dtype=torch.float32, device=logits.device)
-    buf_p = torch.empty_like(buf)
+    rows, sub = _rows_per_pass(chunk_size, inputs.device)
+    flat, flat_p = inputs.reshape(B * T, -1), inputs_perturbed.reshape(B * T, -1)
     parts = []
     for start in range(0, idx.numel(), rows):
         sel = _rows(idx, start, rows)
-        lp = _log_softmax_into(flat[sel], buf, temperature, sub)
-        lq = _log_softmax_into(flat_p[sel], buf_p, temperature, sub)
+        lp = log_probs(flat[sel], 0, sub)
+        lq = log_probs(flat_p[sel], 1, sub)
         parts.append(_pair_stats(lp, lq, sub))
-    del buf, buf_p
-    values = torch.cat(parts, dim=1) if parts else logits.new_zeros(4, 0, dtype=torch.float32)
+        del lp, lq
+    values = torch.cat(parts, dim=1) if parts else inputs.new_zeros(4, 0, dtype=torch.float32)
     return _scatter(_repair(values), valid, (B, T))
 
 
@@ -270,25 +293,13 @@ def token_stats_from_hidden(
         raise ValueError(
             f"lm_head_weight must be (V, D={hidden.shape[-1]}); got {tuple(lm_head_weight.shape)}"
         )
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    B, T, D = hidden.shape
-    valid = _check_mask(mask, (B, T), "hidden").to(hidden.device)
-    idx = valid.nonzero().squeeze(1)
-    rows, sub = _rows_per_pass(chunk_size, hidden.device)
-    flat, flat_p = hidden.reshape(B * T, D), hidden_perturbed.reshape(B * T, D)
-    parts = []
-    for start in range(0, idx.numel(), rows):
-        sel = _rows(idx, start, rows)
+
+    def log_probs(h: torch.Tensor, which: int, sub: int) -> torch.Tensor:
         # the projection's output is the buffer; log-softmax then runs in place on it
-        z = _project(flat[sel], lm_head_weight, lm_head_bias, sub)
-        lp = _log_softmax_into(z, z, temperature, sub)
-        z = _project(flat_p[sel], lm_head_weight, lm_head_bias, sub)
-        lq = _log_softmax_into(z, z, temperature, sub)
-        parts.append(_pair_stats(lp, lq, sub))
-        del lp, lq, z
-    values = torch.cat(parts, dim=1) if parts else hidden.new_zeros(4, 0, dtype=torch.float32)
-    return _scatter(_repair(values), valid, (B, T))
+        z = _project(h, lm_head_weight, lm_head_bias, sub)
+        return _log_softmax_into(z, z, temperature, sub)
+
+    return _chunked(hidden, hidden_perturbed, mask, temperature, chunk_size, "hidden", log_probs)
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 import torch
 
-try:  # the real dataclass once it exists; the score code only reads these attributes either way
-    from visent.core.stats import TokenStats
-except ImportError:  # pragma: no cover - only before core/stats.py lands
-
-    @dataclass
-    class TokenStats:  # type: ignore[no-redef]
-        entropy: torch.Tensor
-        entropy_perturbed: torch.Tensor
-        jsd: torch.Tensor
-        kl: torch.Tensor
-
-        @property
-        def gap(self) -> torch.Tensor:
-            return self.entropy_perturbed - self.entropy
+from visent.core.stats import TokenStats
 
 
 # (7, 13) with a full row, a single-token row, an all-padding row and assorted lengths.
