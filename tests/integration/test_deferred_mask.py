@@ -26,15 +26,19 @@ def test_deferred_mask_equals_the_eager_mask_and_saves_the_clean_forward(tmp_pat
     deferred = {k: v for k, v in shuffled.items() if k not in (TOKEN_MASK, SELECTED_COUNT, SKIPPED)}
     deferred[DEFERRED] = torch.ones(len(skipped), dtype=torch.bool)
 
-    rows_forwarded = []
+    rows_forwarded, rope_calls = [], []
     backbone = trainer.model.model
     handle = backbone.register_forward_hook(lambda m, a, out: rows_forwarded.append(out.last_hidden_state.size(0)))
+    real_rope = backbone.get_rope_index
+    backbone.get_rope_index = lambda *a, **k: rope_calls.append(1) or real_rope(*a, **k)
     try:
         loss_deferred = trainer.compute_policy_loss(trainer.model, deferred)
     finally:
         handle.remove()
+        del backbone.get_rope_index
     B, scored = len(skipped), int((~skipped).sum())
     assert sum(rows_forwarded) == B + scored  # the training forward + perturbed rows only, no clean pass
+    assert len(rope_calls) == 1  # the perturbed rows reuse the training forward's 3D rope positions
 
     assert torch.equal(deferred[TOKEN_MASK], shuffled[TOKEN_MASK])
     assert torch.equal(deferred[SELECTED_COUNT], shuffled[SELECTED_COUNT])

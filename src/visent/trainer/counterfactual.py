@@ -252,6 +252,7 @@ def counterfactual_stats(
     perturbed_pixel_values: torch.Tensor | None,
     *,
     clean_hidden: torch.Tensor | None = None,
+    clean_position_ids: torch.Tensor | None = None,
     with_perturbed: bool = True,
     temperature: float = 1.0,
     chunk_size: int = 1024,
@@ -268,6 +269,8 @@ def counterfactual_stats(
         rows: indices of the responses to score.
         perturbed_pixel_values: ``perturb_batch_images`` output (``None``: no images in the batch).
         clean_hidden: ``(B, C, D)`` clean hidden states already computed by the trainer, or ``None``.
+        clean_position_ids: ``(k, B, L)`` position ids (Qwen-VL 3D rope) of that same clean forward, or
+            ``None``; the perturbed rows reuse them instead of recomputing (same tokens, mask and grids).
         with_perturbed: ``False`` computes only the clean pass (entropy-only scores); the perturbed fields
             then equal the clean ones (JSD 0).
         temperature: τ, logits are divided by it (as in sampling).
@@ -309,7 +312,13 @@ def counterfactual_stats(
         with forward_ctx() if forward_ctx is not None else _null():
             if clean_hidden is not None:
                 h_clean = clean_hidden[sel]
-                h_pert = completion_hidden(backbone, inputs_for(idx, "perturbed"), C) if with_perturbed else h_clean
+                if with_perturbed:
+                    pert_inputs = inputs_for(idx, "perturbed")
+                    if clean_position_ids is not None:
+                        pert_inputs["position_ids"] = clean_position_ids[:, sel]
+                    h_pert = completion_hidden(backbone, pert_inputs, C)
+                else:
+                    h_pert = h_clean
             elif with_perturbed:
                 clean_inputs = inputs_for(idx, "clean")
                 both = _stack(clean_inputs, inputs_for(idx, "perturbed"))

@@ -122,9 +122,11 @@ class VisentGRPOTrainer(SeamTrainer):
         self._add_mask(batch, clean_hidden)
         return batch
 
-    def _add_mask(self, batch: dict[str, Any], clean_hidden: torch.Tensor | None) -> None:
+    def _add_mask(
+        self, batch: dict[str, Any], clean_hidden: torch.Tensor | None, clean_positions: torch.Tensor | None = None
+    ) -> None:
         start = time.perf_counter()
-        token_mask, selected_count, skipped = self._token_mask(batch, clean_hidden)
+        token_mask, selected_count, skipped = self._token_mask(batch, clean_hidden, clean_positions)
         batch[TOKEN_MASK] = token_mask
         batch[SELECTED_COUNT] = selected_count
         batch[SKIPPED] = skipped
@@ -138,7 +140,7 @@ class VisentGRPOTrainer(SeamTrainer):
         return mask.float()
 
     def _token_mask(
-        self, batch: dict[str, Any], clean_hidden: torch.Tensor | None
+        self, batch: dict[str, Any], clean_hidden: torch.Tensor | None, clean_positions: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(B, C)`` mask, ``(B,)`` selected counts and ``(B,)`` skipped flags for the generation batch."""
         args: VisentConfig = self.args
@@ -187,6 +189,7 @@ class VisentGRPOTrainer(SeamTrainer):
                 rows,
                 perturbed,
                 clean_hidden=clean_hidden,
+                clean_position_ids=clean_positions,
                 with_perturbed=with_perturbed,
                 temperature=self.policy_settings().temperature,
                 chunk_size=args.stats_chunk_size,
@@ -253,8 +256,8 @@ class VisentGRPOTrainer(SeamTrainer):
 
         if inputs.get(DEFERRED) is not None and TOKEN_MASK not in inputs:
             # This update is the batch's only one: its forward is the clean pass (module doc, 1.).
-            logps, entropies, clean_hidden = self._forward_capturing_hidden(model, inputs)
-            self._add_mask(inputs, clean_hidden)
+            logps, entropies, clean_hidden, positions = self._forward_capturing_hidden(model, inputs)
+            self._add_mask(inputs, clean_hidden, positions)
         else:
             logps, entropies = self.forward_logps_and_entropies(model, inputs, compute_entropy=True)
         if coef == 0.0:
@@ -298,25 +301,41 @@ class VisentGRPOTrainer(SeamTrainer):
         return loss
 
     def _forward_capturing_hidden(self, model, inputs):
-        """``forward_logps_and_entropies`` plus the detached ``(B, C, D)`` final hidden states predicting
-        the completion tokens (position t predicts token t+1)."""
+        """``forward_logps_and_entropies`` plus, from that forward, the detached ``(B, C, D)`` final hidden
+        states predicting the completion tokens (position t predicts token t+1) and the position ids the
+        model computed for its language model (Qwen-VL's 3D rope ``(3, B, L)``; ``None`` if unavailable),
+        which the perturbed rows share since only their pixels differ."""
         backbone, _ = backbone_and_head(model)
         C = inputs["completion_ids"].size(1)
+        B = inputs["completion_ids"].size(0)
         captured: list[torch.Tensor] = []
+        positions: list[torch.Tensor | None] = []
 
-        def hook(_module, _args, output):
+        def hidden_hook(_module, _args, output):
             hidden = output.last_hidden_state if hasattr(output, "last_hidden_state") else output[0]
             captured.append(hidden[:, -C - 1 : -1].detach())
 
-        handle = backbone.register_forward_hook(hook)
+        def position_hook(_module, _args, kwargs):
+            positions.append(kwargs.get("position_ids"))
+
+        handles = [backbone.register_forward_hook(hidden_hook)]
+        language_model = getattr(backbone, "language_model", None)
+        if isinstance(language_model, torch.nn.Module):
+            handles.append(language_model.register_forward_pre_hook(position_hook, with_kwargs=True))
         try:
             logps, entropies = self.forward_logps_and_entropies(model, inputs, compute_entropy=True)
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
         clean_hidden = torch.cat(captured) if captured else None
-        if clean_hidden is not None and clean_hidden.size(0) != inputs["completion_ids"].size(0):
+        if clean_hidden is not None and clean_hidden.size(0) != B:
             clean_hidden = None  # defensive: _token_mask then runs the clean pass itself
-        return logps, entropies, clean_hidden
+        pos = None
+        if positions and all(p is not None and p.dim() == 3 for p in positions):
+            pos = torch.cat([p.detach() for p in positions], dim=1)
+            if pos.size(1) != B:
+                pos = None
+        return logps, entropies, clean_hidden, pos
 
     def _log_loss_metrics(self, inputs, entropies, mask, token_mask, metrics, coef, step, total) -> None:
         args: VisentConfig = self.args
