@@ -5,9 +5,15 @@ stream is the same whatever ``n`` is asked for, and two streams with different s
 
 Design constraints (the lab trains a ~1M-parameter Qwen2.5-VL from scratch on 2 CPU cores):
 
-- Images are tiny and patch-aligned (the vision tower cuts 14×14 patches): objects sit in a coarse
-  grid of cells so one patch rarely holds more than one object. This is what lets a tiny model learn to
-  read the image within a few hundred SFT steps.
+- Images are tiny and aligned to the merged vision tokens (14-px patches merged 2×2, so one token per
+  28×28 cell), and each object nearly fills its cell. A token that is mostly object is far from a
+  background token in feature space, and a from-scratch model learns to read it in ~50–250 SFT steps;
+  with small objects jittered inside 14-px cells it stayed at chance for 400+ steps (measurements in
+  ``visent.lab.warmstart``).
+- Counting and classification are "what / how many" questions the tiny model learns quickly.
+  Grounding needs *where*, which a model with only relative (rotary) positions must learn from scratch;
+  its screen background is tinted by region so that position is at least visible in the pixels, but it
+  remains the hard task (near chance after a warm-start).
 - Target responses are short (≈ 10–20 tokens) and mix tokens whose value must be read from the image
   (the count, the row/column, the shape's corners) with template tokens that do not depend on it (the
   tags, the colour named in the question, the answer copied from the reasoning). That contrast is what
