@@ -112,9 +112,9 @@ class Runner:
         hook = "_add_mask" if hasattr(trainer, "_add_mask") else "after_generation"
         real = getattr(trainer, hook)
 
-        def timed(batch, clean_hidden):  # mask building (counterfactual pass, scores, selection)
+        def timed(batch, *rest):  # mask building (counterfactual pass, scores, selection)
             t0 = time.perf_counter()
-            out = real(batch, clean_hidden)
+            out = real(batch, *rest)
             self._cf += time.perf_counter() - t0
             self._skipped += int(batch[SKIPPED].sum()) if SKIPPED in batch else 0
             return out
