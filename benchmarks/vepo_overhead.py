@@ -72,7 +72,7 @@ def make_trainer(config_name: str, model, processor, dataset, args, out_dir: str
 
     overrides = {
         "model_name_or_path": "unused", "dataset": f"lab:{args.task}", "reward_funcs": f"r1_{args.task}",
-        "learning_rate": 2e-4, "num_generations": args.K, "per_device_train_batch_size": args.prompts * args.K,
+        "learning_rate": 1e-4, "num_generations": args.K, "per_device_train_batch_size": args.prompts * args.K,
         "gradient_accumulation_steps": 1, "max_completion_length": args.C, "temperature": 1.0,
         "max_steps": 1000, "save_strategy": "no", "report_to": "none", "seed": 0, "perturbation_seed": 0,
         "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "output_dir": out_dir,
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="cache folder of visent.lab.warmstart (trained there on first use)")
     parser.add_argument("--task", default="counting")
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.5])
-    parser.add_argument("--prompts", type=int, default=2, help="prompts per step")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts per step (the lab RL default)")
     parser.add_argument("--K", type=int, default=8, help="responses per prompt")
     parser.add_argument("--C", type=int, default=28, help="max completion tokens")
     parser.add_argument("--warmup", type=int, default=2)
