@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     n_stages = 4
     timings: dict[str, float] = {}
 
-    _header(1, n_stages, "warm-start: SFT of the tiny Qwen2.5-VL to partial competence (cached)")
+    _header(1, n_stages, "warm-start: SFT of the tiny Qwen2.5-VL to partial competence (cached in the run folder)")
     t = time.perf_counter()
     ws = warm_start(out, ws_cfg, eval_per_task=max(4, n_heldout // 4), progress=progress)
     timings["warmstart"] = time.perf_counter() - t
