@@ -220,10 +220,10 @@ def _report(
         "",
         "- `curves.png`: reward, held-out accuracy and mean token entropy per step for the four runs; the dashed "
         "line is the two-stage switch (read from the logged `entropy/stage`).",
-        f"- `tokens.html`: the VEPO-trained model's greedy responses on {token_summary.get('n_responses', 0)} held-out "
-        "examples, clean vs perturbed image, tokens coloured by entropy, JSD and VEPO score, the selected 20% boxed. "
-        f"Mean JSD of selected tokens {token_summary.get('jsd_selected_mean', float('nan')):.4f} vs unselected "
-        f"{token_summary.get('jsd_unselected_mean', float('nan')):.4f}.",
+        f"- `tokens.html`: the VEPO-trained model's greedy responses on {int(token_summary.get('n_responses', 0))} "
+        "held-out examples, clean vs perturbed image, tokens coloured by entropy, JSD and VEPO score, the selected 20% "
+        f"boxed. Mean JSD (nats) of the selected tokens {token_summary.get('jsd_selected_mean', float('nan')):.2e} vs "
+        f"the unselected {token_summary.get('jsd_unselected_mean', float('nan')):.2e}.",
         "- `rl/<run>/`: each run's `metrics.jsonl`, `heldout.jsonl` and `result.json`.",
         "",
     ]
