@@ -45,10 +45,17 @@ def test_rl_raises_heldout_accuracy_over_the_warm_start_and_a_zero_lr_control(wa
     settings = RLSettings(task=TASK, steps=40, eval_points=1)
     before = measure_before(warm.model, warm.processor, heldout, settings.max_completion_length)
     assert 0.05 < before["accuracy"] < 0.9, "the warm-start must leave room for RL (partial competence)"
-    common = {"model_path": warm.path, "heldout": heldout, "before": before, "noise": 0.0, "seed": 0,
-              "progress": False}
-    control = run_method("grpo", dataclasses.replace(settings, learning_rate=0.0),
-                         out_dir=tmp_path / "control", **common)
+    common = {
+        "model_path": warm.path,
+        "heldout": heldout,
+        "before": before,
+        "noise": 0.0,
+        "seed": 0,
+        "progress": False,
+    }
+    control = run_method(
+        "grpo", dataclasses.replace(settings, learning_rate=0.0), out_dir=tmp_path / "control", **common
+    )
     trained = run_method("grpo", settings, out_dir=tmp_path / "grpo", **common)
     # Same pipeline, no update: exactly the warm-start's greedy answers.
     assert control["after"]["accuracy"] == before["accuracy"]
@@ -78,8 +85,16 @@ def test_image_dependent_tokens_have_higher_jsd_than_template_tokens(warm, heldo
         assert len(ids) == len(other), "a different count must not change the response's token layout"
         # + the end-of-turn token score_responses appends (a template token).
         dependent_masks.append([a != b for a, b in zip(ids, other)] + [False])
-    records = score_responses(warm.model, warm.processor, examples, responses, method="vepo", seed=0,
-                              batch_size=16, compute_reward=False)
+    records = score_responses(
+        warm.model,
+        warm.processor,
+        examples,
+        responses,
+        method="vepo",
+        seed=0,
+        batch_size=16,
+        compute_reward=False,
+    )
     dep, tmpl = [], []
     for rec, mask in zip(records, dependent_masks):
         assert len(rec.signals["jsd"]) == len(mask)
@@ -96,8 +111,25 @@ def test_parallel_study_workers_reproduce_the_sequential_results(tmp_path):
     from visent.lab import study
 
     def run(out, workers):
-        argv = ["--out", str(out), "--quick", "--methods", "grpo", "two_stage", "--noise", "0.5", "--seeds", "1",
-                "--workers", str(workers), "--heldout", "4", "--no-progress", "--steps", "2"]
+        argv = [
+            "--out",
+            str(out),
+            "--quick",
+            "--methods",
+            "grpo",
+            "two_stage",
+            "--noise",
+            "0.5",
+            "--seeds",
+            "1",
+            "--workers",
+            str(workers),
+            "--heldout",
+            "4",
+            "--no-progress",
+            "--steps",
+            "2",
+        ]
         assert study.main(argv) == 0
         found = {}
         for m in ("grpo", "two_stage"):

@@ -150,29 +150,39 @@ def _report(
         f"Command: `{cmd}`"
         + ("  \n**--quick: a smoke run; the numbers below mean nothing.**" if args.quick else ""),
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores visible, torch threads {torch.get_num_threads()}, "
-        f"Python {platform.python_version()}, torch {torch.__version__}.",
+        (
+            f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores visible, torch threads {torch.get_num_threads()}, "
+            f"Python {platform.python_version()}, torch {torch.__version__}."
+        ),
         "",
-        f"Total wall time: **{timings['total']:.0f} s** (warm-start {timings['warmstart']:.0f} s"
-        f"{' — cached' if ws_info.get('cached') else ''}, held-out baseline {timings['baseline']:.0f} s, "
-        f"RL {timings['rl']:.0f} s, artefacts {timings['artefacts']:.0f} s).",
+        (
+            f"Total wall time: **{timings['total']:.0f} s** (warm-start {timings['warmstart']:.0f} s"
+            f"{' — cached' if ws_info.get('cached') else ''}, held-out baseline {timings['baseline']:.0f} s, "
+            f"RL {timings['rl']:.0f} s, artefacts {timings['artefacts']:.0f} s)."
+        ),
         "",
         "## Warm-start",
         "",
-        f"Tiny Qwen2.5-VL ({ws_info.get('parameters', 0) / 1e6:.2f}M parameters), SFT on "
-        f"{', '.join(ws_info['config']['tasks'])} for {ws_info.get('steps')} steps (seed {ws_info['config']['seed']}, "
-        f"stopped at teacher-forced probe exact match {ws_info.get('probe_exact', float('nan')):.2f}); "
-        f"cached in `{ws_path}`.",
+        (
+            f"Tiny Qwen2.5-VL ({ws_info.get('parameters', 0) / 1e6:.2f}M parameters), SFT on "
+            f"{', '.join(ws_info['config']['tasks'])} for {ws_info.get('steps')} steps (seed {ws_info['config']['seed']}, "
+            f"stopped at teacher-forced probe exact match {ws_info.get('probe_exact', float('nan')):.2f}); "
+            f"cached in `{ws_path}`."
+        ),
         "",
-        f"Held-out clean set: {b['n']} `{rl.task}` examples from the held-out stream (never trained on). "
-        f"Warm-start greedy accuracy: **{_ci(b)}** (Wilson 95% interval).",
+        (
+            f"Held-out clean set: {b['n']} `{rl.task}` examples from the held-out stream (never trained on). "
+            f"Warm-start greedy accuracy: **{_ci(b)}** (Wilson 95% interval)."
+        ),
         "",
         "## RL from the warm-start (the real trainer, one run per row)",
         "",
-        f"Every run: {rl.steps} steps × {rl.prompts_per_step} prompt(s) × K={rl.num_generations} responses, "
-        f"≤{rl.max_completion_length} new tokens, lr {rl.learning_rate:g} (constant), τ={rl.temperature:g}, "
-        f"reward `r1_{rl.task}` (accuracy + format) against the (possibly noisy) training label; "
-        "accuracy is greedy, on the held-out set, against clean labels.",
+        (
+            f"Every run: {rl.steps} steps × {rl.prompts_per_step} prompt(s) × K={rl.num_generations} responses, "
+            f"≤{rl.max_completion_length} new tokens, lr {rl.learning_rate:g} (constant), τ={rl.temperature:g}, "
+            f"reward `r1_{rl.task}` (accuracy + format) against the (possibly noisy) training label; "
+            "accuracy is greedy, on the held-out set, against clean labels."
+        ),
         "",
         "| run | method | label noise | seed | steps | held-out accuracy before | after | change | reward (last quarter) | wall time |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -204,9 +214,11 @@ def _report(
     n = before["n"]
     lines += [
         "",
-        f"With {n} held-out examples, one example is {100 / n:.1f} points and the 95% intervals above are "
-        "wide: a single seed at this scale shows that the pipeline works, not which method is better. "
-        "`visent study` runs the controlled comparison over seeds (see docs/lab-results.md).",
+        (
+            f"With {n} held-out examples, one example is {100 / n:.1f} points and the 95% intervals above are "
+            "wide: a single seed at this scale shows that the pipeline works, not which method is better. "
+            "`visent study` runs the controlled comparison over seeds (see docs/lab-results.md)."
+        ),
         "",
         "## Commands",
         "",
@@ -218,12 +230,16 @@ def _report(
     lines += [
         "## Artefacts",
         "",
-        "- `curves.png`: reward, held-out accuracy and mean token entropy per step for the four runs; the dashed "
-        "line is the two-stage switch (read from the logged `entropy/stage`).",
-        f"- `tokens.html`: the VEPO-trained model's greedy responses on {int(token_summary.get('n_responses', 0))} "
-        "held-out examples, clean vs perturbed image, tokens coloured by entropy, JSD and VEPO score, the selected 20% "
-        f"boxed. Mean JSD (nats) of the selected tokens {token_summary.get('jsd_selected_mean', float('nan')):.2e} vs "
-        f"the unselected {token_summary.get('jsd_unselected_mean', float('nan')):.2e}.",
+        (
+            "- `curves.png`: reward, held-out accuracy and mean token entropy per step for the four runs; the dashed "
+            "line is the two-stage switch (read from the logged `entropy/stage`)."
+        ),
+        (
+            f"- `tokens.html`: the VEPO-trained model's greedy responses on {int(token_summary.get('n_responses', 0))} "
+            "held-out examples, clean vs perturbed image, tokens coloured by entropy, JSD and VEPO score, the selected 20% "
+            f"boxed. Mean JSD (nats) of the selected tokens {token_summary.get('jsd_selected_mean', float('nan')):.2e} vs "
+            f"the unselected {token_summary.get('jsd_unselected_mean', float('nan')):.2e}."
+        ),
         "- `rl/<run>/`: each run's `metrics.jsonl`, `heldout.jsonl` and `result.json`.",
         "",
     ]
@@ -267,7 +283,9 @@ def main(argv: list[str] | None = None) -> int:
     n_stages = 4
     timings: dict[str, float] = {}
 
-    _header(1, n_stages, "warm-start: SFT of the tiny Qwen2.5-VL to partial competence (cached in the run folder)")
+    _header(
+        1, n_stages, "warm-start: SFT of the tiny Qwen2.5-VL to partial competence (cached in the run folder)"
+    )
     t = time.perf_counter()
     ws = warm_start(out, ws_cfg, eval_per_task=max(4, n_heldout // 4), progress=progress)
     timings["warmstart"] = time.perf_counter() - t

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-__all__ = ["SELECTION_FAMILY", "SCHEDULE_FAMILY", "DEFAULT_METHODS", "main", "results_tables", "run_dir_for"]
+__all__ = ["DEFAULT_METHODS", "SCHEDULE_FAMILY", "SELECTION_FAMILY", "main", "results_tables", "run_dir_for"]
 
 SELECTION_FAMILY: tuple[str, ...] = (
     "grpo",
@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 res = get_result()
                 bar.write(f"   {name}: {100 * res['after']['accuracy']:.1f}% ({res['wall_s']:.0f} s)")
-            except Exception as e:  # one broken run must not lose the others' results
+            except Exception as e:  # noqa: BLE001 (one broken run must not lose the others' results)
                 failures += 1
                 bar.write(f"   {name}: FAILED: {type(e).__name__}: {e}")
             bar.update(1)

@@ -12,8 +12,14 @@ from visent.lab import study
 
 
 def _result(method: str, noise: float, seed: int, acc: float, ent0: float = 0.5, ent1: float = 0.4) -> dict:
-    return {"method": method, "noise": noise, "seed": seed, "after": {"accuracy": acc, "n": 100},
-            "entropy_first": ent0, "entropy_last_quarter": ent1}
+    return {
+        "method": method,
+        "noise": noise,
+        "seed": seed,
+        "after": {"accuracy": acc, "n": 100},
+        "entropy_first": ent0,
+        "entropy_last_quarter": ent1,
+    }
 
 
 def test_tables_report_mean_and_sample_std_per_method_and_noise():
@@ -22,8 +28,9 @@ def test_tables_report_mean_and_sample_std_per_method_and_noise():
     results = [_result("vepo", 0.5, s, a) for s, a in enumerate(vepo)]
     results += [_result("grpo", 0.5, s, a) for s, a in enumerate(grpo)]
     results += [_result("two_stage", 1.0, 0, 0.2)]
-    text = study.results_tables(results, {"accuracy": 0.25, "n": 100}, [0.5, 1.0],
-                                ["grpo", "vepo", "two_stage"], expected_seeds=3)
+    text = study.results_tables(
+        results, {"accuracy": 0.25, "n": 100}, [0.5, 1.0], ["grpo", "vepo", "two_stage"], expected_seeds=3
+    )
     want_vepo = f"{100 * statistics.mean(vepo):.1f} ± {100 * statistics.stdev(vepo):.1f} (3)"
     want_grpo = f"{100 * statistics.mean(grpo):.1f} ± {100 * statistics.stdev(grpo):.1f} (2)"
     assert want_vepo in text and want_grpo in text
@@ -31,8 +38,8 @@ def test_tables_report_mean_and_sample_std_per_method_and_noise():
     assert f"**{want_vepo}**" in vepo_row  # best of its noise column is bold
     assert "| warm-start (before RL) | 25.0 | 25.0 |" in text
     # The schedule table has the paper's shape: noise rows (highest first), method columns.
-    sched = text[text.index("### Entropy schedule"):]
-    rows = [line for line in sched.splitlines() if line.startswith("| 100%") or line.startswith("| 50%")]
+    sched = text[text.index("### Entropy schedule") :]
+    rows = [line for line in sched.splitlines() if line.startswith(("| 100%", "| 50%"))]
     assert rows[0].startswith("| 100%") and "20.0 (1)" in rows[0]
     assert "Runs finished: 6 of 18 (**partial study**)" in text
 
@@ -46,8 +53,23 @@ def test_bad_arguments_fail_before_any_work(tmp_path, capsys):
 
 def test_micro_study_runs_then_resume_skips_finished_runs(tmp_path, capsys):
     out = tmp_path / "study"
-    argv = ["--out", str(out), "--quick", "--methods", "grpo", "vepo", "--noise", "0.5", "--seeds", "1",
-            "--workers", "1", "--heldout", "4", "--no-progress"]
+    argv = [
+        "--out",
+        str(out),
+        "--quick",
+        "--methods",
+        "grpo",
+        "vepo",
+        "--noise",
+        "0.5",
+        "--seeds",
+        "1",
+        "--workers",
+        "1",
+        "--heldout",
+        "4",
+        "--no-progress",
+    ]
     assert study.main(argv) == 0
     first = capsys.readouterr().out
     assert "2 runs to do (0 already finished)" in first
