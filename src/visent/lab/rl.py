@@ -162,6 +162,7 @@ def lab_overrides(
         "report_to": "none",
         "seed": seed,
         "perturbation_seed": seed,
+        # The lab is CPU-sized: a GPU would only add launch overhead and change numerics between machines.
         "use_cpu": True,
         "bf16": False,
         "output_dir": output_dir,
