@@ -94,6 +94,19 @@ def method_config_path(method: str) -> Path:
     return path
 
 
+def quick_warmstart(seed: int, task: str, max_steps: int):
+    """A seconds-long warm-start for ``--quick`` runs (tests): a 1-layer model, a few SFT steps, no early stop.
+
+    Its numbers mean nothing; it exercises the same code path as the real recipe.
+    """
+    from visent.lab.warmstart import WarmStartConfig
+
+    return WarmStartConfig(
+        seed=seed, tasks=(task,), hidden_size=64, num_layers=1, batch_size=8, max_steps=max_steps,
+        warmup_steps=2, target_accuracy=2.0, eval_every=100, probe_size=2,
+    )
+
+
 @dataclass
 class RLSettings:
     """The lab-sized shared settings every method runs with (everything the method YAML does not decide).

@@ -106,22 +106,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace):
-    from visent.lab.rl import RLSettings
+    from visent.lab.rl import RLSettings, quick_warmstart
     from visent.lab.warmstart import WarmStartConfig
 
     if args.quick:
-        ws = WarmStartConfig(
-            seed=args.warm_seed,
-            tasks=(args.task,),
-            hidden_size=64,
-            num_layers=1,
-            batch_size=8,
-            max_steps=4,
-            warmup_steps=2,
-            target_accuracy=2.0,
-            eval_every=100,
-            probe_size=2,
-        )
+        ws = quick_warmstart(args.warm_seed, args.task, max_steps=4)
         rl = RLSettings(
             task=args.task,
             steps=args.steps if args.steps != RLSettings().steps else 1,
