@@ -71,7 +71,7 @@ def make_trainer(config_name: str, model, processor, dataset, args, out_dir: str
     from visent.trainer.sources import resolve_rewards
 
     overrides = {
-        "model_name_or_path": "unused", "dataset": f"lab:{args.task}", "reward_funcs": f"r1_{args.task}",
+        "model_name_or_path": "unused", "dataset": f"lab:{args.task}", "reward_funcs": args.reward or f"r1_{args.task}",
         "learning_rate": 1e-4, "num_generations": args.K, "per_device_train_batch_size": args.prompts * args.K,
         "gradient_accumulation_steps": 1, "max_completion_length": args.C, "temperature": 1.0,
         "max_steps": 1000, "save_strategy": "no", "report_to": "none", "seed": 0, "perturbation_seed": 0,
@@ -88,7 +88,7 @@ def make_trainer(config_name: str, model, processor, dataset, args, out_dir: str
     config.model_init_kwargs = None
     freeze_vision_tower(model)
     return VisentGRPOTrainer(
-        model=model, reward_funcs=resolve_rewards([f"r1_{args.task}"]), args=config, train_dataset=dataset,
+        model=model, reward_funcs=resolve_rewards([args.reward or f"r1_{args.task}"]), args=config, train_dataset=dataset,
         processing_class=processor,
     )
 
@@ -184,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmstart-dir", default=os.path.join(REPO, "runs", "warmstart"),
                         help="cache folder of visent.lab.warmstart (trained there on first use)")
     parser.add_argument("--task", default="counting")
+    parser.add_argument("--reward", default=None,
+                        help="reward name in visent.rewards.REWARDS (default r1_<task>: accuracy + format); "
+                             "an accuracy-only reward such as 'counting' makes noisy groups uniform more often")
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.5])
     parser.add_argument("--prompts", type=int, default=8, help="prompts per step (the lab RL default)")
     parser.add_argument("--K", type=int, default=8, help="responses per prompt")
