@@ -27,15 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import time
 
 import torch
 
-from visent.core.stats import token_stats
-from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images
 from visent.perturb import PatchLayout
+from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images
 
 # Published architecture hyper-parameters of the two checkpoints (config.json of each).
 ARCHS = {
@@ -179,7 +177,6 @@ def run_model(name: str, args) -> dict:
         res["visent_cf_reuse"] = measure(lambda: counterfactual_stats(
             backbone, head, batch, rows, perturbed, clean_hidden=clean_hidden, batch_size=args.cf_batch,
             chunk_size=args.chunk), args.reps)
-        del clean_hidden
         if not args.skip_authors:
             try:
                 res["authors_cf"] = measure(lambda: authors_stats(model, batch, perturbed, C), 1)
@@ -199,9 +196,7 @@ def run_model(name: str, args) -> dict:
     grpo = res["grpo_old_logps"][0] + res["grpo_train"][0]
     res["step_ratio_upper_bound"] = (grpo + res["visent_cf"][0]) / grpo
     res["step_ratio_upper_bound_reuse"] = (grpo + res["visent_cf_reuse"][0]) / grpo
-    del model
-    torch.cuda.empty_cache()
-    return res
+    return res  # the model is freed with this frame
 
 
 def main() -> None:

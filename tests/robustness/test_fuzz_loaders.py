@@ -321,7 +321,7 @@ def test_an_unexpected_parser_exception_becomes_a_row_error(tmp_path, monkeypatc
     raises on an odd value is reported as a bad row naming file and row (skipped in lenient mode)."""
     from dataclasses import replace
 
-    import visent.data.loaders as loaders
+    from visent.data import loaders
 
     def fragile(row, ctx):
         return row["question"].strip()  # AttributeError on a number, KeyError when absent

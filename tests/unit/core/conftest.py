@@ -7,7 +7,6 @@ import torch
 
 from visent.core.stats import TokenStats
 
-
 # (7, 13) with a full row, a single-token row, an all-padding row and assorted lengths.
 ODD_LENGTHS = [13, 1, 0, 7, 12, 2, 5]
 ODD_T = 13

@@ -150,7 +150,7 @@ def test_masked_vocabulary_and_degenerate_rows_stay_finite():
 
 
 def test_entropy_from_logits_values_and_gradient():
-    logits, _, mask = odd_case(B=2, T=5, V=37, scale=2.0)
+    logits, _, _ = odd_case(B=2, T=5, V=37, scale=2.0)
     ref = reference_stats(logits, logits, torch.ones(2, 5))["h"]
     x = logits.double().requires_grad_(True)
     h = entropy_from_logits(x)
