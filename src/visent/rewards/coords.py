@@ -88,6 +88,30 @@ def parse_size(value: Any) -> tuple[float, float] | None:
     return None
 
 
+def _pixels_per_unit(
+    space: str, image_size: tuple[float, float] | None, resized_size: tuple[float, float] | None
+) -> tuple[float, float]:
+    """Original-image pixels per unit of ``space`` along x and y (1, 1 for ``pixels``).
+
+    Raises ValueError for an unknown space or a missing size (a label/config problem, not model text).
+    """
+    if space == "pixels":
+        return 1.0, 1.0
+    if space not in COORD_SPACES:
+        raise ValueError(f"unknown coord_space {space!r}; valid: {', '.join(COORD_SPACES)}")
+    if image_size is None:
+        raise ValueError(f"coord_space {space!r} needs the original image_size (w, h)")
+    w, h = image_size
+    if space == "grid1000":
+        return w / 1000.0, h / 1000.0
+    if space == "unit":
+        return w, h
+    if resized_size is None:
+        raise ValueError("coord_space 'resized_pixels' needs resized_size or the image_size to recompute it")
+    rw, rh = resized_size
+    return w / rw, h / rh
+
+
 def to_original_pixels(
     xy: tuple[float, float],
     space: str,
@@ -98,22 +122,8 @@ def to_original_pixels(
 
     Raises ValueError for an unknown space or a missing size (a label/config problem, not model text).
     """
-    x, y = xy
-    if space == "pixels":
-        return x, y
-    if space not in COORD_SPACES:
-        raise ValueError(f"unknown coord_space {space!r}; valid: {', '.join(COORD_SPACES)}")
-    if image_size is None:
-        raise ValueError(f"coord_space {space!r} needs the original image_size (w, h)")
-    w, h = image_size
-    if space == "grid1000":
-        return x * w / 1000.0, y * h / 1000.0
-    if space == "unit":
-        return x * w, y * h
-    if resized_size is None:
-        raise ValueError("coord_space 'resized_pixels' needs resized_size or the image_size to recompute it")
-    rw, rh = resized_size
-    return x * w / rw, y * h / rh
+    sx, sy = _pixels_per_unit(space, image_size, resized_size)
+    return xy[0] * sx, xy[1] * sy
 
 
 def from_original_pixels(
@@ -123,19 +133,5 @@ def from_original_pixels(
     resized_size: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
     """Inverse of :func:`to_original_pixels` (used by prompts/tests to express labels in a model's space)."""
-    x, y = xy
-    if space == "pixels":
-        return x, y
-    if space not in COORD_SPACES:
-        raise ValueError(f"unknown coord_space {space!r}; valid: {', '.join(COORD_SPACES)}")
-    if image_size is None:
-        raise ValueError(f"coord_space {space!r} needs the original image_size (w, h)")
-    w, h = image_size
-    if space == "grid1000":
-        return x * 1000.0 / w, y * 1000.0 / h
-    if space == "unit":
-        return x / w, y / h
-    if resized_size is None:
-        raise ValueError("coord_space 'resized_pixels' needs resized_size")
-    rw, rh = resized_size
-    return x * rw / w, y * rh / h
+    sx, sy = _pixels_per_unit(space, image_size, resized_size)
+    return xy[0] / sx, xy[1] / sy
