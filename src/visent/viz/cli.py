@@ -14,7 +14,6 @@ Exit codes: 0 done; 1 a data or runtime error (message names the file/row/settin
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -92,18 +91,14 @@ def _check(args: argparse.Namespace) -> None:
 
 def _read_responses(path: str, ids: list[str]) -> list[str]:
     """Responses for ``ids`` from a jsonl of ``{id, response}`` rows; fails naming the file, line, field."""
+    from visent.viz.jsonl import json_lines
+
     found: dict[str, str] = {}
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        rows = json_lines(path)
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"--responses {path!r}: cannot read ({exc})") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
+    for n, row in rows:
         if not isinstance(row, dict) or "id" not in row or not isinstance(row.get("response"), str):
             raise ValueError(f"{path}, line {n}: expected an object with 'id' and a string 'response'")
         found[str(row["id"])] = row["response"]

@@ -21,11 +21,12 @@ Rendering uses matplotlib's Agg canvas on a standalone ``Figure`` (no pyplot sta
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from visent.viz.jsonl import json_lines
 
 __all__ = ["PANEL_KEYS", "detect_switch_steps", "plot_curves", "read_metrics_rows"]
 
@@ -44,17 +45,10 @@ def read_metrics_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not os.path.exists(path):
         raise FileNotFoundError(f"no metrics file at {path!r} (expected the trainer's metrics.jsonl)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}, line {n}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise ValueError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")  # noqa: TRY004 (bad file content)
-            rows.append(row)
+    for n, row in json_lines(path):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {n}: expected a JSON object, got {type(row).__name__}")  # noqa: TRY004 (bad file content)
+        rows.append(row)
     return _check_rows(rows, path)
 
 
