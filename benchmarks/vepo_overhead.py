@@ -2,19 +2,21 @@
 
 Two ``VisentGRPOTrainer`` s are built from the same weights, one with ``configs/grpo.yaml`` (all tokens)
 and one with ``configs/vepo.yaml`` (token selection from the counterfactual pass), both overridden with
-the lab's RL settings (2 prompts × 8 responses per step, 28 completion tokens, lab reward). Each
+the lab's RL settings (8 prompts × 8 responses per step, 28 completion tokens, lab reward). Each
 measured step is a full training step through TRL's ``training_step`` — sampling, rewards, advantages,
-(VEPO) the counterfactual pass and mask, the policy loss, backward — and an AdamW step; and every step of either trainer starts from the
-same weights with the same sampling seed, so both trainers sample identical responses and get identical
-rewards: the only difference in work is VEPO's. Steps of the two trainers are interleaved (alternating
-which goes first) so machine load drifts hit both alike; the median over steps after warm-up is reported.
+(VEPO) the counterfactual pass and mask, the policy loss, backward — and an AdamW step; and every step
+of either trainer starts from the same weights with the same sampling seed, so both trainers sample
+identical responses and get identical rewards: the only difference in work is VEPO's. Steps of the two
+trainers are interleaved (alternating which goes first) so machine load drifts hit both alike; each
+step is run ``--repeats`` times per trainer and the fastest run counts (other processes' interference
+only adds time); the median over steps after warm-up is reported.
 
 A random model answers nothing right: every group's rewards are equal, every response is skipped and the
 ratio says nothing. So the default model is the lab's warm-started one (``visent.lab.warmstart``, reloaded
 from its cache under ``--warmstart-dir`` or trained there first, ~6 min on one core).
 
 Usage:
-    python benchmarks/vepo_overhead.py                         # noise 0 and 0.5, 2 warm-up + 7 measured steps
+    python benchmarks/vepo_overhead.py                         # noise 0 and 0.5, 2 warm-up + 7 measured steps, best of 2
     python benchmarks/vepo_overhead.py --model tiny:qwen2_5_vl # random tiny model (ratio meaningless)
 
 The last line reads ``vepo/grpo step-time ratio: noise0=X noise0.5=Y``: per noise level, the median over
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import gc
 import os
 import platform
 import statistics
@@ -121,7 +124,24 @@ class Runner:
 
         setattr(trainer, hook, timed)
 
-    def step(self, rows, step: int, seed: int, record: bool) -> None:
+    def step(self, rows, step: int, seed: int, record: bool, repeats: int = 1) -> None:
+        """One training step on ``rows``, from the initial weights, run ``repeats`` times (identical work:
+        same weights, same sampling seed); the fastest run is recorded, as ``timeit`` does, because
+        interference from other processes only ever adds time."""
+        best = None
+        for _ in range(repeats):
+            result = self._once(rows, step, seed)
+            if best is None or result[1] < best[1]:
+                best = result
+        if record:
+            dt, ct, cf, skipped = best
+            self.times.append(dt)
+            self.cpu_times.append(ct)
+            self.cf_times.append(cf)
+            self.skipped += skipped
+            self.responses += len(rows)
+
+    def _once(self, rows, step: int, seed: int) -> tuple[float, float, float, int]:
         tr = self.trainer
         tr.model.load_state_dict(self.initial)
         params = [p for p in tr.model.parameters() if p.requires_grad]
@@ -131,17 +151,17 @@ class Runner:
         tr.current_gradient_accumulation_steps = 1  # set by transformers' train loop, read by TRL's step
         self._cf, self._skipped = 0.0, 0
         torch.manual_seed(seed)
-        t0, c0 = time.perf_counter(), time.process_time()
-        tr.training_step(tr.model, rows, None)  # TRL: sample, score, (VEPO) mask, loss, backward
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        dt, ct = time.perf_counter() - t0, time.process_time() - c0
-        if record:
-            self.times.append(dt)
-            self.cpu_times.append(ct)
-            self.cf_times.append(self._cf)
-            self.skipped += self._skipped
-            self.responses += len(rows)
+        gc.collect()
+        gc.disable()  # a collection inside one trainer's step would be charged to it alone
+        try:
+            t0, c0 = time.perf_counter(), time.process_time()
+            tr.training_step(tr.model, rows, None)  # TRL: sample, score, (VEPO) mask, loss, backward
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            dt, ct = time.perf_counter() - t0, time.process_time() - c0
+        finally:
+            gc.enable()
+        return dt, ct, self._cf, self._skipped
 
 
 def measure(noise: float, model, processor, args) -> float:
@@ -159,7 +179,7 @@ def measure(noise: float, model, processor, args) -> float:
             rows = [dataset[j] for j in range(i * args.prompts, (i + 1) * args.prompts) for _ in range(args.K)]
             order = (grpo, vepo) if i % 2 == 0 else (vepo, grpo)
             for runner in order:
-                runner.step(rows, step=i, seed=1000 + i, record=i >= args.warmup)
+                runner.step(rows, step=i, seed=1000 + i, record=i >= args.warmup, repeats=args.repeats)
     def paired(a: list[float], b: list[float]) -> float:
         # Each VEPO step is paired with the GRPO step on the same rows, run right before or after it.
         return statistics.median(y / x for x, y in zip(a, b))
@@ -193,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--C", type=int, default=28, help="max completion tokens")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="runs of each step per trainer; the fastest counts (interference only adds time)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--vepo-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides of configs/vepo.yaml, e.g. entropy_schedule=none to leave out its entropy bonus")
@@ -206,7 +228,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} thread(s), CPU float32")
     print(f"# model: {desc}")
     print(f"# task lab:{args.task}, {args.prompts} prompts x {args.K} responses, max {args.C} completion tokens, "
-          f"{args.warmup} warm-up + {args.steps} measured steps per trainer, interleaved")
+          f"{args.warmup} warm-up + {args.steps} measured steps per trainer, interleaved, fastest of {args.repeats} "
+          "runs of each")
     print(f"# configs/grpo.yaml vs configs/vepo.yaml{' with ' + ' '.join(args.vepo_set) if args.vepo_set else ''}")
     ratios = {noise: measure(noise, model, processor, args) for noise in args.noise}
     print("vepo/grpo step-time ratio: " + " ".join(f"noise{n:g}={r:.3f}" for n, r in ratios.items()))

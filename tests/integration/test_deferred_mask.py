@@ -8,6 +8,7 @@ import torch
 from test_trainer import make_trainer, mixed_reward, rows_for
 from trl.trainer.utils import shuffle_sequence_dict, split_pixel_values_by_grid, unsplit_pixel_values_by_grid
 
+from visent.trainer import counterfactual as cf
 from visent.trainer.grpo import DEFERRED, SELECTED_COUNT, SKIPPED, TOKEN_MASK
 
 
@@ -36,8 +37,15 @@ def test_deferred_mask_equals_the_eager_mask_and_saves_the_clean_forward(tmp_pat
     finally:
         handle.remove()
         del backbone.get_rope_index
-    B, scored = len(skipped), int((~skipped).sum())
-    assert sum(rows_forwarded) == B + scored  # the training forward + perturbed rows only, no clean pass
+    B = len(skipped)
+    scored = (~shuffled[SKIPPED]).nonzero().squeeze(1).tolist()
+    groups = cf.prompt_groups(shuffled)
+    distinct = cf.distinct_responses(shuffled, scored, groups)[0]
+    # The training forward, then per chunk the distinct prompts and the distinct responses, perturbed only:
+    # no clean pass.
+    assert rows_forwarded[0] == B
+    assert sum(rows_forwarded[2::2]) == len(distinct) <= len(scored)
+    assert sum(rows_forwarded[1::2]) <= len({groups[b] for b in distinct}) * len(rows_forwarded[1::2])
     assert len(rope_calls) == 1  # the perturbed rows reuse the training forward's 3D rope positions
 
     assert torch.equal(deferred[TOKEN_MASK], shuffled[TOKEN_MASK])

@@ -13,7 +13,7 @@ Memory. A Qwen vocabulary has V ≈ 152k entries, so materialising ``(B, T, V)``
 for both passes costs gigabytes, several times over in temporaries. Here tokens are processed in
 chunks: at most about ``chunk_size × V`` float32 logits-sized values are alive at once, whatever B·T
 is. Inside a chunk the two passes each take ``rows = 2·chunk_size/5`` rows of log-probabilities,
-and the element-wise work runs on sub-blocks of ``rows/8`` rows with at most four temporaries
+and the element-wise work runs on sub-blocks of at most ``rows/8`` rows with at most four temporaries
 (2·rows + 4·rows/8 = chunk_size rows in all). Padding positions are never computed.
 
 Numerics. Every chunk is converted to float32 before the softmax, so bf16/fp16 inputs are safe.
@@ -51,6 +51,8 @@ DEFAULT_CHUNK_SIZE = 512
 
 _LOG2 = math.log(2.0)
 _F32_MIN = torch.finfo(torch.float32).min
+#: CPU sub-block size in values: 8 rows of a 152k vocabulary.
+_CPU_SUB_ELEMENTS = 8 * 152_064
 
 
 @dataclass
@@ -81,17 +83,21 @@ def _check_mask(mask: torch.Tensor, shape: tuple[int, ...], what: str) -> torch.
     return mask.reshape(-1).bool()
 
 
-def _rows_per_pass(chunk_size: int, device: torch.device) -> tuple[int, int]:
+def _rows_per_pass(chunk_size: int, device: torch.device, vocab: int) -> tuple[int, int]:
     """Rows of each pass per chunk and rows per element-wise sub-block (see module docstring).
 
-    On a CPU, sub-blocks are also capped at 8 rows: a few MB per temporary stays cache-friendly. On a
-    GPU they are not: there every sub-block costs a dozen kernel launches, and small ones made the
-    pass launch-bound (measured on an H100, BENCHMARKS.md).
+    On a CPU, sub-blocks are also capped at ``_CPU_SUB_ELEMENTS`` values (8 rows of a Qwen vocabulary,
+    ~4.9 MB per temporary): that stays cache-friendly. The cap is in values, not rows, because with a
+    small vocabulary (the lab's few hundred tokens) 8-row blocks made the loop overhead-bound (a dozen
+    tiny ops per 8 tokens). On a GPU there is no cap: every sub-block costs a dozen kernel launches,
+    and small ones made the pass launch-bound (measured on an H100, BENCHMARKS.md).
     """
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     rows = max(1, (2 * chunk_size) // 5)
-    sub = rows // 8 if device.type != "cpu" else min(rows // 8, 8)
+    sub = rows // 8
+    if device.type == "cpu":
+        sub = min(sub, max(8, _CPU_SUB_ELEMENTS // max(1, vocab)))
     return rows, max(1, sub)
 
 
@@ -201,7 +207,7 @@ def token_stats(
             bufs.append(torch.empty(x.shape, dtype=torch.float32, device=x.device))
         return _log_softmax_into(x, bufs[which], temperature, sub)
 
-    return _chunked(logits, logits_perturbed, mask, temperature, chunk_size, "logits", log_probs)
+    return _chunked(logits, logits_perturbed, mask, temperature, chunk_size, "logits", log_probs, logits.shape[-1])
 
 
 def _chunked(
@@ -212,6 +218,7 @@ def _chunked(
     chunk_size: int,
     what: str,
     log_probs: Callable[[torch.Tensor, int, int], torch.Tensor],
+    vocab: int,
 ) -> TokenStats:
     """The shared driver: valid rows of ``(B, T, ·)`` inputs, a chunk at a time, into ``TokenStats``.
 
@@ -224,7 +231,7 @@ def _chunked(
     B, T = inputs.shape[:2]
     valid = _check_mask(mask, (B, T), what).to(inputs.device)
     idx = valid.nonzero().squeeze(1)
-    rows, sub = _rows_per_pass(chunk_size, inputs.device)
+    rows, sub = _rows_per_pass(chunk_size, inputs.device, vocab)
     flat, flat_p = inputs.reshape(B * T, -1), inputs_perturbed.reshape(B * T, -1)
     parts = []
     for start in range(0, idx.numel(), rows):
@@ -299,7 +306,9 @@ def token_stats_from_hidden(
         z = _project(h, lm_head_weight, lm_head_bias, sub)
         return _log_softmax_into(z, z, temperature, sub)
 
-    return _chunked(hidden, hidden_perturbed, mask, temperature, chunk_size, "hidden", log_probs)
+    return _chunked(
+        hidden, hidden_perturbed, mask, temperature, chunk_size, "hidden", log_probs, lm_head_weight.shape[0]
+    )
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

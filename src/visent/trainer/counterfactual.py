@@ -17,11 +17,20 @@ Cost decisions:
   carry K identical copies of its (clean, and by the above also perturbed) image, so the encoder's
   outputs are computed for one copy (``VisionCache``, exact equality of the pixels) and handed to the
   decoder as precomputed ``mm_encoder_outputs``, where the model accepts them (transformers 5
-  Qwen2-VL / Qwen2.5-VL); other models get ``pixel_values`` as before.
+  Qwen2-VL / Qwen2.5-VL); other models get ``pixel_values`` as before;
+- the prompt is run once per prompt and pass, not once per response (``share_prefix``): the K
+  responses of a prompt share its tokens and (clean or perturbed) image, so the prompt's keys and
+  values are computed for one copy and indexed out to the K completions, which then run against that
+  cache. Decoder tokens per prompt and pass go from K·(P + C) to P + K·(C − 1);
+- a response that repeats another of the same prompt token for token has the same statistics: it is
+  scored once (short lab answers repeat often; long ones rarely do).
+Each of these computes the same function of the same inputs (exact in real arithmetic; float results
+differ from the plain path only by summation order, ~1e-6 relative in float32, tested).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import struct
@@ -36,8 +45,11 @@ from visent.perturb import PatchLayout, perturb_pixel_values
 __all__ = [
     "completion_hidden",
     "counterfactual_stats",
+    "distinct_responses",
     "image_row_spans",
+    "length_parts",
     "perturb_batch_images",
+    "prompt_groups",
     "prompt_seeds",
 ]
 
@@ -61,27 +73,99 @@ def image_row_spans(batch: dict[str, Any]) -> list[tuple[int, int, int, int]]:
     return spans
 
 
-def prompt_seeds(batch: dict[str, Any], base_seed: int, step: int) -> list[int]:
+def prompt_groups(batch: dict[str, Any], rows: Sequence[int] | None = None) -> list[int]:
+    """Group index per response (dense, in order of first appearance): responses of one group have the
+    same prompt tokens, prompt mask and images, compared exactly.
+
+    TRL repeats each prompt K times, so a generation batch of B responses has B/K groups; nothing here
+    assumes that the copies are adjacent (TRL shuffles a batch before splitting it) or that every group
+    has K members. ``rows``: only these responses are compared; every other one gets a group of its own
+    (for responses whose counterfactual pass is skipped, which need no grouping).
+    """
+    spans = image_row_spans(batch)
+    pv, grid = batch.get("pixel_values"), batch.get("image_grid_thw")
+    ids, pmask = batch["prompt_ids"], batch["prompt_mask"]
+    B = ids.size(0)
+    # Cheap keys for all rows at once (a weighted sum of the tokens, a strided sum of the pixels): equal
+    # prompts have equal keys; exact comparison below decides among rows whose keys collide.
+    weights = torch.arange(1, ids.size(1) + 1, device=ids.device, dtype=torch.int64) * 1_000_003
+    token_key = ((ids.long() * pmask.long() + pmask.long()) * weights).sum(1).tolist()
+    pixel_key = [0.0] * B
+    if pv is not None:
+        owner = torch.zeros(pv.size(0), dtype=torch.long, device=pv.device)
+        for b, (r0, r1, _, _) in enumerate(spans):
+            owner[r0:r1] = b
+        sample = pv[:, :: max(1, pv.size(1) // 64)].sum(1)
+        pixel_key = torch.zeros(B, dtype=sample.dtype, device=pv.device).index_add_(0, owner, sample).tolist()
+    keys = [(token_key[b], r1 - r0, i1 - i0, pixel_key[b]) for b, (r0, r1, i0, i1) in enumerate(spans)]
+    # The usual case, one pass: the first row with a key is its group's candidate representative.
+    wanted = set(range(B)) if rows is None else set(rows)
+    candidate: dict[tuple, int] = {}
+    for b, key in enumerate(keys):
+        if b in wanted:
+            candidate.setdefault(key, b)
+    rep = torch.as_tensor([candidate.get(k, b) for b, k in enumerate(keys)], dtype=torch.long, device=ids.device)
+    same_text = ((ids == ids[rep]) & (pmask == pmask[rep])).all(1).tolist()
+
+    def same(b: int, f: int) -> bool:
+        (r0, r1, i0, i1), (f0, f1, j0, j1) = spans[b], spans[f]
+        if r1 == r0:
+            return True  # no image (keys matched on the image count)
+        return torch.equal(grid[i0:i1], grid[j0:j1]) and torch.equal(pv[r0:r1], pv[f0:f1])
+
+    firsts: list[int] = []  # first response of each group
+    by_key: dict[tuple, list[int]] = {}
+    groups = []
+    for b, key in enumerate(keys):
+        if b not in wanted:
+            groups.append(len(firsts))
+            firsts.append(b)
+            continue
+        f = candidate[key]
+        if f != b and same_text[b] and same(b, f):
+            groups.append(groups[f])
+            continue
+        # First of its key, or a key collision: compare with every group of this key.
+        for g in by_key.get(key, []):
+            f = firsts[g]
+            if torch.equal(ids[b], ids[f]) and torch.equal(pmask[b], pmask[f]) and same(b, f):
+                groups.append(g)
+                break
+        else:
+            by_key.setdefault(key, []).append(len(firsts))
+            groups.append(len(firsts))
+            firsts.append(b)
+    return groups
+
+
+def prompt_seeds(
+    batch: dict[str, Any], base_seed: int, step: int, groups: Sequence[int] | None = None
+) -> list[int]:
     """One 63-bit seed per response, equal for responses of the same prompt.
 
     Derived from (``base_seed``, ``step``, the prompt's unpadded token ids, a strided sample of its
     ``pixel_values``), so it does not depend on where a group's responses sit in the batch or on which
     process they landed: the K responses of a prompt always share one noise draw, and a run (or a resumed
-    run, since ``step`` is the global step) is reproducible.
+    run, since ``step`` is the global step) is reproducible. ``groups`` (``prompt_groups``' output, computed
+    here if ``None``) lets the hash run once per prompt: its inputs are equal within a group.
     """
     spans = image_row_spans(batch)
+    groups = prompt_groups(batch) if groups is None else groups
     pv = batch.get("pixel_values")
+    by_group: dict[int, int] = {}
     seeds = []
     for b, (r0, r1, _, _) in enumerate(spans):
-        ids = batch["prompt_ids"][b][batch["prompt_mask"][b].bool()]
-        h = hashlib.blake2b(digest_size=8)
-        h.update(struct.pack("<qq", int(base_seed), int(step)))
-        h.update(ids.to("cpu", torch.int64).numpy().tobytes())
-        if r1 > r0:
-            flat = pv[r0:r1].reshape(-1)
-            stride = max(1, flat.numel() // 4096)
-            h.update(flat[::stride].to("cpu", torch.float32).numpy().tobytes())
-        seeds.append(int.from_bytes(h.digest(), "little") >> 1)
+        if groups[b] not in by_group:
+            ids = batch["prompt_ids"][b][batch["prompt_mask"][b].bool()]
+            h = hashlib.blake2b(digest_size=8)
+            h.update(struct.pack("<qq", int(base_seed), int(step)))
+            h.update(ids.to("cpu", torch.int64).numpy().tobytes())
+            if r1 > r0:
+                flat = pv[r0:r1].reshape(-1)
+                stride = max(1, flat.numel() // 4096)
+                h.update(flat[::stride].to("cpu", torch.float32).numpy().tobytes())
+            by_group[groups[b]] = int.from_bytes(h.digest(), "little") >> 1
+        seeds.append(by_group[groups[b]])
     return seeds
 
 
@@ -91,16 +175,22 @@ def perturb_batch_images(
     kind: str,
     strength: float | None,
     layout: PatchLayout,
+    rows: Sequence[int] | None = None,
 ) -> torch.Tensor | None:
-    """Perturbed ``pixel_values`` for the whole batch (same shape), one draw per distinct prompt seed."""
+    """Perturbed ``pixel_values`` for the whole batch (same shape), one draw per distinct prompt seed.
+
+    ``rows``: only these responses' images are perturbed (the others keep their clean pixels, for
+    responses whose counterfactual pass is skipped); ``None``: all of them.
+    """
     pv = batch.get("pixel_values")
     if pv is None:
         return None
     grid = batch["image_grid_thw"]
     out = pv.clone()
     done: dict[int, torch.Tensor] = {}
-    for (r0, r1, i0, i1), seed in zip(image_row_spans(batch), seeds):
-        if r1 == r0:
+    wanted = None if rows is None else set(rows)
+    for b, ((r0, r1, i0, i1), seed) in enumerate(zip(image_row_spans(batch), seeds)):
+        if r1 == r0 or (wanted is not None and b not in wanted):
             continue
         if seed not in done:
             gen = torch.Generator(device="cpu").manual_seed(seed)
@@ -145,7 +235,11 @@ class VisionCache:
         sources: dict[str, torch.Tensor],
         grid: torch.Tensor,
         images: Sequence[int],
+        alias: dict[int, int] | None = None,
     ):
+        # ``alias`` maps an image to one known to be identical (a copy in the same prompt group): lookups of
+        # the former are answered from the latter, which is all that is compared and encoded.
+        self.alias = alias or {}
         rows_per_image = grid.prod(-1).tolist()
         starts = [0]
         for r in rows_per_image:
@@ -175,7 +269,7 @@ class VisionCache:
         self.num_unique = len(unique)
 
     def image_embeds(self, source: str, i: int) -> torch.Tensor:
-        return self.embeds[self.owner[source, i]]
+        return self.embeds[self.owner[source, self.alias.get(i, i)]]
 
 
 def accepts_encoder_outputs(backbone: torch.nn.Module) -> bool:
@@ -221,6 +315,18 @@ def _position_ids(backbone: torch.nn.Module, inputs: dict[str, Any]) -> torch.Te
     return positions
 
 
+def _position_inputs(batch: dict[str, Any], idx: Sequence[int]) -> dict[str, Any]:
+    """What ``_position_ids`` reads for responses ``idx``: tokens, mask, token types and image grids
+    (``_rows`` without copying the pixels)."""
+    inputs = _rows(batch, idx, None)
+    if batch.get("image_grid_thw") is not None:
+        spans = image_row_spans(batch)
+        grids = [batch["image_grid_thw"][spans[i][2] : spans[i][3]] for i in idx]
+        if sum(g.size(0) for g in grids) > 0:
+            inputs["image_grid_thw"] = torch.cat(grids)
+    return inputs
+
+
 def _stack(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Concatenate two model-input dicts along the batch (clean rows first, then perturbed rows)."""
     out = {}
@@ -243,6 +349,151 @@ def completion_hidden(backbone: torch.nn.Module, inputs: dict[str, Any], complet
     return hidden[:, -completion_len - 1 : -1]
 
 
+def distinct_responses(batch: dict[str, Any], rows: Sequence[int], groups: Sequence[int]) -> tuple[list[int], list[int]]:
+    """``(unique, inverse)``: the responses of ``rows`` that are not token-for-token repeats (same valid
+    tokens, same mask) of an earlier one of the same prompt group, and for each of ``rows`` its position
+    in ``unique``."""
+    rows = list(rows)
+    if not rows:
+        return [], []
+    sel = torch.as_tensor(rows, dtype=torch.long, device=batch["completion_ids"].device)
+    mask = batch["completion_mask"][sel].long()
+    ids = batch["completion_ids"][sel].long() * mask
+    # A cheap key per row (weighted sum of tokens and mask); exact comparison decides among equal keys.
+    weights = torch.arange(1, ids.size(1) + 1, device=ids.device, dtype=torch.int64) * 1_000_003
+    keys = ((ids + mask) * weights).sum(1).tolist()
+    seen: dict[tuple, list[int]] = {}  # key -> positions (in rows) of the distinct responses with it
+    position: dict[int, int] = {}  # position in rows -> index in unique
+    unique: list[int] = []
+    inverse: list[int] = []
+    for j, b in enumerate(rows):
+        key = (groups[b], keys[j])
+        for u in seen.get(key, []):
+            if torch.equal(mask[j], mask[u]) and torch.equal(ids[j], ids[u]):
+                inverse.append(position[u])
+                break
+        else:
+            seen.setdefault(key, []).append(j)
+            position[j] = len(unique)
+            unique.append(b)
+            inverse.append(position[j])
+    return unique, inverse
+
+
+def _shared_prefix_hidden(
+    backbone: torch.nn.Module,
+    batch: dict[str, Any],
+    idx: Sequence[int],
+    groups: Sequence[int],
+    sources: Sequence[str],
+    cache: VisionCache,
+    positions: torch.Tensor,
+    completion_len: int,
+) -> torch.Tensor:
+    """``(len(sources)·b, C, D)`` final hidden states predicting the completion tokens of responses ``idx``
+    (b of them), for each image source in turn, with each prompt run once per source.
+
+    Two model calls: (1) the distinct prompts of ``idx`` (one representative response per group and
+    source) with ``use_cache``, giving their keys/values and the last prompt position's hidden state,
+    which predicts completion token 0; (2) completion tokens ``0 … C−2`` of every response against its
+    prompt's cache (indexed out to the responses), predicting tokens ``1 … C−1``, in one call or, when
+    the responses' lengths differ enough (``length_parts``), two. ``positions`` ``(3, b, P + C)`` are
+    the responses' rope positions (Qwen-VL 3D), sliced for each call, so the model never recomputes
+    them and never reads stale ``rope_deltas``. Positions after a part's longest response are not
+    computed (zeros in the output: they predict padding). When only token 0 is valid the completion
+    call still runs on one token (its output unused).
+    """
+    P, C = batch["prompt_ids"].size(1), completion_len
+    reps: dict[int, int] = {}  # group -> position of its representative among idx
+    for j, b in enumerate(idx):
+        reps.setdefault(groups[b], j)
+    rep_pos = list(reps.values())
+    rep_rows = [idx[j] for j in rep_pos]
+    n = len(rep_rows)
+    rep_sel = torch.as_tensor(rep_rows, dtype=torch.long, device=batch["prompt_ids"].device)
+    prefix = {
+        "input_ids": batch["prompt_ids"][rep_sel].repeat(len(sources), 1),
+        "attention_mask": batch["prompt_mask"][rep_sel].repeat(len(sources), 1),
+    }
+    rep_positions = positions[:, rep_pos, :P]
+    prefix["position_ids"] = rep_positions.repeat(1, len(sources), 1)
+    embeds: list[torch.Tensor] = []
+    spans = image_row_spans(batch)
+    for source in sources:
+        embeds += [cache.image_embeds(source, i) for b in rep_rows for i in range(spans[b][2], spans[b][3])]
+    if embeds:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+        prefix["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(embeds))}
+    out = backbone(**prefix, use_cache=True)
+    last = (out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0])[:, -1]  # (S·n, D)
+    kv = out.past_key_values
+    owner = {g: k for k, g in enumerate(reps)}
+    b = len(idx)
+    order = [s * n + owner[groups[r]] for s in range(len(sources)) for r in idx]  # prefix row of each output row
+    sel = torch.as_tensor(list(idx), dtype=torch.long, device=batch["completion_ids"].device)
+    # Positions past a response's last valid token predict padding, which is never scored: each part below
+    # runs only as far as its longest response.
+    valid = batch["completion_mask"][sel].bool()
+    lengths = [int(v.nonzero().max()) + 1 if bool(v.any()) else 1 for v in valid]
+    rest = last.new_zeros(len(order), C - 1, last.size(-1))  # stays zero where it predicts padding
+    parts = length_parts(lengths) if hasattr(kv, "layers") else [list(range(b))]
+    for part in parts:
+        longest = max(lengths[j] for j in part)
+        steps = max(longest - 1, 1)
+        rows_out = [s * b + j for s in range(len(sources)) for j in part]
+        index = torch.as_tensor([order[r] for r in rows_out], dtype=torch.long, device=last.device)
+        part_kv = kv if len(parts) == 1 else _copy_cache(kv)
+        part_kv.reorder_cache(index)  # (rows, heads, P, d) per layer: each response's copy of its prompt's cache
+        psel = sel[torch.as_tensor(part, dtype=torch.long, device=sel.device)]
+        completion = {
+            "input_ids": batch["completion_ids"][psel, :steps].repeat(len(sources), 1),
+            "attention_mask": torch.cat(
+                [batch["prompt_mask"][psel], batch["completion_mask"][psel, :steps]], 1
+            ).repeat(len(sources), 1),
+            "position_ids": positions[:, part, P : P + steps].repeat(1, len(sources), 1),
+        }
+        out = backbone(**completion, past_key_values=part_kv, use_cache=True)
+        hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
+        rest[torch.as_tensor(rows_out, dtype=torch.long, device=rest.device), : longest - 1] = hidden[:, : longest - 1]
+    first = last[torch.as_tensor(order, dtype=torch.long, device=last.device)][:, None]
+    return torch.cat([first, rest], dim=1)
+
+
+#: A part of a chunk's responses costs one more model call; below this many saved token positions (on a
+#: CPU, the lab model's per-call overhead is worth ~70), splitting does not pay.
+_MIN_SPLIT_SAVING = 64
+
+
+def length_parts(lengths: Sequence[int]) -> list[list[int]]:
+    """Split positions ``0 … b−1`` of responses with valid ``lengths`` into one or two parts, each to be run
+    only as far as its own longest response: two when the shorter part saves at least a quarter of the
+    token positions and ``_MIN_SPLIT_SAVING`` of them. Responses sampled together often share a typical
+    length with a few long ones; padding every row to the longest wastes most of the call."""
+    order = sorted(range(len(lengths)), key=lambda j: lengths[j])
+    steps = [max(lengths[j] - 1, 1) for j in order]
+    total = len(steps) * steps[-1]
+    best_k, best_cost = 0, total
+    for k in range(1, len(steps)):
+        if steps[k - 1] == steps[k]:
+            continue  # split only between different lengths
+        cost = k * steps[k - 1] + (len(steps) - k) * steps[-1]
+        if cost < best_cost:
+            best_k, best_cost = k, cost
+    saving = total - best_cost
+    if best_k == 0 or saving < max(_MIN_SPLIT_SAVING, total / 4):
+        return [list(range(len(lengths)))]
+    return [sorted(order[:best_k]), sorted(order[best_k:])]
+
+
+def _copy_cache(kv):
+    """A cache object sharing ``kv``'s tensors whose ``reorder_cache`` leaves ``kv`` untouched (reordering
+    replaces each layer's tensors, it does not write into them)."""
+    part = copy.copy(kv)
+    part.layers = [copy.copy(layer) for layer in kv.layers]
+    return part
+
+
 @torch.no_grad()
 def counterfactual_stats(
     backbone: torch.nn.Module,
@@ -260,6 +511,9 @@ def counterfactual_stats(
     gather_ctx=None,
     forward_ctx=None,
     min_forwards: int = 0,
+    share_prefix: bool = True,
+    lockstep: bool = False,
+    groups: Sequence[int] | None = None,
 ) -> TokenStats:
     """Token statistics ``(len(rows), C)`` for the responses ``rows`` of a generation batch.
 
@@ -281,26 +535,48 @@ def counterfactual_stats(
             autocast); the statistics themselves are always computed in float32 outside it.
         min_forwards: run throw-away forwards until at least this many model calls were made. Under
             ZeRO-3 / FSDP every forward is a collective, so all processes must make the same number of
-            calls even when skipping left them different numbers of rows.
+            calls even when skipping left them different numbers of rows; pass ``lockstep=True`` there.
+        share_prefix: run each prompt once per pass and its responses against its cache (module doc),
+            where the model takes precomputed image features and 3D rope positions are known.
+        lockstep: make every chunk exactly one model call whatever a process's rows hold (sharded models):
+            no shared prefix and no separate vision-encoder call, whose count would depend on the rows.
+        groups: ``prompt_groups(batch)`` if the caller has it (computed here otherwise).
     """
     mask_all = batch["completion_mask"]
     C = mask_all.size(1)
     weight, bias = lm_head.weight, getattr(lm_head, "bias", None)
     pv = batch.get("pixel_values")
+    groups = prompt_groups(batch, rows) if groups is None else list(groups)
+    # Token-for-token repeats of a response of the same prompt get its statistics.
+    rows, inverse = distinct_responses(batch, list(rows), groups)
+    if len(rows) > batch_size:
+        # Chunks of similar lengths: each forward runs only as far as its longest response.
+        lengths = mask_all[torch.as_tensor(rows, dtype=torch.long, device=mask_all.device)].sum(1).tolist()
+        by_length = sorted(range(len(rows)), key=lambda j: lengths[j])
+        new_pos = {old: new for new, old in enumerate(by_length)}
+        rows, inverse = [rows[j] for j in by_length], [new_pos[j] for j in inverse]
     parts: list[TokenStats] = []
-    rows = list(rows)
     forwards = 0
     need_clean = clean_hidden is None
     need_pert = with_perturbed and perturbed_pixel_values is not None
     cache: VisionCache | None = None
-    if pv is not None and rows and (need_clean or need_pert) and accepts_encoder_outputs(backbone):
-        spans = image_row_spans(batch)
-        images = sorted({i for b in rows for i in range(spans[b][2], spans[b][3])})
+    spans = image_row_spans(batch)
+    # The images of a group's responses are equal (prompt_groups compares them; the perturbed ones share
+    # the group's seed): encode one scored response's. Not the batch's first of the group: that one may be
+    # skipped, and then its "perturbed" pixels were never perturbed.
+    first_of: dict[int, int] = {}
+    for b in rows:
+        first_of.setdefault(groups[b], b)
+    if lockstep:
+        share_prefix = False  # every chunk must be exactly one model call (argument doc)
+    if pv is not None and rows and (need_clean or need_pert) and not lockstep and accepts_encoder_outputs(backbone):
+        images = sorted({i for b in first_of.values() for i in range(spans[b][2], spans[b][3])})
         sources = {"clean": pv} if need_clean else {}
         if need_pert:
             sources["perturbed"] = perturbed_pixel_values
         with forward_ctx() if forward_ctx is not None else _null():
-            cache = VisionCache(backbone, sources, batch["image_grid_thw"], images)
+            alias = _image_alias(spans, rows, groups, first_of)
+            cache = VisionCache(backbone, sources, batch["image_grid_thw"], images, alias=alias)
 
     def inputs_for(idx, which: str) -> dict[str, Any]:
         inputs = _rows(batch, idx, pv if which == "clean" else perturbed_pixel_values)
@@ -310,19 +586,30 @@ def counterfactual_stats(
         idx = rows[start : start + batch_size]
         sel = torch.as_tensor(idx, dtype=torch.long, device=mask_all.device)
         with forward_ctx() if forward_ctx is not None else _null():
+            positions = None
+            if clean_position_ids is not None:
+                positions = clean_position_ids[:, sel]
+            elif (need_clean or need_pert) and (share_prefix or clean_hidden is None):
+                positions = _position_ids(backbone, _position_inputs(batch, idx))
+            shared = share_prefix and cache is not None and positions is not None and positions.dim() == 3
             if clean_hidden is not None:
                 h_clean = clean_hidden[sel]
-                if with_perturbed:
+                if with_perturbed and shared:
+                    h_pert = _shared_prefix_hidden(backbone, batch, idx, groups, ["perturbed"], cache, positions, C)
+                elif with_perturbed:
                     pert_inputs = inputs_for(idx, "perturbed")
-                    if clean_position_ids is not None:
-                        pert_inputs["position_ids"] = clean_position_ids[:, sel]
+                    if positions is not None:
+                        pert_inputs["position_ids"] = positions
                     h_pert = completion_hidden(backbone, pert_inputs, C)
                 else:
                     h_pert = h_clean
+            elif shared:
+                names = ["clean", "perturbed"] if with_perturbed else ["clean"]
+                h = _shared_prefix_hidden(backbone, batch, idx, groups, names, cache, positions, C)
+                h_clean, h_pert = h[: len(idx)], h[-len(idx) :]
             elif with_perturbed:
                 clean_inputs = inputs_for(idx, "clean")
                 both = _stack(clean_inputs, inputs_for(idx, "perturbed"))
-                positions = _position_ids(backbone, clean_inputs)
                 if positions is not None:  # the perturbed rows have the clean rows' tokens and grids
                     both["position_ids"] = torch.cat([positions, positions], dim=1)
                 h = completion_hidden(backbone, both, C)
@@ -345,12 +632,25 @@ def counterfactual_stats(
     if not parts:
         z = torch.zeros(0, C, device=mask_all.device)
         return TokenStats(entropy=z, entropy_perturbed=z, jsd=z, kl=z)
+    back = torch.as_tensor(inverse, dtype=torch.long, device=mask_all.device)
     return TokenStats(
-        entropy=torch.cat([p.entropy for p in parts]),
-        entropy_perturbed=torch.cat([p.entropy_perturbed for p in parts]),
-        jsd=torch.cat([p.jsd for p in parts]),
-        kl=torch.cat([p.kl for p in parts]),
+        entropy=torch.cat([p.entropy for p in parts])[back],
+        entropy_perturbed=torch.cat([p.entropy_perturbed for p in parts])[back],
+        jsd=torch.cat([p.jsd for p in parts])[back],
+        kl=torch.cat([p.kl for p in parts])[back],
     )
+
+
+def _image_alias(spans, rows: Sequence[int], groups: Sequence[int], first_of: dict[int, int]) -> dict[int, int]:
+    """Image index -> the same-position image of its group's representative response (equal pixels and
+    grid), for the images of ``rows``."""
+    alias = {}
+    for b in rows:
+        i0, i1 = spans[b][2], spans[b][3]
+        j0 = spans[first_of[groups[b]]][2]
+        for k in range(i1 - i0):
+            alias[i0 + k] = j0 + k
+    return alias
 
 
 class _null:

@@ -14,6 +14,9 @@ buffering of a generation batch over ``steps_per_generation × num_iterations`` 
    same weights the batch was sampled with, so its final hidden states are captured and the mask is
    built right there, before the loss, and only the perturbed rows get an extra forward. Same
    statistics, same mask, half the counterfactual forward (``visent_mask_deferred`` marks such rows).
+   Within the pass, each prompt and its image are run once per pass, not once per response, and
+   repeated responses are scored once (``visent.trainer.counterfactual``). Under ZeRO-3 / FSDP, where
+   every forward is a collective, the pass instead makes one plain call per chunk on every process.
 2. **Skipping.** A response whose advantage is exactly zero (every response of a group whose rewards
    are all equal) contributes zero policy gradient whatever its mask, so its counterfactual pass is
    skipped. To keep the selected-token mean exact, its row still counts the ``k`` tokens it would have
@@ -54,7 +57,12 @@ from visent.trainer._trl_seam import (
     no_gradient_checkpointing,
 )
 from visent.trainer.config import VisentConfig
-from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images, prompt_seeds
+from visent.trainer.counterfactual import (
+    counterfactual_stats,
+    perturb_batch_images,
+    prompt_groups,
+    prompt_seeds,
+)
 
 __all__ = ["VisentGRPOTrainer"]
 
@@ -169,17 +177,22 @@ class VisentGRPOTrainer(SeamTrainer):
         num_images = batch.get("num_images") or [0] * B
         has_image = torch.tensor([num_images[i] > 0 for i in rows], dtype=torch.bool, device=device)
 
+        groups = prompt_groups(batch, rows)
         perturbed = None
         if args.needs_perturbed_pass and batch.get("pixel_values") is not None:
-            seeds = prompt_seeds(batch, args.perturbation_seed, step)
-            perturbed = perturb_batch_images(batch, seeds, args.perturbation, args.perturbation_strength, self.patch_layout)
+            seeds = prompt_seeds(batch, args.perturbation_seed, step, groups)
+            perturbed = perturb_batch_images(
+                batch, seeds, args.perturbation, args.perturbation_strength, self.patch_layout, rows=rows
+            )
         backbone, head = backbone_and_head(self.model)
         batch_size = args.counterfactual_batch_size or args.per_device_train_batch_size
         with_perturbed = perturbed is not None
-        forwards = -(-len(rows) // batch_size) if (clean_hidden is None or with_perturbed) else 0
-        if self.accelerator.num_processes > 1:
+        lockstep = self._forwards_are_collective()
+        forwards = 0
+        if lockstep:
             # Skipping leaves processes with different numbers of rows; sharded models (ZeRO-3, FSDP) need
             # every process to make the same number of forward calls.
+            forwards = -(-len(rows) // batch_size) if (clean_hidden is None or with_perturbed) else 0
             forwards = int(self.accelerator.gather(torch.tensor([forwards], device=device)).max())
         with no_gradient_checkpointing(self):
             stats = counterfactual_stats(
@@ -195,6 +208,8 @@ class VisentGRPOTrainer(SeamTrainer):
                 chunk_size=args.stats_chunk_size,
                 batch_size=batch_size,
                 min_forwards=forwards,
+                lockstep=lockstep,
+                groups=groups,
                 gather_ctx=lm_head_gather_ctx,
                 # Same autocast as TRL's forwards: a reused clean pass and our perturbed pass must share
                 # precision, or the JSD would measure bf16-vs-fp32 rounding instead of the image.
@@ -223,6 +238,16 @@ class VisentGRPOTrainer(SeamTrainer):
             gap=_masked_mean(stats.gap, with_img),
         )
         return mask, count, skipped
+
+    def _forwards_are_collective(self) -> bool:
+        """Whether every model forward is a collective call across processes (parameters sharded by ZeRO-3
+        or FSDP): then all processes must make the same number of calls in the counterfactual pass."""
+        if self.accelerator.num_processes == 1:
+            return False
+        if self.is_fsdp_enabled:
+            return True
+        plugin = getattr(self.accelerator.state, "deepspeed_plugin", None)
+        return plugin is not None and int(getattr(plugin, "zero_stage", 0) or 0) == 3
 
     def _record_pass_metrics(self, no_image: int, jsd: float, gap: float) -> None:
         # Always logged (NaN → null in metrics.jsonl when not computed) so every run has the same keys.

@@ -19,15 +19,16 @@ def tiny():
     return build_tiny("qwen2_5_vl", hidden_size=64, num_layers=2)
 
 
-def make_batch(processor, with_image, seed=0, completion_len=6):
-    """Rows: one per entry of ``with_image``: an image index, a tuple of them (several images), or None."""
+def make_batch(processor, with_image, seed=0, completion_len=6, texts=None):
+    """Rows: one per entry of ``with_image``: an image index, a tuple of them (several images), or None;
+    ``texts`` (default "How many shapes?" for every row) gives each row's question."""
     from PIL import Image
 
     rng = np.random.RandomState(seed)
     images = [Image.fromarray((rng.rand(56, 56, 3) * 255).astype("uint8")) for _ in range(3)]
-    texts, imgs = [], []
-    for idx in with_image:
-        content = [{"type": "text", "text": "How many shapes?"}]
+    questions, texts, imgs = texts, [], []
+    for r, idx in enumerate(with_image):
+        content = [{"type": "text", "text": questions[r] if questions else "How many shapes?"}]
         for i in () if idx is None else (idx if isinstance(idx, tuple) else (idx,)):
             content = [{"type": "image"}] + content
             imgs.append(images[i])
@@ -101,16 +102,22 @@ def test_reusing_a_clean_forward_matches_and_skips_the_clean_rows(tiny):
     handle = backbone.register_forward_hook(lambda m, a, out: rows_seen.append(out.last_hidden_state.size(0)))
     try:
         fresh = cf.counterfactual_stats(backbone, head, batch, [0, 1, 2, 3], perturbed, batch_size=4)
+        # Clean and perturbed in one batch: the 3 distinct prompts once per pass, then the 4 responses per pass.
+        assert rows_seen == [6, 8]
+        rows_seen.clear()
+        fresh_plain = cf.counterfactual_stats(backbone, head, batch, [0, 1, 2, 3], perturbed, batch_size=4,
+                                              share_prefix=False)
         assert rows_seen == [8]  # clean and perturbed in ONE forward
         rows_seen.clear()
         clean = cf.completion_hidden(backbone, cf._rows(batch, [0, 1, 2, 3], batch["pixel_values"]), 6)
         rows_seen.clear()
         reused = cf.counterfactual_stats(backbone, head, batch, [1, 3], perturbed, clean_hidden=clean, batch_size=4)
-        assert rows_seen == [2]  # only the perturbed rows are forwarded
+        assert rows_seen == [2, 2]  # only the perturbed rows are forwarded
     finally:
         handle.remove()
     for field in ("entropy", "entropy_perturbed", "jsd", "kl"):
         torch.testing.assert_close(getattr(reused, field), getattr(fresh, field)[[1, 3]], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(getattr(fresh_plain, field), getattr(fresh, field), atol=1e-5, rtol=1e-4)
 
 
 def test_text_only_rows_fall_back_to_entropy(tiny, tmp_path):
@@ -174,11 +181,16 @@ def test_processes_can_be_kept_in_step_with_throwaway_forwards(tiny):
     calls = []
     handle = backbone.register_forward_hook(lambda *a: calls.append(1))
     try:
-        stats = cf.counterfactual_stats(backbone, head, batch, [], batch["pixel_values"], min_forwards=2)
+        stats = cf.counterfactual_stats(backbone, head, batch, [], batch["pixel_values"], min_forwards=2, lockstep=True)
         assert len(calls) == 2 and stats.jsd.shape == (0, 6)
         calls.clear()
-        cf.counterfactual_stats(backbone, head, batch, [0, 1], batch["pixel_values"], batch_size=1, min_forwards=1)
-        assert len(calls) == 2  # already at least min_forwards: no extra call
+        cf.counterfactual_stats(backbone, head, batch, [0, 1], batch["pixel_values"], batch_size=1, min_forwards=1,
+                                lockstep=True)
+        assert len(calls) == 2  # one call per chunk, already at least min_forwards: no extra call
+        calls.clear()
+        cf.counterfactual_stats(backbone, head, batch, [0, 1], batch["pixel_values"], batch_size=1, min_forwards=3,
+                                lockstep=True)
+        assert len(calls) == 3
     finally:
         handle.remove()
 
@@ -216,3 +228,116 @@ def test_vision_encoder_runs_once_per_distinct_image_with_the_same_statistics(ti
         torch.testing.assert_close(getattr(deduped, field), getattr(every_copy, field), atol=1e-6, rtol=1e-5)
     # Perturbation is visible (the test would pass vacuously if both passes saw the clean image).
     assert float(deduped.jsd.sum()) > 0
+
+
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl"])
+def tiny_kind(request):
+    from visent.lab.tiny import build_tiny
+
+    return build_tiny(request.param, hidden_size=64, num_layers=2)
+
+
+def _plain(monkeypatch):
+    """Switch the counterfactual pass to its unoptimised form: every row forwarded in full with its own
+    pixels, rope positions computed by the model, and no merging of repeated responses."""
+    monkeypatch.setattr(cf, "accepts_encoder_outputs", lambda backbone: False)
+    monkeypatch.setattr(cf, "_position_ids", lambda backbone, inputs: None)
+    monkeypatch.setattr(cf, "distinct_responses", lambda batch, rows, groups: (list(rows), list(range(len(rows)))))
+
+
+@pytest.mark.parametrize("completion_len,split", [(1, False), (7, False), (7, True)])
+def test_shared_prompts_and_merged_repeats_give_the_plain_statistics(tiny_kind, monkeypatch, completion_len, split):
+    """Prompt groups of different lengths (left padding), several images, a text-only group, repeated
+    responses, and a group whose batch-first response is skipped (its pixels are then never perturbed):
+    running each prompt once per pass and scoring repeats once gives the unoptimised path's statistics,
+    with the trainer's clean forward reused or not, and with responses split by length or not."""
+    model, processor = tiny_kind
+    if split:  # these few rows never save enough to split: make any saving enough
+        monkeypatch.setattr(cf, "_MIN_SPLIT_SAVING", 0)
+    texts = ["How many?", "Count the red shapes in the picture, please.", "How many?", "Hi", "How many?",
+             "Two images: how many?", "Count the red shapes in the picture, please.", "Hi", "How many?"]
+    with_image = [0, 1, 0, None, 0, (1, 2), 1, None, 0]
+    batch = make_batch(processor, with_image, completion_len=completion_len, texts=texts)
+    batch["completion_ids"][4] = batch["completion_ids"][2]  # a repeat within group {0, 2, 4, 8}
+    batch["completion_mask"][4] = batch["completion_mask"][2]
+    if completion_len > 1:
+        batch["completion_ids"][8, :3] = batch["completion_ids"][2, :3]
+        batch["completion_mask"][8, 3:] = 0  # a shorter response: not a repeat of 2
+        batch["completion_mask"][7, 4:] = 0  # the last chunk (7, 8) is shorter than the batch's C
+    if split:
+        batch["completion_mask"][[1, 3], 2:] = 0  # two short responses in the first chunk: worth a call
+    backbone, head = backbone_and_head(model)
+    groups = cf.prompt_groups(batch)
+    assert groups == [0, 1, 0, 2, 0, 3, 1, 2, 0]
+    rows = [1, 2, 3, 4, 5, 6, 7, 8]  # response 0, its group's first, is skipped
+    seeds = cf.prompt_seeds(batch, 0, 3)
+    perturbed = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None,
+                                        PatchLayout.from_processor(processor), rows=rows)
+    calls = []
+    handle = backbone.register_forward_hook(lambda m, a, out: calls.append(out.last_hidden_state.size(0)))
+    try:
+        fast = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=5)
+        all_rows = list(range(len(with_image)))
+        positions = cf._position_ids(backbone, cf._position_inputs(batch, all_rows))
+        clean = cf.completion_hidden(backbone, cf._rows(batch, all_rows, batch["pixel_values"]), completion_len)
+        calls.clear()
+        fast_reused = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, clean_hidden=clean,
+                                              clean_position_ids=positions, batch_size=5)
+    finally:
+        handle.remove()
+    distinct = len(cf.distinct_responses(batch, rows, groups)[0])
+    assert distinct == 7
+    # Reused clean pass: per chunk one call on the distinct prompts, then one on the responses (perturbed
+    # only), or two on responses split by length.
+    chunks = [min(5, distinct - s) for s in range(0, distinct, 5)]
+    if split:
+        assert len(calls) > 2 * len(chunks) and sum(calls) - sum(calls[0::3]) >= sum(chunks)
+    else:
+        assert calls[1::2] == chunks and all(c <= n for c, n in zip(calls[0::2], chunks))
+    with monkeypatch.context() as m:
+        _plain(m)
+        plain = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=5)
+    assert float(plain.jsd.sum()) > 0
+    for field in ("entropy", "entropy_perturbed", "jsd", "kl"):
+        torch.testing.assert_close(getattr(fast, field), getattr(plain, field), atol=2e-6, rtol=1e-4)
+        torch.testing.assert_close(getattr(fast_reused, field), getattr(plain, field), atol=2e-6, rtol=1e-4)
+
+
+def test_groups_compare_pixels_and_prompts_exactly(tiny):
+    _, processor = tiny
+    batch = make_batch(processor, [0, 0, 1, 0], texts=["A?", "A?", "A?", "B?"])
+    assert cf.prompt_groups(batch) == [0, 0, 1, 2]
+    spans = cf.image_row_spans(batch)
+    batch["pixel_values"] = batch["pixel_values"].clone()
+    batch["pixel_values"][spans[1][0], 5] += 1e-3  # one pixel value of one copy differs
+    assert cf.prompt_groups(batch) == [0, 1, 2, 3]
+
+
+def test_length_parts_split_only_when_it_saves_enough(monkeypatch):
+    # One long response among short ones: the short ones run 4 positions instead of 29.
+    lengths = [5] * 20 + [30]
+    assert cf.length_parts(lengths) == [list(range(20)), [20]]
+    assert cf.length_parts([5, 6, 5, 6]) == [[0, 1, 2, 3]]  # saves 4 positions: not worth a call
+    assert cf.length_parts([7] * 9) == [list(range(9))]
+    assert cf.length_parts([1]) == [[0]]
+    monkeypatch.setattr(cf, "_MIN_SPLIT_SAVING", 0)
+    assert cf.length_parts([5, 9, 5, 9]) == [[0, 2], [1, 3]]
+    assert cf.length_parts([8, 9, 8, 9]) == [[0, 1, 2, 3]]  # under a quarter of 32 positions
+
+
+def test_distinct_responses_merge_only_exact_repeats_within_a_prompt():
+    ids = torch.tensor([[5, 6, 7, 0], [5, 6, 7, 0], [5, 6, 7, 9], [5, 6, 7, 0], [5, 6, 7, 0], [5, 6, 7, 3]])
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 0], [1, 1, 1, 0]])
+    batch = {"completion_ids": ids, "completion_mask": mask}
+    # Rows 0/1: a repeat. Row 2: longer. Row 3: same tokens, another prompt. Row 5: differs only under padding.
+    unique, inverse = cf.distinct_responses(batch, [0, 1, 2, 3, 4, 5], groups=[0, 0, 0, 1, 1, 0])
+    assert unique == [0, 2, 3]
+    assert inverse == [0, 0, 1, 2, 2, 0]
+    assert cf.distinct_responses(batch, [], groups=[0] * 6) == ([], [])
+
+
+def test_groups_of_selected_rows_only(tiny):
+    _, processor = tiny
+    batch = make_batch(processor, [0, 0, 1, 0, 1])
+    assert cf.prompt_groups(batch) == [0, 0, 1, 0, 1]
+    assert cf.prompt_groups(batch, rows=[1, 3, 4]) == [0, 1, 2, 1, 3]  # rows 0 and 2: groups of their own
