@@ -49,6 +49,7 @@ __all__ = [
     "image_row_spans",
     "length_parts",
     "perturb_batch_images",
+    "perturb_images",
     "prompt_groups",
     "prompt_seeds",
 ]
@@ -86,17 +87,17 @@ def prompt_groups(batch: dict[str, Any], rows: Sequence[int] | None = None) -> l
     pv, grid = batch.get("pixel_values"), batch.get("image_grid_thw")
     ids, pmask = batch["prompt_ids"], batch["prompt_mask"]
     B = ids.size(0)
-    # Cheap keys for all rows at once (a weighted sum of the tokens, a strided sum of the pixels): equal
+    # Cheap keys for all rows at once (a weighted sum of the tokens, sums of a few patch rows): equal
     # prompts have equal keys; exact comparison below decides among rows whose keys collide.
     weights = torch.arange(1, ids.size(1) + 1, device=ids.device, dtype=torch.int64) * 1_000_003
     token_key = ((ids.long() * pmask.long() + pmask.long()) * weights).sum(1).tolist()
     pixel_key = [0.0] * B
-    if pv is not None:
-        owner = torch.zeros(pv.size(0), dtype=torch.long, device=pv.device)
-        for b, (r0, r1, _, _) in enumerate(spans):
-            owner[r0:r1] = b
-        sample = pv[:, :: max(1, pv.size(1) // 64)].sum(1)
-        pixel_key = torch.zeros(B, dtype=sample.dtype, device=pv.device).index_add_(0, owner, sample).tolist()
+    if pv is not None and pv.size(0) > 0:
+        # Three patch rows per response (first, middle, last) make the key: reading every pixel is left to
+        # the exact comparison, and only for rows that have a candidate.
+        probe = [r for (r0, r1, _, _) in spans for r in ((r0, (r0 + r1) // 2, r1 - 1) if r1 > r0 else (0, 0, 0))]
+        sums = pv[torch.as_tensor(probe, dtype=torch.long, device=pv.device)].sum(1).view(B, 3)
+        pixel_key = [tuple(row) for row in sums.tolist()]
     keys = [(token_key[b], r1 - r0, i1 - i0, pixel_key[b]) for b, (r0, r1, i0, i1) in enumerate(spans)]
     # The usual case, one pass: the first row with a key is its group's candidate representative.
     wanted = set(range(B)) if rows is None else set(rows)
@@ -139,22 +140,31 @@ def prompt_groups(batch: dict[str, Any], rows: Sequence[int] | None = None) -> l
 
 
 def prompt_seeds(
-    batch: dict[str, Any], base_seed: int, step: int, groups: Sequence[int] | None = None
-) -> list[int]:
+    batch: dict[str, Any],
+    base_seed: int,
+    step: int,
+    groups: Sequence[int] | None = None,
+    rows: Sequence[int] | None = None,
+) -> list[int | None]:
     """One 63-bit seed per response, equal for responses of the same prompt.
 
     Derived from (``base_seed``, ``step``, the prompt's unpadded token ids, a strided sample of its
     ``pixel_values``), so it does not depend on where a group's responses sit in the batch or on which
     process they landed: the K responses of a prompt always share one noise draw, and a run (or a resumed
     run, since ``step`` is the global step) is reproducible. ``groups`` (``prompt_groups``' output, computed
-    here if ``None``) lets the hash run once per prompt: its inputs are equal within a group.
+    here if ``None``) lets the hash run once per prompt: its inputs are equal within a group. ``rows``:
+    only these responses get a seed (the others ``None``).
     """
     spans = image_row_spans(batch)
-    groups = prompt_groups(batch) if groups is None else groups
+    groups = prompt_groups(batch, rows) if groups is None else groups
     pv = batch.get("pixel_values")
+    wanted = None if rows is None else set(rows)
     by_group: dict[int, int] = {}
-    seeds = []
+    seeds: list[int | None] = []
     for b, (r0, r1, _, _) in enumerate(spans):
+        if wanted is not None and b not in wanted:
+            seeds.append(None)
+            continue
         if groups[b] not in by_group:
             ids = batch["prompt_ids"][b][batch["prompt_mask"][b].bool()]
             h = hashlib.blake2b(digest_size=8)
@@ -169,15 +179,55 @@ def prompt_seeds(
     return seeds
 
 
-def perturb_batch_images(
+def perturb_images(
     batch: dict[str, Any],
-    seeds: Sequence[int],
+    seeds: Sequence[int | None],
     kind: str,
     strength: float | None,
     layout: PatchLayout,
     rows: Sequence[int] | None = None,
+    groups: Sequence[int] | None = None,
+) -> dict[int, torch.Tensor]:
+    """Perturbed patch rows ``(rows_i, C·tp·p·p)`` of image i (index into ``image_grid_thw``), for the images
+    of responses ``rows`` (``None``: all), one draw per prompt group.
+
+    The K responses of a prompt carry K copies of its images; their entries here are the same tensors
+    (views of one draw), so nothing is copied K times. ``groups`` (``prompt_groups``' output, computed if
+    ``None``) decides which responses share a draw; ``seeds[b]`` seeds response b's group.
+    """
+    pv = batch.get("pixel_values")
+    if pv is None:
+        return {}
+    grid = batch["image_grid_thw"]
+    groups = prompt_groups(batch, rows) if groups is None else groups
+    wanted = None if rows is None else set(rows)
+    draws: dict[int, list[torch.Tensor]] = {}  # group -> its images' perturbed rows
+    out: dict[int, torch.Tensor] = {}
+    for b, (r0, r1, i0, i1) in enumerate(image_row_spans(batch)):
+        if r1 == r0 or (wanted is not None and b not in wanted):
+            continue
+        if groups[b] not in draws:
+            if seeds[b] is None:
+                raise ValueError(f"response {b} is to be perturbed but has no seed")
+            gen = torch.Generator(device="cpu").manual_seed(int(seeds[b]))
+            noisy = perturb_pixel_values(kind, pv[r0:r1], grid[i0:i1], gen, strength, layout)
+            draws[groups[b]] = list(torch.split(noisy, grid[i0:i1].prod(-1).tolist()))
+        for k, rows_k in enumerate(draws[groups[b]]):
+            out[i0 + k] = rows_k
+    return out
+
+
+def perturb_batch_images(
+    batch: dict[str, Any],
+    seeds: Sequence[int | None],
+    kind: str,
+    strength: float | None,
+    layout: PatchLayout,
+    rows: Sequence[int] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> torch.Tensor | None:
-    """Perturbed ``pixel_values`` for the whole batch (same shape), one draw per distinct prompt seed.
+    """Perturbed ``pixel_values`` for the whole batch (same shape), one draw per prompt group
+    (``perturb_images`` laid out as ``pixel_values``).
 
     ``rows``: only these responses' images are perturbed (the others keep their clean pixels, for
     responses whose counterfactual pass is skipped); ``None``: all of them.
@@ -185,21 +235,36 @@ def perturb_batch_images(
     pv = batch.get("pixel_values")
     if pv is None:
         return None
-    grid = batch["image_grid_thw"]
     out = pv.clone()
-    done: dict[int, torch.Tensor] = {}
-    wanted = None if rows is None else set(rows)
-    for b, ((r0, r1, i0, i1), seed) in enumerate(zip(image_row_spans(batch), seeds)):
-        if r1 == r0 or (wanted is not None and b not in wanted):
-            continue
-        if seed not in done:
-            gen = torch.Generator(device="cpu").manual_seed(seed)
-            done[seed] = perturb_pixel_values(kind, pv[r0:r1], grid[i0:i1], gen, strength, layout)
-        out[r0:r1] = done[seed]
+    starts = _image_starts(batch["image_grid_thw"])
+    for i, rows_i in perturb_images(batch, seeds, kind, strength, layout, rows, groups).items():
+        out[starts[i] : starts[i + 1]] = rows_i
     return out
 
 
-def _rows(batch: dict[str, Any], idx: Sequence[int], pixel_values: torch.Tensor | None) -> dict[str, Any]:
+def _image_starts(grid: torch.Tensor) -> list[int]:
+    """First patch row of each image in ``pixel_values`` (and the total at the end)."""
+    starts = [0]
+    for r in grid.prod(-1).tolist():
+        starts.append(starts[-1] + r)
+    return starts
+
+
+Pixels = torch.Tensor | dict[int, torch.Tensor]
+"""Images of a batch: a ``pixel_values`` tensor laid out by ``image_grid_thw``, or ``perturb_images``'
+per-image patch rows (only the images that were perturbed)."""
+
+
+def _image_rows(pixels: Pixels, starts: Sequence[int], i: int) -> torch.Tensor:
+    """Patch rows of image i in ``pixels``."""
+    if isinstance(pixels, dict):
+        if i not in pixels:
+            raise KeyError(f"image {i} was not perturbed (its response was not among the rows)")
+        return pixels[i]
+    return pixels[starts[i] : starts[i + 1]]
+
+
+def _rows(batch: dict[str, Any], idx: Sequence[int], pixel_values: Pixels | None) -> dict[str, Any]:
     """Model inputs for responses ``idx`` (full prompt+completion), taking images from ``pixel_values``."""
     spans = image_row_spans(batch)
     sel = torch.as_tensor(list(idx), dtype=torch.long, device=batch["completion_ids"].device)
@@ -211,7 +276,12 @@ def _rows(batch: dict[str, Any], idx: Sequence[int], pixel_values: torch.Tensor 
         if batch.get(key) is not None:
             inputs[key] = batch[key][sel]
     if pixel_values is not None:
-        row_parts = [pixel_values[spans[i][0] : spans[i][1]] for i in idx]
+        starts = _image_starts(batch["image_grid_thw"])
+        row_parts = [
+            torch.cat([_image_rows(pixel_values, starts, j) for j in range(spans[i][2], spans[i][3])])
+            if spans[i][3] > spans[i][2] else batch["pixel_values"][:0]
+            for i in idx
+        ]
         grid_parts = [batch["image_grid_thw"][spans[i][2] : spans[i][3]] for i in idx]
         if sum(p.size(0) for p in row_parts) > 0:
             inputs["pixel_values"] = torch.cat(row_parts)
@@ -223,7 +293,7 @@ class VisionCache:
     """Vision-encoder outputs of the distinct images of one or more ``pixel_values`` tensors, in one call.
 
     ``sources`` maps a name (``"clean"``, ``"perturbed"``) to a ``pixel_values`` tensor laid out by
-    ``grid`` (``image_grid_thw``); ``image_embeds(name, i)`` is image ``i``'s ``(n_tokens_i, D)`` embedding in
+    ``grid`` (``image_grid_thw``) or ``perturb_images``' per-image rows; ``image_embeds(name, i)`` is image ``i``'s ``(n_tokens_i, D)`` embedding in
     that source. Images are deduplicated by exact equality of their patch rows and grid, so each copy
     gets the result the model computes for it; Qwen's vision attention is block-diagonal per image, so
     encoding one copy instead of K does not change what the others would have got.
@@ -232,7 +302,7 @@ class VisionCache:
     def __init__(
         self,
         backbone: torch.nn.Module,
-        sources: dict[str, torch.Tensor],
+        sources: dict[str, Pixels],
         grid: torch.Tensor,
         images: Sequence[int],
         alias: dict[int, int] | None = None,
@@ -240,17 +310,14 @@ class VisionCache:
         # ``alias`` maps an image to one known to be identical (a copy in the same prompt group): lookups of
         # the former are answered from the latter, which is all that is compared and encoded.
         self.alias = alias or {}
-        rows_per_image = grid.prod(-1).tolist()
-        starts = [0]
-        for r in rows_per_image:
-            starts.append(starts[-1] + r)
+        starts = _image_starts(grid)
         self.owner: dict[tuple[str, int], int] = {}  # (source, image) -> index among the unique ones
         unique: list[torch.Tensor] = []
         unique_grid: list[int] = []
         by_key: dict[tuple, list[int]] = {}
         for name, pv in sources.items():
             for i in images:
-                rows = pv[starts[i] : starts[i + 1]]
+                rows = _image_rows(pv, starts, i)
                 # Cheap key first (grid and a strided sum); exact comparison decides.
                 key = (tuple(grid[i].tolist()), float(rows[:: max(1, rows.shape[0] // 8)].sum()))
                 for u in by_key.get(key, []):
@@ -500,7 +567,7 @@ def counterfactual_stats(
     lm_head: torch.nn.Module,
     batch: dict[str, Any],
     rows: Sequence[int],
-    perturbed_pixel_values: torch.Tensor | None,
+    perturbed_pixel_values: Pixels | None,
     *,
     clean_hidden: torch.Tensor | None = None,
     clean_position_ids: torch.Tensor | None = None,
@@ -521,7 +588,8 @@ def counterfactual_stats(
         backbone / lm_head: from ``_trl_seam.backbone_and_head``.
         batch: TRL's generation batch (keys above).
         rows: indices of the responses to score.
-        perturbed_pixel_values: ``perturb_batch_images`` output (``None``: no images in the batch).
+        perturbed_pixel_values: ``perturb_images`` or ``perturb_batch_images`` output covering the images
+            of ``rows`` (``None``: no images in the batch).
         clean_hidden: ``(B, C, D)`` clean hidden states already computed by the trainer, or ``None``.
         clean_position_ids: ``(k, B, L)`` position ids (Qwen-VL 3D rope) of that same clean forward, or
             ``None``; the perturbed rows reuse them instead of recomputing (same tokens, mask and grids).

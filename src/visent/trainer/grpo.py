@@ -59,7 +59,7 @@ from visent.trainer._trl_seam import (
 from visent.trainer.config import VisentConfig
 from visent.trainer.counterfactual import (
     counterfactual_stats,
-    perturb_batch_images,
+    perturb_images,
     prompt_groups,
     prompt_seeds,
 )
@@ -180,9 +180,9 @@ class VisentGRPOTrainer(SeamTrainer):
         groups = prompt_groups(batch, rows)
         perturbed = None
         if args.needs_perturbed_pass and batch.get("pixel_values") is not None:
-            seeds = prompt_seeds(batch, args.perturbation_seed, step, groups)
-            perturbed = perturb_batch_images(
-                batch, seeds, args.perturbation, args.perturbation_strength, self.patch_layout, rows=rows
+            seeds = prompt_seeds(batch, args.perturbation_seed, step, groups, rows)
+            perturbed = perturb_images(
+                batch, seeds, args.perturbation, args.perturbation_strength, self.patch_layout, rows, groups
             )
         backbone, head = backbone_and_head(self.model)
         batch_size = args.counterfactual_batch_size or args.per_device_train_batch_size

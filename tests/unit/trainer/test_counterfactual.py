@@ -341,3 +341,26 @@ def test_groups_of_selected_rows_only(tiny):
     batch = make_batch(processor, [0, 0, 1, 0, 1])
     assert cf.prompt_groups(batch) == [0, 0, 1, 0, 1]
     assert cf.prompt_groups(batch, rows=[1, 3, 4]) == [0, 1, 2, 1, 3]  # rows 0 and 2: groups of their own
+
+
+def test_perturbed_images_are_drawn_once_per_prompt_and_not_copied(tiny):
+    model, processor = tiny
+    batch = make_batch(processor, [0, 1, 0, (1, 2), 0, None])
+    layout = PatchLayout.from_processor(processor)
+    rows = [1, 2, 3, 4, 5]  # response 0 (first of its prompt) is skipped
+    seeds = cf.prompt_seeds(batch, 0, 2, rows=rows)
+    assert seeds[0] is None and seeds[2] == seeds[4]
+    images = cf.perturb_images(batch, seeds, "pixel_values_gaussian", None, layout, rows)
+    assert sorted(images) == [1, 2, 3, 4, 5]  # image 0 belongs to the skipped response only
+    assert images[2] is images[5]  # the two scored copies of prompt 0's image: one tensor
+    full = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None, layout, rows)
+    starts = cf._image_starts(batch["image_grid_thw"])
+    for i, rows_i in images.items():
+        assert torch.equal(full[starts[i] : starts[i + 1]], rows_i)
+        assert not torch.equal(rows_i, batch["pixel_values"][starts[i] : starts[i + 1]])
+    assert torch.equal(full[: starts[1]], batch["pixel_values"][: starts[1]])  # skipped: clean pixels
+    backbone, head = backbone_and_head(model)
+    a = cf.counterfactual_stats(backbone, head, batch, rows, images, batch_size=3)
+    b = cf.counterfactual_stats(backbone, head, batch, rows, full, batch_size=3, share_prefix=False)
+    for field in ("entropy", "entropy_perturbed", "jsd", "kl"):
+        torch.testing.assert_close(getattr(a, field), getattr(b, field), atol=2e-6, rtol=1e-4)
