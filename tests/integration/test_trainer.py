@@ -312,3 +312,23 @@ def test_mask_is_built_once_per_generation_batch(tmp_path):
     assert len(calls) == 1 and len(used) == 2
     # The two updates saw disjoint halves of the one mask (TRL shuffles rows, the mask moves with them).
     assert sorted(map(tuple, torch.cat(used).tolist())) == sorted(map(tuple, calls[0].tolist()))
+
+
+def test_a_batch_mixing_image_and_text_only_prompts_trains(tmp_path):
+    """TRL marks a text-only prompt's images as None, which the processor rejects in a batch that also has
+    images; the seam passes an empty list instead. Text-only responses fall back to entropy scores."""
+    trainer = make_trainer(tmp_path, token_score="vepo", selection_ratio=0.5, skip_uniform_groups=False)
+    trainer.model.train()
+    rows = rows_for(trainer, 2)
+    for row in rows[K:]:  # the second prompt's K copies lose their image
+        row["images"] = []
+    batch = trainer.generation_batch(rows)
+    assert batch["num_images"] == [1] * K + [0] * K
+    metrics = trainer._metrics["train"]
+    assert metrics["vepo/no_image_responses"][-1] == float(K)
+    assert (batch[TOKEN_MASK].sum(1) > 0).all()
+    trainer.current_gradient_accumulation_steps = 1
+    loss = trainer.compute_policy_loss(trainer.model, batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.parameters())

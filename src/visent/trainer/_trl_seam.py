@@ -28,6 +28,11 @@ TRL 1.16 private hook / attribute            what the seam offers instead
 ``backbone_and_head``, ``lm_head_gather_ctx`` and ``no_gradient_checkpointing`` wrap TRL/transformers
 internals the counterfactual pass needs (the decoder TRL's fused LM head calls, ZeRO-3 gathering).
 
+``_tokenize_prompts(prompts)`` is overridden so that a batch mixing image and text-only prompts works
+with transformers generation: TRL marks a text-only prompt's images as ``None``, which the Hugging Face
+processor it calls later with the whole batch's images rejects; an empty list means the same to it.
+(vLLM's input builder needs the ``None``, so there it is left alone.)
+
 ``_load_from_checkpoint`` (transformers' ``Trainer``) is overridden so that resuming restores the model
 weights: transformers 5 saves Qwen2(.5)-VL checkpoints under their legacy key names (``model.layers.*``)
 but its resume path loads them non-strictly under the in-memory names (``model.language_model.layers.*``),
@@ -94,6 +99,7 @@ PRIVATE_HOOKS: dict[str, tuple[str, ...]] = {
     ),
     "_compute_loss": ("self", "model", "inputs"),
     "_load_from_checkpoint": ("self", "resume_from_checkpoint", "model"),
+    "_tokenize_prompts": ("self", "prompts"),
 }
 
 #: Attributes of a constructed ``GRPOTrainer`` the seam reads.
@@ -263,6 +269,12 @@ class SeamTrainer(GRPOTrainer):
 
     def _compute_loss(self, model, inputs):
         return self.compute_policy_loss(model, inputs)
+
+    def _tokenize_prompts(self, prompts):
+        prompt_ids, images, multimodal_fields = super()._tokenize_prompts(prompts)
+        if images is not None and not self.use_vllm:
+            images = [[] if row is None else row for row in images]  # module doc: mixed image/text batches
+        return prompt_ids, images, multimodal_fields
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         target = self.model if model is None else model
