@@ -230,8 +230,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{torch.get_num_threads()} thread(s), CPU float32")
     print(f"# model: {desc}")
     print(f"# task lab:{args.task}, {args.prompts} prompts x {args.K} responses, max {args.C} completion tokens, "
-          f"{args.warmup} warm-up + {args.steps} measured steps per trainer, interleaved, fastest of {args.repeats} "
-          "runs of each")
+          f"{args.warmup} warm-up + {args.steps} measured steps per trainer, interleaved, "
+          + (f"fastest of {args.repeats} runs of each" if args.repeats > 1 else "one run of each"))
     print(f"# configs/grpo.yaml vs configs/vepo.yaml{' with ' + ' '.join(args.vepo_set) if args.vepo_set else ''}")
     ratios = {noise: measure(noise, model, processor, args) for noise in args.noise}
     print("vepo/grpo step-time ratio: " + " ".join(f"noise{n:g}={r:.3f}" for n, r in ratios.items()))
