@@ -198,6 +198,9 @@ class SeamTrainer(GRPOTrainer):
     def record_metric(self, name: str, value: float) -> None:
         """Append a scalar to TRL's metric buffer; TRL averages it over the logging window."""
         self._metrics[self.mode][name].append(float(value))
+        if not hasattr(self, "_visent_metric_names"):
+            self._visent_metric_names: set[str] = set()
+        self._visent_metric_names.add(name)
 
     def policy_settings(self) -> PolicySettings:
         return PolicySettings(

@@ -71,6 +71,8 @@ logger = logging.getLogger(__name__)
 # Keys added to TRL's generation batch; per-row, so TRL's shuffle/split keeps them aligned.
 TOKEN_MASK = "visent_token_mask"  # (B, C) float 0/1
 SELECTED_COUNT = "visent_selected_count"  # (B,) float: tokens each response counts in the selected mean
+#: Metrics that count things on each process (summed over processes when logged).
+COUNT_METRICS = frozenset({"vepo/skipped_responses", "vepo/no_image_responses"})
 SKIPPED = "visent_skipped"  # (B,) bool: counterfactual pass skipped (zero advantage)
 DEFERRED = "visent_mask_deferred"  # (B,) bool: mask to be built at the batch's update (see module doc)
 
@@ -258,7 +260,8 @@ class VisentGRPOTrainer(SeamTrainer):
     # ---------------------------------------------------------------- logging
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the core's numerical-guard counters (totals since the last logging step) to the logs."""
+        """Add the core's numerical-guard counters (totals since the last logging step) to the logs, and
+        combine visent's metrics over processes (``_combine_over_processes``)."""
         counts = guards.pop()
         if "train_runtime" not in logs:  # not the end-of-training summary
             for name, value in counts.items():
@@ -268,7 +271,43 @@ class VisentGRPOTrainer(SeamTrainer):
                     "step %d: %d loss terms had non-finite inputs and were left out (guard/nonfinite_loss_terms)",
                     self.state.global_step, counts["guard/nonfinite_loss_terms"],
                 )
+            if self.accelerator.num_processes > 1:
+                self._combine_over_processes()
         super().log(logs, start_time)
+
+    def _combine_over_processes(self) -> None:
+        """Replace each visent metric in TRL's buffer by its value over all processes.
+
+        TRL averages the buffer of the process that logs (the main one), so without this a count such as
+        ``vepo/skipped_responses`` would be one process's share. Counts (``COUNT_METRICS``, ``guard/*``)
+        become the sum over processes of each one's average per record, times (``time/*``) the slowest
+        process's, and everything else the mean over all records of all processes (NaN records left
+        out). Every process calls ``log`` at the same steps, so the two collectives here line up.
+        """
+        from accelerate.utils import gather_object
+
+        buffer = self._metrics["train" if self.model.training else "eval"]
+        mine = [name for name in buffer if name in getattr(self, "_visent_metric_names", ())]
+        names = sorted(set().union(*gather_object([mine])))
+        local = torch.zeros(len(names), 2, dtype=torch.float64)
+        for i, name in enumerate(names):
+            values = torch.tensor(buffer.get(name, []), dtype=torch.float64)
+            values = values[torch.isfinite(values)]
+            local[i, 0], local[i, 1] = values.sum(), values.numel()
+        gathered = self.accelerator.gather(local.to(self.accelerator.device)[None]).cpu()  # (processes, N, 2)
+        sums, counts = gathered[..., 0], gathered[..., 1]
+        for i, name in enumerate(names):
+            if counts[:, i].sum() == 0:
+                value = float("nan")
+            elif name in COUNT_METRICS or name.startswith("guard/"):
+                seen = counts[:, i] > 0
+                value = float((sums[seen, i] / counts[seen, i]).sum())
+            elif name.startswith("time/"):
+                seen = counts[:, i] > 0
+                value = float((sums[seen, i] / counts[seen, i]).max())
+            else:
+                value = float(sums[:, i].sum() / counts[:, i].sum())
+            buffer[name] = [value]
 
     # ---------------------------------------------------------------- every update
 
