@@ -80,6 +80,15 @@ def image_row_spans(batch: dict[str, Any]) -> list[tuple[int, int, int, int]]:
     return spans
 
 
+def _token_keys(ids: torch.Tensor, mask: torch.Tensor) -> list[int]:
+    """A cheap key per row of ``(n, L)`` token ids under a 0/1 ``mask``: a position-weighted sum of the valid
+    tokens and the mask itself. Equal rows (tokens and mask) have equal keys; equal keys prove nothing,
+    callers compare rows exactly. int64 arithmetic may wrap, deterministically, which a key tolerates."""
+    weights = torch.arange(1, ids.size(1) + 1, device=ids.device, dtype=torch.int64) * 1_000_003
+    mask = mask.long()
+    return ((ids.long() * mask + mask) * weights).sum(1).tolist()
+
+
 def prompt_groups(batch: dict[str, Any], rows: Sequence[int] | None = None) -> list[int]:
     """Group index per response (dense, in order of first appearance): responses of one group have the
     same prompt tokens, prompt mask and images, compared exactly.
@@ -95,8 +104,7 @@ def prompt_groups(batch: dict[str, Any], rows: Sequence[int] | None = None) -> l
     B = ids.size(0)
     # Cheap keys for all rows at once (a weighted sum of the tokens, sums of a few patch rows): equal
     # prompts have equal keys; exact comparison below decides among rows whose keys collide.
-    weights = torch.arange(1, ids.size(1) + 1, device=ids.device, dtype=torch.int64) * 1_000_003
-    token_key = ((ids.long() * pmask.long() + pmask.long()) * weights).sum(1).tolist()
+    token_key = _token_keys(ids, pmask)
     pixel_key = [0.0] * B
     if pv is not None and pv.size(0) > 0:
         # Three patch rows per response (first, middle, last) make the key: reading every pixel is left to
@@ -432,9 +440,8 @@ def distinct_responses(batch: dict[str, Any], rows: Sequence[int], groups: Seque
     sel = torch.as_tensor(rows, dtype=torch.long, device=batch["completion_ids"].device)
     mask = batch["completion_mask"][sel].long()
     ids = batch["completion_ids"][sel].long() * mask
-    # A cheap key per row (weighted sum of tokens and mask); exact comparison decides among equal keys.
-    weights = torch.arange(1, ids.size(1) + 1, device=ids.device, dtype=torch.int64) * 1_000_003
-    keys = ((ids + mask) * weights).sum(1).tolist()
+    # A cheap key per row; exact comparison decides among equal keys.
+    keys = _token_keys(ids, mask)
     seen: dict[tuple, list[int]] = {}  # key -> positions (in rows) of the distinct responses with it
     position: dict[int, int] = {}  # position in rows -> index in unique
     unique: list[int] = []
