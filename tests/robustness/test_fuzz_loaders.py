@@ -192,6 +192,17 @@ TEMPLATES: dict[str, tuple[dict, tuple[str, ...], str, dict]] = {
     "visual_rft_cls": ({"image": "good.jpg", "label": 1, "class_name": "beagle"}, ("image",), "visual_rft", {}),
     "r1v_counting": ({"image_path": "good.png", "question": "How many?", "ground_truth": 4}, ("image_path",), "jsonl",
                      {}),
+    "conversations": (
+        {"id": 7, "image": ["good.png", "good.jpg"],
+         "conversations": [{"from": "human", "value": "<image><image>How many in total?"},
+                           {"from": "gpt", "value": "<answer>3</answer>"}]},
+        ("image",), "jsonl", {}),
+    "messages": (
+        {"messages": [{"role": "system", "content": "think"},
+                      {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "How many?"}]},
+                      {"role": "assistant", "content": "3"}],
+         "images": ["good.png"]},
+        ("images",), "jsonl", {}),
     "generic": (
         {"q": "Where?", "a": "[1, 2, 9, 9]", "img": "good.png", "meta": {"size": [40, 30]}},
         ("img",), "jsonl",

@@ -35,8 +35,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-root", default=None, help="folder to look for images in first")
     p.add_argument("--allow-missing-images", action="store_true",
                    help="keep rows whose image files are absent (text-only) instead of skipping them")
-    p.add_argument("--image-check", default="decode", choices=IMAGE_CHECKS,
-                   help="decode: fully decode each image (catches truncation); header: open only; exists")
+    p.add_argument("--image-check", default="header", choices=IMAGE_CHECKS,
+                   help="header (default): open each image and read its size; decode: also decode it fully "
+                        "(catches truncated files); exists: only check image files are there")
+    p.add_argument("--no-cache", action="store_true",
+                   help="re-read the source even when an up-to-date cached copy exists (and refresh it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar / cache line on stderr")
     p.add_argument("--split", default=None, help="split of a Hub dataset")
     p.add_argument("--noise", type=float, default=None, metavar="RATE",
                    help="inject label noise at RATE in [0, 1] and show what was corrupted")
@@ -46,7 +50,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _describe(ex: Any) -> str:
-    images = [im if isinstance(im, str) else f"<{type(im).__name__} {getattr(im, 'size', '')}>" for im in ex.images]
+    images = [im if isinstance(im, str) else
+              (f"<{type(im).__name__} {getattr(im, 'size', '')}>" if hasattr(im, "mode") else repr(im))
+              for im in ex.images]
     meta = {k: v for k, v in ex.meta.items() if k != "classes"}
     if "classes" in ex.meta:
         meta["classes"] = f"<{len(ex.meta['classes'])} classes>"
@@ -62,28 +68,39 @@ def _describe(ex: Any) -> str:
 def inspect(args: argparse.Namespace) -> int:
     import logging
 
-    from visent.data.loaders import load_examples
-    from visent.data.noise import inject_label_noise
+    from visent.data.table import load_table
 
     # The report below lists skipped rows; the loader's own warning would repeat it on stderr.
-    logging.getLogger("visent.data.loaders").setLevel(logging.ERROR)
+    data_logger = logging.getLogger("visent.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)
     try:
-        examples, report = load_examples(
+        return _inspect(args, load_table)
+    finally:
+        data_logger.setLevel(level)
+
+
+def _inspect(args: argparse.Namespace, load_table: Any) -> int:
+    try:
+        # One streaming pass (or the cached result of one): the counts below come from it.
+        table = load_table(
             args.path, args.format, strict=args.strict, mapping=args.mapping, limit=args.limit,
             image_root=args.image_root, allow_missing_images=args.allow_missing_images,
-            image_check=args.image_check, task=args.task, split=args.split)
+            image_check=args.image_check, task=args.task, split=args.split, use_cache=not args.no_cache,
+            progress=not args.no_progress)
     except DataError as err:
         print(f"visent data inspect: error: {err}", file=sys.stderr)
         return 2 if err.reason == "config" else 1
-    print(report.summary())
-    if not examples:
+    print(table.report.summary())
+    print(f"cache: {table.cache_dir}")
+    if not len(table):
         print("no examples loaded", file=sys.stderr)
         return 1
     print("example:")
-    print(_describe(examples[0]))
+    print(_describe(table[0]))
     if args.noise is not None:
         try:
-            _, noise_report = inject_label_noise(examples, args.noise, args.seed)
+            _, noise_report = table.with_label_noise(args.noise, args.seed)
         except ValueError as err:
             print(f"visent data inspect: error: {err}", file=sys.stderr)
             return 2

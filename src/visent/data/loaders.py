@@ -18,11 +18,12 @@ import itertools
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from visent.data.errors import DataError, LoadReport, RowRef
-from visent.data.formats import classification, generic, gui, math
+from visent.data.formats import chat, classification, generic, gui, math
 from visent.data.formats.base import Format
 from visent.data.formats.context import LoadOptions, RowContext
 from visent.data.formats.generic import parse_mapping
@@ -80,7 +81,7 @@ def _is_hub_id(source: str) -> bool:
         *TABLE_SUFFIXES, ".pth")
 
 
-def _hub_rows(repo_id: str, split: str | None) -> tuple[str, Iterator[tuple[RowRef, Any]]]:
+def _hub_rows(repo_id: str, split: str | None) -> tuple[str, Iterator[tuple[RowRef, Any]], str | None]:
     """Rows of a Hub dataset through ``datasets.load_dataset`` (network or the local HF cache)."""
     try:
         import datasets
@@ -103,7 +104,7 @@ def _hub_rows(repo_id: str, split: str | None) -> tuple[str, Iterator[tuple[RowR
         for idx, row in enumerate(ds):
             yield RowRef(label, idx, "index"), dict(row)
 
-    return label, rows()
+    return label, rows(), getattr(ds, "_fingerprint", None)
 
 
 def _parse_row(fmt: Format, row: dict, ctx: RowContext) -> Example:
@@ -123,55 +124,44 @@ def _parse_row(fmt: Format, row: dict, ctx: RowContext) -> Example:
         raise ctx.error(f"unexpected value in this row ({type(exc).__name__}: {exc})") from None
 
 
-def load_examples(
-    source: str | Path,
-    format: str | None = None,
-    *,
-    strict: bool = False,
-    mapping: dict[str, str] | str | None = None,
-    limit: int | None = None,
-    image_root: str | Path | None = None,
-    allow_missing_images: bool = False,
-    image_check: str = "decode",
-    task: str | None = None,
-    classes_file: str | Path | None = None,
-    split: str | None = None,
-) -> tuple[list[Example], LoadReport]:
-    """Load ``source`` (a local file/folder or a Hub dataset id) into examples.
+@dataclass
+class Source:
+    """An opened dataset source: its label, format, options and raw-row iterator (not yet read)."""
 
-    Args:
-        source: a jsonl/json/parquet file, a folder of them (or Geometry3K's problem folders), a Visual-RFT
-            ``.pth``, or a Hub id (``owner/name``, or ``hf:owner/name`` to force it).
-        format: a key of ``FORMATS``; detected from the columns when omitted and unambiguous.
-            A ``mapping`` without a format means ``generic``.
-        strict: raise on the first bad row instead of skipping it.
-        mapping: for ``generic``: ``{"prompt": col, "answer": col, "images": col, ...}`` or
-            ``"prompt=col,answer=col"``.
-        limit: read at most this many rows (bad ones included).
-        image_root, allow_missing_images, image_check, task, classes_file: see
-            :class:`~visent.data.formats.context.LoadOptions`.
-        split: Hub split (required when the dataset has several).
+    label: str
+    fmt: Format
+    options: LoadOptions
+    rows: Iterator[tuple[RowRef, Any]]
+    path: Path | None  # None for a Hub dataset
+    hub_id: str | None = None
+    split: str | None = None
+    fingerprint: str | None = None  # the Hub split's ``datasets`` fingerprint (part of the cache key)
 
-    Returns:
-        ``(examples, report)``.
-    """
+
+def make_options(mapping: dict[str, str] | str | None = None, image_root: str | Path | None = None,
+                 allow_missing_images: bool = False, image_check: str = "decode", task: str | None = None,
+                 classes_file: str | Path | None = None, keep_encoded: bool = False) -> LoadOptions:
+    """Validated :class:`LoadOptions` from loader keyword arguments."""
     if isinstance(mapping, str):
         mapping = parse_mapping(mapping)
     if task is not None and task not in TASKS:
         raise DataError(f"unknown task {task!r}; valid: {', '.join(TASKS)}", reason="config")
-    if limit is not None and limit < 0:
-        raise DataError(f"limit must be >= 0, got {limit}", reason="config")
-    options = LoadOptions(image_root=str(image_root) if image_root else None,
-                          allow_missing_images=allow_missing_images, image_check=image_check,  # type: ignore[arg-type]
-                          mapping=dict(mapping or {}), task=task,
-                          classes_file=str(classes_file) if classes_file else None)
-    if format is None and mapping:
-        format = "generic"
+    return LoadOptions(image_root=str(image_root) if image_root else None,
+                       allow_missing_images=allow_missing_images, image_check=image_check,  # type: ignore[arg-type]
+                       mapping=dict(mapping or {}), task=task,
+                       classes_file=str(classes_file) if classes_file else None, keep_encoded=keep_encoded)
 
+
+def open_source(source: str | Path, format: str | None, options: LoadOptions, split: str | None = None) -> Source:
+    """Resolve ``source`` (path or Hub id) and its format; rows are read lazily from ``Source.rows``."""
+    if format is None and options.mapping:
+        format = "generic"
     src = str(source)
     path: Path | None = None
+    hub_id = fingerprint = None
     if _is_hub_id(src):
-        label, rows = _hub_rows(src.removeprefix("hf:"), split)
+        hub_id = src.removeprefix("hf:")
+        label, rows, fingerprint = _hub_rows(hub_id, split)
         if format is None:
             head = next(rows, None)
             if head is None:
@@ -188,12 +178,20 @@ def load_examples(
     if fmt.name == "generic" and not options.mapping:
         raise DataError("the generic format needs a mapping, e.g. --map prompt=question,answer=label,images=image",
                         reason="config")
+    return Source(label, fmt, options, rows, path, hub_id, split, fingerprint)
 
-    report = LoadReport(source=label, format=fmt.name)
-    examples: list[Example] = []
+
+def iter_examples(src: Source, report: LoadReport, *, strict: bool = False,
+                  limit: int | None = None) -> Iterator[Example]:
+    """Parse ``src``'s rows one at a time: each good row is yielded, each bad one raised (``strict``) or
+    counted in ``report`` and skipped. Holds nothing per row beyond the seen-id set, so a caller that
+    writes examples out as they come (``visent.data.table``) keeps memory flat. ``fmt.finalize`` is
+    the caller's business (it needs every example)."""
+    if limit is not None and limit < 0:
+        raise DataError(f"limit must be >= 0, got {limit}", reason="config")
     seen_ids: set[str] = set()
     image_cache: dict[str, Any] = {}
-    for ref, row in rows:
+    for ref, row in src.rows:
         if limit is not None and report.rows_seen >= limit:
             break
         report.rows_seen += 1
@@ -201,8 +199,9 @@ def load_examples(
             if isinstance(row, DataError):
                 raise row
             file_dir = None if ref.file.startswith("hf:") else Path(ref.file).parent
-            ctx = RowContext(where=ref, base_dir=file_dir, options=options, report=report, image_cache=image_cache)
-            example = _parse_row(fmt, row, ctx)
+            ctx = RowContext(where=ref, base_dir=file_dir, options=src.options, report=report,
+                             image_cache=image_cache)
+            example = _parse_row(src.fmt, row, ctx)
         except DataError as err:
             if strict or err.reason == "config":
                 raise
@@ -214,15 +213,65 @@ def load_examples(
         if example.id in seen_ids:
             report.notes["duplicate id"] += 1
         seen_ids.add(example.id)
-        examples.append(example)
-    if fmt.finalize is not None:
-        fmt.finalize(examples, options, path)
-    report.loaded = len(examples)
+        yield example
+
+
+def warn_skipped(report: LoadReport) -> None:
     if report.skipped_total:
         logger.warning("skipped %d of %d rows while loading %s:\n%s", report.skipped_total, report.rows_seen,
-                       label, report.summary())
+                       report.source, report.summary())
+
+
+def load_examples(
+    source: str | Path,
+    format: str | None = None,
+    *,
+    strict: bool = False,
+    mapping: dict[str, str] | str | None = None,
+    limit: int | None = None,
+    image_root: str | Path | None = None,
+    allow_missing_images: bool = False,
+    image_check: str = "decode",
+    task: str | None = None,
+    classes_file: str | Path | None = None,
+    split: str | None = None,
+) -> tuple[list[Example], LoadReport]:
+    """Load ``source`` (a local file/folder or a Hub dataset id) into a list of examples, all in memory.
+
+    This is the eager loader: embedded images come back decoded (PIL). For real-size sets use
+    :func:`visent.data.table.load_table` (streaming, Arrow-backed, cached), which parses every row with
+    the same code and gives the same examples.
+
+    Args:
+        source: a jsonl/json/parquet file, a folder of them (or Geometry3K's problem folders), a Visual-RFT
+            ``.pth``, or a Hub id (``owner/name``, or ``hf:owner/name`` to force it).
+        format: a key of ``FORMATS``; detected from the columns when omitted and unambiguous.
+            A ``mapping`` without a format means ``generic``.
+        strict: raise on the first bad row instead of skipping it.
+        mapping: for ``generic``: ``{"prompt": col, "answer": col, "images": col, ...}`` or
+            ``"prompt=col,answer=col"``; a column may be a dotted path (``meta.answer``,
+            ``conversations.1.value``).
+        limit: read at most this many rows (bad ones included).
+        image_root, allow_missing_images, image_check, task, classes_file: see
+            :class:`~visent.data.formats.context.LoadOptions`.
+        split: Hub split (required when the dataset has several).
+
+    Returns:
+        ``(examples, report)``.
+    """
+    options = make_options(mapping, image_root, allow_missing_images, image_check, task, classes_file)
+    if limit is not None and limit < 0:
+        raise DataError(f"limit must be >= 0, got {limit}", reason="config")
+    src = open_source(source, format, options, split)
+    report = LoadReport(source=src.label, format=src.fmt.name)
+    examples = list(iter_examples(src, report, strict=strict, limit=limit))
+    if src.fmt.finalize is not None:
+        src.fmt.finalize(examples, options, src.path)
+    report.loaded = len(examples)
+    warn_skipped(report)
     return examples, report
 
 
 # name -> format (each is also callable: FORMATS["mathvision"](path, strict=True)).
-FORMATS: dict[str, Format] = {**math.FORMATS, **gui.FORMATS, **classification.FORMATS, **generic.FORMATS}
+FORMATS: dict[str, Format] = {**math.FORMATS, **gui.FORMATS, **classification.FORMATS, **chat.FORMATS,
+                               **generic.FORMATS}

@@ -151,13 +151,14 @@ def image_size_of(ex: Example) -> tuple[float, float]:
         return float(size[0]), float(size[1])
     if ex.images and hasattr(ex.images[0], "size") and hasattr(ex.images[0], "mode"):
         return float(ex.images[0].size[0]), float(ex.images[0].size[1])
-    if ex.images and isinstance(ex.images[0], str):
-        try:
-            from PIL import Image
+    if ex.images:
+        # A path, an embedded {bytes, path} struct or a memory-mapped table's image handle: header only.
+        from visent.data.images import image_size
 
-            with Image.open(ex.images[0]) as im:
-                return float(im.width), float(im.height)
-        except OSError:
+        try:
+            w, h = image_size(ex.images[0])
+            return float(w), float(h)
+        except (OSError, ValueError, TypeError):
             pass
     raise Uncorruptable("image size unknown (no meta['image_size'] and no readable image)")
 

@@ -134,14 +134,18 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         benchmarks = [
-            resolve(spec, format=args.format, image_root=args.image_root, limit=args.limit, task=args.task)
+            resolve(spec, format=args.format, image_root=args.image_root, limit=args.limit, task=args.task,
+                    progress=not args.no_progress)
             for spec in args.data
         ]
         if args.noise is not None:
             from visent.data.noise import inject_label_noise
 
             for bench in benchmarks:
-                bench.examples, report = inject_label_noise(bench.examples, args.noise, args.noise_seed)
+                if hasattr(bench.examples, "with_label_noise"):  # a memory-mapped table: swap its label columns
+                    bench.examples, report = bench.examples.with_label_noise(args.noise, args.noise_seed)
+                else:
+                    bench.examples, report = inject_label_noise(bench.examples, args.noise, args.noise_seed)
                 print(
                     f"{bench.name}: {report.summary()}",
                     file=sys.stderr,

@@ -39,20 +39,16 @@ def render_template(template: str, prompt: str) -> str:
 
 
 def load_images(example: Example) -> list[Any]:
-    """The example's images as RGB PIL images (paths are opened; missing files fail naming the example)."""
-    from PIL import Image
+    """The example's images as RGB PIL images, in order (paths are opened, embedded bytes decoded; a file
+    or bytes that do not open fail naming the example)."""
+    from visent.data.images import open_image
 
     images = []
     for image in example.images:
-        if isinstance(image, str):
-            try:
-                with Image.open(image) as handle:
-                    image = handle.convert("RGB")
-            except OSError as exc:
-                raise ValueError(f"example {example.id!r}: cannot open image {image!r}: {exc}") from None
-        elif getattr(image, "mode", "RGB") != "RGB":
-            image = image.convert("RGB")
-        images.append(image)
+        try:
+            images.append(open_image(image))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"example {example.id!r}: cannot open image {image!r}: {exc}") from None
     return images
 
 

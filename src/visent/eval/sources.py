@@ -7,8 +7,9 @@ A spec is ``[NAME=]SOURCE`` where SOURCE is one of
 - a ``.jsonl`` file of serialised examples (one ``Example`` as a dict per line: ``id, task, prompt,
   images`` (paths), ``answer``, optional ``clean_answer, is_noisy, meta``), as written by
   :func:`write_examples_jsonl` — e.g. a noisy split saved for later evaluation;
-- anything ``visent.data.loaders.load_examples`` reads (a dataset file or folder in a published format,
-  or a Hub id), with ``--format`` / ``--image-root`` passed through.
+- anything the data loaders read (a dataset file or folder in a published format, or a Hub id), with
+  ``--format`` / ``--image-root`` passed through; streamed by ``visent.data.table.load_table`` into a
+  cached Arrow table.
 
 The benchmark name defaults to ``lab-TASK`` or the file's stem (its folder's name for generic stems like
 ``testmini``/``test``).
@@ -17,6 +18,7 @@ The benchmark name defaults to ``lab-TASK`` or the file's stem (its folder's nam
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -32,7 +34,7 @@ class Benchmark:
     """One named evaluation set: its examples, where they came from, and rows the loader skipped."""
 
     name: str
-    examples: list[Example]
+    examples: Sequence[Example]  # a list, or a memory-mapped visent.data.table.ExampleTable
     source: str
     skipped: dict[str, int] = field(default_factory=dict)
 
@@ -138,11 +140,15 @@ def resolve(
     image_root: str | None = None,
     limit: int | None = None,
     task: str | None = None,
+    progress: bool = False,
 ) -> Benchmark:
     """The benchmark for one ``--data`` spec (see the module doc).
 
     ``task`` overrides every example's task (which verifier scores it); ``limit`` keeps the first rows.
-    Rows a dataset loader skips are logged by the loader and counted in ``Benchmark.skipped``.
+    Rows a dataset loader skips are logged by the loader and counted in ``Benchmark.skipped``. Dataset
+    files are streamed into a cached, memory-mapped table (``visent.data.table``; ``progress`` shows a
+    bar and the cache folder on stderr), so ``Benchmark.examples`` is then an ``ExampleTable``: a sequence
+    of examples whose images are opened when generated.
     """
     name, source = ("", spec)
     if "=" in spec and not spec.startswith("lab:"):
@@ -156,14 +162,17 @@ def resolve(
             default, examples = _default_name(path), read_examples_jsonl(path)
         else:
             from visent.data.errors import DataError
-            from visent.data.loaders import load_examples
+            from visent.data.table import load_table
 
             try:
-                examples, report = load_examples(source, format=format, image_root=image_root, task=task)
+                table = load_table(source, format=format, image_root=image_root, task=task, progress=progress)
             except DataError as exc:
                 raise EvalDataError(f"--data {spec!r}: {exc}") from None
-            skipped = dict(report.skipped)
+            skipped = dict(table.report.skipped)
             default = _default_name(path) if path.exists() else source.replace("/", "-")
+            # Memory-mapped rows; images stay paths / undecoded bytes until a batch is generated.
+            examples = table.with_task(task) if task is not None else table
+            task = None
     if limit is not None:
         examples = examples[:limit]
     if task is not None:

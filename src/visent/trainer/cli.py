@@ -177,7 +177,7 @@ def build_trainer(config, callbacks: list | None = None):
     """Model, data and rewards resolved from ``config``, wrapped in a ``VisentGRPOTrainer``."""
     from visent.trainer.callbacks import MetricsJsonlCallback
     from visent.trainer.grpo import VisentGRPOTrainer
-    from visent.trainer.sources import load_model, load_train_dataset, resolve_rewards
+    from visent.trainer.sources import dataset_has_images, load_model, load_train_dataset, resolve_rewards
 
     try:
         dataset = load_train_dataset(config.dataset, config.dataset_size, config.dataset_seed, config.label_noise)
@@ -185,7 +185,8 @@ def build_trainer(config, callbacks: list | None = None):
     except (ValueError, KeyError) as e:
         # KeyError's str() wraps the message in quotes
         raise ConfigError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from None
-    if config.needs_perturbed_pass and not any(len(imgs) for imgs in dataset["images"]):
+    # From the Arrow column's list lengths: reading dataset["images"] would decode every image.
+    if config.needs_perturbed_pass and not dataset_has_images(dataset):
         raise ConfigError(
             f"token_score={config.token_score!r} compares each token under the real and a perturbed image "
             f"(perturbation={config.perturbation!r}), but dataset {config.dataset!r} has no image in any row; "

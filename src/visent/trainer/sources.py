@@ -3,7 +3,8 @@
 - model: ``tiny:qwen2_5_vl`` / ``tiny:qwen2_vl`` (built locally, offline) or a Hub id / local checkpoint
   (``visent.lab.tiny.load_model_and_processor``; ``model_init_kwargs`` are passed to ``from_pretrained``).
 - dataset: ``lab:<task>`` (``visent.lab.tasks``: counting, grounding, classification; ``dataset_size``
-  examples from ``dataset_seed``) or a path / Hub id read by ``visent.data.loaders.load_examples``.
+  examples from ``dataset_seed``) or a path / Hub id streamed by ``visent.data.table.load_table`` into a
+  cached, memory-mapped Arrow table (the cache folder is printed on stderr).
   ``label_noise`` corrupts that fraction of labels (``visent.data.noise``), keeping the clean label.
 - rewards: names in ``visent.rewards.REWARDS``.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["LAB_PREFIX", "load_model", "load_train_dataset", "resolve_rewards"]
+__all__ = ["LAB_PREFIX", "dataset_has_images", "load_model", "load_train_dataset", "resolve_rewards"]
 
 LAB_PREFIX = "lab:"
 
@@ -33,24 +34,49 @@ def load_examples_for(spec: str, size: int, seed: int) -> list:
         if task not in TASK_MAKERS:
             raise ValueError(f"unknown lab dataset {spec!r}; valid: {', '.join(LAB_PREFIX + t for t in TASK_MAKERS)}")
         return make_examples(task, size, seed)
-    from visent.data.loaders import load_examples
+    return list(load_table_for(spec))
 
-    examples, report = load_examples(spec)
-    if not examples:
-        raise ValueError(f"dataset {spec!r}: no usable rows ({report})")
-    return examples
+
+def load_table_for(spec: str):
+    """A dataset file/folder/Hub id as a cached, memory-mapped ``visent.data.table.ExampleTable``."""
+    from visent.data.table import load_table
+
+    table = load_table(spec, progress=True)
+    if not len(table):
+        raise ValueError(f"dataset {spec!r}: no usable rows ({table.report})")
+    return table
 
 
 def load_train_dataset(spec: str, size: int = 64, seed: int = 0, label_noise: float = 0.0):
-    """A ``datasets.Dataset`` in TRL's conversational image format (``visent.lab.tasks.to_trl_dataset``)."""
-    from visent.lab.tasks import to_trl_dataset
+    """A ``datasets.Dataset`` in TRL's conversational image format.
 
-    examples = load_examples_for(spec, size, seed)
+    ``lab:`` tasks are generated in memory (``visent.lab.tasks.to_trl_dataset``); anything else is
+    streamed into a cached Arrow table (``visent.data.table``) whose images are decoded per batch, so
+    memory does not grow with the number of rows.
+    """
+    if spec.startswith(LAB_PREFIX):
+        from visent.lab.tasks import to_trl_dataset
+
+        examples = load_examples_for(spec, size, seed)
+        if label_noise > 0:
+            from visent.data.noise import inject_label_noise
+
+            examples, _ = inject_label_noise(examples, label_noise, seed)
+        return to_trl_dataset(examples)
+    table = load_table_for(spec)
     if label_noise > 0:
-        from visent.data.noise import inject_label_noise
+        table, _ = table.with_label_noise(label_noise, seed)
+    return table.trl_dataset()
 
-        examples, _ = inject_label_noise(examples, label_noise, seed)
-    return to_trl_dataset(examples)
+
+def dataset_has_images(dataset) -> bool:
+    """Whether any row of a TRL-format dataset has an image, from the Arrow list lengths (no decoding)."""
+    import pyarrow.compute as pc
+
+    if "images" not in dataset.column_names:
+        return False
+    longest = pc.max(pc.list_value_length(dataset.data.column("images"))).as_py()
+    return bool(longest)
 
 
 def resolve_rewards(names: list[str], dataset: str | None = None) -> list:

@@ -50,6 +50,9 @@ class LoadOptions:
         mapping: canonical field -> column, for the ``generic`` format.
         task: task name for the ``generic`` format (default ``"other"``).
         classes_file: a text file with one class name per line (classification formats).
+        keep_encoded: keep embedded image bytes as ``{"bytes", "path"}`` structs after checking them (the
+            streaming loader, ``visent.data.table``) instead of returning decoded PIL images (the eager
+            ``load_examples``). The check is the same ``image_check`` either way.
     """
 
     image_root: str | None = None
@@ -58,6 +61,7 @@ class LoadOptions:
     mapping: dict[str, str] = field(default_factory=dict)
     task: str | None = None
     classes_file: str | None = None
+    keep_encoded: bool = False
 
     def __post_init__(self) -> None:
         if self.image_check not in IMAGE_CHECKS:
@@ -204,12 +208,29 @@ def _decode_bytes(data: bytes, ctx: RowContext, field: str) -> Any:
     return im
 
 
+def _check_bytes(data: bytes, ctx: RowContext, field: str) -> tuple[int, int]:
+    """Size of embedded image bytes, read from the header (and fully decoded when ``image_check`` is
+    ``"decode"``); the decoded pixels are dropped: the streaming loader keeps only the bytes."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            size = (int(im.width), int(im.height))
+            if ctx.options.image_check == "decode":
+                im.load()
+    except Exception as exc:  # noqa: BLE001 - as above, any decoder failure means a corrupt image
+        raise ctx.error(f"cannot decode embedded image bytes: {type(exc).__name__}: {exc}",
+                        reason=CORRUPT_IMAGE, field=field) from None
+    return size
+
+
 def resolve_image(ref: Any, ctx: RowContext, field: str = "images") -> tuple[Any, tuple[int, int] | None]:
     """Turn one image reference into what ``Example.images`` holds, plus its size when known.
 
     Accepts a path (relative to ``image_root`` / the data file's folder), a ``{"bytes", "path"}`` struct
     (HF parquet Image feature; bytes win when present) or a PIL image (``datasets`` decodes Image
-    columns). Paths stay paths (images are opened lazily by the consumer); bytes become PIL images.
+    columns). Paths stay paths (images are opened lazily by the consumer); bytes become PIL images, or
+    stay a ``{"bytes", "path"}`` struct with ``options.keep_encoded``.
     Returns ``(None, None)`` when the file is missing and ``allow_missing_images`` is set.
     """
     if ref is None:
@@ -218,6 +239,8 @@ def resolve_image(ref: Any, ctx: RowContext, field: str = "images") -> tuple[Any
         return ref, (int(ref.size[0]), int(ref.size[1]))
     if isinstance(ref, dict):
         data, path = ref.get("bytes"), ref.get("path")
+        if data and ctx.options.keep_encoded:
+            return {"bytes": data, "path": path}, _check_bytes(data, ctx, field)
         if data:
             im = _decode_bytes(data, ctx, field)
             return im, (int(im.width), int(im.height))

@@ -5,13 +5,15 @@ Canonical fields: ``prompt`` and ``answer`` (required), ``images`` (or ``image``
 ``{bytes, path}`` struct, a PIL image, or a list of them), ``id``, ``task`` (a column holding the task
 name), ``choices`` (a list of option texts: the row becomes multiple choice), ``image_size`` ([W, H]).
 Any other key ``k=col`` copies ``row[col]`` into ``meta[k]``. A column may be a dotted path into nested
-objects (``image_size=metadata.size``). The task defaults to ``options.task`` (``--task``), else ``other``.
+objects and lists (``image_size=metadata.size``, ``answer=meta.answer``, ``prompt=conversations.0.value``,
+``answer=conversations.-1.value``; see :func:`lookup`). The task defaults to ``options.task`` (``--task``), else ``other``.
 Grounding rows must hold a box ``[x1, y1, x2, y2]`` in pixels and are checked against the image.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from visent.data.errors import INVALID_BOX, DataError
@@ -39,14 +41,20 @@ _MISSING = object()
 
 
 def lookup(row: dict, column: str) -> Any:
-    """``row[column]``, or a walk through nested objects for a dotted column name."""
+    """``row[column]``, or a walk through nested objects and lists for a dotted column name:
+    ``meta.answer`` is ``row["meta"]["answer"]``, ``conversations.1.value`` is
+    ``row["conversations"][1]["value"]`` (a number indexes a list; ``-1`` is the last item). A column
+    whose own name contains dots is matched first. Returns None when any step is absent."""
     if column in row:
         return row[column]
     value: Any = row
     for part in column.split("."):
-        if not isinstance(value, dict) or part not in value:
+        if isinstance(value, dict) and part in value:
+            value = value[part]
+        elif isinstance(value, list) and re.fullmatch(r"-?\d+", part) and -len(value) <= int(part) < len(value):
+            value = value[int(part)]
+        else:
             return None
-        value = value[part]
     return value
 
 
