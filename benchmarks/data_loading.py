@@ -14,8 +14,8 @@ rows as a jsonl with image paths, then runs ``visent train --max_steps 1`` on th
 
 Each run is a fresh process; the table gives its wall time (process start to exit after one step of
 a tiny model, so "to the first step" plus a fraction of a second), the loader's own time as it logs it,
-and the process's peak RSS (``ru_maxrss`` of the run, measured from a helper process whose only child it is). The OS page cache is not dropped (that needs
-root): "cold" means no visent cache, not a cold disk. The load average at the start of each run is
+and the process's peak RSS (``ru_maxrss`` of the run, read in a helper process whose only child it is).
+The OS page cache is not dropped (that needs root): "cold" means no visent cache, not a cold disk. The load average at the start of each run is
 printed too, because other work on the machine slows it down.
 """
 

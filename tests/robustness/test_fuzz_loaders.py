@@ -9,6 +9,7 @@ Contract checked:
 - lenient mode (default) never raises for a bad *row*: every row read is either loaded or skipped and
   counted (``rows_seen == loaded + skipped``), and the well-formed row is always loaded;
 - strict mode raises nothing but :class:`DataError`, and its message names the file and the row;
+- the streaming loader (``visent.data.table.load_table``) keeps and skips the same rows for the same reasons;
 - every loaded example is well-formed (string id, prompt and non-empty answer; images are paths to files
   that decode, or PIL images).
 """
@@ -28,6 +29,7 @@ from PIL import Image
 
 from visent.data.errors import DataError
 from visent.data.loaders import FORMATS, load_examples
+from visent.data.table import load_table
 
 # ------------------------------------------------------------------------------------------- images
 
@@ -289,6 +291,12 @@ def run_both_modes(path: Path, kwargs: dict, expect_template: bool) -> None:
             check_example(ex)
         if expect_template:  # the untouched first row always survives its neighbours
             assert examples and examples[0].meta.get("source_row") in (0, 1, "0"), report.summary()
+        # The streaming loader (same parsers, images kept encoded) at the same image check: same rows kept,
+        # same rows skipped for the same reasons.
+        table = load_table(path, image_check="decode", cache_dir=path.parent / ".cache", **kwargs)
+        assert [ex.id for ex in table] == [ex.id for ex in examples]
+        assert [ex.answer for ex in table] == [ex.answer for ex in examples]
+        assert dict(table.report.skipped) == dict(report.skipped), (table.report.summary(), report.summary())
     try:
         strict_examples, _ = load_examples(path, strict=True, **kwargs)
     except DataError as err:

@@ -143,7 +143,7 @@ class ExampleTable(Sequence):
             paths = pc.struct_field(flat, "path").to_pylist()
             embedded = pc.is_valid(pc.struct_field(flat, "bytes")).to_pylist()
             refs, pos = [], 0
-            for row, n in enumerate(lengths):
+            for n in lengths:
                 n = n or 0
                 refs.append([(paths[pos + k], embedded[pos + k]) for k in range(n)])
                 pos += n
