@@ -97,15 +97,19 @@ def iter_parquet(path: Path) -> Iterator[tuple[RowRef, Any]]:
     import pyarrow.parquet as pq  # a dependency of `datasets`; imported lazily to keep startup light
 
     try:
-        pf = pq.ParquetFile(path)
+        # pre_buffer off and one row group at a time without threads: pyarrow's default iter_batches reads
+        # row groups ahead of a slow consumer, which for a parquet of embedded images held most of the file
+        # in memory (10,000 geometry3k rows: 571 MB of Arrow buffers at peak; this way: ~90 MB).
+        pf = pq.ParquetFile(path, pre_buffer=False)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a broken file
         raise DataError(f"cannot read parquet file: {exc}", reason=MALFORMED_JSON,
                         where=RowRef(str(path), 0)) from None
     idx = 0
-    for batch in pf.iter_batches(batch_size=256):
-        for row in batch.to_pylist():  # Image features arrive as {"bytes": ..., "path": ...} dicts
-            yield RowRef(str(path), idx, "index"), row
-            idx += 1
+    for group in range(pf.num_row_groups):
+        for batch in pf.iter_batches(batch_size=256, row_groups=[group], use_threads=False):
+            for row in batch.to_pylist():  # Image features arrive as {"bytes": ..., "path": ...} dicts
+                yield RowRef(str(path), idx, "index"), row
+                idx += 1
 
 
 def iter_table(path: Path) -> Iterator[tuple[RowRef, Any]]:
