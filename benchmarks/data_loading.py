@@ -7,7 +7,7 @@ For each N it writes (once, under ``--data-dir``, default /tmp/visent_bench_data
 rows as a jsonl with image paths, then runs ``visent train --max_steps 1`` on the tiny Qwen2.5-VL:
 
 - ``eager``: today's path before streaming: ``load_examples`` (every image decoded) + ``to_trl_dataset``
-  (``Dataset.from_dict``, which re-encodes them), only for N <= ``--eager-max`` (it needs ~0.9 GB per
+  (``Dataset.from_dict``, which re-encodes them), only for N <= ``--eager-max`` (it needs ~0.9 GiB per
   1,000 embedded rows);
 - ``cold``: the streaming loader with an empty dataset cache (one pass, writes the Arrow cache);
 - ``warm``: the same command again (served from the cache).
@@ -34,7 +34,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from data_files import write_jsonl, write_parquet  # noqa: E402
+from data_files import write_jsonl, write_parquet
 
 TRAIN_ARGS = ["--model_name_or_path", "tiny:qwen2_5_vl", "--reward_funcs", "math", "--max_steps", "1",
               "--per_device_train_batch_size", "2", "--num_generations", "2", "--max_completion_length", "8",
@@ -85,11 +85,11 @@ def run(code: str, dataset: Path, cache: Path, out: Path) -> dict:
 
 def run_isolated(code: str, dataset: Path, cache: Path, out: Path) -> dict:
     """One run in a child of a fresh helper process, so RUSAGE_CHILDREN holds only that run's peak."""
-    helper = ("import sys, json; sys.path.insert(0, %r); import data_loading as d; from pathlib import Path; "
-              "print('RESULT', json.dumps(d.run(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))))"
-              % str(HERE))
+    helper = (f"import sys, json; sys.path.insert(0, {str(HERE)!r}); import data_loading as d; "
+              "from pathlib import Path; "
+              "print('RESULT', json.dumps(d.run(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4]))))")
     res = subprocess.run([sys.executable, "-c", helper, code, str(dataset), str(cache), str(out)],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, check=False)
     import json
 
     for line in res.stdout.splitlines():
@@ -123,12 +123,12 @@ def main() -> None:
                 rows.append((n, layout, kind, r))
                 loader = f"{r['loader_s']:.1f}" if r["loader_s"] is not None else "-"
                 print(f"N={n:>6} {layout:<7} {kind:<5} ok={r['ok']} wall {r['wall_s']:7.1f} s  loader {loader:>6} s  "
-                      f"peak RSS {r['peak_gb']:5.2f} GB  load avg {r['load_avg']:.2f}", flush=True)
+                      f"peak RSS {r['peak_gb']:5.2f} GiB  load avg {r['load_avg']:.2f}", flush=True)
             if "eager" in results and results["eager"]["ok"]:
                 e, c, w = results["eager"], results["cold"], results["warm"]
                 print(f"    eager/cold: time x{e['wall_s'] / c['wall_s']:.1f}, peak RSS x{e['peak_gb'] / c['peak_gb']:.1f}; "
                       f"eager/warm: time x{e['wall_s'] / w['wall_s']:.1f}", flush=True)
-    print("\n| N | layout | path | wall to step 1 (s) | loader (s) | peak RSS (GB) | load avg |")
+    print("\n| N | layout | path | wall to step 1 (s) | loader (s) | peak RSS (GiB) | load avg |")
     print("|---|---|---|---|---|---|---|")
     for n, layout, kind, r in rows:
         loader = f"{r['loader_s']:.1f}" if r["loader_s"] is not None else ("(cache)" if kind == "warm" else "-")

@@ -25,7 +25,7 @@ class EmbeddedImage:
         path: the file name recorded beside the bytes (informational; may be empty).
     """
 
-    __slots__ = ("_column", "row", "position", "path")
+    __slots__ = ("_column", "path", "position", "row")
 
     def __init__(self, column: Any, row: int, position: int, path: str | None) -> None:
         self._column = column  # pyarrow ChunkedArray of list<struct<bytes, path>> (memory-mapped)

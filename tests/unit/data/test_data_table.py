@@ -203,4 +203,4 @@ def test_label_noise_on_the_table_equals_noise_on_the_list(source, rate, tmp_pat
     rows = noisy_table.trl_dataset()
     assert rows["answer"] == [ex.answer for ex in noisy_list]
     assert rows["is_noisy"] == [ex.is_noisy for ex in noisy_list]
-    assert list(table)[0].is_noisy is False  # the cached table itself is untouched
+    assert not any(ex.is_noisy for ex in table)  # the cached table itself is untouched

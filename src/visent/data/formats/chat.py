@@ -53,7 +53,7 @@ from visent.data.formats.context import (
 from visent.data.formats.math import default_id
 from visent.data.schema import TASKS, Example
 
-_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.S)
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _PLACEHOLDER = re.compile(r"<image\d*>")
 _BOX = re.compile(r"^\[\s*-?\d+(\.\d+)?(\s*,\s*-?\d+(\.\d+)?){3}\s*\]$")
 
