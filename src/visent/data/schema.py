@@ -22,7 +22,9 @@ class Example:
         id: stable identifier, unique within a dataset (used for resumable evaluation).
         task: which verifier family scores it (see ``TASKS``).
         prompt: the user's text question, without image placeholders.
-        images: PIL images or file paths, in the order they appear in the prompt (may be empty).
+        images: in the order they appear in the prompt (may be empty): file paths, PIL images, embedded
+            ``{"bytes", "path"}`` structs or memory-mapped :class:`~visent.data.images.EmbeddedImage`
+            handles; :func:`visent.data.images.open_image` opens any of them.
         answer: the label rewards are computed against (the noisy one after noise injection).
             Serialised as text: a number, an option letter, a class name, or JSON for boxes/points.
         clean_answer: the original label; equal to ``answer`` unless ``is_noisy``.
