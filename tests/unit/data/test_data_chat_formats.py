@@ -83,3 +83,18 @@ def test_generic_map_reaches_nested_fields_and_list_items(chat_sets):
     _, bad = load_examples(path, mapping="prompt=conversations.5.value,answer=meta.answer")
     assert dict(bad.skipped) == {"missing_field": 2}
     assert "field 'conversations.5.value'" in bad.samples["missing_field"][0]
+
+
+def test_multi_image_order_reaches_the_processor(chat_sets, tmp_path):
+    """Row images -> TRL's message preparation -> the Qwen image processor: one grid per image, in order."""
+    from transformers import Qwen2VLImageProcessor
+    from trl.data_utils import prepare_multimodal_messages
+
+    _, msgs = chat_sets
+    row = load_table(msgs, cache_dir=tmp_path / "cache").trl_dataset()[0]  # a.png (56x28), b.png (28x56)
+    messages = prepare_multimodal_messages(row["prompt"], images=row["images"])
+    parts = [p["image"] for p in messages[0]["content"] if p["type"] == "image"]
+    assert [im.size for im in parts] == [(56, 28), (28, 56)]
+    processor = Qwen2VLImageProcessor(min_pixels=28 * 28, max_pixels=112 * 112, patch_size=14, merge_size=2)
+    grids = processor(images=parts, return_tensors="pt")["image_grid_thw"].tolist()
+    assert grids == [[1, 2, 4], [1, 4, 2]]  # (t, h/14, w/14) of each image, first image first
