@@ -81,8 +81,28 @@ def _is_hub_id(source: str) -> bool:
         *TABLE_SUFFIXES, ".pth")
 
 
-def _hub_rows(repo_id: str, split: str | None) -> tuple[str, Iterator[tuple[RowRef, Any]], str | None]:
-    """Rows of a Hub dataset through ``datasets.load_dataset`` (network or the local HF cache)."""
+def _undecoded(feature: Any) -> Any:
+    """``feature`` with every ``Image`` in it set to ``decode=False`` (rows then carry ``{bytes, path}``)."""
+    from datasets import Image
+
+    if isinstance(feature, Image):
+        return Image(decode=False)
+    if isinstance(feature, dict):
+        return type(feature)({k: _undecoded(v) for k, v in feature.items()})
+    inner = getattr(feature, "feature", None)
+    if inner is not None and hasattr(feature, "__dataclass_fields__"):  # List / Sequence / LargeList
+        from dataclasses import replace
+
+        return replace(feature, feature=_undecoded(inner))
+    return feature
+
+
+def _hub_rows(repo_id: str, split: str | None,
+              keep_encoded: bool = False) -> tuple[str, Iterator[tuple[RowRef, Any]], str | None]:
+    """Rows of a Hub dataset through ``datasets.load_dataset`` (network or the local HF cache).
+
+    With ``keep_encoded`` image columns are read undecoded (``{bytes, path}``), as the streaming loader
+    wants them, instead of as PIL images it would have to encode again."""
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover - datasets is a hard dependency
@@ -99,6 +119,11 @@ def _hub_rows(repo_id: str, split: str | None) -> tuple[str, Iterator[tuple[RowR
                             reason="config")
         split, ds = next(iter(ds.items()))
     label = f"hf:{repo_id}[{split}]"
+    if keep_encoded:
+        features = _undecoded(ds.features)
+        if features != ds.features:
+            # Only the decode flag changes: same Arrow storage, so this is a metadata change, not a copy.
+            ds = ds.cast(features)
 
     def rows() -> Iterator[tuple[RowRef, Any]]:
         for idx, row in enumerate(ds):
@@ -161,7 +186,7 @@ def open_source(source: str | Path, format: str | None, options: LoadOptions, sp
     hub_id = fingerprint = None
     if _is_hub_id(src):
         hub_id = src.removeprefix("hf:")
-        label, rows, fingerprint = _hub_rows(hub_id, split)
+        label, rows, fingerprint = _hub_rows(hub_id, split, options.keep_encoded)
         if format is None:
             head = next(rows, None)
             if head is None:

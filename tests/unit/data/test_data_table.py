@@ -204,3 +204,23 @@ def test_label_noise_on_the_table_equals_noise_on_the_list(source, rate, tmp_pat
     assert rows["answer"] == [ex.answer for ex in noisy_list]
     assert rows["is_noisy"] == [ex.is_noisy for ex in noisy_list]
     assert not any(ex.is_noisy for ex in table)  # the cached table itself is untouched
+
+
+def test_hub_dataset_images_are_read_undecoded(monkeypatch, tmp_path):
+    """A Hub split (here a local Dataset standing in for load_dataset's result) with an Image column: the
+    table gets the published bytes (not decoded and re-encoded), the eager loader PIL images, and both
+    the same examples."""
+    import datasets
+
+    published = [_jpeg((12, 9)), _jpeg((7, 15))]  # JPEG: a decode + re-encode would not give these bytes back
+    ds = datasets.Dataset.from_dict(
+        {"images": [[{"bytes": b, "path": f"{i}.png"}] for i, b in enumerate(published)],
+         "problem": ["<image>a?", "<image>b?"], "answer": ["1", "2"]},
+        features=datasets.Features({"images": datasets.List(datasets.Image()), "problem": datasets.Value("string"),
+                                    "answer": datasets.Value("string")}))
+    monkeypatch.setattr(datasets, "load_dataset", lambda repo, split=None: ds)
+    eager, _ = load_examples("hf:someone/geo", split="train")
+    table = load_table("hf:someone/geo", split="train", cache_dir=tmp_path)
+    assert table.report.source == "hf:someone/geo[train]" and table.report.format == "geometry3k"
+    assert_same(eager, list(table))
+    assert [ex.images[0].read_bytes() for ex in table] == published
