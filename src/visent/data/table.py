@@ -216,7 +216,12 @@ def _say(message: str, progress: bool) -> None:
 
 def _source_description(src: Any) -> dict[str, Any]:
     if src.path is not None:
-        return {"path": str(src.path.resolve()), "files": cache.stat_entries(cache.source_files(src.path))}
+        desc = {"path": str(src.path.resolve()), "files": cache.stat_entries(cache.source_files(src.path))}
+        if not src.path.is_absolute():
+            # Image paths are stored as resolved from the given path, relative when it is relative: the
+            # same file named from another working directory must not reuse them.
+            desc["cwd"] = os.getcwd()
+        return desc
     return {"hub": src.hub_id, "split": src.split, "fingerprint": getattr(src, "fingerprint", None)}
 
 
@@ -334,7 +339,9 @@ def load_table(
             "image_root": str(Path(options.image_root).resolve()) if options.image_root else None,
             "allow_missing_images": allow_missing_images, "image_check": image_check, "task": task,
             "classes_file": cache.stat_entries([Path(classes_file)]) if classes_file else None,
-            "strict": strict, "limit": limit}
+            "strict": strict, "limit": limit,
+            # A relative image root also gives relative stored paths (see _source_description).
+            "cwd": os.getcwd() if options.image_root and not Path(options.image_root).is_absolute() else None}
     key = cache.cache_key(_source_description(src), opts)
     root = Path(cache_dir) if cache_dir is not None else cache.cache_root()
     folder = cache.entry_dir(key, root)
