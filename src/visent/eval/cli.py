@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=None, help="override every example's task (picks the verifier)")
     p.add_argument("--format", default=None, help="dataset layout for --data files (detected when omitted)")
     p.add_argument("--image-root", default=None, help="folder to look for images in first")
+    p.add_argument("--image-check", default="header", choices=("header", "decode", "exists"),
+                   help="header (default): read each image's header at load time, decode it when generating; "
+                        "decode: decode each once at load time and skip rows whose images do not decode")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N examples of each benchmark")
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="auto: vLLM when installed and on GPU")
     p.add_argument("--batch-size", type=int, default=8, help="examples per generation call")
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         benchmarks = [
             resolve(spec, format=args.format, image_root=args.image_root, limit=args.limit, task=args.task,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, image_check=args.image_check)
             for spec in args.data
         ]
         if args.noise is not None:
@@ -178,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
             benchmarks, backend, out, settings, batch_size=args.batch_size, progress=not args.no_progress
         )
     except (EvalConfigError, EvalDataError) as exc:
+        # An image that fails to open mid-run (header-checked only) lands here too; what was generated
+        # before it is kept, so the rerun resumes.
         print(f"visent eval: {exc}", file=sys.stderr)
         return 1
     from visent.eval.report import markdown_table

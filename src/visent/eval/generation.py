@@ -42,13 +42,17 @@ def load_images(example: Example) -> list[Any]:
     """The example's images as RGB PIL images, in order (paths are opened, embedded bytes decoded; a file
     or bytes that do not open fail naming the example)."""
     from visent.data.images import open_image
+    from visent.eval.sources import EvalDataError
 
     images = []
     for image in example.images:
         try:
             images.append(open_image(image))
         except (OSError, ValueError, TypeError) as exc:
-            raise ValueError(f"example {example.id!r}: cannot open image {image!r}: {exc}") from None
+            where = example.meta.get("source_file"), example.meta.get("source_row")
+            origin = f" ({where[0]} row {where[1]})" if where[0] is not None else ""
+            raise EvalDataError(f"example {example.id!r}{origin}: cannot open image {image!r}: {exc}; "
+                                f"load with --image-check decode to skip rows whose images do not decode") from None
     return images
 
 

@@ -141,6 +141,7 @@ def resolve(
     limit: int | None = None,
     task: str | None = None,
     progress: bool = False,
+    image_check: str = "header",
 ) -> Benchmark:
     """The benchmark for one ``--data`` spec (see the module doc).
 
@@ -165,7 +166,8 @@ def resolve(
             from visent.data.table import load_table
 
             try:
-                table = load_table(source, format=format, image_root=image_root, task=task, progress=progress)
+                table = load_table(source, format=format, image_root=image_root, task=task, progress=progress,
+                                   image_check=image_check)
             except DataError as exc:
                 raise EvalDataError(f"--data {spec!r}: {exc}") from None
             skipped = dict(table.report.skipped)

@@ -84,3 +84,32 @@ def test_eval_cli_usage_errors(tmp_path, capsys, extra, code, message):
     argv = ["--model", "tiny:qwen2_5_vl", "--data", "lab:counting:1", "--out", str(tmp_path), *extra]
     assert cli.main(argv) == code
     assert message in capsys.readouterr().err
+
+
+def test_eval_image_that_does_not_decode_is_a_clear_error_then_skippable(tmp_path, monkeypatch, capsys):
+    """Header checks pass a truncated PNG; generating it fails naming the example and its row (predictions
+    made before it are kept), and ``--image-check decode`` skips the row at load time instead."""
+    import io
+
+    from PIL import Image
+
+    from visent.eval.generation import load_images
+
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (1, 2, 3)).save(buf, format="PNG")
+    (tmp_path / "good.png").write_bytes(buf.getvalue())
+    (tmp_path / "cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    rows = [{"id": "a", "question": "q", "answer": "1", "image_path": "good.png"},
+            {"id": "b", "question": "q", "answer": "2", "image_path": "cut.png"}]
+    (tmp_path / "k12.json").write_text(json.dumps(rows))
+    # A stand-in backend that opens the images as the real ones do, without building a model.
+    monkeypatch.setattr(cli, "_make_backend", lambda args, n: lambda exs: [str(len(load_images(e))) for e in exs])
+    argv = ["--model", "tiny:qwen2_5_vl", "--data", str(tmp_path / "k12.json"), "--format", "mmk12",
+            "--out", str(tmp_path / "out"), "--batch-size", "1", "--no-progress"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "example 'b'" in err and "k12.json row 1" in err and "--image-check decode" in err
+    assert [json.loads(x)["id"] for x in (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()] == ["a"]
+    assert cli.main([*argv, "--image-check", "decode"]) == 0
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["benchmarks"]["k12"]["skipped_rows"] == {"corrupt_image": 1}
