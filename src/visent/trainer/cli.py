@@ -241,7 +241,15 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"visent train: {e}", file=sys.stderr)
         return 2
-    trainer.train(resume_from_checkpoint=resume)
+    from visent.data.errors import DataError
+
+    try:
+        trainer.train(resume_from_checkpoint=resume)
+    except DataError as e:
+        # A dataset image that passed the load-time header check but does not decode: the message names
+        # the file, row and field; checkpoints written so far are kept for --resume_from_checkpoint.
+        print(f"visent train: {e}", file=sys.stderr)
+        return 1
     trainer.save_model(config.output_dir)
     return 0
 
