@@ -65,3 +65,17 @@ def test_nothing_loaded_is_an_error(capsys):
 def test_dispatcher_routes_data(capsys):
     assert visent_main(["data", "inspect", str(FIX / "lmm_r1/test_message.jsonl"), "--allow-missing-images"]) == 0
     assert "format: lmm_r1" in capsys.readouterr().out
+
+
+def test_inspect_uses_and_refreshes_the_cache(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("VISENT_CACHE_DIR", str(tmp_path / "cache"))
+    path = str(FIX / "mmk12/k12.json")
+    assert main(["inspect", path]) == 0
+    first = capsys.readouterr()
+    assert "cached at " + str(tmp_path / "cache") in first.err and "loaded: " in first.out
+    assert main(["inspect", path]) == 0
+    second = capsys.readouterr()
+    assert "from cache" in second.err and second.out == first.out  # same counts and example, one pass ago
+    assert main(["inspect", path, "--no-cache", "--no-progress"]) == 0
+    third = capsys.readouterr()
+    assert third.err == "" and third.out == first.out
