@@ -26,7 +26,8 @@ TRL 1.16 private hook / attribute            what the seam offers instead
 
 ``generation_batch(rows)`` runs the whole generation path on a list of dataset rows (tools, tests).
 ``backbone_and_head``, ``lm_head_gather_ctx`` and ``no_gradient_checkpointing`` wrap TRL/transformers
-internals the counterfactual pass needs (the decoder TRL's fused LM head calls, ZeRO-3 gathering).
+internals the counterfactual pass needs (the decoder TRL's fused LM head calls, ZeRO-3 gathering);
+``transformers_model`` sees through DDP and PEFT wrappers (a LoRA adapter stays active in it).
 
 ``_tokenize_prompts(prompts)`` is overridden so that a batch mixing image and text-only prompts works
 with transformers generation: TRL marks a text-only prompt's images as ``None``, which the Hugging Face
@@ -61,10 +62,12 @@ __all__ = [
     "PRIVATE_HOOKS",
     "PolicySettings",
     "SeamTrainer",
+    "adapters_disabled",
     "backbone_and_head",
     "lm_head_gather_ctx",
     "load_checkpoint_weights",
     "no_gradient_checkpointing",
+    "transformers_model",
 ]
 
 PINNED_TRL = "1.16"
@@ -152,16 +155,38 @@ class PolicySettings:
     temperature: float
 
 
-def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The decoder backbone (returns ``last_hidden_state``, post final norm) and the LM head of a causal VLM.
+def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under DDP/DeepSpeed (``.module``) and PEFT (``get_base_model``) wrappers.
 
-    Unwraps DDP/DeepSpeed (``.module``) and PEFT (``get_base_model``). The backbone is the module TRL's
-    fused LM head calls (``model.base_model`` in transformers 5), so hidden states match TRL's log-probs.
+    Use it wherever code reaches ``.model``, ``.lm_head``, ``.visual`` or ``.config`` of the policy. PEFT
+    injects its LoRA layers into this model's modules in place, so forwards through it (and through any
+    submodule) run with the adapter active, exactly as forwards through the ``PeftModel`` do.
     """
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
     if hasattr(model, "get_base_model"):
         model = model.get_base_model()
+    return model
+
+
+def adapters_disabled(model: torch.nn.Module) -> bool:
+    """Whether ``model`` holds PEFT adapter layers that are switched off right now (TRL's reference forward
+    of a LoRA policy runs under ``disable_adapter()``)."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return False
+    return any(isinstance(m, BaseTunerLayer) and m.disable_adapters for m in model.modules())
+
+
+def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The decoder backbone (returns ``last_hidden_state``, post final norm) and the LM head of a causal VLM.
+
+    Unwraps DDP/DeepSpeed and PEFT (``transformers_model``; a LoRA adapter stays active). The backbone is
+    the module TRL's fused LM head calls (``model.base_model`` in transformers 5), so hidden states match
+    TRL's log-probs.
+    """
+    model = transformers_model(model)
     return model.base_model, model.get_output_embeddings()
 
 
@@ -248,12 +273,19 @@ class SeamTrainer(GRPOTrainer):
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         capture = getattr(self, "_seam_capture", None)
-        if capture is None or torch.is_grad_enabled():
+        # Only the policy's own no-grad forward (old log-probs) is a clean pass of the current weights; the
+        # reference forward, when TRL runs no old-log-probs forward the first no-grad call, is not: it is
+        # another model (``ref_model``), or, with LoRA, this one under ``disable_adapter()``.
+        if (
+            capture is None
+            or torch.is_grad_enabled()
+            or transformers_model(model) is not transformers_model(self.model)
+            or adapters_disabled(model)
+        ):
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
-        # The first no-grad call inside generation is the policy's clean forward for old log-probs (the
-        # reference model's comes after it): capture its final hidden states, then stop capturing.
+        # Capture the final hidden states of that forward, then stop capturing.
         self._seam_capture = None
         backbone, _ = backbone_and_head(model)
 

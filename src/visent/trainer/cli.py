@@ -195,8 +195,15 @@ def build_trainer(config, callbacks: list | None = None):
     config.model_init_kwargs = None  # used above; TRL would only warn that the model is already built
     if config.freeze_vision_tower:
         freeze_vision_tower(model)
+    from visent.trainer.lora import lora_config_for
+
+    try:
+        peft_config = lora_config_for(config, model)  # None without use_peft; after freezing (it checks that)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return VisentGRPOTrainer(
         model=model,
+        peft_config=peft_config,
         reward_funcs=rewards,
         args=config,
         train_dataset=dataset,
