@@ -84,7 +84,7 @@ ImageUnit = dict[str, torch.Tensor]
 """One image's slice of each image-input key of a batch (leading dimension kept, so units concatenate)."""
 
 #: Modules under ``visent.models`` whose ``ADAPTERS`` tuple makes up the table, in listing order.
-FAMILY_MODULES: tuple[str, ...] = ("qwen",)
+FAMILY_MODULES: tuple[str, ...] = ("qwen", "gemma3", "idefics3", "llava_onevision")
 
 
 class UnsupportedModel(ValueError):
