@@ -169,10 +169,10 @@ def lora_config_for(config: Any, model: torch.nn.Module) -> Any:
     modules = dict(model.named_modules())
     names = matched_modules(lora_config, model)
     if not names:
-        linear = [n for n, m in modules.items() if isinstance(m, torch.nn.Linear)]
+        leaves = sorted({n.rsplit(".", 1)[-1] for n, m in modules.items() if isinstance(m, torch.nn.Linear)})
         raise ValueError(
-            f"lora_target_modules={target!r} matches no module of {type(model).__name__} (linear layers are "
-            f"named like {_listed(linear)})"
+            f"lora_target_modules={target!r} matches no module of {type(model).__name__} (its linear layers "
+            f"end in {', '.join(leaves[:12])}{', …' if len(leaves) > 12 else ''})"
         )
     unsupported = [n for n in names if not isinstance(modules[n], _LORA_MODULE_TYPES)]
     if unsupported:
