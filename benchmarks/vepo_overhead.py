@@ -57,7 +57,7 @@ def load_lab_model(spec: str, warmstart_dir: str):
         return result.model, result.processor, desc
     import json
 
-    from visent.lab.tiny import load_model_and_processor
+    from visent.models import load_model_and_processor
 
     model, processor = load_model_and_processor(spec)
     info_path = os.path.join(spec, "warmstart.json")

@@ -109,7 +109,7 @@ def _make_backend(args: argparse.Namespace, max_images: int) -> Any:
         return VLLMBackend(
             args.model, processor, max_images=max_images, dtype=str(dtype).removeprefix("torch."), **common
         )
-    from visent.lab.tiny import load_model_and_processor
+    from visent.models import load_model_and_processor
 
     kwargs = {} if args.model.startswith("tiny:") else {"dtype": dtype}
     model, processor = load_model_and_processor(args.model, **kwargs)
@@ -123,7 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     from visent.eval.harness import EvalConfigError, EvalSettings, pending, run_eval
     from visent.eval.sources import EvalDataError, resolve
 
+    from visent.models import UnsupportedModel, check_supported
+
     try:
+        check_supported(args.model)  # before any data is read or weight loaded: one line, status 2
         rewards = _parse_rewards(args.reward)
         render_template(args.template, "")
         if args.batch_size < 1 or args.max_new_tokens < 1:
@@ -173,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_eval(
             benchmarks, backend, out, settings, batch_size=args.batch_size, progress=not args.no_progress
         )
+    except UnsupportedModel as exc:  # a Hub id is only checked when it is loaded
+        print(f"visent eval: {exc}", file=sys.stderr)
+        return 2
     except (EvalConfigError, EvalDataError) as exc:
         print(f"visent eval: {exc}", file=sys.stderr)
         return 1

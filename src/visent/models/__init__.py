@@ -18,7 +18,7 @@ from visent.models.adapters import (
     require_adapter,
     supported_families,
 )
-from visent.models.loading import TINY_PREFIX, load_model_and_processor, tiny_names
+from visent.models.loading import TINY_PREFIX, check_supported, load_model_and_processor, tiny_names
 
 __all__ = [
     "TINY_PREFIX",
@@ -26,6 +26,7 @@ __all__ = [
     "ImageUnit",
     "UnsupportedModel",
     "adapter_for",
+    "check_supported",
     "adapter_named",
     "all_adapters",
     "load_model_and_processor",

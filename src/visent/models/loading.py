@@ -22,7 +22,7 @@ from typing import Any
 
 from visent.models.adapters import UnsupportedModel, adapter_named, all_adapters, require_adapter
 
-__all__ = ["TINY_PREFIX", "load_model_and_processor", "tiny_names"]
+__all__ = ["TINY_PREFIX", "check_supported", "load_model_and_processor", "tiny_names"]
 
 TINY_PREFIX = "tiny:"
 
@@ -47,6 +47,24 @@ def _checkpoint_model_type(name_or_path: str) -> str | None:
     return config.get("model_type") if isinstance(config, dict) else None
 
 
+def check_supported(name_or_path: str) -> None:
+    """Refuse early, without loading weights: an unknown ``tiny:`` family, or a local checkpoint whose
+    ``config.json`` names a ``model_type`` without an adapter, raises ``UnsupportedModel`` (one line). A Hub
+    id is checked when it is loaded (its config is not read here, to stay offline)."""
+    if name_or_path.startswith(TINY_PREFIX):
+        family = name_or_path[len(TINY_PREFIX):]
+        try:
+            adapter_named(family)
+        except KeyError:
+            raise UnsupportedModel(
+                f"unknown tiny model {name_or_path!r}; valid names: {', '.join(tiny_names())}"
+            ) from None
+        return
+    model_type = _checkpoint_model_type(name_or_path)
+    if model_type is not None or os.path.isdir(name_or_path):
+        require_adapter(model_type, what=name_or_path)
+
+
 def load_model_and_processor(name_or_path: str, *, require_supported: bool = True, **kw: Any) -> tuple[Any, Any]:
     """``(model, processor)`` for ``tiny:<family>``, a local checkpoint or a Hub id (module docstring).
 
@@ -64,9 +82,10 @@ def load_model_and_processor(name_or_path: str, *, require_supported: bool = Tru
         if adapter.build_tiny is None:
             raise UnsupportedModel(f"{name_or_path}: family {family} has no tiny builder")
         return adapter.build_tiny(**kw)
-    model_type = _checkpoint_model_type(name_or_path)
-    if require_supported and model_type is not None:
-        require_adapter(model_type, what=name_or_path)
+    if require_supported:
+        check_supported(name_or_path)
+    else:
+        _checkpoint_model_type(name_or_path)  # a folder without config.json is still an error
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     try:

@@ -175,11 +175,14 @@ def freeze_vision_tower(model) -> int:
 
 def build_trainer(config, callbacks: list | None = None):
     """Model, data and rewards resolved from ``config``, wrapped in a ``VisentGRPOTrainer``."""
+    from visent.models import UnsupportedModel, check_supported
     from visent.trainer.callbacks import MetricsJsonlCallback
     from visent.trainer.grpo import VisentGRPOTrainer
     from visent.trainer.sources import load_model, load_train_dataset, resolve_rewards
 
     try:
+        # A model without a family adapter is refused first, in one line (exit status 2), nothing loaded.
+        check_supported(config.model_name_or_path)
         dataset = load_train_dataset(config.dataset, config.dataset_size, config.dataset_seed, config.label_noise)
         rewards = resolve_rewards(list(config.reward_funcs), config.dataset)
     except (ValueError, KeyError) as e:
@@ -191,7 +194,10 @@ def build_trainer(config, callbacks: list | None = None):
             f"(perturbation={config.perturbation!r}), but dataset {config.dataset!r} has no image in any row; "
             "use token_score: entropy (or random / none) for text-only data"
         )
-    model, processor = load_model(config.model_name_or_path, config.model_init_kwargs)
+    try:
+        model, processor = load_model(config.model_name_or_path, config.model_init_kwargs)
+    except UnsupportedModel as e:  # a Hub id is only checked once its config is loaded
+        raise ConfigError(str(e)) from None
     config.model_init_kwargs = None  # used above; TRL would only warn that the model is already built
     if config.freeze_vision_tower:
         freeze_vision_tower(model)

@@ -1,7 +1,8 @@
 """Resolve the names in a ``VisentConfig`` to objects: model + processor, dataset, reward functions.
 
-- model: ``tiny:qwen2_5_vl`` / ``tiny:qwen2_vl`` (built locally, offline) or a Hub id / local checkpoint
-  (``visent.lab.tiny.load_model_and_processor``; ``model_init_kwargs`` are passed to ``from_pretrained``).
+- model: ``tiny:<family>`` (built locally, offline; families in ``visent.models``) or a Hub id / local
+  checkpoint (``visent.models.load_model_and_processor``; ``model_init_kwargs`` are passed to
+  ``from_pretrained``). A model without a family adapter raises ``visent.models.UnsupportedModel``.
 - dataset: ``lab:<task>`` (``visent.lab.tasks``: counting, grounding, classification; ``dataset_size``
   examples from ``dataset_seed``) or a path / Hub id read by ``visent.data.loaders.load_examples``.
   ``label_noise`` corrupts that fraction of labels (``visent.data.noise``), keeping the clean label.
@@ -19,7 +20,7 @@ LAB_PREFIX = "lab:"
 
 def load_model(name: str, model_init_kwargs: dict | None = None) -> tuple[Any, Any]:
     """``(model, processor)`` for a model name (see module docstring)."""
-    from visent.lab.tiny import load_model_and_processor
+    from visent.models import load_model_and_processor
 
     kwargs = {} if name.startswith("tiny:") else dict(model_init_kwargs or {})
     return load_model_and_processor(name, **kwargs)

@@ -71,6 +71,9 @@ def _check(args: argparse.Namespace) -> None:
     from visent.eval.generation import render_template
     from visent.perturb import PERTURBATIONS
 
+    from visent.models import check_supported
+
+    check_supported(args.model)  # a model without a family adapter: one line, status 2, nothing loaded
     if args.perturbation not in PERTURBATIONS:
         raise ValueError(f"--perturbation {args.perturbation!r} is unknown; valid: {', '.join(PERTURBATIONS)}")
     if args.method not in SCORES:
@@ -112,7 +115,7 @@ def _read_responses(path: str, ids: list[str]) -> list[str]:
 def _load_model(name: str, device: str, dtype: str) -> tuple[Any, Any]:
     import torch
 
-    from visent.lab.tiny import load_model_and_processor
+    from visent.models import load_model_and_processor
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -152,8 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     from visent.viz.heatmap import write_tokens_html
     from visent.viz.scoring import score_responses
 
+    from visent.models import UnsupportedModel
+
     try:
         model, processor = _load_model(args.model, args.device, args.dtype)
+    except UnsupportedModel as exc:
+        print(f"visent inspect: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as exc:
         hint = "" if args.model.startswith("tiny:") or Path(args.model).exists() else " (no such local folder; tried it as a Hub id)"
         print(f"visent inspect: cannot load model {args.model!r}{hint}: {exc}", file=sys.stderr)
