@@ -91,6 +91,15 @@ def test_lm_head_in_modules_to_save_is_refused(frozen_tiny, tmp_path):
         lora_config_for(make(tmp_path, use_peft=True, lora_modules_to_save=["lm_head"]), frozen_tiny)
 
 
+def test_modules_to_save_must_exist_and_be_trainable(frozen_tiny, tmp_path):
+    with pytest.raises(ValueError, match="names no module"):
+        lora_config_for(make(tmp_path, use_peft=True, lora_modules_to_save=["projector"]), frozen_tiny)
+    with pytest.raises(ValueError, match="would train frozen modules"):
+        lora_config_for(make(tmp_path, use_peft=True, lora_modules_to_save=["merger"]), frozen_tiny)
+    lora = lora_config_for(make(tmp_path, use_peft=True, lora_modules_to_save=["embed_tokens"]), frozen_tiny)
+    assert lora.modules_to_save == ["embed_tokens"]
+
+
 @pytest.mark.parametrize(
     "extra,fragment",
     [(["--use_peft", "--lora_r", "0"], "lora_r must be an integer >= 1"),

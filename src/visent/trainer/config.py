@@ -104,7 +104,7 @@ class VisentConfig(GRPOConfig):
     )
     lora_modules_to_save: list[str] | None = field(
         default=None,
-        metadata=_help("Modules trained in full and saved next to the adapter (e.g. a projector). Not lm_head."),
+        metadata=_help("Modules trained in full and saved next to the adapter (e.g. embed_tokens). Not lm_head."),
     )
     use_rslora: bool = field(
         default=False, metadata=_help("Rank-stabilised LoRA: scale by lora_alpha / sqrt(lora_r) instead of / lora_r.")

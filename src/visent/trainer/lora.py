@@ -200,4 +200,11 @@ def lora_config_for(config: Any, model: torch.nn.Module) -> Any:
         missing = [m for m in to_save if not any(re.match(rf"(^|.*\.){re.escape(m)}$", n) for n in modules)]
         if missing:
             raise ValueError(f"lora_modules_to_save names no module of {type(model).__name__}: {', '.join(missing)}")
+        saved = [n for n in modules if n and any(re.match(rf"(^|.*\.){re.escape(m)}$", n) for m in to_save)]
+        frozen = [n for n in saved if not any(p.requires_grad for p in modules[n].parameters())]
+        if frozen:
+            raise ValueError(
+                f"lora_modules_to_save would train frozen modules ({_listed(frozen)}); set freeze_vision_tower: "
+                "false to train the vision tower"
+            )
     return lora_config
