@@ -190,6 +190,9 @@ def build_tiny(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Gemma3ForConditionalGeneration(config)
+        # transformers initialises the image projection to zeros, which makes a random-weight model blind
+        # to its images (every perturbation would give JSD 0); draw it like the other weights instead.
+        torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=config.initializer_range)
     model.eval()
     gen = model.generation_config
     # As in Gemma's instruct checkpoints: a turn ends at <end_of_turn> or <eos>.
