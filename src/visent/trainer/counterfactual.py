@@ -653,9 +653,16 @@ def length_parts(lengths: Sequence[int]) -> list[list[int]]:
 
 def _copy_cache(kv):
     """A cache object sharing ``kv``'s tensors whose ``reorder_cache`` leaves ``kv`` untouched (reordering
-    replaces each layer's tensors, it does not write into them)."""
+    replaces each layer's tensors, it does not write into them). Layers that keep their tensors in lists
+    (the recurrent layers' conv / recurrent states) get their own lists, which reordering rebinds."""
     part = copy.copy(kv)
-    part.layers = [copy.copy(layer) for layer in kv.layers]
+    part.layers = []
+    for layer in kv.layers:
+        own = copy.copy(layer)
+        for name, value in vars(layer).items():
+            if isinstance(value, (list, dict)):
+                setattr(own, name, copy.copy(value))
+        part.layers.append(own)
     return part
 
 
@@ -757,6 +764,15 @@ def counterfactual_stats(
             alias = _image_alias(images.spans, rows, groups, first_of)
             cache = VisionCache(backbone, images, sources, wanted, alias=alias)
 
+    # Responses whose "perturbed" images are their clean ones (``identity``; or no image at all).
+    same_as_clean: dict[int, bool] = {}
+    if with_perturbed:
+        for b in rows:
+            i0, i1 = images.spans[b]
+            same_as_clean[b] = pert_src is None or all(
+                torch.equal(images.pixels(pert_src, i), images.pixels(None, i)) for i in range(i0, i1)
+            )
+
     def inputs_for(idx, which: str) -> dict[str, Any]:
         source = clean_src if which == "clean" else pert_src
         inputs = _rows(batch, idx, None, images=images)
@@ -798,6 +814,12 @@ def counterfactual_stats(
                 h_clean, h_pert = h[: len(idx)], h[len(idx) :]
             else:
                 h_clean = h_pert = completion_hidden(backbone, inputs_for(idx, "clean"), C)
+            unchanged = [j for j, b in enumerate(idx) if same_as_clean.get(b, False)]
+            if unchanged and h_pert is not h_clean:
+                # Same inputs, same function: the clean states are the perturbed ones (bit for bit, which a
+                # second forward need not give: some kernels' float results depend on the batch row).
+                h_pert = h_pert.clone()
+                h_pert[unchanged] = h_clean[unchanged]
         forwards += int(clean_hidden is None or with_perturbed)
         ctx = gather_ctx(weight, bias) if gather_ctx is not None else _null()
         with ctx:
