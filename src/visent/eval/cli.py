@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from visent.eval.generation import PROMPT_TEMPLATES
 
     p = argparse.ArgumentParser(prog="visent eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model path or Hub id, or tiny:qwen2_5_vl / tiny:qwen2_vl")
+    p.add_argument("--model", required=True, help="model path or Hub id of a supported family, or tiny:<family> (e.g. tiny:qwen3_vl)")
     p.add_argument(
         "--data",
         required=True,

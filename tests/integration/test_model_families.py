@@ -1,0 +1,109 @@
+"""`visent train` on every family in the adapter table (``visent.models.all_adapters()``), and refusals.
+
+For each family: ``--config configs/vepo.yaml --model_name_or_path tiny:<family> --dataset lab:counting
+--max_steps 2`` trains and logs a finite, non-zero ``vepo/jsd_mean`` (default suite); ``grpo.yaml`` and
+``two_stage.yaml`` train too (slow tier: the Qwen2/2.5-VL rows of those two run in the default suite in
+``test_trainer_configs.py``). Overrides keep it fast on CPU and give every group reward variance (a real
+verifier scores 0 on every random response, and an all-zero group is skipped): ``--reward_funcs random``
+and ``--skip_uniform_groups false``.
+
+Also: a Qwen3-VL checkpoint written by ``save_pretrained`` and loaded by path trains with vepo.yaml (the
+deepstack case of the vision cache), and a model without adapter is refused by `visent train`, `visent
+eval` and `visent inspect` with one line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import pytest
+
+from visent.models import all_adapters
+from visent.trainer.callbacks import read_metrics
+from visent.trainer.cli import main as train_main
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+FAMILIES = [a.name for a in all_adapters()]
+FAST_ARGS = [
+    "--dataset", "lab:counting", "--max_steps", "2", "--reward_funcs", "random", "--num_generations", "4",
+    "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--max_completion_length", "10",
+    "--dataset_size", "8", "--save_strategy", "no", "--gradient_checkpointing", "false",
+    "--skip_uniform_groups", "false",
+]
+
+
+def _train(config: str, model: str, out) -> list[dict]:
+    argv = ["--config", os.path.join(ROOT, "configs", f"{config}.yaml"), "--model_name_or_path", model,
+            "--output_dir", str(out), *FAST_ARGS]
+    assert train_main(argv) == 0
+    rows = read_metrics(str(out))
+    assert [r["step"] for r in rows] == [1, 2]
+    return rows
+
+
+def _cases():
+    for name in FAMILIES:
+        yield pytest.param("vepo", name, id=f"vepo-{name}")
+        for config in ("grpo", "two_stage"):
+            yield pytest.param(config, name, id=f"{config}-{name}", marks=pytest.mark.slow)
+
+
+@pytest.mark.parametrize("config, family", list(_cases()))
+def test_family_trains(config, family, tmp_path):
+    rows = _train(config, f"tiny:{family}", tmp_path / "run")
+    for row in rows:
+        assert row["guard/nonfinite_loss_terms"] == 0 and row["entropy/mean"] > 0
+        if config == "vepo":
+            jsd = row["vepo/jsd_mean"]
+            assert jsd is not None and math.isfinite(jsd) and jsd > 0, f"{family}: vepo/jsd_mean = {jsd}"
+
+
+def test_saved_qwen3_vl_checkpoint_trains_with_vepo(tmp_path):
+    from visent.models import load_model_and_processor
+
+    model, processor = load_model_and_processor("tiny:qwen3_vl")
+    model.save_pretrained(tmp_path / "ckpt")
+    processor.save_pretrained(tmp_path / "ckpt")
+    rows = _train("vepo", str(tmp_path / "ckpt"), tmp_path / "run")
+    assert all(r["vepo/jsd_mean"] is not None and r["vepo/jsd_mean"] > 0 for r in rows)
+
+
+@pytest.fixture(scope="module")
+def text_only_checkpoint(tmp_path_factory):
+    """A tiny text-only causal LM saved to disk: a model visent has no adapter for."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    path = tmp_path_factory.mktemp("text_only")
+    config = Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1)
+    Qwen2ForCausalLM(config).save_pretrained(path)
+    return str(path)
+
+
+def _one_line_exit_2(capsys, code: int, command: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith(f"visent {command}:"), err
+    assert "'qwen2'" in err[0] and "qwen3_vl" in err[0] and "supported" in err[0]
+
+
+def test_unsupported_model_is_refused_by_train_eval_and_inspect(text_only_checkpoint, tmp_path, capsys):
+    from visent.eval.cli import main as eval_main
+    from visent.viz.cli import main as inspect_main
+
+    code = train_main(["--config", os.path.join(ROOT, "configs", "vepo.yaml"),
+                       "--model_name_or_path", text_only_checkpoint, "--output_dir", str(tmp_path / "t"),
+                       *FAST_ARGS])
+    _one_line_exit_2(capsys, code, "train")
+    code = eval_main(["--model", text_only_checkpoint, "--data", "lab:counting", "--out", str(tmp_path / "e")])
+    _one_line_exit_2(capsys, code, "eval")
+    code = inspect_main(["--model", text_only_checkpoint, "--data", "lab:counting", "--out", str(tmp_path / "i.html")])
+    _one_line_exit_2(capsys, code, "inspect")
+
+
+def test_unknown_tiny_family_is_refused_with_the_valid_names(tmp_path, capsys):
+    code = train_main(["--config", os.path.join(ROOT, "configs", "grpo.yaml"), "--model_name_or_path",
+                       "tiny:nope", "--output_dir", str(tmp_path / "t"), *FAST_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "tiny:qwen3_vl" in err[0]
