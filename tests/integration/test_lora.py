@@ -1,9 +1,9 @@
-"""LoRA VEPO on a tiny Qwen2.5-VL through ``visent train``'s own path (``build_trainer``: TRL wraps the model
+"""LoRA VEPO on tiny models through ``visent train``'s own path (``build_trainer``: TRL wraps the model
 with the ``peft_config`` built from the ``use_peft`` / ``lora_*`` fields).
 
-Covers: training changes the adapter and leaves every base weight bit-identical; the counterfactual
-statistics (eager and deferred mask paths) are those of the model with the adapter merged into its
-weights; the clean forward reused for the mask is the adapted policy's, never TRL's reference forward
+Covers: training changes the adapter and leaves every base weight bit-identical (Qwen2.5-VL); for every
+family with a ``tiny:`` builder, the counterfactual statistics (eager and deferred mask paths) are those
+of the model with the adapter merged into its weights; the clean forward reused for the mask is the adapted policy's, never TRL's reference forward
 (adapter disabled); checkpoints hold the adapter and resuming restores it.
 """
 
@@ -104,9 +104,17 @@ def _merged_stats(trainer, call):
     return cf.counterfactual_stats(backbone, head, *call["args"][2:], **kwargs)
 
 
-@pytest.mark.parametrize("route", ["eager", "deferred"])
-def test_counterfactual_statistics_are_those_of_the_merged_model(tmp_path, monkeypatch, route):
-    trainer = lora_trainer(tmp_path, skip_uniform_groups=False)
+def _family_cases():
+    from visent.models import tiny_names
+
+    for name in tiny_names():  # every family: about a second each on CPU
+        for route in ("eager", "deferred"):
+            yield pytest.param(name, route, id=f"{name[5:]}-{route}")
+
+
+@pytest.mark.parametrize("model_name,route", list(_family_cases()))
+def test_counterfactual_statistics_are_those_of_the_merged_model(tmp_path, monkeypatch, model_name, route):
+    trainer = lora_trainer(tmp_path, model_name_or_path=model_name, skip_uniform_groups=False)
     randomise_adapter(trainer.model)
     trainer.model.train()
     calls = []
