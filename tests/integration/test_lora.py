@@ -3,8 +3,9 @@ with the ``peft_config`` built from the ``use_peft`` / ``lora_*`` fields).
 
 Covers: training changes the adapter and leaves every base weight bit-identical (Qwen2.5-VL); for every
 family with a ``tiny:`` builder, the counterfactual statistics (eager and deferred mask paths) are those
-of the model with the adapter merged into its weights; the clean forward reused for the mask is the adapted policy's, never TRL's reference forward
-(adapter disabled); checkpoints hold the adapter and resuming restores it.
+of the model with the adapter merged into its weights; the clean forward reused for the mask is the
+adapted policy's, never TRL's reference forward (adapter disabled); checkpoints hold the adapter and
+resuming restores it.
 """
 
 from __future__ import annotations
