@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from visent.models.adapters import Adapter, ImageUnit
-from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units
+from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units, picture
 
 __all__ = ["ADAPTERS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_tiny", "tiny_config"]
 
@@ -257,5 +257,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         encode_images=encode_images,
         encoder_outputs=encoder_outputs,
         notes="fixed-size whole images, token_type_ids for bidirectional image attention; no pan-and-scan",
+        # For `visent inspect`: the image as the model sees it.
+        extra={"display": lambda unit, layout: [picture(unit["pixel_values"][0], layout)]},
     ),
 )

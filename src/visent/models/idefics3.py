@@ -41,7 +41,7 @@ from typing import Any
 import torch
 
 from visent.models.adapters import Adapter, ImageUnit
-from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units
+from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units, picture
 
 __all__ = ["ADAPTERS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_tiny", "tiny_config"]
 
@@ -268,6 +268,13 @@ def perturb(kind: str, units: Sequence[ImageUnit], generator, strength, layout) 
     )
 
 
+def display(unit: ImageUnit, layout) -> list[Any]:
+    """For ``visent inspect``: the row's last real tile, the global view of its (last) image."""
+    tiles, valid = _tiles(unit)
+    real = valid.flatten(1).any(1).nonzero()
+    return [picture(tiles[int(real[-1])], layout)] if real.numel() else []
+
+
 def encode_images(backbone: torch.nn.Module, units: Sequence[ImageUnit]) -> list[torch.Tensor]:
     """``(n_tokens, D)`` per unit (all its real tiles' tokens in order), one encoder call."""
     pixels = torch.cat([u["pixel_values"] for u in units])
@@ -304,5 +311,6 @@ ADAPTERS: tuple[Adapter, ...] = (
         encode_images=encode_images,
         encoder_outputs=encoder_outputs,
         notes="SmolVLM2 (Idefics3 layout): per-row tiles + global view, pixel_attention_mask, all-zero tiles are padding",
+        extra={"display": display},
     ),
 )

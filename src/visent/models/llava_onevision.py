@@ -40,7 +40,7 @@ from typing import Any
 import torch
 
 from visent.models.adapters import Adapter, ImageUnit
-from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units
+from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units, picture
 
 __all__ = ["ADAPTERS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_tiny", "tiny_config", "valid_tiles"]
 
@@ -291,5 +291,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         encode_images=encode_images,
         encoder_outputs=encoder_outputs,
         notes="anyres tiles + base tile per image, image_sizes; one image per prompt (TRL drops batch_num_images)",
+        # For `visent inspect`: the base tile, the whole image squashed to one tile.
+        extra={"display": lambda unit, geo: [picture(unit["pixel_values"][0, 0], geo.tiles)]},
     ),
 )

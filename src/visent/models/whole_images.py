@@ -20,7 +20,7 @@ import torch
 
 from visent.models.adapters import ImageUnit
 
-__all__ = ["chat_template", "image_stats", "named_tokenizer", "perturb_units"]
+__all__ = ["chat_template", "image_stats", "named_tokenizer", "perturb_units", "picture"]
 
 
 def named_tokenizer(tokenizer: Any, names: dict[str, str]) -> Any:
@@ -84,6 +84,17 @@ def perturb_units(
     noisy = perturb_image_tiles(kind, tiles, generator, strength, layout, valid)
     pieces = torch.split(noisy, [t.shape[0] for t, _ in parts])
     return [with_tiles(u, p) for u, p in zip(units, pieces)]
+
+
+def picture(tile: torch.Tensor, layout: Any) -> Any:
+    """A normalised ``(C, H, W)`` image or tile as an RGB PIL image, un-normalised with ``layout``'s
+    (a ``TileLayout``) mean/std and clipped to [0, 1] for display (``visent inspect``)."""
+    from PIL import Image
+
+    mean = torch.tensor(layout.image_mean, dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(layout.image_std, dtype=torch.float32).view(-1, 1, 1)
+    pixels = (tile.detach().float().cpu() * std + mean).clamp(0.0, 1.0)
+    return Image.fromarray((pixels * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()).convert("RGB")
 
 
 def chat_template(
