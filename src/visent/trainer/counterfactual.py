@@ -3,9 +3,14 @@ perturbed image, with no gradient, and reduce the two final-hidden-state tensors
 statistics through ``visent.core.stats.token_stats_from_hidden`` (chunked: never ``(B, T, V)``).
 
 Shapes: B responses, P prompt tokens (left-padded), C completion tokens (right-padded), D hidden size.
-Images (Qwen2-VL / Qwen2.5-VL): ``pixel_values`` ``(N_rows, C·tp·p·p)`` patch rows of all images of all
-responses in order, ``image_grid_thw`` ``(n_images, 3)``, ``num_images[b]`` images for response b
-(0 for a text-only row). See ``visent.perturb`` for the patch layout.
+Images: whatever the family's processor returned (TRL passes it on), ``num_images[b]`` images for
+response b (0 for a text-only row). Nothing here reads a family's layout: the model's adapter
+(``visent.models.adapters``) cuts the batch's image inputs into one unit per image, perturbs a prompt's
+units, joins the units of some responses back into model inputs, and encodes units for the vision
+cache. Images are numbered over the batch in order (``image_spans``); ``Pixels`` maps an image number to
+its perturbed ``pixel_values``. The adapter also says which of the savings below are exact for the family
+(``vision_cache``, ``shared_prefix``, ``reuse_positions``); a family with none of them gets the plain
+clean-plus-perturbed forward.
 
 Cost decisions:
 - clean and perturbed rows go through the model as ONE batch of 2·b rows (b = ``batch_size``);
@@ -17,21 +22,28 @@ Cost decisions:
 - the vision encoder runs once per distinct image, not once per response: the K responses of a prompt
   carry K identical copies of its (clean, and by the above also perturbed) image, so the encoder's
   outputs are computed for one copy (``VisionCache``, exact equality of the pixels) and handed to the
-  decoder as precomputed ``mm_encoder_outputs``, where the model accepts them (transformers 5
-  Qwen2-VL / Qwen2.5-VL); other models get ``pixel_values`` as before;
+  decoder as precomputed ``mm_encoder_outputs`` in the model's own format (for Qwen3-VL with its
+  deepstack features), where the adapter allows it and the model accepts them; otherwise the rows get
+  their pixels;
 - the prompt is run once per prompt and pass, not once per response (``share_prefix``): the K
   responses of a prompt share its tokens and (clean or perturbed) image, so the prompt's keys and
   values are computed for one copy and indexed out to the K completions, which then run against that
   cache. Decoder tokens per prompt and pass go from K·(P + C) to P + K·(C − 1). The price is that
   cache, alive for one call: keys and values of (P + C) positions per response and layer (on
   Qwen2.5-VL-7B in bf16 about 57 kB per position, ~80 MB for a 1,400-token response);
-  ``counterfactual_batch_size`` bounds how many responses share a call;
+  ``counterfactual_batch_size`` bounds how many responses share a call. For a hybrid decoder
+  (Qwen3.5) the cache also holds each linear-attention layer's conv and recurrent state at the
+  prompt's end, indexed out the same way;
 - a response that repeats another of the same prompt token for token has the same statistics: it is
   scored once (short lab answers repeat often; long ones rarely do);
 - responses are sorted by length into chunks, and each call runs only as far as the longest response
   it holds, a chunk being split in two by length when that saves enough (``length_parts``).
+- a response whose "perturbed" images equal its clean ones (``identity``, or no image) gets the clean
+  states as its perturbed ones, so its JSD is exactly 0 even where a kernel's float result depends on
+  the batch row.
 Each of these computes the same function of the same inputs (exact in real arithmetic; float results
-differ from the plain path only by summation order, ~1e-6 relative in float32, tested).
+differ from the plain path only by summation order, ~1e-6 in float32; tested for every family in
+``tests/unit/models/test_adapters_counterfactual.py``).
 """
 
 from __future__ import annotations
