@@ -18,6 +18,7 @@ import math
 import os
 
 import pytest
+import torch
 
 from visent.models import all_adapters
 from visent.trainer.callbacks import read_metrics
@@ -57,6 +58,26 @@ def test_family_trains(config, family, tmp_path):
         if config == "vepo":
             jsd = row["vepo/jsd_mean"]
             assert jsd is not None and math.isfinite(jsd) and jsd > 0, f"{family}: vepo/jsd_mean = {jsd}"
+    # Every config freezes the vision tower (the adapter's vision_modules): the language model trained, the
+    # encoder and its projection did not.
+    from visent.models import adapter_named
+
+    adapter = adapter_named(family)
+    before, _ = adapter.build_tiny()
+    after = _saved_weights(tmp_path / "run", before)
+    before = before.state_dict()
+    vision = {n for n in after if any(f".{m}." in f".{n}" for m in adapter.vision_modules)}
+    assert vision, f"{family}: no vision parameter found among the saved weights"
+    changed = {n for n, p in after.items() if not torch.equal(p, before[n])}
+    assert changed - vision, f"{family}: no parameter changed in 2 steps"
+    assert not changed & vision, f"{family}: frozen vision parameters changed: {sorted(changed & vision)[:3]}"
+
+
+def _saved_weights(path, model) -> dict:
+    """The saved weights of ``path`` under ``model``'s in-memory names (transformers renames some on save:
+    loading them into ``model`` maps them back)."""
+    loaded = type(model).from_pretrained(str(path))
+    return {n: p.to(model.state_dict()[n].dtype) for n, p in loaded.state_dict().items()}
 
 
 def test_saved_qwen3_vl_checkpoint_trains_with_vepo(tmp_path):

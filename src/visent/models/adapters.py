@@ -138,6 +138,10 @@ class Adapter:
         perturb: ``(kind, units, generator, strength, geometry) -> units`` for one prompt's images.
         encode_images: ``(backbone, units) -> list`` of per-unit encoder outputs (any object).
         encoder_outputs: ``(pieces) -> mm_encoder_outputs["image"]`` value for the decoder.
+        vision_modules: submodules of the inner model (``model.model``) that ``freeze_vision_tower``
+            freezes: the vision encoder and its projection into the decoder (Qwen's ``visual`` holds both;
+            Gemma 3 / LLaVA: ``vision_tower`` + ``multi_modal_projector``; Idefics3: ``vision_model`` +
+            ``connector``). Names the model lacks are ignored.
         notes: one line for the docs (departures, caveats).
     """
 
@@ -159,6 +163,7 @@ class Adapter:
     perturb: Callable[..., list[ImageUnit]] = _no_perturb
     encode_images: Callable[[torch.nn.Module, Sequence[ImageUnit]], list[Any]] | None = None
     encoder_outputs: Callable[[Sequence[Any]], Any] | None = None
+    vision_modules: tuple[str, ...] = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "connector")
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 

@@ -446,6 +446,7 @@ def _adapter(name: str, processor_class: str, *, shared_prefix: bool, notes: str
         perturb=perturb_patch_rows,
         encode_images=encode_patch_rows,
         encoder_outputs=encoder_outputs_patch_rows,
+        vision_modules=("visual",),  # the encoder and its patch merger (the projection into the decoder)
         notes=notes,
     )
 

@@ -161,15 +161,23 @@ def parse_config(argv: list[str]):
 
 
 def freeze_vision_tower(model) -> int:
-    """Freeze the vision encoder's parameters; returns how many tensors were frozen."""
+    """Freeze the vision encoder and its projection into the decoder (the family adapter's
+    ``vision_modules``); returns how many tensors were frozen."""
+    import torch
+
+    from visent.models.adapters import Adapter, adapter_for
+
+    adapter = adapter_for(model)
+    names = adapter.vision_modules if adapter is not None else Adapter.__dataclass_fields__["vision_modules"].default
     inner = getattr(model, "model", model)
-    visual = getattr(inner, "visual", None) or getattr(model, "visual", None)
-    if visual is None:
-        return 0
     n = 0
-    for p in visual.parameters():
-        p.requires_grad_(False)
-        n += 1
+    for name in names:
+        module = getattr(inner, name, None) or getattr(model, name, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for p in module.parameters():
+            p.requires_grad_(False)
+            n += 1
     return n
 
 
