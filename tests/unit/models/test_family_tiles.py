@@ -39,7 +39,7 @@ SIZES = ((84, 60), (56, 56), (20, 70), (90, 33))
 
 def _batch(processor, sizes=SIZES, completion="0"):
     text = processor.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    images = [[_noise_image(w, h, i)] for i, (w, h) in enumerate(sizes)]
+    images = [[_noise_image(w, h, seed=w * 1000 + h)] for w, h in sizes]  # equal sizes, equal images
     inputs = processor(images=images, text=[text + completion] * len(sizes), padding=True, return_tensors="pt")
     batch = {k: v for k, v in inputs.items() if k != "batch_num_images"}
     batch["num_images"] = [1] * len(sizes)
@@ -194,3 +194,37 @@ def test_every_kind_but_identity_moves_the_next_token_distribution(name, built):
                 assert bool((jsd == 0).all()), kind
             else:
                 assert bool((jsd > 0).all()), (kind, jsd)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_optimised_counterfactual_pass_equals_the_plain_one_with_padding_tiles(name, built, monkeypatch):
+    """As the table-wide test, on images of mixed aspect ratios: SmolVLM rows then carry padding tiles and
+    OneVision images letterboxed tiles and padding slots, and each prompt appears twice (K = 2)."""
+    from visent.trainer import counterfactual as cf
+    from visent.trainer._trl_seam import backbone_and_head
+
+    model, processor = built[name]
+    adapter = adapter_named(name)
+    sizes = [s for s in SIZES for _ in range(2)]
+    batch = _batch(processor, sizes)
+    n = len(sizes)
+    prompt_ids, prompt_mask = batch.pop("input_ids"), batch.pop("attention_mask")
+    completion = torch.randint(10, 60, (n, 4), generator=torch.Generator().manual_seed(0))
+    batch.update(prompt_ids=prompt_ids, prompt_mask=prompt_mask, completion_ids=completion,
+                 completion_mask=torch.ones_like(completion))
+    if "token_type_ids" in batch:
+        batch["token_type_ids"] = torch.cat([batch["token_type_ids"], torch.zeros_like(completion)], 1)
+    rows = list(range(n))
+    assert cf.prompt_groups(batch, adapter=adapter) == [b // 2 for b in rows]
+    seeds = cf.prompt_seeds(batch, 0, 1, adapter=adapter)
+    perturbed = cf.perturb_images(batch, seeds, "pixel_gaussian", None, adapter.image_geometry(processor), adapter=adapter)
+    backbone, head = backbone_and_head(model)
+    fast = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=3, adapter=adapter)
+    monkeypatch.setattr(cf, "accepts_encoder_outputs", lambda backbone: False)
+    monkeypatch.setattr(cf, "_position_ids", lambda backbone, inputs: None)
+    monkeypatch.setattr(cf, "distinct_responses", lambda batch, rows, groups: (list(rows), list(range(len(rows)))))
+    plain = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=3, adapter=adapter,
+                                    share_prefix=False)
+    assert bool((plain.jsd.sum(1) > 0).all())
+    for field in ("entropy", "entropy_perturbed", "jsd", "kl"):
+        torch.testing.assert_close(getattr(fast, field), getattr(plain, field), atol=1e-5, rtol=0)
