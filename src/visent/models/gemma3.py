@@ -19,7 +19,8 @@ Tiny builder: real classes; a local BPE tokenizer with Gemma's special tokens (`
 named as ``Gemma3Processor`` reads them; images resized to ``image_size`` (64 px: the lab's 56–84 px
 images change size, as every image does for Gemma 3); 8 px patches pooled 2 × 2 to 16 tokens per image;
 a decoder of sliding-window and full-attention layers (the released 5:1 pattern shortened to 3:1).
-Gemma 3n and Gemma 4 are different architectures with other processors; they are not served here.
+Gemma 4 is not served here: its processor hands the model padded variable-resolution patch rows with
+``image_position_ids``, another layout; Gemma 3n is another architecture.
 """
 
 from __future__ import annotations
