@@ -128,3 +128,19 @@ def test_unknown_tiny_family_is_refused_with_the_valid_names(tmp_path, capsys):
                        "tiny:nope", "--output_dir", str(tmp_path / "t"), *FAST_ARGS])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "tiny:qwen3_vl" in err[0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_eval_and_inspect_accept_the_family(family, tmp_path, capsys):
+    """`visent eval` generates and scores, and `visent inspect` writes its heatmap, on every family."""
+    from visent.eval.cli import main as eval_main
+    from visent.viz.cli import main as inspect_main
+
+    assert eval_main(["--model", f"tiny:{family}", "--data", "lab:counting:2", "--out", str(tmp_path / "e"),
+                      "--max-new-tokens", "4", "--no-progress"]) == 0
+    with open(tmp_path / "e" / "predictions.jsonl") as f:
+        assert len(f.readlines()) == 2
+    assert inspect_main(["--model", f"tiny:{family}", "--data", "lab:counting", "--n", "2", "--max-new-tokens", "4",
+                         "--out", str(tmp_path / "t.html")]) == 0
+    html = (tmp_path / "t.html").read_text()
+    assert "jsd" in html.lower()
