@@ -1,0 +1,42 @@
+"""The adapter table itself: names and model types are unique, lookups resolve through wrappers, and
+docs/models.md names every family with its real transformers classes."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import transformers
+
+from visent.models import UnsupportedModel, adapter_for, all_adapters, require_adapter, tiny_names
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def test_names_and_model_types_are_unique_and_resolve():
+    adapters = all_adapters()
+    assert len({a.name for a in adapters}) == len(adapters)
+    types = [t for a in adapters for t in a.model_types]
+    assert len(set(types)) == len(types)
+    for a in adapters:
+        for t in a.model_types:
+            assert adapter_for(t) is a
+    assert tiny_names() == [f"tiny:{a.name}" for a in adapters]
+
+
+def test_class_names_are_real_transformers_classes_and_documented():
+    doc = open(os.path.join(ROOT, "docs", "models.md"), encoding="utf-8").read()
+    for a in all_adapters():
+        for cls in (a.model_class, a.processor_class):
+            assert hasattr(transformers, cls), f"{a.name}: transformers has no {cls}"
+            assert f"`{cls}`" in doc, f"docs/models.md does not name {cls} ({a.name})"
+        assert f"`{a.name}`" in doc
+
+
+def test_unknown_model_type_is_refused_in_one_line_naming_the_families():
+    assert adapter_for("llama") is None
+    with pytest.raises(UnsupportedModel) as info:
+        require_adapter("llama", what="m")
+    message = str(info.value)
+    assert "\n" not in message and "'llama'" in message
+    assert all(a.name in message for a in all_adapters())
