@@ -51,8 +51,9 @@ class VisentConfig(GRPOConfig):
     model_name_or_path: str | None = field(
         default=None,
         metadata=_help(
-            "Model to train: a Hub id or local path (Qwen2-VL / Qwen2.5-VL), or `tiny:qwen2_5_vl` / "
-            "`tiny:qwen2_vl` for a tiny random model built locally (CPU smoke tests)."
+            "Model to train: a Hub id or local path of a supported family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, "
+            "Qwen3-VL-MoE, Qwen3.5, Gemma 3, SmolVLM2, LLaVA-OneVision: docs/models.md), or `tiny:<family>` "
+            "(e.g. `tiny:qwen3_vl`) for a tiny random model built locally (CPU smoke tests)."
         ),
     )
     dataset: str | None = field(
