@@ -67,7 +67,7 @@ def randomise_adapter(model, std=0.2, seed=0):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "lora_B" in name:
+            if "lora_B.default." in name:  # the trained adapter, not TRL's frozen "ref" copy
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
 
 
@@ -148,14 +148,38 @@ def test_counterfactual_statistics_are_those_of_the_merged_model(tmp_path, monke
     assert (base.entropy - adapted.entropy).abs().max() > 1e-3
 
 
-@pytest.mark.parametrize("old_logps_forward", [False, True])
-def test_the_reused_clean_forward_is_the_adapted_policy_not_the_reference(tmp_path, monkeypatch, old_logps_forward):
-    """With beta > 0 TRL computes reference log-probs with the adapter disabled. When TRL runs no forward for
-    old log-probs, that reference forward is its first no-grad forward; it must not be taken for the clean
-    pass. With ``steps_per_generation=2`` TRL does run the old-log-probs forward, which is reused."""
+def prewrapped_trainer(tmp_path, **overrides):
+    """A LoRA model wrapped by the user (Python API) before the trainer: with beta > 0 TRL then keeps a
+    frozen copy of the adapter as adapter "ref" for the reference log-probs."""
+    from peft import LoraConfig, get_peft_model
+
+    from visent.trainer.grpo import VisentGRPOTrainer
+    from visent.trainer.sources import load_model, load_train_dataset, resolve_rewards
+
+    config = VisentConfig(output_dir=str(tmp_path), report_to="none", save_strategy="no", gradient_checkpointing=False,
+                          num_generations=K, per_device_train_batch_size=8, max_completion_length=12, max_steps=2,
+                          token_score="vepo", selection_ratio=0.3, **overrides)
+    model, processor = load_model("tiny:qwen2_5_vl")
+    model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    trainer = VisentGRPOTrainer(model=model, reward_funcs=resolve_rewards(["random"]), args=config,
+                                train_dataset=load_train_dataset("lab:counting", 16, 0), processing_class=processor)
+    assert "ref" in trainer.model.peft_config
+    return trainer
+
+
+@pytest.mark.parametrize("setup", ["new_adapter", "new_adapter_old_logps", "prewrapped_ref_adapter"])
+def test_the_reused_clean_forward_is_the_adapted_policy_not_the_reference(tmp_path, monkeypatch, setup):
+    """With beta > 0 TRL computes reference log-probs with the adapter disabled (or, for a model passed
+    already wrapped, with a frozen copy of the adapter). When TRL runs no forward for old log-probs, that
+    reference forward is its first no-grad forward; it must not be taken for the clean pass. With
+    ``steps_per_generation=2`` TRL does run the old-log-probs forward, which is reused."""
+    old_logps_forward = setup == "new_adapter_old_logps"
     extra = {"steps_per_generation": 2} if old_logps_forward else {}
-    trainer = lora_trainer(tmp_path, beta=0.04, skip_uniform_groups=False, **extra)
-    randomise_adapter(trainer.model)
+    if setup == "prewrapped_ref_adapter":
+        trainer = prewrapped_trainer(tmp_path, beta=0.04, skip_uniform_groups=False)
+    else:
+        trainer = lora_trainer(tmp_path, beta=0.04, skip_uniform_groups=False, **extra)
+    randomise_adapter(trainer.model)  # the policy's adapter now differs from the reference (B = 0)
     trainer.model.train()
     seen = {}
     real = trainer.after_generation

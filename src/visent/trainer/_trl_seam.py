@@ -274,14 +274,8 @@ class SeamTrainer(GRPOTrainer):
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         capture = getattr(self, "_seam_capture", None)
         # Only the policy's own no-grad forward (old log-probs) is a clean pass of the current weights; the
-        # reference forward, when TRL runs no old-log-probs forward the first no-grad call, is not: it is
-        # another model (``ref_model``), or, with LoRA, this one under ``disable_adapter()``.
-        if (
-            capture is None
-            or torch.is_grad_enabled()
-            or transformers_model(model) is not transformers_model(self.model)
-            or adapters_disabled(model)
-        ):
+        # reference forward, when TRL runs no old-log-probs forward the first no-grad call, is not.
+        if capture is None or torch.is_grad_enabled() or self._is_reference_forward(model):
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
@@ -301,6 +295,16 @@ class SeamTrainer(GRPOTrainer):
             )
         finally:
             handle.remove()
+
+    def _is_reference_forward(self, model) -> bool:
+        """Whether a forward of ``model`` now gives TRL's reference log-probs: another model (``ref_model``),
+        or the LoRA policy under ``disable_adapter()`` (a new adapter) or with the frozen copy TRL 1.16 adds
+        as adapter ``"ref"`` for a model passed already wrapped in PEFT (``use_adapter(model, "ref")``)."""
+        if transformers_model(model) is not transformers_model(self.model) or adapters_disabled(model):
+            return True
+        while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+            model = model.module
+        return "ref" in (getattr(model, "peft_config", None) or {}) and getattr(model, "active_adapter", None) == "ref"
 
     def _compute_loss(self, model, inputs):
         return self.compute_policy_loss(model, inputs)
