@@ -73,7 +73,11 @@ def build_tokenizer(texts: Sequence[str] | None = None, vocab_size: int = 512, w
 
 
 def build_processor(tokenizer: Any, *, tile_size: int = 28, patch_size: int = 14, max_tiles: int = 2) -> Any:
-    from transformers import LlavaOnevisionImageProcessor, LlavaOnevisionProcessor, LlavaOnevisionVideoProcessor
+    from transformers import (
+        LlavaOnevisionImageProcessor,
+        LlavaOnevisionProcessor,
+        LlavaOnevisionVideoProcessor,
+    )
 
     image_processor = LlavaOnevisionImageProcessor(
         size={"height": tile_size, "width": tile_size}, image_grid_pinpoints=_pinpoints(tile_size, max_tiles)
