@@ -122,7 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     from visent.eval.generation import LazyBackend, render_template
     from visent.eval.harness import EvalConfigError, EvalSettings, pending, run_eval
     from visent.eval.sources import EvalDataError, resolve
-
     from visent.models import UnsupportedModel, check_supported
 
     try:

@@ -69,9 +69,8 @@ def _check(args: argparse.Namespace) -> None:
     """Usage errors that argparse cannot see, with what to do."""
     from visent.core.scores import SCORES
     from visent.eval.generation import render_template
-    from visent.perturb import PERTURBATIONS
-
     from visent.models import check_supported
+    from visent.perturb import PERTURBATIONS
 
     check_supported(args.model)  # a model without a family adapter: one line, status 2, nothing loaded
     if args.perturbation not in PERTURBATIONS:
@@ -152,10 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     if bench.skipped:
         print(f"visent inspect: the loader skipped bad rows: {bench.skipped}", file=sys.stderr)
 
+    from visent.models import UnsupportedModel
     from visent.viz.heatmap import write_tokens_html
     from visent.viz.scoring import score_responses
-
-    from visent.models import UnsupportedModel
 
     try:
         model, processor = _load_model(args.model, args.device, args.dtype)

@@ -25,7 +25,8 @@ def test_names_and_model_types_are_unique_and_resolve():
 
 
 def test_class_names_are_real_transformers_classes_and_documented():
-    doc = open(os.path.join(ROOT, "docs", "models.md"), encoding="utf-8").read()
+    with open(os.path.join(ROOT, "docs", "models.md"), encoding="utf-8") as f:
+        doc = f.read()
     for a in all_adapters():
         for cls in (a.model_class, a.processor_class):
             assert hasattr(transformers, cls), f"{a.name}: transformers has no {cls}"
