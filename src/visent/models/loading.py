@@ -8,7 +8,8 @@ Which models are refused, and where. Every command that trains or scores images 
 ``visent eval``, ``visent inspect``) loads through ``load_model_and_processor`` with the default
 ``require_supported=True``: a checkpoint whose ``config.json`` names a ``model_type`` without an adapter
 (a text-only model, an unknown architecture) raises ``UnsupportedModel`` — one line naming the supported
-families — before any weight is loaded, and the CLIs exit with status 2. The reason to refuse rather
+families — before any weight is loaded, and the CLIs exit with status 2. A Hub id is checked the same
+way from its config alone (``AutoConfig``), before its weights are fetched. The reason to refuse rather
 than fall back to a plain forward: the counterfactual pass must cut image inputs per response and
 perturb them in the family's own layout and normalisation, which only an adapter knows; a guess would
 be silently wrong, not slow. Library callers who only generate may pass ``require_supported=False``.
@@ -65,6 +66,24 @@ def check_supported(name_or_path: str) -> None:
         require_adapter(model_type, what=name_or_path)
 
 
+# ``from_pretrained`` arguments that also locate a Hub config (the rest are model-loading options).
+_CONFIG_KWARGS = ("revision", "trust_remote_code", "token", "cache_dir", "local_files_only", "subfolder")
+
+
+def _check_hub_config(name: str, kw: dict[str, Any]) -> None:
+    """Refuse a Hub id without adapter from its config alone, before any weight is downloaded or loaded."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(name, **{k: kw[k] for k in _CONFIG_KWARGS if k in kw})
+    except ValueError as e:  # a model_type transformers itself does not know
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsupportedModel(
+            f"{name}: {reason}; supported families: " + ", ".join(a.name for a in all_adapters())
+        ) from None
+    require_adapter(config, what=name)
+
+
 def load_model_and_processor(name_or_path: str, *, require_supported: bool = True, **kw: Any) -> tuple[Any, Any]:
     """``(model, processor)`` for ``tiny:<family>``, a local checkpoint or a Hub id (module docstring).
 
@@ -87,6 +106,9 @@ def load_model_and_processor(name_or_path: str, *, require_supported: bool = Tru
     else:
         _checkpoint_model_type(name_or_path)  # a folder without config.json is still an error
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if require_supported and not os.path.isdir(name_or_path):
+        _check_hub_config(name_or_path, kw)
 
     try:
         model = AutoModelForImageTextToText.from_pretrained(name_or_path, **kw)

@@ -41,3 +41,20 @@ def test_unknown_model_type_is_refused_in_one_line_naming_the_families():
     message = str(info.value)
     assert "\n" not in message and "'llama'" in message
     assert all(a.name in message for a in all_adapters())
+
+
+def test_a_hub_id_without_adapter_is_refused_from_its_config_before_any_weight_loads(monkeypatch):
+    from transformers import AutoConfig, AutoModelForImageTextToText, Qwen2Config
+
+    from visent.models import load_model_and_processor
+
+    seen = []
+    monkeypatch.setattr(AutoConfig, "from_pretrained", lambda name, **kw: seen.append((name, kw)) or Qwen2Config())
+
+    def no_weights(*a, **k):
+        raise AssertionError("weights were loaded for an unsupported model")
+
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained", no_weights)
+    with pytest.raises(UnsupportedModel, match="'qwen2'"):
+        load_model_and_processor("someone/text-only-llm", revision="main", dtype="bfloat16")
+    assert seen == [("someone/text-only-llm", {"revision": "main"})]  # dtype is a weight option, not passed
