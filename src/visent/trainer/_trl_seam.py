@@ -40,6 +40,15 @@ but its resume path loads them non-strictly under the in-memory names (``model.l
 so without this the language model silently restarts from its initial weights (see
 ``load_checkpoint_weights``).
 
+``__init__`` gives a policy built in memory (a ``tiny:<family>`` model: its ``config._name_or_path`` is
+empty) a reference model when ``beta > 0``. TRL 1.16 takes no reference model argument; it rebuilds
+one with ``create_model_from_path(config._name_or_path)``, which cannot load a model that names no
+checkpoint. For such a policy the seam deep-copies it, frozen, before TRL touches it, and hands that
+copy to TRL's reference-model call in ``grpo_trainer`` (patched for the duration of ``__init__`` only),
+so the reference is exactly the initial policy and TRL then prepares it as it would its own (dropout
+off, fused LM head, ``accelerator.prepare``). A policy loaded from a checkpoint keeps TRL's own reload;
+a LoRA policy needs no reference model (TRL disables the adapter instead).
+
 ``tests/unit/test_trl_seam.py`` checks every name, signature and returned key used here and fails
 with a message pointing to this file when a TRL upgrade changes one.
 """
@@ -190,8 +199,65 @@ def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn
     return model.base_model, model.get_output_embeddings()
 
 
+def _needs_reference_copy(model: Any, args: Any, peft_config: Any) -> bool:
+    """Whether TRL would build a reference model for ``model`` and has no checkpoint to build it from."""
+    from accelerate.utils import is_peft_model  # the test TRL applies before building its reference
+
+    return (
+        isinstance(model, torch.nn.Module)
+        and args is not None
+        and float(getattr(args, "beta", 0.0)) != 0.0
+        and peft_config is None
+        and not is_peft_model(model)
+        and not getattr(getattr(model, "config", None), "_name_or_path", "")
+    )
+
+
+@contextlib.contextmanager
+def _reference_model_from(reference: torch.nn.Module):
+    """While open, TRL's ``create_model_from_path("")`` (its reference-model build for a policy naming no
+    checkpoint) returns ``reference`` (once) instead of failing; every other call goes to TRL."""
+    from trl.trainer import grpo_trainer
+
+    original = grpo_trainer.create_model_from_path
+    pending = [reference]
+
+    def create_model_from_path(model_id, architecture=None, **kwargs):
+        if model_id == "" and architecture is None and pending:
+            ref = pending.pop()
+            dtype = kwargs.get("dtype")
+            return ref.to(dtype) if isinstance(dtype, torch.dtype) else ref
+        return original(model_id, architecture, **kwargs)
+
+    grpo_trainer.create_model_from_path = create_model_from_path
+    try:
+        yield
+    finally:
+        grpo_trainer.create_model_from_path = original
+
+
 class SeamTrainer(GRPOTrainer):
     """``GRPOTrainer`` with its private hooks routed to public methods (see module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        import copy
+        import inspect
+
+        bound = inspect.signature(GRPOTrainer.__init__).bind(self, *args, **kwargs).arguments
+        model = bound.get("model")
+        if not _needs_reference_copy(model, bound.get("args"), bound.get("peft_config")):
+            super().__init__(*args, **kwargs)
+            return
+        # Copied before TRL touches the policy (PEFT, gradient checkpointing, fused head): the reference
+        # is the initial policy, weight for weight, and never trained.
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+        with _reference_model_from(reference):
+            super().__init__(*args, **kwargs)
+        if self.ref_model is None or transformers_model(self.ref_model) is not reference:
+            raise RuntimeError(
+                "TRL did not take visent's reference model for a policy built in memory: update "
+                f"visent/trainer/_trl_seam.py (pinned to trl {PINNED_TRL}) for trl {trl.__version__}"
+            )
 
     # ---- the three methods a subclass implements -------------------------------------------------
 
@@ -272,6 +338,10 @@ class SeamTrainer(GRPOTrainer):
         return self.after_generation(batch, clean_hidden)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        # TRL passes the processor's whole output to its no-grad forwards (reference, old log-probs), which
+        # for LLaVA-OneVision includes ``batch_num_images``, a keyword this method does not take. The loss
+        # forward, built from the buffered batch, never gets it, so dropping it keeps all three alike.
+        kwargs.pop("batch_num_images", None)
         capture = getattr(self, "_seam_capture", None)
         # Only the policy's own no-grad forward (old log-probs) is a clean pass of the current weights; the
         # reference forward, when TRL runs no old-log-probs forward the first no-grad call, is not.
