@@ -144,3 +144,70 @@ def test_eval_and_inspect_accept_the_family(family, tmp_path, capsys):
                          "--out", str(tmp_path / "t.html")]) == 0
     html = (tmp_path / "t.html").read_text()
     assert "jsd" in html.lower()
+
+
+@pytest.fixture(scope="module")
+def llava_without_adapter(tmp_path_factory):
+    """A tiny plain-LLaVA checkpoint (``LlavaForConditionalGeneration``: an image-text-to-text model whose
+    ``model_type`` visent has no adapter for), with its real processor class, saved to disk."""
+    from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+
+    from visent.models.qwen import CHAT_TEMPLATE
+    from visent.models.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(None, ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"), eos_token="<|im_end|>",
+                          pad_token="<|endoftext|>", vocab_size=400)
+    template = CHAT_TEMPLATE.replace("<|vision_start|><|image_pad|><|vision_end|>", "<image>")
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28})
+    # "full" features keep CLIP's class token: one more image token than patches.
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=14, chat_template=template,
+                               vision_feature_select_strategy="full", num_additional_image_tokens=1)
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    config = LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14},
+        text_config={"model_type": "qwen2", "vocab_size": len(tok), "hidden_size": 32, "intermediate_size": 64,
+                     "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+                     "eos_token_id": eos, "pad_token_id": tok.pad_token_id},
+        image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.eos_token_id = eos
+    model.generation_config.pad_token_id = tok.pad_token_id
+    path = tmp_path_factory.mktemp("llava")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return str(path)
+
+
+def test_a_vlm_without_adapter_trains_grpo_and_evaluates_but_vepo_and_inspect_are_refused(
+    llava_without_adapter, tmp_path, capsys
+):
+    """Where no token statistics are computed (grpo.yaml) TRL's own forward handles any image-text-to-text
+    model; VEPO (the counterfactual pass) and `visent inspect` (perturbations) need an adapter: refused."""
+    from transformers import LlavaForConditionalGeneration
+
+    from visent.eval.cli import main as eval_main
+    from visent.viz.cli import main as inspect_main
+
+    rows = _train("grpo", llava_without_adapter, tmp_path / "grpo")
+    assert all(r["entropy/mean"] > 0 for r in rows)
+    before = LlavaForConditionalGeneration.from_pretrained(llava_without_adapter).state_dict()
+    after = LlavaForConditionalGeneration.from_pretrained(str(tmp_path / "grpo")).state_dict()
+    changed = {n for n in before if not torch.equal(before[n], after[n])}
+    assert changed and not any("vision_tower" in n or "multi_modal_projector" in n for n in changed)
+    capsys.readouterr()
+
+    code = train_main(["--config", os.path.join(ROOT, "configs", "vepo.yaml"), "--model_name_or_path",
+                       llava_without_adapter, "--output_dir", str(tmp_path / "vepo"), *FAST_ARGS])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "'llava' has no visent adapter" in err[0] and "qwen3_vl" in err[0]
+
+    assert eval_main(["--model", llava_without_adapter, "--data", "lab:counting:2", "--out", str(tmp_path / "e"),
+                      "--max-new-tokens", "3", "--no-progress"]) == 0
+    capsys.readouterr()
+    code = inspect_main(["--model", llava_without_adapter, "--data", "lab:counting", "--out", str(tmp_path / "i.html")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no visent adapter" in err[0]

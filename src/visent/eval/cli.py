@@ -112,7 +112,7 @@ def _make_backend(args: argparse.Namespace, max_images: int) -> Any:
     from visent.models import load_model_and_processor
 
     kwargs = {} if args.model.startswith("tiny:") else {"dtype": dtype}
-    model, processor = load_model_and_processor(args.model, **kwargs)
+    model, processor = load_model_and_processor(args.model, need_adapter=False, **kwargs)
     model.to(device=device, dtype=dtype)
     return TransformersBackend(model, processor, **common)
 
@@ -125,7 +125,12 @@ def main(argv: list[str] | None = None) -> int:
     from visent.models import UnsupportedModel, check_supported
 
     try:
-        check_supported(args.model)  # before any data is read or weight loaded: one line, status 2
+        # Generation only: any image-text-to-text model; a text-only or unknown one is refused in one line
+        # (status 2), from its config, before any data is read or weight loaded.
+        try:
+            check_supported(args.model, need_adapter=False)
+        except OSError:
+            pass  # no such folder, or offline: reported when the model is loaded, as before
         rewards = _parse_rewards(args.reward)
         render_template(args.template, "")
         if args.batch_size < 1 or args.max_new_tokens < 1:

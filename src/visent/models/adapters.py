@@ -41,11 +41,12 @@ clean-plus-perturbed forward):
 - ``reuse_positions``: the perturbed rows reuse the clean rows' (3D) rope positions
   (``get_rope_index``), which depend on tokens and image grids only.
 
-A model whose ``model_type`` has no adapter: ``adapter_for`` returns ``None`` and
-``require_adapter`` raises ``UnsupportedModel`` with one line naming the supported families; the CLIs turn
-that into exit status 2 before training starts. That applies to every command that needs images cut
-per response (the VEPO counterfactual pass, perturbations) — see ``visent.models.loading`` for which
-commands refuse and which only warn.
+A model whose ``model_type`` has no adapter: ``adapter_for`` returns ``None`` and ``require_adapter``
+raises ``UnsupportedModel`` with one line naming the supported families. What runs without one is decided
+in ``visent.models.loading``: an image-text-to-text model trains with configs that compute no token
+statistics (TRL's own forward does everything there) and is refused, before anything is loaded, where
+the counterfactual pass or a perturbation would need its layout; a text-only or unknown model is always
+refused. The CLIs exit with status 2 on a refusal.
 
 Adding a family (no other file needs a branch on its name):
 

@@ -188,9 +188,15 @@ def build_trainer(config, callbacks: list | None = None):
     from visent.trainer.grpo import VisentGRPOTrainer
     from visent.trainer.sources import load_model, load_train_dataset, resolve_rewards
 
+    # Token statistics (the counterfactual pass) need the family's adapter; GRPO-style configs train any
+    # image-text-to-text model through TRL's own forward (visent.models.loading).
+    need_adapter = config.needs_clean_stats
     try:
-        # A model without a family adapter is refused first, in one line (exit status 2), nothing loaded.
-        check_supported(config.model_name_or_path)
+        # A model visent cannot run is refused first, in one line (exit status 2), from its config alone.
+        check_supported(config.model_name_or_path, need_adapter, **(config.model_init_kwargs or {}))
+    except (UnsupportedModel, OSError) as e:  # OSError: no such folder, or a Hub id that cannot be fetched
+        raise ConfigError(f"model_name_or_path: {e}") from None
+    try:
         dataset = load_train_dataset(config.dataset, config.dataset_size, config.dataset_seed, config.label_noise)
         rewards = resolve_rewards(list(config.reward_funcs), config.dataset)
     except (ValueError, KeyError) as e:
@@ -203,8 +209,8 @@ def build_trainer(config, callbacks: list | None = None):
             "use token_score: entropy (or random / none) for text-only data"
         )
     try:
-        model, processor = load_model(config.model_name_or_path, config.model_init_kwargs)
-    except UnsupportedModel as e:  # a Hub id is only checked once its config is loaded
+        model, processor = load_model(config.model_name_or_path, config.model_init_kwargs, need_adapter)
+    except UnsupportedModel as e:
         raise ConfigError(str(e)) from None
     config.model_init_kwargs = None  # used above; TRL would only warn that the model is already built
     if config.freeze_vision_tower:

@@ -49,7 +49,7 @@ from visent.core.schedules import entropy_coef, entropy_stage
 from visent.core.scores import token_scores
 from visent.core.selection import keep_count, select_tokens
 from visent.core.stats import TokenStats
-from visent.models.adapters import require_adapter
+from visent.models.adapters import adapter_for, require_adapter
 from visent.trainer._trl_seam import (
     SeamTrainer,
     backbone_and_head,
@@ -98,8 +98,13 @@ class VisentGRPOTrainer(SeamTrainer):
         super().__init__(*args, **kwargs)
         # The model family's adapter (visent.models): how its image inputs are cut per response and
         # perturbed, and which counterfactual-pass savings are exact for it. No adapter: refused here.
-        self.model_adapter = require_adapter(self.model, what="VisentGRPOTrainer")
-        self.image_geometry = self.model_adapter.image_geometry(self.processing_class)
+        # Only token statistics need it: without them (token_score none / random) TRL's forward does all.
+        self.model_adapter = adapter_for(self.model)
+        if self.model_adapter is None and self.args.needs_clean_stats:
+            self.model_adapter = require_adapter(self.model, what="VisentGRPOTrainer")  # raises, one line
+        self.image_geometry = (
+            self.model_adapter.image_geometry(self.processing_class) if self.model_adapter is not None else None
+        )
 
     # ---------------------------------------------------------------- once per generation batch
 

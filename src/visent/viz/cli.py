@@ -72,7 +72,10 @@ def _check(args: argparse.Namespace) -> None:
     from visent.models import check_supported
     from visent.perturb import PERTURBATIONS
 
-    check_supported(args.model)  # a model without a family adapter: one line, status 2, nothing loaded
+    try:
+        check_supported(args.model)  # a model without a family adapter: one line, status 2, nothing loaded
+    except OSError:
+        pass  # no such folder, or offline: reported with a hint when the model is loaded
     if args.perturbation not in PERTURBATIONS:
         raise ValueError(f"--perturbation {args.perturbation!r} is unknown; valid: {', '.join(PERTURBATIONS)}")
     if args.method not in SCORES:
