@@ -139,6 +139,9 @@ class Adapter:
         perturb: ``(kind, units, generator, strength, geometry) -> units`` for one prompt's images.
         encode_images: ``(backbone, units) -> list`` of per-unit encoder outputs (any object).
         encoder_outputs: ``(pieces) -> mm_encoder_outputs["image"]`` value for the decoder.
+        rope_positions: ``(backbone, inputs) -> (k, b, L)`` position ids the decoder would compute for
+            ``inputs`` (ids, mask, per-token inputs, image inputs without pixels), or ``None``; needed by
+            ``reuse_positions``.
         vision_modules: submodules of the inner model (``model.model``) that ``freeze_vision_tower``
             freezes: the vision encoder and its projection into the decoder (Qwen's ``visual`` holds both;
             Gemma 3 / LLaVA: ``vision_tower`` + ``multi_modal_projector``; Idefics3: ``vision_model`` +
@@ -164,6 +167,7 @@ class Adapter:
     perturb: Callable[..., list[ImageUnit]] = _no_perturb
     encode_images: Callable[[torch.nn.Module, Sequence[ImageUnit]], list[Any]] | None = None
     encoder_outputs: Callable[[Sequence[Any]], Any] | None = None
+    rope_positions: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor | None] | None = None
     vision_modules: tuple[str, ...] = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "connector")
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -173,6 +177,8 @@ class Adapter:
             raise ValueError(f"adapter {self.name}: unknown layout {self.layout!r}")
         if self.shared_prefix and not (self.vision_cache and self.reuse_positions):
             raise ValueError(f"adapter {self.name}: shared_prefix needs vision_cache and reuse_positions")
+        if self.reuse_positions and self.rope_positions is None:
+            raise ValueError(f"adapter {self.name}: reuse_positions needs rope_positions")
         if self.vision_cache and (self.encode_images is None or self.encoder_outputs is None):
             raise ValueError(f"adapter {self.name}: vision_cache needs encode_images and encoder_outputs")
 

@@ -425,6 +425,25 @@ def encoder_outputs_patch_rows(pieces: Sequence[dict[str, Any]]) -> Any:
     return BaseModelOutputWithPooling(pooler_output=embeds)
 
 
+def mrope_positions(backbone: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor | None:
+    """M-RoPE 3D positions ``(3, b, L)`` from the model's own ``get_rope_index(input_ids, mm_token_type_ids,
+    image_grid_thw, attention_mask)`` (the same in all five families in transformers 5), or ``None`` when
+    the rows have no image. They depend on tokens, mask and grids only, so perturbed rows share them."""
+    get = getattr(backbone, "get_rope_index", None)
+    if get is None or inputs.get("image_grid_thw") is None or inputs.get("mm_token_type_ids") is None:
+        return None
+    try:
+        positions, _ = get(
+            inputs["input_ids"],
+            inputs["mm_token_type_ids"],
+            image_grid_thw=inputs["image_grid_thw"],
+            attention_mask=inputs["attention_mask"],
+        )
+    except TypeError:  # another signature (a transformers version this was not written against)
+        return None
+    return positions
+
+
 def _adapter(name: str, processor_class: str, *, shared_prefix: bool, notes: str, normalisation: str) -> Adapter:
     from functools import partial
 
@@ -446,6 +465,7 @@ def _adapter(name: str, processor_class: str, *, shared_prefix: bool, notes: str
         perturb=perturb_patch_rows,
         encode_images=encode_patch_rows,
         encoder_outputs=encoder_outputs_patch_rows,
+        rope_positions=mrope_positions,
         vision_modules=("visual",),  # the encoder and its patch merger (the projection into the decoder)
         notes=notes,
     )

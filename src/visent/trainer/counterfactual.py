@@ -58,7 +58,7 @@ from typing import Any
 import torch
 
 from visent.core.stats import TokenStats, token_stats_from_hidden
-from visent.models.adapters import Adapter, ImageUnit, adapter_named, require_adapter
+from visent.models.adapters import Adapter, ImageUnit, adapter_for, adapter_named, require_adapter
 
 __all__ = [
     "completion_hidden",
@@ -485,23 +485,15 @@ def _with_cached_images(inputs: dict[str, Any], images: _Images, idx: Sequence[i
 
 
 def _position_ids(backbone: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor | None:
-    """M-RoPE 3D positions ``(3, b, L)`` for ``inputs`` (Qwen-VL's ``get_rope_index``), or ``None`` where the
-    model has no such function or the rows have no image. They depend only on tokens, mask and image
-    grids, so a perturbed copy of the rows shares them: computing them once saves the model's per-row
-    Python loop. Called only for adapters with ``reuse_positions``."""
-    get = getattr(backbone, "get_rope_index", None)
-    if get is None or inputs.get("image_grid_thw") is None or inputs.get("mm_token_type_ids") is None:
+    """The rope positions the decoder would compute for ``inputs`` (the model family's
+    ``rope_positions``: for Qwen-VL its 3D ``(3, b, L)`` M-RoPE positions), or ``None`` where the family has
+    none or the rows have no image. Called only for adapters with ``reuse_positions``: the positions depend
+    on tokens, mask and image grids only, so a perturbed copy of the rows shares them, and computing them
+    once saves the model's per-row Python loop."""
+    adapter = adapter_for(backbone)
+    if adapter is None or adapter.rope_positions is None:
         return None
-    try:
-        positions, _ = get(
-            inputs["input_ids"],
-            inputs["mm_token_type_ids"],
-            image_grid_thw=inputs["image_grid_thw"],
-            attention_mask=inputs["attention_mask"],
-        )
-    except TypeError:  # another signature (transformers versions)
-        return None
-    return positions
+    return adapter.rope_positions(backbone, inputs)
 
 
 def _position_inputs(batch: dict[str, Any], idx: Sequence[int], images: _Images | None = None) -> dict[str, Any]:
