@@ -247,6 +247,20 @@ def valid_tiles(image_size: Sequence[int], n_slots: int, geo: OneVisionGeometry)
     return valid
 
 
+def split_images(batch: dict[str, Any]) -> list[list[ImageUnit]]:
+    """One unit per image (``pixel_values`` and ``image_sizes`` rows); a prompt with several images is
+    refused with a clear error (module docstring: the model would expect tiles the processor never made)."""
+    from visent.models.adapters import split_by_image
+
+    several = [b for b, k in enumerate(batch["num_images"]) if k > 1]
+    if several:
+        raise ValueError(
+            f"LLaVA-OneVision: response {several[0]} has {batch['num_images'][several[0]]} images; visent supports "
+            "one image per prompt for this family (TRL does not pass the processor's batch_num_images)"
+        )
+    return split_by_image(batch, ("pixel_values", "image_sizes"))
+
+
 def perturb(kind: str, units: Sequence[ImageUnit], generator, strength, geo: OneVisionGeometry) -> list[ImageUnit]:
     """One prompt's images, each tile perturbed as an image of its own; padding untouched (module docstring)."""
 
@@ -290,6 +304,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         shared_prefix=False,
         reuse_positions=False,
         build_tiny=partial(build_tiny),
+        split_images=split_images,
         image_geometry=geometry,
         perturb=perturb,
         encode_images=encode_images,

@@ -228,3 +228,11 @@ def test_optimised_counterfactual_pass_equals_the_plain_one_with_padding_tiles(n
     assert bool((plain.jsd.sum(1) > 0).all())
     for field in ("entropy", "entropy_perturbed", "jsd", "kl"):
         torch.testing.assert_close(getattr(fast, field), getattr(plain, field), atol=1e-5, rtol=0)
+
+
+def test_llava_onevision_refuses_a_prompt_with_several_images_clearly(built):
+    _, processor = built["llava_onevision"]
+    batch = _batch(processor, sizes=((84, 60), (56, 56)))
+    batch["num_images"] = [2, 0]
+    with pytest.raises(ValueError, match="one image per prompt"):
+        adapter_named("llava_onevision").units(batch)
