@@ -5,7 +5,8 @@ For each family: ``--config configs/vepo.yaml --model_name_or_path tiny:<family>
 ``two_stage.yaml`` train too (slow tier: the Qwen2/2.5-VL rows of those two run in the default suite in
 ``test_trainer_configs.py``). Overrides keep it fast on CPU and give every group reward variance (a real
 verifier scores 0 on every random response, and an all-zero group is skipped): ``--reward_funcs random``
-and ``--skip_uniform_groups false``.
+and ``--skip_uniform_groups false``, with two prompts of 4 responses per step (with one, both steps' groups
+get equal random rewards one time in 64, and GRPO then has nothing to learn).
 
 Also: a Qwen3-VL checkpoint written by ``save_pretrained`` and loaded by path trains with vepo.yaml (the
 deepstack case of the vision cache), and a model without adapter is refused by `visent train`, `visent
@@ -28,7 +29,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 FAMILIES = [a.name for a in all_adapters()]
 FAST_ARGS = [
     "--dataset", "lab:counting", "--max_steps", "2", "--reward_funcs", "random", "--num_generations", "4",
-    "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--max_completion_length", "10",
+    "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "1", "--max_completion_length", "10",
     "--dataset_size", "8", "--save_strategy", "no", "--gradient_checkpointing", "false",
     "--skip_uniform_groups", "false",
 ]
