@@ -58,3 +58,20 @@ def test_a_hub_id_without_adapter_is_refused_from_its_config_before_any_weight_l
     with pytest.raises(UnsupportedModel, match="'qwen2'"):
         load_model_and_processor("someone/text-only-llm", revision="main", dtype="bfloat16")
     assert seen == [("someone/text-only-llm", {"revision": "main"})]  # dtype is a weight option, not passed
+
+
+def test_visent_models_does_not_import_the_lab_but_tiny_tokenizers_learn_its_texts():
+    import subprocess
+    import sys
+
+    code = "import sys, visent.models; assert 'visent.lab' not in sys.modules, 'visent.models imported the lab'"
+    env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
+    assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0
+
+    from visent.lab.tasks import task_texts
+    from visent.models.qwen import build_qwen_tokenizer
+
+    text = task_texts()[0]
+    with_lab = build_qwen_tokenizer()
+    without = build_qwen_tokenizer(["unrelated words only"] * 5, with_lab_texts=False)
+    assert len(with_lab.encode(text)) < len(without.encode(text)) / 2  # the lab's words are whole tokens
