@@ -18,6 +18,8 @@ from its cache under ``--warmstart-dir`` or trained there first, ~6 min on one c
 Usage:
     python benchmarks/vepo_overhead.py                         # noise 0 and 0.5, 2 warm-up + 7 measured steps, best of 2
     python benchmarks/vepo_overhead.py --model tiny:qwen2_5_vl # random tiny model (ratio meaningless)
+    python benchmarks/vepo_overhead.py --model tiny:qwen3_vl --reward random --prompts 2 --K 4 --C 8 \
+        --warmup 1 --steps 1 --repeats 1 --noise 0                 # any family in visent.models: a smoke run
 
 The last line reads ``vepo/grpo step-time ratio: noise0=X noise0.5=Y``: per noise level, the median over
 measured steps of (VEPO step time / GRPO step time on the same rows), step time being the CPU time of
@@ -57,7 +59,7 @@ def load_lab_model(spec: str, warmstart_dir: str):
         return result.model, result.processor, desc
     import json
 
-    from visent.lab.tiny import load_model_and_processor
+    from visent.models import load_model_and_processor
 
     model, processor = load_model_and_processor(spec)
     info_path = os.path.join(spec, "warmstart.json")
@@ -202,7 +204,7 @@ def measure(noise: float, model, processor, args) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="warmstart", help="'warmstart' (default), tiny:qwen2_5_vl or a path")
+    parser.add_argument("--model", default="warmstart", help="'warmstart' (default), tiny:<family> or a path")
     parser.add_argument("--warmstart-dir", default=os.path.join(REPO, "runs", "warmstart"),
                         help="cache folder of visent.lab.warmstart (trained there on first use)")
     parser.add_argument("--task", default="counting")

@@ -1,4 +1,5 @@
-"""VEPO's counterfactual pass on real-size Qwen2.5-VL-3B / -7B *architectures* (random weights, no download).
+"""VEPO's counterfactual pass on real-size Qwen2.5-VL-3B / -7B and Qwen3-VL-8B *architectures* (random weights,
+no download).
 
 Needs one CUDA GPU (an H100 80 GB fits the 7B with the defaults). For each model it measures, on the same
 batch (B responses of C completion tokens after a prompt with one image), median of ``--reps`` after a
@@ -20,7 +21,12 @@ step-time ratio ``(grpo + visent_cf) / grpo`` is an upper bound on VEPO's relati
 
 Usage (from the repository root, on a GPU machine)::
 
-    PYTHONPATH=src python benchmarks/gpu/counterfactual.py --models 3b 7b --B 8 --C 1024
+    PYTHONPATH=src python benchmarks/gpu/counterfactual.py --models 3b 7b qwen3vl8b --B 8 --C 1024
+    PYTHONPATH=src python benchmarks/gpu/counterfactual.py --smoke --models 3b qwen3vl8b --B 4 --C 32 \
+        --reps 1 --image_px 128 --prompt_text 16          # a few-layer stand-in: checks the script on a CPU
+
+Qwen3-VL-8B (``qwen3vl8b``): 16-px patches, mean/std 0.5, deepstack features from vision layers 8/16/24
+(cached with the image embeddings by the counterfactual pass), interleaved M-RoPE.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import time
 
 import torch
 
+from visent.models import adapter_for
 from visent.perturb import PatchLayout
 from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images
 
@@ -41,7 +48,11 @@ ARCHS = {
                num_key_value_heads=2, tie_word_embeddings=True, out_hidden_size=2048),
     "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
                num_key_value_heads=4, tie_word_embeddings=False, out_hidden_size=3584),
+    # Qwen3-VL-8B-Instruct: a Qwen3-8B decoder (head_dim 128) and a 27-layer 1152-wide vision encoder.
+    "qwen3vl8b": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                      num_key_value_heads=8, tie_word_embeddings=False, out_hidden_size=4096, family="qwen3_vl"),
 }
+TITLES = {"3b": "Qwen2.5-VL-3B", "7b": "Qwen2.5-VL-7B", "qwen3vl8b": "Qwen3-VL-8B"}
 # --smoke: a few-layer stand-in of the same shapes, to check this script on a CPU before spending GPU time.
 SMOKE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, tie_word_embeddings=True, out_hidden_size=64)
@@ -50,33 +61,55 @@ VOCAB = 151_936
 IMAGE_TOKEN, VISION_START, VISION_END = 151655, 151652, 151653
 
 
-def build_model(name: str, smoke: bool = False):
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+def family(name: str) -> str:
+    return ARCHS[name].get("family", "qwen2_5_vl")
 
-    a = SMOKE if smoke else ARCHS[name]
-    cfg = Qwen2_5_VLConfig(
-        text_config=dict(vocab_size=VOCAB, hidden_size=a["hidden_size"], intermediate_size=a["intermediate_size"],
-                         num_hidden_layers=a["num_hidden_layers"], num_attention_heads=a["num_attention_heads"],
-                         num_key_value_heads=a["num_key_value_heads"], max_position_embeddings=32768,
-                         rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3] if smoke else [16, 24, 24]}),
-        vision_config=dict(depth=2 if smoke else 32, hidden_size=64 if smoke else 1280,
-                           intermediate_size=128 if smoke else 3420, num_heads=4 if smoke else 16,
-                           out_hidden_size=a["out_hidden_size"], patch_size=14, spatial_merge_size=2,
-                           temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31]),
-        image_token_id=IMAGE_TOKEN, vision_start_token_id=VISION_START, vision_end_token_id=VISION_END,
-        tie_word_embeddings=a["tie_word_embeddings"],
-    )
+
+def patch_size(name: str) -> int:
+    return 16 if family(name) == "qwen3_vl" else 14
+
+
+def build_model(name: str, smoke: bool = False):
+    import transformers
+
+    a = dict(SMOKE, family=family(name)) if smoke else ARCHS[name]
+    text = dict(vocab_size=VOCAB, hidden_size=a["hidden_size"], intermediate_size=a["intermediate_size"],
+                num_hidden_layers=a["num_hidden_layers"], num_attention_heads=a["num_attention_heads"],
+                num_key_value_heads=a["num_key_value_heads"], max_position_embeddings=32768)
+    common = dict(image_token_id=IMAGE_TOKEN, vision_start_token_id=VISION_START, vision_end_token_id=VISION_END,
+                  tie_word_embeddings=a["tie_word_embeddings"])
+    if a["family"] == "qwen3_vl":
+        head_dim = 16 if smoke else 128
+        text.update(head_dim=head_dim, rope_parameters={
+            "rope_type": "default", "rope_theta": 5e6, "mrope_interleaved": True,
+            "mrope_section": [4, 2, 2] if smoke else [24, 20, 20]})
+        vision = dict(depth=2 if smoke else 27, hidden_size=64 if smoke else 1152,
+                      intermediate_size=128 if smoke else 4304, num_heads=4 if smoke else 16,
+                      out_hidden_size=a["out_hidden_size"], patch_size=16, spatial_merge_size=2,
+                      temporal_patch_size=2, num_position_embeddings=2304,
+                      deepstack_visual_indexes=[0] if smoke else [8, 16, 24])
+        cfg = transformers.Qwen3VLConfig(text_config=text, vision_config=vision, **common)
+        model_cls = transformers.Qwen3VLForConditionalGeneration
+    else:
+        text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6,
+                                   "mrope_section": [2, 3, 3] if smoke else [16, 24, 24]}
+        vision = dict(depth=2 if smoke else 32, hidden_size=64 if smoke else 1280,
+                      intermediate_size=128 if smoke else 3420, num_heads=4 if smoke else 16,
+                      out_hidden_size=a["out_hidden_size"], patch_size=14, spatial_merge_size=2,
+                      temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31])
+        cfg = transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
+        model_cls = transformers.Qwen2_5_VLForConditionalGeneration
     cfg._attn_implementation = "sdpa"
     with torch.device(DEVICE):
-        model = Qwen2_5_VLForConditionalGeneration(cfg).to(torch.bfloat16)
+        model = model_cls(cfg).to(torch.bfloat16)
     model.eval()
     return model
 
 
-def make_batch(B: int, C: int, prompt_text: int, image_px: int, group: int, seed: int = 0) -> dict:
+def make_batch(B: int, C: int, prompt_text: int, image_px: int, group: int, seed: int = 0, patch: int = 14) -> dict:
     """A TRL-shaped generation batch: B = (B/group) prompts × group responses, one image per prompt."""
     g = torch.Generator().manual_seed(seed)
-    grid = image_px // 14
+    grid = (image_px // (2 * patch)) * 2  # whole merged 2×2 blocks, as the processor's resize makes it
     n_img_tokens = (grid // 2) ** 2
     prompts = []
     for _ in range(B // group):
@@ -89,13 +122,15 @@ def make_batch(B: int, C: int, prompt_text: int, image_px: int, group: int, seed
     lengths = torch.randint(C // 2, C + 1, (B,), generator=g)
     completion_mask = (torch.arange(C)[None] < lengths[:, None]).long()
     rows = grid * grid
-    pv_prompt = [torch.randn(rows, 3 * 2 * 14 * 14, generator=g) for _ in range(B // group)]
+    pv_prompt = [torch.randn(rows, 3 * 2 * patch * patch, generator=g) for _ in range(B // group)]
     pixel_values = torch.cat([pv for pv in pv_prompt for _ in range(group)])
     batch = {
         "prompt_ids": prompt_ids, "prompt_mask": torch.ones_like(prompt_ids),
         "completion_ids": completion_ids, "completion_mask": completion_mask,
         "pixel_values": pixel_values.to(torch.bfloat16), "image_grid_thw": torch.tensor([[1, grid, grid]] * B),
         "num_images": [1] * B,
+        # As TRL hands it over: 1 on image tokens, zeros over the completion (M-RoPE needs it).
+        "mm_token_type_ids": torch.cat([(prompt_ids == IMAGE_TOKEN).long(), torch.zeros_like(completion_ids)], 1),
     }
     return {k: (v.to(DEVICE) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
@@ -106,6 +141,7 @@ def full_inputs(batch: dict, pixel_values=None) -> dict:
         "attention_mask": torch.cat([batch["prompt_mask"], batch["completion_mask"]], 1),
         "pixel_values": batch["pixel_values"] if pixel_values is None else pixel_values,
         "image_grid_thw": batch["image_grid_thw"],
+        "mm_token_type_ids": batch["mm_token_type_ids"],
     }
 
 
@@ -159,12 +195,15 @@ def run_model(name: str, args) -> dict:
     model = build_model(name, args.smoke)
     model.model.visual.requires_grad_(False)  # VEPO trains with the vision tower frozen
     model.gradient_checkpointing_enable()
-    batch = make_batch(args.B, args.C, args.prompt_text, args.image_px, args.group)
+    batch = make_batch(args.B, args.C, args.prompt_text, args.image_px, args.group, patch=patch_size(name))
     C = args.C
     n_tokens = int(batch["completion_mask"].sum())
-    layout = PatchLayout()  # Qwen2.5-VL's: patch 14, temporal 2, merge 2, CLIP mean/std
+    adapter = adapter_for(model)
+    # The released processors' geometry: Qwen2.5-VL patch 14 and CLIP mean/std; Qwen3-VL patch 16 and 0.5/0.5.
+    layout = (PatchLayout(patch_size=16, image_mean=(0.5,) * 3, image_std=(0.5,) * 3)
+              if family(name) == "qwen3_vl" else PatchLayout())
     seeds = [i // args.group for i in range(args.B)]  # one noise draw per prompt
-    perturbed = perturb_batch_images(batch, seeds, "pixel_values_gaussian", 2.0, layout)
+    perturbed = perturb_batch_images(batch, seeds, "pixel_values_gaussian", 2.0, layout, adapter=adapter)
     backbone, head = model.base_model, model.get_output_embeddings()
     res = {"model": name, "B": args.B, "C": C, "response_tokens": n_tokens}
 
@@ -206,7 +245,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=4, help="responses per prompt (K)")
     ap.add_argument("--C", type=int, default=1024, help="max completion tokens (lengths drawn in [C/2, C])")
     ap.add_argument("--prompt_text", type=int, default=128, help="text tokens in the prompt")
-    ap.add_argument("--image_px", type=int, default=448, help="square image side (448 → 256 visual tokens)")
+    ap.add_argument("--image_px", type=int, default=448, help="square image side (448 px: 256 visual tokens at patch 14, 196 at 16)")
     ap.add_argument("--cf_batch", type=int, default=8, help="responses per counterfactual forward")
     ap.add_argument("--chunk", type=int, default=1024, help="tokens per statistics chunk")
     ap.add_argument("--reps", type=int, default=3)
@@ -222,7 +261,7 @@ def main() -> None:
         r = run_model(name, args)
         results.append(r)
         k = r["response_tokens"] / 1000
-        print(f"\nQwen2.5-VL-{name.upper()} architecture, B={r['B']} C={r['C']} ({r['response_tokens']} response tokens)")
+        print(f"\n{TITLES[name]} architecture, B={r['B']} C={r['C']} ({r['response_tokens']} response tokens)")
         for key in ("grpo_old_logps", "grpo_train", "visent_cf", "visent_cf_reuse", "authors_cf"):
             v = r.get(key)
             if v is None:

@@ -4,7 +4,14 @@ VEPO scores each response token by how much its next-token distribution moves wh
 perturbed. All K responses of a prompt are scored against the *same* perturbed image, and the
 perturbation is seeded: the caller passes one ``torch.Generator`` per prompt.
 
-Every perturbation works on what the Qwen2-VL / Qwen2.5-VL processor hands the model:
+Two layouts of normalised pixels are handled here; the per-family adapters (``visent.models``) cut
+their processors' outputs into one of them:
+
+1. Patch rows (Qwen-VL), ``perturb_pixel_values`` and ``PatchLayout``, described next.
+2. Whole images or tiles ``(N, C, H, W)`` (Gemma 3, SmolVLM2 / Idefics3, LLaVA-OneVision, ...),
+   ``perturb_image_tiles`` and ``TileLayout``, described after the table of kinds.
+
+Patch rows: what the Qwen2-VL / Qwen2.5-VL processor hands the model:
 
 - ``pixel_values`` ``(N_rows, C · tp · p · p)`` float: the normalised image, cut into patches and
   flattened. ``N_rows = Σ_images t · h · w`` over the prompt's images.
@@ -38,6 +45,28 @@ kind                        strength                                            
 ``no_image``                ignored: ``pixel_values`` set to zeros (the mean colour)        —
 ``identity``                ignored: no change (a control; JSD is then exactly 0)           —
 ==========================  ==========================================================  =======
+
+Whole images or tiles ``(N, C, H, W)``: ``N`` normalised images of one prompt — for a tiling
+processor, its tiles / crops (SmolVLM's splits and global view, LLaVA-OneVision's base image and anyres
+tiles), each perturbed as an image of its own. An optional ``valid`` mask ``(N, H, W)`` marks the real
+pixels: padding pixels (SmolVLM's ``pixel_attention_mask`` == 0, LLaVA-OneVision's letterbox around the
+resized image) and whole padding tiles (all False: the zero-filled slots that pad a row to the batch's
+tile count) keep their input values bit for bit, so padding never becomes signal and a model that
+detects padding by its value (Idefics3 drops all-zero images) still finds it. The kinds mean the same
+as above, with these per-layout details:
+
+- pixel-space kinds un-normalise with ``TileLayout.image_mean`` / ``image_std`` (the family's own
+  image processor's), perturb in [0, 1] units, and normalise again;
+- ``patch_blackout`` blacks out a ``strength`` fraction of each tile's *cells*: squares of
+  ``TileLayout.cell`` pixels, one per language-model image token (Gemma 3's pooled token grid,
+  SmolVLM's pixel-shuffled patch grid, LLaVA-OneVision's vision patches); only cells holding a real
+  pixel are candidates, and only their real pixels are blackened;
+- ``no_image`` sets the real pixels to zero, the mean colour, except where ``TileLayout.zero_is_padding``
+  (Idefics3 / SmolVLM: an all-zero image is taken for padding and dropped, which would change the
+  number of image tokens): there they are set to ``NO_IMAGE_OFFSET`` (1e-3 in normalised units, under
+  one grey level away from the mean colour).
+
+There is no temporal axis in this layout, so a still image stays a still image by construction.
 """
 
 from __future__ import annotations
@@ -50,10 +79,13 @@ import torch
 
 __all__ = [
     "DEFAULT_STRENGTH",
+    "NO_IMAGE_OFFSET",
     "PERTURBATIONS",
     "PatchLayout",
+    "TileLayout",
     "diffusion_alpha_bar",
     "flatten_patches",
+    "perturb_image_tiles",
     "perturb_pixel_values",
     "unflatten_patches",
 ]
@@ -299,3 +331,119 @@ def perturb_pixel_values(
     layout = layout or PatchLayout()
     strength = DEFAULT_STRENGTH[kind] if strength is None else float(strength)
     return PERTURBATIONS[kind](pixel_values, image_grid_thw, layout, generator, strength)
+
+
+# --- whole images / tiles (N, C, H, W) -------------------------------------------------------------------
+
+#: ``no_image`` value of real pixels where an all-zero image means padding (``TileLayout.zero_is_padding``).
+NO_IMAGE_OFFSET = 1e-3
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """How a whole-image or tiling processor normalised its ``(N, C, H, W)`` images or tiles.
+
+    Attributes:
+        image_mean / image_std: per-channel normalisation of [0, 1] pixels (the image processor's).
+        cell: side in pixels of one ``patch_blackout`` cell: the square of pixels behind one
+            language-model image token.
+        zero_is_padding: the model treats an all-zero image as padding (Idefics3 / SmolVLM).
+    """
+
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    cell: int
+    zero_is_padding: bool = False
+
+    @property
+    def channels(self) -> int:
+        return len(self.image_mean)
+
+
+def _tile_stats(layout: TileLayout, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (1, layout.channels, 1, 1)
+    mean = torch.tensor(layout.image_mean, dtype=torch.float32, device=like.device).view(shape)
+    std = torch.tensor(layout.image_std, dtype=torch.float32, device=like.device).view(shape)
+    return mean, std
+
+
+def _tile_cells(valid: torch.Tensor, cell: int) -> torch.Tensor:
+    """``(N, H/cell, W/cell)`` bool: cells holding at least one real pixel (H, W multiples of ``cell``)."""
+    n, h, w = valid.shape
+    return valid.reshape(n, h // cell, cell, w // cell, cell).any(4).any(2)
+
+
+def perturb_image_tiles(
+    kind: str,
+    pixel_values: torch.Tensor,
+    generator: torch.Generator,
+    strength: float | None = None,
+    layout: TileLayout | None = None,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Perturb the ``(N, C, H, W)`` normalised images / tiles of ONE prompt (module docstring).
+
+    Args:
+        kind: a key of ``PERTURBATIONS``.
+        pixel_values: ``(N, C, H, W)`` float, normalised with ``layout``'s mean/std.
+        generator: seeded per prompt, so all K responses see the same perturbed images.
+        strength: as for ``perturb_pixel_values``; ``None`` uses ``DEFAULT_STRENGTH[kind]``.
+        layout: the family's normalisation and blackout cell.
+        valid: ``(N, H, W)`` bool, real pixels (``None``: all real). The others keep their values.
+
+    Returns:
+        Perturbed ``pixel_values``, same shape and dtype. Noise is drawn for the whole ``(N, C, H, W)``
+        tensor in one call whatever ``valid`` says, so a draw depends only on the generator and the shape.
+    """
+    if kind not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {kind!r}; valid: {', '.join(PERTURBATIONS)}")
+    if layout is None:
+        raise ValueError("perturb_image_tiles needs the family's TileLayout (mean/std and blackout cell)")
+    if pixel_values.dim() != 4 or pixel_values.shape[1] != layout.channels:
+        raise ValueError(
+            f"pixel_values must be (N, C={layout.channels}, H, W) images or tiles; got {tuple(pixel_values.shape)}"
+        )
+    n, _, h, w = pixel_values.shape
+    if valid is None:
+        valid = torch.ones(n, h, w, dtype=torch.bool, device=pixel_values.device)
+    elif tuple(valid.shape) != (n, h, w):
+        raise ValueError(f"valid must be (N, H, W) = {(n, h, w)}; got {tuple(valid.shape)}")
+    valid = valid.to(pixel_values.device, torch.bool)
+    strength = DEFAULT_STRENGTH[kind] if strength is None else float(strength)
+    x = pixel_values.float()
+    mean, std = _tile_stats(layout, x)
+    if kind == "identity":
+        return pixel_values.clone()
+    if kind == "pixel_values_gaussian":
+        out = x + strength * _randn(x.shape, generator, x.device)
+    elif kind in ("pixel_gaussian", "diffusion"):
+        pixels = x * std + mean
+        noise = _randn(x.shape, generator, x.device)
+        if kind == "pixel_gaussian":
+            noisy = (pixels + strength * noise).clamp(0.0, 1.0)
+        else:
+            if float(strength) != int(strength):
+                raise ValueError(f"diffusion strength is a step number; got {strength}")
+            alpha_bar = diffusion_alpha_bar(int(strength))
+            xt = math.sqrt(alpha_bar) * (pixels * 2.0 - 1.0) + math.sqrt(1.0 - alpha_bar) * noise
+            noisy = (xt + 1.0) / 2.0
+        out = (noisy - mean) / std
+    elif kind == "no_image":
+        value = NO_IMAGE_OFFSET if layout.zero_is_padding else 0.0
+        out = torch.full_like(x, value)
+    else:  # patch_blackout
+        if not 0.0 <= strength <= 1.0:
+            raise ValueError(f"patch_blackout strength is a fraction in [0, 1]; got {strength}")
+        c = layout.cell
+        if h % c or w % c:
+            raise ValueError(f"patch_blackout: image side ({h}, {w}) is not a multiple of the cell side {c}")
+        cells = _tile_cells(valid, c)  # (N, H/c, W/c)
+        black_cells = torch.zeros_like(cells)
+        for i in range(n):
+            candidates = cells[i].reshape(-1).nonzero().squeeze(1)
+            k = round(strength * candidates.numel())
+            order = torch.randperm(candidates.numel(), generator=generator, device=generator.device)[:k]
+            black_cells[i].view(-1)[candidates[order.to(candidates.device)]] = True
+        black_pixels = black_cells.repeat_interleave(c, 1).repeat_interleave(c, 2)  # (N, H, W)
+        out = torch.where(black_pixels[:, None], (0.0 - mean) / std, x)
+    return torch.where(valid[:, None], out, x).to(pixel_values.dtype)

@@ -79,6 +79,12 @@ def test_config_trains_two_steps(name, kind, tmp_path):
         assert row["time/counterfactual_s"] >= 0 and row["entropy/mean"] > 0
         assert row["guard/nonfinite_loss_terms"] == 0
 
+    if os.path.exists(out / "adapter_config.json"):  # a LoRA config saves the adapter only
+        adapter = _weights(str(out))
+        # B starts at zero: a non-zero B means it trained (base weights: tests/integration/test_lora.py).
+        assert any("lora_B" in n and p.abs().sum() > 0 for n, p in adapter.items()), f"{name}: adapter not trained"
+        assert not any("visual" in n for n in adapter), "the default LoRA targets leave the vision tower alone"
+        return
     before, _ = build_tiny(kind)
     after = _weights(str(out))
     changed = [n for n, p in before.state_dict().items() if n in after and not torch.equal(p, after[n].to(p.dtype))]

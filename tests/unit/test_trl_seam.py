@@ -110,3 +110,29 @@ def test_backbone_and_head_on_a_wrapped_model():
     inner = Head()
     backbone, head = seam.backbone_and_head(Wrapper(inner))
     assert backbone is inner.model and head is inner.lm_head
+
+
+def test_reference_model_is_still_built_through_create_model_from_path():
+    # SeamTrainer.__init__ hands TRL a copy of an in-memory policy by patching this call (module docstring).
+    from trl.trainer import grpo_trainer
+
+    assert callable(getattr(grpo_trainer, "create_model_from_path", None)), FIX
+    source = inspect.getsource(GRPOTrainer.__init__)
+    assert "self.ref_model = create_model_from_path(get_config_model_id(self.model.config)" in source, (
+        f"GRPOTrainer no longer rebuilds its reference model from the policy's name: {FIX}"
+    )
+    assert "is_peft_model(model):" in source, f"GRPOTrainer's PEFT test before the reference build changed: {FIX}"
+
+
+def test_reference_copy_is_handed_over_once_and_other_calls_reach_trl(monkeypatch):
+    from trl.trainer import grpo_trainer
+
+    calls = []
+    monkeypatch.setattr(grpo_trainer, "create_model_from_path", lambda *a, **k: calls.append((a, k)) or "trl")
+    ref = torch.nn.Linear(2, 2)
+    with seam._reference_model_from(ref):
+        assert grpo_trainer.create_model_from_path("", dtype=torch.float64) is ref
+        assert ref.weight.dtype == torch.float64  # TRL asks for the policy's dtype
+        assert grpo_trainer.create_model_from_path("") == "trl"  # only once
+        assert grpo_trainer.create_model_from_path("org/reward", "Seq") == "trl"
+    assert grpo_trainer.create_model_from_path("x") == "trl" and len(calls) == 3

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     from visent.eval.generation import PROMPT_TEMPLATES
 
     p = argparse.ArgumentParser(prog="visent eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model path or Hub id, or tiny:qwen2_5_vl / tiny:qwen2_vl")
+    p.add_argument("--model", required=True, help="model path or Hub id of a supported family, or tiny:<family> (e.g. tiny:qwen3_vl)")
     p.add_argument(
         "--data",
         required=True,
@@ -112,10 +112,10 @@ def _make_backend(args: argparse.Namespace, max_images: int) -> Any:
         return VLLMBackend(
             args.model, processor, max_images=max_images, dtype=str(dtype).removeprefix("torch."), **common
         )
-    from visent.lab.tiny import load_model_and_processor
+    from visent.models import load_model_and_processor
 
     kwargs = {} if args.model.startswith("tiny:") else {"dtype": dtype}
-    model, processor = load_model_and_processor(args.model, **kwargs)
+    model, processor = load_model_and_processor(args.model, need_adapter=False, **kwargs)
     model.to(device=device, dtype=dtype)
     return TransformersBackend(model, processor, **common)
 
@@ -125,8 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     from visent.eval.generation import LazyBackend, render_template
     from visent.eval.harness import EvalConfigError, EvalSettings, pending, run_eval
     from visent.eval.sources import EvalDataError, resolve
+    from visent.models import UnsupportedModel, check_supported
 
     try:
+        # Generation only: any image-text-to-text model; a text-only or unknown one is refused in one line
+        # (status 2), from its config, before any data is read or weight loaded.
+        try:
+            check_supported(args.model, need_adapter=False)
+        except OSError:
+            pass  # no such folder, or offline: reported when the model is loaded, as before
         rewards = _parse_rewards(args.reward)
         render_template(args.template, "")
         if args.batch_size < 1 or args.max_new_tokens < 1:
@@ -180,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_eval(
             benchmarks, backend, out, settings, batch_size=args.batch_size, progress=not args.no_progress
         )
+    except UnsupportedModel as exc:  # a Hub id is only checked when it is loaded
+        print(f"visent eval: {exc}", file=sys.stderr)
+        return 2
     except (EvalConfigError, EvalDataError) as exc:
         # An image that fails to open mid-run (header-checked only) lands here too; what was generated
         # before it is kept, so the rerun resumes.

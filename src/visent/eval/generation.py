@@ -98,7 +98,8 @@ class TransformersBackend:
             "padding_side": "left",
         }
         if any(images):
-            kwargs["images"] = [im for per_example in images for im in per_example]
+            # One list per prompt: Gemma 3 and SmolVLM processors match images to prompts by nesting.
+            kwargs["images"] = images
         enc = self.processor(**kwargs).to(self.model.device)
         gen_kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False}
         image_token_id = getattr(self.model.config, "image_token_id", None)

@@ -26,7 +26,8 @@ TRL 1.16 private hook / attribute            what the seam offers instead
 
 ``generation_batch(rows)`` runs the whole generation path on a list of dataset rows (tools, tests).
 ``backbone_and_head``, ``lm_head_gather_ctx`` and ``no_gradient_checkpointing`` wrap TRL/transformers
-internals the counterfactual pass needs (the decoder TRL's fused LM head calls, ZeRO-3 gathering).
+internals the counterfactual pass needs (the decoder TRL's fused LM head calls, ZeRO-3 gathering);
+``transformers_model`` sees through DDP and PEFT wrappers (a LoRA adapter stays active in it).
 
 ``_tokenize_prompts(prompts)`` is overridden so that a batch mixing image and text-only prompts works
 with transformers generation: TRL marks a text-only prompt's images as ``None``, which the Hugging Face
@@ -38,6 +39,15 @@ weights: transformers 5 saves Qwen2(.5)-VL checkpoints under their legacy key na
 but its resume path loads them non-strictly under the in-memory names (``model.language_model.layers.*``),
 so without this the language model silently restarts from its initial weights (see
 ``load_checkpoint_weights``).
+
+``__init__`` gives a policy built in memory (a ``tiny:<family>`` model: its ``config._name_or_path`` is
+empty) a reference model when ``beta > 0``. TRL 1.16 takes no reference model argument; it rebuilds
+one with ``create_model_from_path(config._name_or_path)``, which cannot load a model that names no
+checkpoint. For such a policy the seam deep-copies it, frozen, before TRL touches it, and hands that
+copy to TRL's reference-model call in ``grpo_trainer`` (patched for the duration of ``__init__`` only),
+so the reference is exactly the initial policy and TRL then prepares it as it would its own (dropout
+off, fused LM head, ``accelerator.prepare``). A policy loaded from a checkpoint keeps TRL's own reload;
+a LoRA policy needs no reference model (TRL disables the adapter instead).
 
 ``tests/unit/test_trl_seam.py`` checks every name, signature and returned key used here and fails
 with a message pointing to this file when a TRL upgrade changes one.
@@ -61,10 +71,12 @@ __all__ = [
     "PRIVATE_HOOKS",
     "PolicySettings",
     "SeamTrainer",
+    "adapters_disabled",
     "backbone_and_head",
     "lm_head_gather_ctx",
     "load_checkpoint_weights",
     "no_gradient_checkpointing",
+    "transformers_model",
 ]
 
 PINNED_TRL = "1.16"
@@ -152,21 +164,100 @@ class PolicySettings:
     temperature: float
 
 
-def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The decoder backbone (returns ``last_hidden_state``, post final norm) and the LM head of a causal VLM.
+def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under DDP/DeepSpeed (``.module``) and PEFT (``get_base_model``) wrappers.
 
-    Unwraps DDP/DeepSpeed (``.module``) and PEFT (``get_base_model``). The backbone is the module TRL's
-    fused LM head calls (``model.base_model`` in transformers 5), so hidden states match TRL's log-probs.
+    Use it wherever code reaches ``.model``, ``.lm_head``, ``.visual`` or ``.config`` of the policy. PEFT
+    injects its LoRA layers into this model's modules in place, so forwards through it (and through any
+    submodule) run with the adapter active, exactly as forwards through the ``PeftModel`` do.
     """
     while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
         model = model.module
     if hasattr(model, "get_base_model"):
         model = model.get_base_model()
+    return model
+
+
+def adapters_disabled(model: torch.nn.Module) -> bool:
+    """Whether ``model`` holds PEFT adapter layers that are switched off right now (TRL's reference forward
+    of a LoRA policy runs under ``disable_adapter()``)."""
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:
+        return False
+    return any(isinstance(m, BaseTunerLayer) and m.disable_adapters for m in model.modules())
+
+
+def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The decoder backbone (returns ``last_hidden_state``, post final norm) and the LM head of a causal VLM.
+
+    Unwraps DDP/DeepSpeed and PEFT (``transformers_model``; a LoRA adapter stays active). The backbone is
+    the module TRL's fused LM head calls (``model.base_model`` in transformers 5), so hidden states match
+    TRL's log-probs.
+    """
+    model = transformers_model(model)
     return model.base_model, model.get_output_embeddings()
+
+
+def _needs_reference_copy(model: Any, args: Any, peft_config: Any) -> bool:
+    """Whether TRL would build a reference model for ``model`` and has no checkpoint to build it from."""
+    from accelerate.utils import is_peft_model  # the test TRL applies before building its reference
+
+    return (
+        isinstance(model, torch.nn.Module)
+        and args is not None
+        and float(getattr(args, "beta", 0.0)) != 0.0
+        and peft_config is None
+        and not is_peft_model(model)
+        and not getattr(getattr(model, "config", None), "_name_or_path", "")
+    )
+
+
+@contextlib.contextmanager
+def _reference_model_from(reference: torch.nn.Module):
+    """While open, TRL's ``create_model_from_path("")`` (its reference-model build for a policy naming no
+    checkpoint) returns ``reference`` (once) instead of failing; every other call goes to TRL."""
+    from trl.trainer import grpo_trainer
+
+    original = grpo_trainer.create_model_from_path
+    pending = [reference]
+
+    def create_model_from_path(model_id, architecture=None, **kwargs):
+        if model_id == "" and architecture is None and pending:
+            ref = pending.pop()
+            dtype = kwargs.get("dtype")
+            return ref.to(dtype) if isinstance(dtype, torch.dtype) else ref
+        return original(model_id, architecture, **kwargs)
+
+    grpo_trainer.create_model_from_path = create_model_from_path
+    try:
+        yield
+    finally:
+        grpo_trainer.create_model_from_path = original
 
 
 class SeamTrainer(GRPOTrainer):
     """``GRPOTrainer`` with its private hooks routed to public methods (see module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        import copy
+        import inspect
+
+        bound = inspect.signature(GRPOTrainer.__init__).bind(self, *args, **kwargs).arguments
+        model = bound.get("model")
+        if not _needs_reference_copy(model, bound.get("args"), bound.get("peft_config")):
+            super().__init__(*args, **kwargs)
+            return
+        # Copied before TRL touches the policy (PEFT, gradient checkpointing, fused head): the reference
+        # is the initial policy, weight for weight, and never trained.
+        reference = copy.deepcopy(model).eval().requires_grad_(False)
+        with _reference_model_from(reference):
+            super().__init__(*args, **kwargs)
+        if self.ref_model is None or transformers_model(self.ref_model) is not reference:
+            raise RuntimeError(
+                "TRL did not take visent's reference model for a policy built in memory: update "
+                f"visent/trainer/_trl_seam.py (pinned to trl {PINNED_TRL}) for trl {trl.__version__}"
+            )
 
     # ---- the three methods a subclass implements -------------------------------------------------
 
@@ -247,13 +338,18 @@ class SeamTrainer(GRPOTrainer):
         return self.after_generation(batch, clean_hidden)
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        # TRL passes the processor's whole output to its no-grad forwards (reference, old log-probs), which
+        # for LLaVA-OneVision includes ``batch_num_images``, a keyword this method does not take. The loss
+        # forward, built from the buffered batch, never gets it, so dropping it keeps all three alike.
+        kwargs.pop("batch_num_images", None)
         capture = getattr(self, "_seam_capture", None)
-        if capture is None or torch.is_grad_enabled():
+        # Only the policy's own no-grad forward (old log-probs) is a clean pass of the current weights; the
+        # reference forward, when TRL runs no old-log-probs forward the first no-grad call, is not.
+        if capture is None or torch.is_grad_enabled() or self._is_reference_forward(model):
             return super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **kwargs
             )
-        # The first no-grad call inside generation is the policy's clean forward for old log-probs (the
-        # reference model's comes after it): capture its final hidden states, then stop capturing.
+        # Capture the final hidden states of that forward, then stop capturing.
         self._seam_capture = None
         backbone, _ = backbone_and_head(model)
 
@@ -269,6 +365,16 @@ class SeamTrainer(GRPOTrainer):
             )
         finally:
             handle.remove()
+
+    def _is_reference_forward(self, model) -> bool:
+        """Whether a forward of ``model`` now gives TRL's reference log-probs: another model (``ref_model``),
+        or the LoRA policy under ``disable_adapter()`` (a new adapter) or with the frozen copy TRL 1.16 adds
+        as adapter ``"ref"`` for a model passed already wrapped in PEFT (``use_adapter(model, "ref")``)."""
+        if transformers_model(model) is not transformers_model(self.model) or adapters_disabled(model):
+            return True
+        while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
+            model = model.module
+        return "ref" in (getattr(model, "peft_config", None) or {}) and getattr(model, "active_adapter", None) == "ref"
 
     def _compute_loss(self, model, inputs):
         return self.compute_policy_loss(model, inputs)

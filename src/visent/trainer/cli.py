@@ -161,24 +161,41 @@ def parse_config(argv: list[str]):
 
 
 def freeze_vision_tower(model) -> int:
-    """Freeze the vision encoder's parameters; returns how many tensors were frozen."""
+    """Freeze the vision encoder and its projection into the decoder (the family adapter's
+    ``vision_modules``); returns how many tensors were frozen."""
+    import torch
+
+    from visent.models.adapters import Adapter, adapter_for
+
+    adapter = adapter_for(model)
+    names = adapter.vision_modules if adapter is not None else Adapter.__dataclass_fields__["vision_modules"].default
     inner = getattr(model, "model", model)
-    visual = getattr(inner, "visual", None) or getattr(model, "visual", None)
-    if visual is None:
-        return 0
     n = 0
-    for p in visual.parameters():
-        p.requires_grad_(False)
-        n += 1
+    for name in names:
+        module = getattr(inner, name, None) or getattr(model, name, None)
+        if not isinstance(module, torch.nn.Module):
+            continue
+        for p in module.parameters():
+            p.requires_grad_(False)
+            n += 1
     return n
 
 
 def build_trainer(config, callbacks: list | None = None):
     """Model, data and rewards resolved from ``config``, wrapped in a ``VisentGRPOTrainer``."""
+    from visent.models import UnsupportedModel, check_supported
     from visent.trainer.callbacks import MetricsJsonlCallback
     from visent.trainer.grpo import VisentGRPOTrainer
     from visent.trainer.sources import dataset_has_images, load_model, load_train_dataset, resolve_rewards
 
+    # Token statistics (the counterfactual pass) need the family's adapter; GRPO-style configs train any
+    # image-text-to-text model through TRL's own forward (visent.models.loading).
+    need_adapter = config.needs_clean_stats
+    try:
+        # A model visent cannot run is refused first, in one line (exit status 2), from its config alone.
+        check_supported(config.model_name_or_path, need_adapter, **(config.model_init_kwargs or {}))
+    except (UnsupportedModel, OSError) as e:  # OSError: no such folder, or a Hub id that cannot be fetched
+        raise ConfigError(f"model_name_or_path: {e}") from None
     try:
         dataset = load_train_dataset(config.dataset, config.dataset_size, config.dataset_seed, config.label_noise)
         rewards = resolve_rewards(list(config.reward_funcs), config.dataset)
@@ -192,12 +209,22 @@ def build_trainer(config, callbacks: list | None = None):
             f"(perturbation={config.perturbation!r}), but dataset {config.dataset!r} has no image in any row; "
             "use token_score: entropy (or random / none) for text-only data"
         )
-    model, processor = load_model(config.model_name_or_path, config.model_init_kwargs)
+    try:
+        model, processor = load_model(config.model_name_or_path, config.model_init_kwargs, need_adapter)
+    except UnsupportedModel as e:
+        raise ConfigError(str(e)) from None
     config.model_init_kwargs = None  # used above; TRL would only warn that the model is already built
     if config.freeze_vision_tower:
         freeze_vision_tower(model)
+    from visent.trainer.lora import lora_config_for
+
+    try:
+        peft_config = lora_config_for(config, model)  # None without use_peft; after freezing (it checks that)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return VisentGRPOTrainer(
         model=model,
+        peft_config=peft_config,
         reward_funcs=rewards,
         args=config,
         train_dataset=dataset,

@@ -10,6 +10,8 @@ Every method and baseline of METHOD.md is a combination of independent settings:
 - **the entropy regulariser**: ``entropy_schedule`` (a ``visent.core.schedules.SCHEDULES`` kind),
   ``entropy_coef_max`` (λ_max), ``entropy_coef_min`` (λ_min), ``entropy_switch``;
 - **how token losses are averaged**: ``loss_aggregation`` (a ``visent.core.policy_loss.AGGREGATIONS`` name).
+- **LoRA**: ``use_peft``, ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``lora_target_modules``,
+  ``lora_modules_to_save``, ``use_rslora`` (TRL ``ModelConfig``'s names; ``visent.trainer.lora``).
 
 Clipping (``epsilon``, ``epsilon_high``), KL (``beta``), sampling (``temperature``,
 ``num_generations``), vLLM and the rest are TRL's own ``GRPOConfig`` fields, used unchanged.
@@ -49,8 +51,9 @@ class VisentConfig(GRPOConfig):
     model_name_or_path: str | None = field(
         default=None,
         metadata=_help(
-            "Model to train: a Hub id or local path (Qwen2-VL / Qwen2.5-VL), or `tiny:qwen2_5_vl` / "
-            "`tiny:qwen2_vl` for a tiny random model built locally (CPU smoke tests)."
+            "Model to train: a Hub id or local path of a supported family (Qwen2-VL, Qwen2.5-VL, Qwen3-VL, "
+            "Qwen3-VL-MoE, Qwen3.5, Gemma 3, SmolVLM2, LLaVA-OneVision: docs/models.md), or `tiny:<family>` "
+            "(e.g. `tiny:qwen3_vl`) for a tiny random model built locally (CPU smoke tests)."
         ),
     )
     dataset: str | None = field(
@@ -75,6 +78,37 @@ class VisentConfig(GRPOConfig):
     )
     freeze_vision_tower: bool = field(
         default=True, metadata=_help("Freeze the vision encoder (VEPO trains the language model only).")
+    )
+
+    # --- LoRA (TRL ModelConfig's names; visent.trainer.lora turns them into the trainer's peft_config) ---
+    use_peft: bool = field(
+        default=False, metadata=_help("Train a LoRA adapter instead of the full weights (needs `peft`).")
+    )
+    lora_r: int = field(default=16, metadata=_help("LoRA rank r (adapter matrices are r × d)."))
+    lora_alpha: int = field(
+        default=32, metadata=_help("LoRA alpha: the adapter's output is scaled by lora_alpha / lora_r.")
+    )
+    lora_dropout: float = field(
+        default=0.0,
+        metadata=_help(
+            "Dropout on the adapter input, in [0, 1). 0 (TRL: 0.05): with VEPO the clean and perturbed "
+            "forwards would otherwise draw different dropout masks, so non-zero is refused for JSD scores."
+        ),
+    )
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata=_help(
+            "Modules that get an adapter: several names match module-name suffixes (q_proj v_proj), one value "
+            "is a regex over full names or `all-linear`. Unset = every linear layer of the language model "
+            "(attention + MLP projections), not the vision tower or the LM head."
+        ),
+    )
+    lora_modules_to_save: list[str] | None = field(
+        default=None,
+        metadata=_help("Modules trained in full and saved next to the adapter (e.g. embed_tokens). Not lm_head."),
+    )
+    use_rslora: bool = field(
+        default=False, metadata=_help("Rank-stabilised LoRA: scale by lora_alpha / sqrt(lora_r) instead of / lora_r.")
     )
 
     # --- token selection (METHOD §3) ---
@@ -220,6 +254,11 @@ class VisentConfig(GRPOConfig):
             raise ValueError(f"counterfactual_batch_size must be >= 1; got {self.counterfactual_batch_size}")
         if not 0.0 <= self.label_noise <= 1.0:
             raise ValueError(f"label_noise must be in [0, 1]; got {self.label_noise}")
+        from visent.trainer.lora import lora_settings_error
+
+        lora_error = lora_settings_error(self)
+        if lora_error:
+            raise ValueError(lora_error)
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
         if self.reward_funcs:

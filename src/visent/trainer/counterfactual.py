@@ -3,9 +3,14 @@ perturbed image, with no gradient, and reduce the two final-hidden-state tensors
 statistics through ``visent.core.stats.token_stats_from_hidden`` (chunked: never ``(B, T, V)``).
 
 Shapes: B responses, P prompt tokens (left-padded), C completion tokens (right-padded), D hidden size.
-Images (Qwen2-VL / Qwen2.5-VL): ``pixel_values`` ``(N_rows, C·tp·p·p)`` patch rows of all images of all
-responses in order, ``image_grid_thw`` ``(n_images, 3)``, ``num_images[b]`` images for response b
-(0 for a text-only row). See ``visent.perturb`` for the patch layout.
+Images: whatever the family's processor returned (TRL passes it on), ``num_images[b]`` images for
+response b (0 for a text-only row). Nothing here reads a family's layout: the model's adapter
+(``visent.models.adapters``) cuts the batch's image inputs into one unit per image, perturbs a prompt's
+units, joins the units of some responses back into model inputs, and encodes units for the vision
+cache. Images are numbered over the batch in order (``image_spans``); ``Pixels`` maps an image number to
+its perturbed ``pixel_values``. The adapter also says which of the savings below are exact for the family
+(``vision_cache``, ``shared_prefix``, ``reuse_positions``); a family with none of them gets the plain
+clean-plus-perturbed forward.
 
 Cost decisions:
 - clean and perturbed rows go through the model as ONE batch of 2·b rows (b = ``batch_size``);
@@ -17,21 +22,28 @@ Cost decisions:
 - the vision encoder runs once per distinct image, not once per response: the K responses of a prompt
   carry K identical copies of its (clean, and by the above also perturbed) image, so the encoder's
   outputs are computed for one copy (``VisionCache``, exact equality of the pixels) and handed to the
-  decoder as precomputed ``mm_encoder_outputs``, where the model accepts them (transformers 5
-  Qwen2-VL / Qwen2.5-VL); other models get ``pixel_values`` as before;
+  decoder as precomputed ``mm_encoder_outputs`` in the model's own format (for Qwen3-VL with its
+  deepstack features), where the adapter allows it and the model accepts them; otherwise the rows get
+  their pixels;
 - the prompt is run once per prompt and pass, not once per response (``share_prefix``): the K
   responses of a prompt share its tokens and (clean or perturbed) image, so the prompt's keys and
   values are computed for one copy and indexed out to the K completions, which then run against that
   cache. Decoder tokens per prompt and pass go from K·(P + C) to P + K·(C − 1). The price is that
   cache, alive for one call: keys and values of (P + C) positions per response and layer (on
   Qwen2.5-VL-7B in bf16 about 57 kB per position, ~80 MB for a 1,400-token response);
-  ``counterfactual_batch_size`` bounds how many responses share a call;
+  ``counterfactual_batch_size`` bounds how many responses share a call. For a hybrid decoder
+  (Qwen3.5) the cache also holds each linear-attention layer's conv and recurrent state at the
+  prompt's end, indexed out the same way;
 - a response that repeats another of the same prompt token for token has the same statistics: it is
   scored once (short lab answers repeat often; long ones rarely do);
 - responses are sorted by length into chunks, and each call runs only as far as the longest response
   it holds, a chunk being split in two by length when that saves enough (``length_parts``).
+- a response whose "perturbed" images equal its clean ones (``identity``, or no image) gets the clean
+  states as its perturbed ones, so its JSD is exactly 0 even where a kernel's float result depends on
+  the batch row.
 Each of these computes the same function of the same inputs (exact in real arithmetic; float results
-differ from the plain path only by summation order, ~1e-6 relative in float32, tested).
+differ from the plain path only by summation order, ~1e-6 in float32; tested for every family in
+``tests/unit/models/test_adapters_counterfactual.py``).
 """
 
 from __future__ import annotations
@@ -46,13 +58,14 @@ from typing import Any
 import torch
 
 from visent.core.stats import TokenStats, token_stats_from_hidden
-from visent.perturb import PatchLayout, perturb_pixel_values
+from visent.models.adapters import Adapter, ImageUnit, adapter_for, adapter_named, require_adapter
 
 __all__ = [
     "completion_hidden",
     "counterfactual_stats",
     "distinct_responses",
     "image_row_spans",
+    "image_spans",
     "length_parts",
     "perturb_batch_images",
     "perturb_images",
@@ -65,7 +78,8 @@ _ROW_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "
 
 
 def image_row_spans(batch: dict[str, Any]) -> list[tuple[int, int, int, int]]:
-    """Per response b: ``(row_start, row_end, img_start, img_end)`` into ``pixel_values`` / ``image_grid_thw``."""
+    """Patch-rows layouts (Qwen-VL) only: per response b ``(row_start, row_end, img_start, img_end)`` into
+    ``pixel_values`` / ``image_grid_thw``. Other layouts: ``image_spans``."""
     n = batch["completion_ids"].size(0)
     num_images = batch.get("num_images")
     grid = batch.get("image_grid_thw")
@@ -80,6 +94,73 @@ def image_row_spans(batch: dict[str, Any]) -> list[tuple[int, int, int, int]]:
     return spans
 
 
+def _adapter(batch_or_model: Any, adapter: Adapter | None) -> Adapter:
+    """``adapter`` or, when ``None``, the one for ``batch_or_model``: a model, or a batch, for which only
+    the patch-rows layout can be recognised (``image_grid_thw``; the callers that predate adapters)."""
+    if adapter is not None:
+        return adapter
+    if isinstance(batch_or_model, dict):
+        if batch_or_model.get("pixel_values") is None or batch_or_model.get("image_grid_thw") is not None:
+            return adapter_named("qwen2_5_vl")  # every Qwen adapter cuts and perturbs patch rows alike
+        raise ValueError("this batch's image layout needs the model's adapter (pass adapter=)")
+    return require_adapter(batch_or_model)
+
+
+class _Images:
+    """A batch's images as units (``visent.models.adapters``): ``units[i]`` is image i (numbered over the
+    batch in order), ``spans[b] = (i0, i1)`` the images of response b."""
+
+    def __init__(self, batch: dict[str, Any], adapter: Adapter):
+        self.adapter = adapter
+        per_response = adapter.units(batch)
+        self.units: list[ImageUnit] = [u for row in per_response for u in row]
+        self.spans: list[tuple[int, int]] = []
+        i = 0
+        for row in per_response:
+            self.spans.append((i, i + len(row)))
+            i += len(row)
+
+    def pixels(self, source: Pixels | None, i: int) -> torch.Tensor:
+        """Image i's ``pixel_values`` in ``source`` (``None``: the batch's own, clean)."""
+        if source is None:
+            return self.units[i]["pixel_values"]
+        if i not in source:
+            raise KeyError(f"image {i} was not perturbed (its response was not among the rows)")
+        return source[i]
+
+    def unit(self, source: Pixels | None, i: int) -> ImageUnit:
+        return self.units[i] if source is None else {**self.units[i], "pixel_values": self.pixels(source, i)}
+
+    def inputs(self, idx: Sequence[int], source: Pixels | None, with_pixels: bool = True) -> dict[str, torch.Tensor]:
+        """The image inputs of responses ``idx`` (``adapter.join_images``), pixels from ``source``."""
+        units = []
+        for b in idx:
+            i0, i1 = self.spans[b]
+            row = [self.unit(source, i) for i in range(i0, i1)]
+            if not with_pixels:
+                row = [{k: v for k, v in u.items() if k != "pixel_values"} for u in row]
+            units.append(row)
+        if not any(units):
+            return {}
+        return self.adapter.join_images(units)
+
+
+def image_spans(batch: dict[str, Any], adapter: Adapter | None = None) -> list[tuple[int, int]]:
+    """Per response b ``(i0, i1)``: its images are images ``i0 … i1−1`` of the batch (any layout)."""
+    return _Images(batch, _adapter(batch, adapter)).spans
+
+
+def _source(images: _Images, pixels: Pixels | torch.Tensor | None, batch: dict[str, Any]) -> Pixels | None:
+    """A ``Pixels`` value (``None`` = the batch's clean images) from the ``pixel_values`` argument forms the
+    public functions accept: ``None``, ``perturb_images``' dict, or a whole-batch ``pixel_values`` tensor."""
+    if pixels is None or isinstance(pixels, dict):
+        return pixels
+    if pixels is batch.get("pixel_values"):
+        return None
+    replaced = _Images({**batch, "pixel_values": pixels}, images.adapter)
+    return {i: u["pixel_values"] for i, u in enumerate(replaced.units)}
+
+
 def _token_keys(ids: torch.Tensor, mask: torch.Tensor) -> list[int]:
     """A cheap key per row of ``(n, L)`` token ids under a 0/1 ``mask``: a position-weighted sum of the valid
     tokens and the mask itself. Equal rows (tokens and mask) have equal keys; equal keys prove nothing,
@@ -89,44 +170,57 @@ def _token_keys(ids: torch.Tensor, mask: torch.Tensor) -> list[int]:
     return ((ids.long() * mask + mask) * weights).sum(1).tolist()
 
 
-def prompt_groups(batch: dict[str, Any], rows: Sequence[int] | None = None) -> list[int]:
+def _unit_key(unit: ImageUnit) -> tuple:
+    """A cheap key of one image unit: its shapes and a strided sum of its pixels. Equal units have equal
+    keys; equal keys prove nothing (callers compare exactly)."""
+    pv = unit["pixel_values"]
+    flat = pv.reshape(-1)
+    return (tuple(pv.shape), float(flat[:: max(1, flat.numel() // 64)].sum()))
+
+
+def _same_units(images: _Images, b: int, f: int) -> bool:
+    """Whether responses b and f have equal images (every image key, compared exactly)."""
+    (i0, i1), (j0, j1) = images.spans[b], images.spans[f]
+    if i1 - i0 != j1 - j0:
+        return False
+    for i, j in zip(range(i0, i1), range(j0, j1)):
+        u, v = images.units[i], images.units[j]
+        if u.keys() != v.keys() or not all(u[k].shape == v[k].shape and torch.equal(u[k], v[k]) for k in u):
+            return False
+    return True
+
+
+def prompt_groups(
+    batch: dict[str, Any], rows: Sequence[int] | None = None, adapter: Adapter | None = None
+) -> list[int]:
     """Group index per response (dense, in order of first appearance): responses of one group have the
     same prompt tokens, prompt mask and images, compared exactly.
 
     TRL repeats each prompt K times, so a generation batch of B responses has B/K groups; nothing here
     assumes that the copies are adjacent (TRL shuffles a batch before splitting it) or that every group
     has K members. ``rows``: only these responses are compared; every other one gets a group of its own
-    (for responses whose counterfactual pass is skipped, which need no grouping).
+    (for responses whose counterfactual pass is skipped, which need no grouping). ``adapter``: the
+    model's (``visent.models``); ``None`` reads a patch-rows batch.
     """
-    spans = image_row_spans(batch)
-    pv, grid = batch.get("pixel_values"), batch.get("image_grid_thw")
+    images = _Images(batch, _adapter(batch, adapter))
     ids, pmask = batch["prompt_ids"], batch["prompt_mask"]
     B = ids.size(0)
-    # Cheap keys for all rows at once (a weighted sum of the tokens, sums of a few patch rows): equal
-    # prompts have equal keys; exact comparison below decides among rows whose keys collide.
-    token_key = _token_keys(ids, pmask)
-    pixel_key = [0.0] * B
-    if pv is not None and pv.size(0) > 0:
-        # Three patch rows per response (first, middle, last) make the key: reading every pixel is left to
-        # the exact comparison, and only for rows that have a candidate.
-        probe = [r for (r0, r1, _, _) in spans for r in ((r0, (r0 + r1) // 2, r1 - 1) if r1 > r0 else (0, 0, 0))]
-        sums = pv[torch.as_tensor(probe, dtype=torch.long, device=pv.device)].sum(1).view(B, 3)
-        pixel_key = [tuple(row) for row in sums.tolist()]
-    keys = [(token_key[b], r1 - r0, i1 - i0, pixel_key[b]) for b, (r0, r1, i0, i1) in enumerate(spans)]
-    # The usual case, one pass: the first row with a key is its group's candidate representative.
     wanted = set(range(B)) if rows is None else set(rows)
+    # Cheap keys (a weighted sum of the tokens, strided sums of the pixels): equal prompts have equal keys;
+    # exact comparison below decides among rows whose keys collide.
+    token_key = _token_keys(ids, pmask)
+    keys = []
+    for b in range(B):
+        i0, i1 = images.spans[b]
+        pixel_key = tuple(_unit_key(images.units[i]) for i in range(i0, i1)) if b in wanted else ()
+        keys.append((token_key[b], i1 - i0, pixel_key))
+    # The usual case, one pass: the first row with a key is its group's candidate representative.
     candidate: dict[tuple, int] = {}
     for b, key in enumerate(keys):
         if b in wanted:
             candidate.setdefault(key, b)
     rep = torch.as_tensor([candidate.get(k, b) for b, k in enumerate(keys)], dtype=torch.long, device=ids.device)
     same_text = ((ids == ids[rep]) & (pmask == pmask[rep])).all(1).tolist()
-
-    def same(b: int, f: int) -> bool:
-        (r0, r1, i0, i1), (f0, f1, j0, j1) = spans[b], spans[f]
-        if r1 == r0:
-            return True  # no image (keys matched on the image count)
-        return torch.equal(grid[i0:i1], grid[j0:j1]) and torch.equal(pv[r0:r1], pv[f0:f1])
 
     firsts: list[int] = []  # first response of each group
     by_key: dict[tuple, list[int]] = {}
@@ -137,13 +231,13 @@ def prompt_groups(batch: dict[str, Any], rows: Sequence[int] | None = None) -> l
             firsts.append(b)
             continue
         f = candidate[key]
-        if f != b and same_text[b] and same(b, f):
+        if f != b and same_text[b] and _same_units(images, b, f):
             groups.append(groups[f])
             continue
         # First of its key, or a key collision: compare with every group of this key.
         for g in by_key.get(key, []):
             f = firsts[g]
-            if torch.equal(ids[b], ids[f]) and torch.equal(pmask[b], pmask[f]) and same(b, f):
+            if torch.equal(ids[b], ids[f]) and torch.equal(pmask[b], pmask[f]) and _same_units(images, b, f):
                 groups.append(g)
                 break
         else:
@@ -159,23 +253,23 @@ def prompt_seeds(
     step: int,
     groups: Sequence[int] | None = None,
     rows: Sequence[int] | None = None,
+    adapter: Adapter | None = None,
 ) -> list[int | None]:
     """One 63-bit seed per response, equal for responses of the same prompt.
 
     Derived from (``base_seed``, ``step``, the prompt's unpadded token ids, a strided sample of its
-    ``pixel_values``), so it does not depend on where a group's responses sit in the batch or on which
+    images' pixels), so it does not depend on where a group's responses sit in the batch or on which
     process they landed: the K responses of a prompt always share one noise draw, and a run (or a resumed
     run, since ``step`` is the global step) is reproducible. ``groups`` (``prompt_groups``' output, computed
     here if ``None``) lets the hash run once per prompt: its inputs are equal within a group. ``rows``:
     only these responses get a seed (the others ``None``).
     """
-    spans = image_row_spans(batch)
-    groups = prompt_groups(batch, rows) if groups is None else groups
-    pv = batch.get("pixel_values")
+    images = _Images(batch, _adapter(batch, adapter))
+    groups = prompt_groups(batch, rows, images.adapter) if groups is None else groups
     wanted = None if rows is None else set(rows)
     by_group: dict[int, int] = {}
     seeds: list[int | None] = []
-    for b, (r0, r1, _, _) in enumerate(spans):
+    for b, (i0, i1) in enumerate(images.spans):
         if wanted is not None and b not in wanted:
             seeds.append(None)
             continue
@@ -184,8 +278,9 @@ def prompt_seeds(
             h = hashlib.blake2b(digest_size=8)
             h.update(struct.pack("<qq", int(base_seed), int(step)))
             h.update(ids.to("cpu", torch.int64).numpy().tobytes())
-            if r1 > r0:
-                flat = pv[r0:r1].reshape(-1)
+            if i1 > i0:
+                # For patch rows this is the response's block of pixel_values, as before adapters.
+                flat = torch.cat([images.units[i]["pixel_values"].reshape(-1) for i in range(i0, i1)])
                 stride = max(1, flat.numel() // 4096)
                 h.update(flat[::stride].to("cpu", torch.float32).numpy().tobytes())
             by_group[groups[b]] = int.from_bytes(h.digest(), "little") >> 1
@@ -198,36 +293,39 @@ def perturb_images(
     seeds: Sequence[int | None],
     kind: str,
     strength: float | None,
-    layout: PatchLayout,
+    layout: Any,
     rows: Sequence[int] | None = None,
     groups: Sequence[int] | None = None,
+    adapter: Adapter | None = None,
 ) -> dict[int, torch.Tensor]:
-    """Perturbed patch rows ``(rows_i, C·tp·p·p)`` of image i (index into ``image_grid_thw``), for the images
-    of responses ``rows`` (``None``: all), one draw per prompt group.
+    """Perturbed ``pixel_values`` of image i (numbered over the batch, as ``image_spans``), for the images
+    of responses ``rows`` (``None``: all), one draw per prompt group, by the adapter's ``perturb``.
 
+    ``layout``: the adapter's ``image_geometry(processor)`` (a ``visent.perturb.PatchLayout`` for Qwen).
     The K responses of a prompt carry K copies of its images; their entries here are the same tensors
     (views of one draw), so nothing is copied K times. ``groups`` (``prompt_groups``' output, computed if
-    ``None``) decides which responses share a draw; ``seeds[b]`` seeds response b's group.
+    ``None``) decides which responses share a draw; ``seeds[b]`` seeds response b's group. Only the pixels
+    change: an image's other inputs (grid, sizes, masks) are the clean ones.
     """
-    pv = batch.get("pixel_values")
-    if pv is None:
+    if batch.get("pixel_values") is None:
         return {}
-    grid = batch["image_grid_thw"]
-    groups = prompt_groups(batch, rows) if groups is None else groups
+    images = _Images(batch, _adapter(batch, adapter))
+    groups = prompt_groups(batch, rows, images.adapter) if groups is None else groups
     wanted = None if rows is None else set(rows)
-    draws: dict[int, list[torch.Tensor]] = {}  # group -> its images' perturbed rows
+    draws: dict[int, list[torch.Tensor]] = {}  # group -> its images' perturbed pixels
     out: dict[int, torch.Tensor] = {}
-    for b, (r0, r1, i0, i1) in enumerate(image_row_spans(batch)):
-        if r1 == r0 or (wanted is not None and b not in wanted):
+    for b, (i0, i1) in enumerate(images.spans):
+        if i1 == i0 or (wanted is not None and b not in wanted):
             continue
         if groups[b] not in draws:
             if seeds[b] is None:
                 raise ValueError(f"response {b} is to be perturbed but has no seed")
             gen = torch.Generator(device="cpu").manual_seed(int(seeds[b]))
-            noisy = perturb_pixel_values(kind, pv[r0:r1], grid[i0:i1], gen, strength, layout)
-            draws[groups[b]] = list(torch.split(noisy, grid[i0:i1].prod(-1).tolist()))
-        for k, rows_k in enumerate(draws[groups[b]]):
-            out[i0 + k] = rows_k
+            units = images.units[i0:i1]
+            noisy = images.adapter.perturb(kind, units, gen, strength, layout)
+            draws[groups[b]] = [u["pixel_values"] for u in noisy]
+        for k, pixels in enumerate(draws[groups[b]]):
+            out[i0 + k] = pixels
     return out
 
 
@@ -236,125 +334,137 @@ def perturb_batch_images(
     seeds: Sequence[int | None],
     kind: str,
     strength: float | None,
-    layout: PatchLayout,
+    layout: Any,
     rows: Sequence[int] | None = None,
     groups: Sequence[int] | None = None,
+    adapter: Adapter | None = None,
 ) -> torch.Tensor | None:
-    """Perturbed ``pixel_values`` for the whole batch (same shape), one draw per prompt group
-    (``perturb_images`` laid out as ``pixel_values``).
+    """Perturbed ``pixel_values`` for the whole batch (same layout), one draw per prompt group
+    (``perturb_images`` joined back by the adapter).
 
     ``rows``: only these responses' images are perturbed (the others keep their clean pixels, for
     responses whose counterfactual pass is skipped); ``None``: all of them.
     """
-    pv = batch.get("pixel_values")
-    if pv is None:
+    if batch.get("pixel_values") is None:
         return None
-    out = pv.clone()
-    starts = _image_starts(batch["image_grid_thw"])
-    for i, rows_i in perturb_images(batch, seeds, kind, strength, layout, rows, groups).items():
-        out[starts[i] : starts[i + 1]] = rows_i
-    return out
+    images = _Images(batch, _adapter(batch, adapter))
+    noisy = perturb_images(batch, seeds, kind, strength, layout, rows, groups, images.adapter)
+    source = {i: noisy.get(i, images.units[i]["pixel_values"]) for i in range(len(images.units))}
+    return images.inputs(range(len(images.spans)), source)["pixel_values"]
 
 
 def _image_starts(grid: torch.Tensor) -> list[int]:
-    """First patch row of each image in ``pixel_values`` (and the total at the end)."""
+    """Patch rows: first row of each image in ``pixel_values`` (and the total at the end)."""
     starts = [0]
     for r in grid.prod(-1).tolist():
         starts.append(starts[-1] + r)
     return starts
 
 
-Pixels = torch.Tensor | dict[int, torch.Tensor]
-"""Images of a batch: a ``pixel_values`` tensor laid out by ``image_grid_thw``, or ``perturb_images``'
-per-image patch rows (only the images that were perturbed)."""
+Pixels = dict[int, torch.Tensor]
+"""Perturbed images of a batch: ``perturb_images``' pixels per image index (only the perturbed ones).
+Where a function takes ``Pixels | None``, ``None`` means the batch's own clean images; the public
+functions also accept a whole-batch ``pixel_values`` tensor (``perturb_batch_images``)."""
 
 
-def _image_rows(pixels: Pixels, starts: Sequence[int], i: int) -> torch.Tensor:
-    """Patch rows of image i in ``pixels``."""
-    if isinstance(pixels, dict):
-        if i not in pixels:
-            raise KeyError(f"image {i} was not perturbed (its response was not among the rows)")
-        return pixels[i]
-    return pixels[starts[i] : starts[i + 1]]
+class _Pieces:
+    """Cached vision-encoder outputs of the images of some rows, turned into the model's
+    ``mm_encoder_outputs`` only when the model is called (so clean and perturbed rows can be stacked)."""
+
+    def __init__(self, pieces: list[Any], adapter: Adapter):
+        self.pieces, self.adapter = pieces, adapter
+
+    def __add__(self, other: _Pieces) -> _Pieces:
+        return _Pieces(self.pieces + other.pieces, self.adapter)
 
 
-def _rows(batch: dict[str, Any], idx: Sequence[int], pixel_values: Pixels | None) -> dict[str, Any]:
-    """Model inputs for responses ``idx`` (full prompt+completion), taking images from ``pixel_values``."""
-    spans = image_row_spans(batch)
+def _call(backbone: torch.nn.Module, inputs: dict[str, Any], **kw: Any) -> Any:
+    """``backbone(**inputs, **kw)`` with cached encoder pieces turned into ``mm_encoder_outputs``."""
+    pieces = inputs.get("mm_encoder_outputs")
+    if isinstance(pieces, _Pieces):
+        inputs = {**inputs, "mm_encoder_outputs": {"image": pieces.adapter.encoder_outputs(pieces.pieces)}}
+    return backbone(**inputs, **kw)
+
+
+def _rows(
+    batch: dict[str, Any],
+    idx: Sequence[int],
+    pixel_values: Pixels | torch.Tensor | None,
+    adapter: Adapter | None = None,
+    images: _Images | None = None,
+) -> dict[str, Any]:
+    """Model inputs for responses ``idx`` (full prompt+completion), images from ``pixel_values``
+    (``None``: no images at all; the batch's ``pixel_values``: the clean ones; ``Pixels``: perturbed)."""
     sel = torch.as_tensor(list(idx), dtype=torch.long, device=batch["completion_ids"].device)
     inputs = {
         "input_ids": torch.cat([batch["prompt_ids"][sel], batch["completion_ids"][sel]], dim=1),
         "attention_mask": torch.cat([batch["prompt_mask"][sel], batch["completion_mask"][sel]], dim=1),
     }
-    for key in ("mm_token_type_ids", "token_type_ids"):
+    images = images or _Images(batch, _adapter(batch, adapter))
+    for key in _token_keys_of(images.adapter):
         if batch.get(key) is not None:
             inputs[key] = batch[key][sel]
     if pixel_values is not None:
-        starts = _image_starts(batch["image_grid_thw"])
-        row_parts = [
-            torch.cat([_image_rows(pixel_values, starts, j) for j in range(spans[i][2], spans[i][3])])
-            if spans[i][3] > spans[i][2] else batch["pixel_values"][:0]
-            for i in idx
-        ]
-        grid_parts = [batch["image_grid_thw"][spans[i][2] : spans[i][3]] for i in idx]
-        if sum(p.size(0) for p in row_parts) > 0:
-            inputs["pixel_values"] = torch.cat(row_parts)
-            inputs["image_grid_thw"] = torch.cat(grid_parts)
+        inputs.update(images.inputs(idx, _source(images, pixel_values, batch)))
     return inputs
 
 
-class VisionCache:
-    """Vision-encoder outputs of the distinct images of one or more ``pixel_values`` tensors, in one call.
+def _token_keys_of(adapter: Adapter) -> tuple[str, ...]:
+    # The adapter's per-token inputs, plus the two TRL may hand any family (harmless when absent).
+    return tuple(dict.fromkeys((*adapter.token_keys, "mm_token_type_ids", "token_type_ids")))
 
-    ``sources`` maps a name (``"clean"``, ``"perturbed"``) to a ``pixel_values`` tensor laid out by
-    ``grid`` (``image_grid_thw``) or ``perturb_images``' per-image rows; ``image_embeds(name, i)`` is image ``i``'s ``(n_tokens_i, D)`` embedding in
-    that source. Images are deduplicated by exact equality of their patch rows and grid, so each copy
-    gets the result the model computes for it; Qwen's vision attention is block-diagonal per image, so
-    encoding one copy instead of K does not change what the others would have got.
+
+class VisionCache:
+    """Vision-encoder outputs of the distinct images of one or more image sources, in one encoder call.
+
+    ``sources`` maps a name (``"clean"``, ``"perturbed"``) to ``None`` (the batch's own images) or
+    ``perturb_images``' per-image pixels; ``pieces(name, i)`` is image ``i``'s encoder output in that
+    source (whatever the adapter's ``encode_images`` returns per image, e.g. its ``(n_tokens_i, D)``
+    embedding and, for Qwen3-VL, its deepstack features). Images are deduplicated by exact equality of
+    every image input, so each copy gets the result the model computes for it; the adapter switches the
+    cache on only where the encoder sees each image on its own, so encoding one copy instead of K does
+    not change what the others would have got.
     """
 
     def __init__(
         self,
         backbone: torch.nn.Module,
-        sources: dict[str, Pixels],
-        grid: torch.Tensor,
-        images: Sequence[int],
+        images: _Images,
+        sources: dict[str, Pixels | None],
+        wanted: Sequence[int],
         alias: dict[int, int] | None = None,
     ):
         # ``alias`` maps an image to one known to be identical (a copy in the same prompt group): lookups of
         # the former are answered from the latter, which is all that is compared and encoded.
         self.alias = alias or {}
-        starts = _image_starts(grid)
         self.owner: dict[tuple[str, int], int] = {}  # (source, image) -> index among the unique ones
-        unique: list[torch.Tensor] = []
-        unique_grid: list[int] = []
+        unique: list[ImageUnit] = []
         by_key: dict[tuple, list[int]] = {}
-        for name, pv in sources.items():
-            for i in images:
-                rows = _image_rows(pv, starts, i)
-                # Cheap key first (grid and a strided sum); exact comparison decides.
-                key = (tuple(grid[i].tolist()), float(rows[:: max(1, rows.shape[0] // 8)].sum()))
+        for name, source in sources.items():
+            for i in wanted:
+                unit = images.unit(source, i)
+                key = _unit_key(unit)
                 for u in by_key.get(key, []):
-                    if torch.equal(rows, unique[u]):
+                    other = unique[u]
+                    if unit.keys() == other.keys() and all(
+                        unit[k].shape == other[k].shape and torch.equal(unit[k], other[k]) for k in unit
+                    ):
                         self.owner[name, i] = u
                         break
                 else:
                     self.owner[name, i] = len(unique)
                     by_key.setdefault(key, []).append(len(unique))
-                    unique.append(rows)
-                    unique_grid.append(i)
-        self.embeds: tuple[torch.Tensor, ...] = ()
-        if unique:
-            out = backbone.get_image_features(torch.cat(unique), grid[unique_grid], return_dict=True)
-            self.embeds = tuple(out.pooler_output)
+                    unique.append(unit)
+        self.adapter = images.adapter
+        self.encoded: list[Any] = images.adapter.encode_images(backbone, unique) if unique else []
         self.num_unique = len(unique)
 
-    def image_embeds(self, source: str, i: int) -> torch.Tensor:
-        return self.embeds[self.owner[source, self.alias.get(i, i)]]
+    def pieces(self, source: str, i: int) -> Any:
+        return self.encoded[self.owner[source, self.alias.get(i, i)]]
 
 
 def accepts_encoder_outputs(backbone: torch.nn.Module) -> bool:
-    """Whether ``backbone`` takes precomputed vision outputs (``mm_encoder_outputs``, transformers 5 Qwen-VL)."""
+    """Whether ``backbone`` takes precomputed vision outputs (``mm_encoder_outputs``, transformers 5)."""
     try:
         params = inspect.signature(backbone.forward).parameters
     except (TypeError, ValueError):
@@ -362,49 +472,36 @@ def accepts_encoder_outputs(backbone: torch.nn.Module) -> bool:
     return "mm_encoder_outputs" in params and hasattr(backbone, "get_image_features")
 
 
-def _with_cached_images(
-    inputs: dict[str, Any], batch: dict[str, Any], idx: Sequence[int], cache: VisionCache, source: str
-) -> dict[str, Any]:
-    """``inputs`` with ``pixel_values`` replaced by the cached encoder outputs of rows ``idx``'s images."""
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
+def _with_cached_images(inputs: dict[str, Any], images: _Images, idx: Sequence[int], cache: VisionCache,
+                        source: str) -> dict[str, Any]:
+    """``inputs`` with ``pixel_values`` replaced by the cached encoder outputs of rows ``idx``'s images
+    (the other image inputs, e.g. ``image_grid_thw``, stay: the decoder still reads them)."""
     if "pixel_values" not in inputs:
         return inputs
-    spans = image_row_spans(batch)
-    embeds = tuple(cache.image_embeds(source, i) for b in idx for i in range(spans[b][2], spans[b][3]))
+    pieces = [cache.pieces(source, i) for b in idx for i in range(*images.spans[b])]
     out = {k: v for k, v in inputs.items() if k != "pixel_values"}
-    out["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=embeds)}
+    out["mm_encoder_outputs"] = _Pieces(pieces, images.adapter)
     return out
 
 
 def _position_ids(backbone: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor | None:
-    """Qwen-VL's 3D rope positions ``(3, b, L)`` for ``inputs``, or ``None`` where the model has no such
-    function or the rows have no image. They depend only on tokens, mask and image grids, so a perturbed
-    copy of the rows shares them: computing them once saves the model's per-row Python loop."""
-    get = getattr(backbone, "get_rope_index", None)
-    if get is None or inputs.get("image_grid_thw") is None or inputs.get("mm_token_type_ids") is None:
+    """The rope positions the decoder would compute for ``inputs`` (the model family's
+    ``rope_positions``: for Qwen-VL its 3D ``(3, b, L)`` M-RoPE positions), or ``None`` where the family has
+    none or the rows have no image. Called only for adapters with ``reuse_positions``: the positions depend
+    on tokens, mask and image grids only, so a perturbed copy of the rows shares them, and computing them
+    once saves the model's per-row Python loop."""
+    adapter = adapter_for(backbone)
+    if adapter is None or adapter.rope_positions is None:
         return None
-    try:
-        positions, _ = get(
-            inputs["input_ids"],
-            inputs["mm_token_type_ids"],
-            image_grid_thw=inputs["image_grid_thw"],
-            attention_mask=inputs["attention_mask"],
-        )
-    except TypeError:  # another signature (other model families / transformers versions)
-        return None
-    return positions
+    return adapter.rope_positions(backbone, inputs)
 
 
-def _position_inputs(batch: dict[str, Any], idx: Sequence[int]) -> dict[str, Any]:
-    """What ``_position_ids`` reads for responses ``idx``: tokens, mask, token types and image grids
-    (``_rows`` without copying the pixels)."""
-    inputs = _rows(batch, idx, None)
-    if batch.get("image_grid_thw") is not None:
-        spans = image_row_spans(batch)
-        grids = [batch["image_grid_thw"][spans[i][2] : spans[i][3]] for i in idx]
-        if sum(g.size(0) for g in grids) > 0:
-            inputs["image_grid_thw"] = torch.cat(grids)
+def _position_inputs(batch: dict[str, Any], idx: Sequence[int], images: _Images | None = None) -> dict[str, Any]:
+    """What ``_position_ids`` reads for responses ``idx``: tokens, mask, token types and the image inputs
+    other than pixels (``_rows`` without copying the pixels)."""
+    images = images or _Images(batch, _adapter(batch, None))
+    inputs = _rows(batch, idx, None, images=images)
+    inputs.update(images.inputs(idx, None, with_pixels=False))
     return inputs
 
 
@@ -412,20 +509,14 @@ def _stack(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     """Concatenate two model-input dicts along the batch (clean rows first, then perturbed rows)."""
     out = {}
     for key, value in a.items():
-        if key == "mm_encoder_outputs":
-            from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-            embeds = tuple(value["image"].pooler_output) + tuple(b[key]["image"].pooler_output)
-            out[key] = {"image": BaseModelOutputWithPooling(pooler_output=embeds)}
-        else:
-            out[key] = torch.cat([value, b[key]], dim=0)
+        out[key] = value + b[key] if isinstance(value, _Pieces) else torch.cat([value, b[key]], dim=0)
     return out
 
 
 @torch.no_grad()
 def completion_hidden(backbone: torch.nn.Module, inputs: dict[str, Any], completion_len: int) -> torch.Tensor:
     """``(b, C, D)`` final hidden states at the positions that predict each completion token."""
-    out = backbone(**inputs, use_cache=False)
+    out = _call(backbone, inputs, use_cache=False)
     hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
     return hidden[:, -completion_len - 1 : -1]
 
@@ -469,6 +560,7 @@ def _shared_prefix_hidden(
     cache: VisionCache,
     positions: torch.Tensor,
     completion_len: int,
+    images: _Images,
 ) -> torch.Tensor:
     """``(len(sources)·b, C, D)`` final hidden states predicting the completion tokens of responses ``idx``
     (b of them), for each image source in turn, with each prompt run once per source.
@@ -497,15 +589,12 @@ def _shared_prefix_hidden(
     }
     rep_positions = positions[:, rep_pos, :P]
     prefix["position_ids"] = rep_positions.repeat(1, len(sources), 1)
-    embeds: list[torch.Tensor] = []
-    spans = image_row_spans(batch)
+    pieces: list[Any] = []
     for source in sources:
-        embeds += [cache.image_embeds(source, i) for b in rep_rows for i in range(spans[b][2], spans[b][3])]
-    if embeds:
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-        prefix["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=tuple(embeds))}
-    out = backbone(**prefix, use_cache=True)
+        pieces += [cache.pieces(source, i) for b in rep_rows for i in range(*images.spans[b])]
+    if pieces:
+        prefix["mm_encoder_outputs"] = _Pieces(pieces, images.adapter)
+    out = _call(backbone, prefix, use_cache=True)
     last = (out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0])[:, -1]  # (S·n, D)
     kv = out.past_key_values
     owner = {g: k for k, g in enumerate(reps)}
@@ -533,7 +622,7 @@ def _shared_prefix_hidden(
             ).repeat(len(sources), 1),
             "position_ids": positions[:, part, P : P + steps].repeat(1, len(sources), 1),
         }
-        out = backbone(**completion, past_key_values=part_kv, use_cache=True)
+        out = _call(backbone, completion, past_key_values=part_kv, use_cache=True)
         hidden = out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0]
         rest[torch.as_tensor(rows_out, dtype=torch.long, device=rest.device), : longest - 1] = hidden[:, : longest - 1]
     first = last[torch.as_tensor(order, dtype=torch.long, device=last.device)][:, None]
@@ -568,9 +657,16 @@ def length_parts(lengths: Sequence[int]) -> list[list[int]]:
 
 def _copy_cache(kv):
     """A cache object sharing ``kv``'s tensors whose ``reorder_cache`` leaves ``kv`` untouched (reordering
-    replaces each layer's tensors, it does not write into them)."""
+    replaces each layer's tensors, it does not write into them). Layers that keep their tensors in lists
+    (the recurrent layers' conv / recurrent states) get their own lists, which reordering rebinds."""
     part = copy.copy(kv)
-    part.layers = [copy.copy(layer) for layer in kv.layers]
+    part.layers = []
+    for layer in kv.layers:
+        own = copy.copy(layer)
+        for name, value in vars(layer).items():
+            if isinstance(value, (list, dict)):
+                setattr(own, name, copy.copy(value))
+        part.layers.append(own)
     return part
 
 
@@ -594,6 +690,7 @@ def counterfactual_stats(
     share_prefix: bool = True,
     lockstep: bool = False,
     groups: Sequence[int] | None = None,
+    adapter: Adapter | None = None,
 ) -> TokenStats:
     """Token statistics ``(len(rows), C)`` for the responses ``rows`` of a generation batch.
 
@@ -622,12 +719,19 @@ def counterfactual_stats(
         lockstep: make every chunk exactly one model call whatever a process's rows hold (sharded models):
             no shared prefix and no separate vision-encoder call, whose count would depend on the rows.
         groups: ``prompt_groups(batch)`` if the caller has it (computed here otherwise).
+        adapter: the model family's (``visent.models``); ``None`` looks it up from ``backbone``. Its
+            ``vision_cache`` / ``shared_prefix`` / ``reuse_positions`` decide which savings run; a family
+            with none of them gets the plain clean-plus-perturbed forward.
     """
     mask_all = batch["completion_mask"]
     C = mask_all.size(1)
     weight, bias = lm_head.weight, getattr(lm_head, "bias", None)
-    pv = batch.get("pixel_values")
-    groups = prompt_groups(batch, rows) if groups is None else list(groups)
+    adapter = _adapter(backbone, adapter)
+    images = _Images(batch, adapter)
+    has_images = batch.get("pixel_values") is not None
+    clean_src: Pixels | None = None  # the batch's own images
+    pert_src = _source(images, perturbed_pixel_values, batch) if perturbed_pixel_values is not None else None
+    groups = prompt_groups(batch, rows, adapter) if groups is None else list(groups)
     # Token-for-token repeats of a response of the same prompt get its statistics.
     rows, inverse = distinct_responses(batch, list(rows), groups)
     if len(rows) > batch_size:
@@ -641,7 +745,6 @@ def counterfactual_stats(
     need_clean = clean_hidden is None
     need_pert = with_perturbed and perturbed_pixel_values is not None
     cache: VisionCache | None = None
-    spans = image_row_spans(batch)
     # The images of a group's responses are equal (prompt_groups compares them; the perturbed ones share
     # the group's seed): encode one scored response's. Not the batch's first of the group: that one may be
     # skipped, and then its "perturbed" pixels were never perturbed.
@@ -650,18 +753,36 @@ def counterfactual_stats(
         first_of.setdefault(groups[b], b)
     if lockstep:
         share_prefix = False  # every chunk must be exactly one model call (argument doc)
-    if pv is not None and rows and (need_clean or need_pert) and not lockstep and accepts_encoder_outputs(backbone):
-        images = sorted({i for b in first_of.values() for i in range(spans[b][2], spans[b][3])})
-        sources = {"clean": pv} if need_clean else {}
+    share_prefix = share_prefix and adapter.shared_prefix
+    if not adapter.reuse_positions:
+        clean_position_ids = None
+    if (
+        has_images and rows and (need_clean or need_pert) and not lockstep
+        and adapter.vision_cache and accepts_encoder_outputs(backbone)
+    ):
+        wanted = sorted({i for b in first_of.values() for i in range(*images.spans[b])})
+        sources: dict[str, Pixels | None] = {"clean": clean_src} if need_clean else {}
         if need_pert:
-            sources["perturbed"] = perturbed_pixel_values
+            sources["perturbed"] = pert_src
         with forward_ctx() if forward_ctx is not None else _null():
-            alias = _image_alias(spans, rows, groups, first_of)
-            cache = VisionCache(backbone, sources, batch["image_grid_thw"], images, alias=alias)
+            alias = _image_alias(images.spans, rows, groups, first_of)
+            cache = VisionCache(backbone, images, sources, wanted, alias=alias)
+
+    # Responses whose "perturbed" images are their clean ones (``identity``; or no image at all).
+    same_as_clean: dict[int, bool] = {}
+    if with_perturbed:
+        for b in rows:
+            i0, i1 = images.spans[b]
+            same_as_clean[b] = pert_src is None or all(
+                torch.equal(images.pixels(pert_src, i), images.pixels(None, i)) for i in range(i0, i1)
+            )
 
     def inputs_for(idx, which: str) -> dict[str, Any]:
-        inputs = _rows(batch, idx, pv if which == "clean" else perturbed_pixel_values)
-        return _with_cached_images(inputs, batch, idx, cache, which) if cache is not None else inputs
+        source = clean_src if which == "clean" else pert_src
+        inputs = _rows(batch, idx, None, images=images)
+        if has_images:
+            inputs.update(images.inputs(idx, source))
+        return _with_cached_images(inputs, images, idx, cache, which) if cache is not None else inputs
 
     for start in range(0, len(rows), batch_size):
         idx = rows[start : start + batch_size]
@@ -670,13 +791,13 @@ def counterfactual_stats(
             positions = None
             if clean_position_ids is not None:
                 positions = clean_position_ids[:, sel]
-            elif (need_clean or need_pert) and (share_prefix or clean_hidden is None):
-                positions = _position_ids(backbone, _position_inputs(batch, idx))
+            elif adapter.reuse_positions and (need_clean or need_pert) and (share_prefix or clean_hidden is None):
+                positions = _position_ids(backbone, _position_inputs(batch, idx, images))
             shared = share_prefix and cache is not None and positions is not None and positions.dim() == 3
             if clean_hidden is not None:
                 h_clean = clean_hidden[sel]
                 if with_perturbed and shared:
-                    h_pert = _shared_prefix_hidden(backbone, batch, idx, groups, ["perturbed"], cache, positions, C)
+                    h_pert = _shared_prefix_hidden(backbone, batch, idx, groups, ["perturbed"], cache, positions, C, images)
                 elif with_perturbed:
                     pert_inputs = inputs_for(idx, "perturbed")
                     if positions is not None:
@@ -686,7 +807,7 @@ def counterfactual_stats(
                     h_pert = h_clean
             elif shared:
                 names = ["clean", "perturbed"] if with_perturbed else ["clean"]
-                h = _shared_prefix_hidden(backbone, batch, idx, groups, names, cache, positions, C)
+                h = _shared_prefix_hidden(backbone, batch, idx, groups, names, cache, positions, C, images)
                 h_clean, h_pert = h[: len(idx)], h[-len(idx) :]
             elif with_perturbed:
                 clean_inputs = inputs_for(idx, "clean")
@@ -697,6 +818,12 @@ def counterfactual_stats(
                 h_clean, h_pert = h[: len(idx)], h[len(idx) :]
             else:
                 h_clean = h_pert = completion_hidden(backbone, inputs_for(idx, "clean"), C)
+            unchanged = [j for j, b in enumerate(idx) if same_as_clean.get(b, False)]
+            if unchanged and h_pert is not h_clean:
+                # Same inputs, same function: the clean states are the perturbed ones (bit for bit, which a
+                # second forward need not give: some kernels' float results depend on the batch row).
+                h_pert = h_pert.clone()
+                h_pert[unchanged] = h_clean[unchanged]
         forwards += int(clean_hidden is None or with_perturbed)
         ctx = gather_ctx(weight, bias) if gather_ctx is not None else _null()
         with ctx:
@@ -708,7 +835,7 @@ def counterfactual_stats(
             )
     while forwards < min_forwards and mask_all.size(0) > 0:
         with forward_ctx() if forward_ctx is not None else _null():
-            completion_hidden(backbone, _rows(batch, [0], pv), C)  # result unused: keeps collectives in step
+            completion_hidden(backbone, inputs_for([0], "clean"), C)  # result unused: keeps collectives in step
         forwards += 1
     if not parts:
         z = torch.zeros(0, C, device=mask_all.device)
@@ -724,11 +851,11 @@ def counterfactual_stats(
 
 def _image_alias(spans, rows: Sequence[int], groups: Sequence[int], first_of: dict[int, int]) -> dict[int, int]:
     """Image index -> the same-position image of its group's representative response (equal pixels and
-    grid), for the images of ``rows``."""
+    grid), for the images of ``rows``; ``spans``: ``_Images.spans``."""
     alias = {}
     for b in rows:
-        i0, i1 = spans[b][2], spans[b][3]
-        j0 = spans[first_of[groups[b]]][2]
+        i0, i1 = spans[b]
+        j0 = spans[first_of[groups[b]]][0]
         for k in range(i1 - i0):
             alias[i0 + k] = j0 + k
     return alias

@@ -49,7 +49,7 @@ from visent.core.schedules import entropy_coef, entropy_stage
 from visent.core.scores import token_scores
 from visent.core.selection import keep_count, select_tokens
 from visent.core.stats import TokenStats
-from visent.perturb import PatchLayout
+from visent.models.adapters import adapter_for, require_adapter
 from visent.trainer._trl_seam import (
     SeamTrainer,
     backbone_and_head,
@@ -96,7 +96,15 @@ class VisentGRPOTrainer(SeamTrainer):
         if not isinstance(config, VisentConfig):
             raise TypeError(f"VisentGRPOTrainer needs args=VisentConfig(...); got {type(config).__name__}")
         super().__init__(*args, **kwargs)
-        self.patch_layout = PatchLayout.from_processor(self.processing_class)
+        # The model family's adapter (visent.models): how its image inputs are cut per response and
+        # perturbed, and which counterfactual-pass savings are exact for it. No adapter: refused here.
+        # Only token statistics need it: without them (token_score none / random) TRL's forward does all.
+        self.model_adapter = adapter_for(self.model)
+        if self.model_adapter is None and self.args.needs_clean_stats:
+            self.model_adapter = require_adapter(self.model, what="VisentGRPOTrainer")  # raises, one line
+        self.image_geometry = (
+            self.model_adapter.image_geometry(self.processing_class) if self.model_adapter is not None else None
+        )
 
     # ---------------------------------------------------------------- once per generation batch
 
@@ -179,12 +187,14 @@ class VisentGRPOTrainer(SeamTrainer):
         num_images = batch.get("num_images") or [0] * B
         has_image = torch.tensor([num_images[i] > 0 for i in rows], dtype=torch.bool, device=device)
 
-        groups = prompt_groups(batch, rows)
+        adapter = self.model_adapter
+        groups = prompt_groups(batch, rows, adapter)
         perturbed = None
         if args.needs_perturbed_pass and batch.get("pixel_values") is not None:
-            seeds = prompt_seeds(batch, args.perturbation_seed, step, groups, rows)
+            seeds = prompt_seeds(batch, args.perturbation_seed, step, groups, rows, adapter)
             perturbed = perturb_images(
-                batch, seeds, args.perturbation, args.perturbation_strength, self.patch_layout, rows, groups
+                batch, seeds, args.perturbation, args.perturbation_strength, self.image_geometry, rows, groups,
+                adapter,
             )
         backbone, head = backbone_and_head(self.model)
         batch_size = args.counterfactual_batch_size or args.per_device_train_batch_size
@@ -212,6 +222,7 @@ class VisentGRPOTrainer(SeamTrainer):
                 min_forwards=forwards,
                 lockstep=lockstep,
                 groups=groups,
+                adapter=adapter,
                 gather_ctx=lm_head_gather_ctx,
                 # Same autocast as TRL's forwards: a reused clean pass and our perturbed pass must share
                 # precision, or the JSD would measure bf16-vs-fp32 rounding instead of the image.

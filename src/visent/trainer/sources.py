@@ -1,7 +1,8 @@
 """Resolve the names in a ``VisentConfig`` to objects: model + processor, dataset, reward functions.
 
-- model: ``tiny:qwen2_5_vl`` / ``tiny:qwen2_vl`` (built locally, offline) or a Hub id / local checkpoint
-  (``visent.lab.tiny.load_model_and_processor``; ``model_init_kwargs`` are passed to ``from_pretrained``).
+- model: ``tiny:<family>`` (built locally, offline; families in ``visent.models``) or a Hub id / local
+  checkpoint (``visent.models.load_model_and_processor``; ``model_init_kwargs`` are passed to
+  ``from_pretrained``). A model visent cannot run raises ``visent.models.UnsupportedModel``.
 - dataset: ``lab:<task>`` (``visent.lab.tasks``: counting, grounding, classification; ``dataset_size``
   examples from ``dataset_seed``) or a path / Hub id streamed by ``visent.data.table.load_table`` into a
   cached, memory-mapped Arrow table (the cache folder is printed on stderr).
@@ -18,12 +19,13 @@ __all__ = ["LAB_PREFIX", "dataset_has_images", "load_model", "load_train_dataset
 LAB_PREFIX = "lab:"
 
 
-def load_model(name: str, model_init_kwargs: dict | None = None) -> tuple[Any, Any]:
-    """``(model, processor)`` for a model name (see module docstring)."""
-    from visent.lab.tiny import load_model_and_processor
+def load_model(name: str, model_init_kwargs: dict | None = None, need_adapter: bool = True) -> tuple[Any, Any]:
+    """``(model, processor)`` for a model name (see module docstring). ``need_adapter``: whether the run
+    computes token statistics, which only a family with an adapter supports (``visent.models.loading``)."""
+    from visent.models import load_model_and_processor
 
     kwargs = {} if name.startswith("tiny:") else dict(model_init_kwargs or {})
-    return load_model_and_processor(name, **kwargs)
+    return load_model_and_processor(name, need_adapter=need_adapter, **kwargs)
 
 
 def load_examples_for(spec: str, size: int, seed: int) -> list:

@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from visent.perturb import PERTURBATIONS
 
     p = argparse.ArgumentParser(prog="visent inspect", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", required=True, help="model folder or Hub id, or tiny:qwen2_5_vl / tiny:qwen2_vl")
+    p.add_argument("--model", required=True, help="model folder or Hub id of a supported family, or tiny:<family> (e.g. tiny:qwen3_vl)")
     p.add_argument(
         "--data",
         required=True,
@@ -69,8 +69,13 @@ def _check(args: argparse.Namespace) -> None:
     """Usage errors that argparse cannot see, with what to do."""
     from visent.core.scores import SCORES
     from visent.eval.generation import render_template
+    from visent.models import check_supported
     from visent.perturb import PERTURBATIONS
 
+    try:
+        check_supported(args.model)  # a model without a family adapter: one line, status 2, nothing loaded
+    except OSError:
+        pass  # no such folder, or offline: reported with a hint when the model is loaded
     if args.perturbation not in PERTURBATIONS:
         raise ValueError(f"--perturbation {args.perturbation!r} is unknown; valid: {', '.join(PERTURBATIONS)}")
     if args.method not in SCORES:
@@ -112,7 +117,7 @@ def _read_responses(path: str, ids: list[str]) -> list[str]:
 def _load_model(name: str, device: str, dtype: str) -> tuple[Any, Any]:
     import torch
 
-    from visent.lab.tiny import load_model_and_processor
+    from visent.models import load_model_and_processor
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -149,11 +154,15 @@ def main(argv: list[str] | None = None) -> int:
     if bench.skipped:
         print(f"visent inspect: the loader skipped bad rows: {bench.skipped}", file=sys.stderr)
 
+    from visent.models import UnsupportedModel
     from visent.viz.heatmap import write_tokens_html
     from visent.viz.scoring import score_responses
 
     try:
         model, processor = _load_model(args.model, args.device, args.dtype)
+    except UnsupportedModel as exc:
+        print(f"visent inspect: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ValueError) as exc:
         hint = "" if args.model.startswith("tiny:") or Path(args.model).exists() else " (no such local folder; tried it as a Hub id)"
         print(f"visent inspect: cannot load model {args.model!r}{hint}: {exc}", file=sys.stderr)

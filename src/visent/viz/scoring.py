@@ -3,8 +3,9 @@
 This is the trainer's counterfactual pass run outside training, so the heatmap shows exactly what the
 trainer would compute for the same response: prompts are rendered with the model's own chat template
 (``visent.eval.generation.chat_prompt``), the batch is laid out the way TRL 1.16 hands it to the trainer
-(``prompt_ids``/``prompt_mask`` left-padded, ``completion_ids``/``completion_mask`` right-padded,
-patch-flattened ``pixel_values`` + ``image_grid_thw`` + ``num_images``), and then
+(``prompt_ids``/``prompt_mask`` left-padded, ``completion_ids``/``completion_mask`` right-padded, the
+processor's image inputs — ``pixel_values`` and whatever the family adds, e.g. ``image_grid_thw``,
+``pixel_attention_mask``, ``image_sizes`` — and ``num_images``), and then
 
 - ``visent.trainer.counterfactual.prompt_seeds`` / ``perturb_batch_images`` draw one seeded perturbation
   per prompt,
@@ -12,8 +13,10 @@ patch-flattened ``pixel_values`` + ``image_grid_thw`` + ``num_images``), and the
   reduces final hidden states to token statistics in chunks (``visent.core.stats``),
 - ``visent.core.scores.token_scores`` / ``select_tokens`` score and select (top-ρ per response).
 
-Nothing here is specific to the tiny lab models: any Qwen2-VL / Qwen2.5-VL checkpoint loaded with
-``AutoModelForImageTextToText`` + ``AutoProcessor`` goes through the same calls.
+Nothing here is specific to the tiny lab models or to one family: the model's adapter
+(``visent.models``) says how its images are cut, perturbed and shown (the pictures in the records are
+the un-normalised model inputs: Qwen's patch rows reassembled; for a tiled family the overview tile its
+adapter names in ``extra["display"]``).
 
 As in the trainer, a response whose prompt has no image cannot be perturbed: its statistics are the
 clean ones (JSD 0) and its selection falls back to entropy-only scores (noted in the record's meta).
@@ -113,9 +116,9 @@ def _encode_prompts(processor: Any, examples: Sequence[Example], template: str, 
     texts = [chat_prompt(processor, ex, template, system_prompt) for ex in examples]
     images = [load_images(ex) for ex in examples]
     kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True, "padding_side": "left"}
-    flat = [im for per in images for im in per]
-    if flat:
-        kwargs["images"] = flat
+    if any(images):
+        # One list per prompt: Gemma 3 and SmolVLM processors match images to prompts by nesting.
+        kwargs["images"] = images
     return processor(**kwargs), [len(per) for per in images]
 
 
@@ -155,7 +158,10 @@ def _response_ids(tokenizer: Any, response: str | Sequence[int], append_eos: boo
     return ids
 
 
-def _batch(enc: dict[str, torch.Tensor], completions: list[list[int]], num_images: list[int], pad_id: int, device):
+def _batch(
+    enc: dict[str, torch.Tensor], completions: list[list[int]], num_images: list[int], pad_id: int, device,
+    image_keys: Sequence[str] = ("pixel_values", "image_grid_thw"),
+):
     """TRL's generation-batch layout (see module docstring) for one chunk of examples."""
     width = max(len(c) for c in completions)
     ids = torch.full((len(completions), width), pad_id, dtype=torch.long)
@@ -176,8 +182,9 @@ def _batch(enc: dict[str, torch.Tensor], completions: list[list[int]], num_image
             # As TRL does: the prompt's multimodal token types, zeros over the completion.
             batch[key] = torch.cat([enc[key].to(device), torch.zeros_like(ids)], dim=1)
     if "pixel_values" in enc:
-        batch["pixel_values"] = enc["pixel_values"].to(device)
-        batch["image_grid_thw"] = enc["image_grid_thw"].to(device)
+        for key in image_keys:  # the family's image inputs (its adapter's image_keys)
+            if key in enc:
+                batch[key] = enc[key].to(device)
     return batch
 
 
@@ -247,7 +254,10 @@ def score_responses(
     _check_args(examples, responses, perturbation, method, ratio, max_new_tokens, batch_size)
     tok = processor.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    layout = PatchLayout.from_processor(processor)
+    from visent.models import require_adapter
+
+    adapter = require_adapter(model)
+    layout = adapter.image_geometry(processor)
     strength_used = DEFAULT_STRENGTH[perturbation] if strength is None else float(strength)
     device = next(model.parameters()).device
     backbone, head = backbone_and_head(model)
@@ -268,11 +278,11 @@ def score_responses(
                     _response_ids(tok, responses[start + b], append_eos, f"response {start + b} (example {ex.id!r})")
                     for b, ex in enumerate(chunk)
                 ]
-            batch = _batch(enc, completions, num_images, pad_id, device)
+            batch = _batch(enc, completions, num_images, pad_id, device, adapter.image_keys)
             perturbed = None
             if batch.get("pixel_values") is not None:
-                seeds = prompt_seeds(batch, seed, 0)
-                perturbed = perturb_batch_images(batch, seeds, perturbation, strength_used, layout)
+                seeds = prompt_seeds(batch, seed, 0, adapter=adapter)
+                perturbed = perturb_batch_images(batch, seeds, perturbation, strength_used, layout, adapter=adapter)
             stats = counterfactual_stats(
                 backbone,
                 head,
@@ -283,6 +293,7 @@ def score_responses(
                 temperature=temperature,
                 chunk_size=chunk_size,
                 batch_size=len(chunk),
+                adapter=adapter,
             )
             valid = batch["completion_mask"].float()
             gen = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -295,7 +306,7 @@ def score_responses(
             selected = select_tokens(chosen, valid, ratio, "response", "top", gen)
             records.extend(
                 _records(chunk, completions, batch, perturbed, stats, scores, selected, has_image, layout, tok,
-                         method, compute_reward)
+                         method, compute_reward, adapter)
             )
             bar.update(len(chunk))
     finally:
@@ -304,11 +315,41 @@ def score_responses(
     return records
 
 
-def _records(chunk, completions, batch, perturbed, stats, scores, selected, has_image, layout, tok, method,
-             compute_reward) -> list[TokenRecord]:
+def _display_images(batch, perturbed, layout, adapter) -> list[tuple[list[Any], list[Any]]]:
+    """Per response: ``(clean, perturbed)`` pictures of its images (module docstring)."""
     from visent.trainer.counterfactual import image_row_spans
 
-    spans = image_row_spans(batch)
+    B = batch["completion_ids"].size(0)
+    if batch.get("pixel_values") is None:
+        return [([], [])] * B
+    if adapter.layout == "patch_rows":
+        out = []
+        for r0, r1, i0, i1 in image_row_spans(batch):
+            if r1 == r0:
+                out.append(([], []))
+                continue
+            grid = batch["image_grid_thw"][i0:i1].cpu()
+            out.append(
+                (
+                    pixel_values_to_images(batch["pixel_values"][r0:r1], grid, layout),
+                    pixel_values_to_images(perturbed[r0:r1], grid, layout),
+                )
+            )
+        return out
+    display = adapter.extra.get("display")
+    if display is None:
+        return [([], [])] * B
+    clean_units = adapter.units(batch)
+    pert_units = adapter.units({**batch, "pixel_values": perturbed})
+    return [
+        ([im for u in c for im in display(u, layout)], [im for u in p for im in display(u, layout)])
+        for c, p in zip(clean_units, pert_units)
+    ]
+
+
+def _records(chunk, completions, batch, perturbed, stats, scores, selected, has_image, layout, tok, method,
+             compute_reward, adapter) -> list[TokenRecord]:
+    pictures = _display_images(batch, perturbed, layout, adapter)
     fields = {
         "entropy": stats.entropy,
         "entropy_perturbed": stats.entropy_perturbed,
@@ -321,12 +362,7 @@ def _records(chunk, completions, batch, perturbed, stats, scores, selected, has_
         n = len(completions[b])
         signals = {name: values[b, :n].tolist() for name, values in fields.items()}
         signals.update({score_signal(m): s[b, :n].tolist() for m, s in scores.items()})
-        r0, r1, i0, i1 = spans[b]
-        clean_imgs, pert_imgs = [], []
-        if r1 > r0:
-            grid = batch["image_grid_thw"][i0:i1].cpu()
-            clean_imgs = pixel_values_to_images(batch["pixel_values"][r0:r1], grid, layout)
-            pert_imgs = pixel_values_to_images(perturbed[r0:r1], grid, layout)
+        clean_imgs, pert_imgs = pictures[b]
         tokens = decode_tokens(tok, completions[b])
         response = tok.decode(completions[b], skip_special_tokens=True)
         meta: dict[str, Any] = {"task": ex.task}

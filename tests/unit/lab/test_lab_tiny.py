@@ -134,8 +134,8 @@ def test_target_responses_are_short():
 def test_unknown_tiny_name_lists_valid_ones():
     with pytest.raises(ValueError, match="tiny:qwen2_5_vl.*tiny:qwen2_vl"):
         load_model_and_processor("tiny:llava")
-    with pytest.raises(ValueError, match="qwen2_5_vl, qwen2_vl"):
-        build_tiny("qwen3_vl")
+    with pytest.raises(ValueError, match="qwen2_5_vl, qwen2_vl, qwen3_vl"):
+        build_tiny("no_such_family")
 
 
 def test_saved_tiny_model_reloads_through_from_pretrained(tmp_path):

@@ -70,8 +70,10 @@ def test_one_perturbation_per_prompt(tiny, monkeypatch):
     _, processor = tiny
     batch = make_batch(processor, [0, 0, 0, 1, 1, 1])
     calls = []
-    real = cf.perturb_pixel_values
-    monkeypatch.setattr(cf, "perturb_pixel_values", lambda *a, **k: calls.append(1) or real(*a, **k))
+    import visent.perturb
+
+    real = visent.perturb.perturb_pixel_values  # what the Qwen adapter's perturb calls, once per prompt
+    monkeypatch.setattr(visent.perturb, "perturb_pixel_values", lambda *a, **k: calls.append(1) or real(*a, **k))
     seeds = cf.prompt_seeds(batch, 0, 0)
     out = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None, PatchLayout.from_processor(processor))
     assert len(calls) == 2

@@ -1,0 +1,264 @@
+"""Gemma 3: ``Gemma3ForConditionalGeneration`` with ``Gemma3Processor`` and ``Gemma3ImageProcessor``.
+
+Layout (``"images"``): the image processor resizes every image to one fixed square (896 px in the
+releases) and hands the model ``pixel_values`` ``(n_images, C, H, W)``, normalised with mean = std = 0.5
+(the released preprocessor config). The SigLIP encoder sees each image on its own; the projector
+average-pools its ``(H/p)²`` patch features to ``mm_tokens_per_image`` tokens (256 released: a 16 × 16
+grid, so one token stands for a ``H/16``-pixel square, the ``patch_blackout`` cell here). Pan-and-scan
+crops (off by default) are not supported: ``num_crops`` is not kept by TRL.
+
+Extra forward input: ``token_type_ids`` ``(B, P + C)`` (1 on image tokens), from which the decoder
+builds bidirectional attention inside each image block; TRL extends it with zeros over the completion.
+
+Counterfactual savings: the vision cache is exact (each image is encoded on its own); shared-prefix KV
+reuse is off (the prompt call would need the image-block mask, and Gemma has no 3D rope positions for
+``reuse_positions``), so the perturbed rows run a plain forward with their cached image features.
+
+Tiny builder: real classes; a local BPE tokenizer with Gemma's special tokens (``<bos>``,
+``<start_of_turn>``, ``<end_of_turn>``, ``<start_of_image>``, ``<end_of_image>``, ``<image_soft_token>``)
+named as ``Gemma3Processor`` reads them; images resized to ``image_size`` (64 px: the lab's 56–84 px
+images change size, as every image does for Gemma 3); 8 px patches pooled 2 × 2 to 16 tokens per image;
+a decoder of sliding-window and full-attention layers (the released 5:1 pattern shortened to 3:1).
+Gemma 4 is not served here: its processor hands the model padded variable-resolution patch rows with
+``image_position_ids``, another layout; Gemma 3n is another architecture.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch
+
+from visent.models.adapters import Adapter, ImageUnit
+from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units, picture
+
+__all__ = ["ADAPTERS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_tiny", "tiny_config"]
+
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<pad>",
+    "<eos>",
+    "<bos>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "<start_of_image>",
+    "<end_of_image>",
+    "<image_soft_token>",
+)
+
+# Gemma's turn format; `assistant` is called `model`. An image part becomes `<start_of_image>`, which
+# Gemma3Processor expands to `\n\n<start_of_image>` + image tokens + `<end_of_image>\n\n`.
+CHAT_TEMPLATE = chat_template(
+    prefix="{{ bos_token }}",
+    turn_start="<start_of_turn>",
+    turn_end="<end_of_turn>{{ '\\n' }}",
+    image="<start_of_image>",
+    roles={"assistant": "model"},
+    generation_prompt="<start_of_turn>model{{ '\\n' }}",
+)
+
+
+def build_tokenizer(texts: Sequence[str] | None = None, vocab_size: int = 512, with_lab_texts: bool = True) -> Any:
+    from visent.models.tokenizer import build_tokenizer as build
+
+    tok = build(
+        texts,
+        SPECIAL_TOKENS,
+        eos_token="<end_of_turn>",
+        pad_token="<pad>",
+        bos_token="<bos>",
+        vocab_size=vocab_size,
+        with_lab_texts=with_lab_texts,
+        role_text=("user\n", "model\n", "system\n"),
+    )
+    return named_tokenizer(
+        tok, {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"}
+    )
+
+
+def build_processor(tokenizer: Any, *, image_size: int = 64, tokens_per_image: int = 16) -> Any:
+    from transformers import Gemma3ImageProcessor, Gemma3Processor
+
+    image_processor = Gemma3ImageProcessor(
+        size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    return Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=CHAT_TEMPLATE,
+        image_seq_length=tokens_per_image,
+    )
+
+
+def tiny_config(
+    tokenizer: Any,
+    *,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    vision_hidden_size: int = 64,
+    vision_depth: int = 2,
+    vision_heads: int = 2,
+    image_size: int = 64,
+    patch_size: int = 8,
+    tokens_per_image: int = 16,
+    sliding_window: int = 128,
+) -> Any:
+    from transformers import Gemma3Config
+
+    side = math.isqrt(tokens_per_image)
+    if side * side != tokens_per_image or (image_size // patch_size) % side:
+        raise ValueError(
+            f"tokens_per_image ({tokens_per_image}) must be a square whose side divides the patch grid "
+            f"({image_size // patch_size} patches per side)"
+        )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": num_kv_heads,
+        "head_dim": hidden_size // num_heads,
+        "sliding_window": sliding_window,
+        "layer_types": ["full_attention" if (i + 1) % 4 == 0 else "sliding_attention" for i in range(num_layers)],
+        "max_position_embeddings": 2048,
+        "pad_token_id": ids["<pad>"],
+        "eos_token_id": ids["<end_of_turn>"],
+        "bos_token_id": ids["<bos>"],
+    }
+    vision = {
+        "model_type": "siglip_vision_model",
+        "hidden_size": vision_hidden_size,
+        "intermediate_size": 2 * vision_hidden_size,
+        "num_hidden_layers": vision_depth,
+        "num_attention_heads": vision_heads,
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
+    return Gemma3Config(
+        text_config=text,
+        vision_config=vision,
+        mm_tokens_per_image=tokens_per_image,
+        boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"],
+        image_token_index=ids["<image_soft_token>"],
+    )
+
+
+def build_tiny(
+    *,
+    texts: Sequence[str] | None = None,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    vision_hidden_size: int = 64,
+    vision_depth: int = 2,
+    vision_heads: int = 2,
+    vocab_size: int = 512,
+    image_size: int = 64,
+    patch_size: int = 8,
+    tokens_per_image: int = 16,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """``(model, processor)``: a random-weight tiny Gemma 3 and its processor (module docstring).
+
+    Weights are drawn from ``torch.manual_seed(seed)`` without disturbing the caller's RNG state: the
+    same arguments give identical weights and tokenizer. About a second on CPU.
+    """
+    from transformers import Gemma3ForConditionalGeneration
+
+    tokenizer = build_tokenizer(texts, vocab_size=vocab_size)
+    processor = build_processor(tokenizer, image_size=image_size, tokens_per_image=tokens_per_image)
+    config = tiny_config(
+        tokenizer,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        vision_hidden_size=vision_hidden_size,
+        vision_depth=vision_depth,
+        vision_heads=vision_heads,
+        image_size=image_size,
+        patch_size=patch_size,
+        tokens_per_image=tokens_per_image,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Gemma3ForConditionalGeneration(config)
+        # transformers initialises the image projection to zeros, which makes a random-weight model blind
+        # to its images (every perturbation would give JSD 0); draw it like the other weights instead.
+        torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=config.initializer_range)
+    model.eval()
+    gen = model.generation_config
+    # As in Gemma's instruct checkpoints: a turn ends at <end_of_turn> or <eos>.
+    gen.eos_token_id = [config.text_config.eos_token_id, tokenizer.convert_tokens_to_ids("<eos>")]
+    gen.pad_token_id = config.text_config.pad_token_id
+    gen.bos_token_id = config.text_config.bos_token_id
+    return model, processor
+
+
+# ----------------------------------------------------------------------------- the "images" layout
+
+
+def geometry(processor: Any) -> Any:
+    """``TileLayout``: the image processor's mean/std; the blackout cell is one pooled token's square."""
+    from visent.perturb import TileLayout
+
+    size = processor.image_processor.size
+    side = int(size["height"] if isinstance(size, dict) else size.height)
+    per_side = math.isqrt(int(processor.image_seq_length))
+    mean, std = image_stats(processor)
+    return TileLayout(image_mean=mean, image_std=std, cell=max(1, side // per_side))
+
+
+def perturb(kind: str, units: Sequence[ImageUnit], generator, strength, layout) -> list[ImageUnit]:
+    """One prompt's images ``(1, C, H, W)`` each, perturbed as whole images (``visent.perturb``)."""
+    return perturb_units(
+        kind, units, generator, strength, layout,
+        tiles_of=lambda u: (u["pixel_values"], None),
+        with_tiles=lambda u, t: {**u, "pixel_values": t},
+    )
+
+
+def encode_images(backbone: torch.nn.Module, units: Sequence[ImageUnit]) -> list[torch.Tensor]:
+    """``(tokens_per_image, D)`` projected features per unit, one encoder call (SigLIP sees each image alone)."""
+    pixels = torch.cat([u["pixel_values"] for u in units])
+    return list(backbone.get_image_features(pixels, return_dict=True).pooler_output)
+
+
+def encoder_outputs(pieces: Sequence[torch.Tensor]) -> Any:
+    """``mm_encoder_outputs["image"]``: Gemma 3 scatters ``pooler_output`` ``(n_images, tokens, D)``."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return BaseModelOutputWithPooling(pooler_output=torch.stack(list(pieces)))
+
+
+ADAPTERS: tuple[Adapter, ...] = (
+    Adapter(
+        name="gemma3",
+        model_types=("gemma3",),
+        model_class="Gemma3ForConditionalGeneration",
+        processor_class="Gemma3Processor",
+        layout="images",
+        image_keys=("pixel_values",),
+        token_keys=("token_type_ids",),
+        normalisation="Gemma3ImageProcessor image_mean / image_std (0.5 / 0.5 released)",
+        vision_cache=True,
+        shared_prefix=False,
+        reuse_positions=False,
+        build_tiny=partial(build_tiny),
+        image_geometry=geometry,
+        perturb=perturb,
+        encode_images=encode_images,
+        encoder_outputs=encoder_outputs,
+        notes="fixed-size whole images, token_type_ids for bidirectional image attention; no pan-and-scan",
+        # For `visent inspect`: the image as the model sees it.
+        extra={"display": lambda unit, layout: [picture(unit["pixel_values"][0], layout)]},
+    ),
+)

@@ -1,0 +1,316 @@
+"""SmolVLM2 (the Idefics3 layout): ``SmolVLMForConditionalGeneration`` with ``SmolVLMProcessor`` and
+``SmolVLMImageProcessor``.
+
+Layout (``"tiles"``): the image processor resizes an image so its longest edge is ``size`` and, with
+``do_image_splitting``, cuts it into square tiles of ``max_image_size`` plus one global view of the whole
+image at that size. The tiles of every image of a prompt row are stacked per row: ``pixel_values``
+``(B, N_tiles, C, S, S)``, padded to the batch's largest ``N_tiles`` with all-zero tiles, and
+``pixel_attention_mask`` ``(B, N_tiles, S, S)`` marks real pixels. The model drops every all-zero tile
+as padding, encodes each remaining tile on its own (SigLIP), pixel-shuffles ``scale_factor²`` patches
+into one token and projects. Normalisation: the image processor's mean/std (0.5 / 0.5 released).
+
+Image units: one per prompt row that has images, ``{"pixel_values": (1, N_tiles, C, S, S),
+"pixel_attention_mask": (1, N_tiles, S, S)}`` — the row's tiles of all its images together, since the
+processor does not record which tile belongs to which image. A row's unit count is therefore 0 or 1,
+not its number of images; the counterfactual pass only needs units to be cut and joined consistently.
+Joining stacks rows (all rows of a batch have the same ``N_tiles``); the model matches image features to
+image tokens in order over the whole batch, so a row without images needs no slot.
+
+Perturbation: each real tile is perturbed as an image of its own (``visent.perturb.perturb_image_tiles``
+with ``zero_is_padding``): padding tiles and padding pixels keep their zeros, ``no_image`` leaves a
+near-zero constant so the model still counts the tile, and the blackout cell is the square behind one
+pixel-shuffled token (``patch_size · scale_factor`` pixels). The global view and the crops get
+independent noise: the original image is not kept by TRL, only its tiles.
+
+Counterfactual savings: vision cache exact (tiles are encoded independently); no shared prefix (1D
+positions only, so no ``reuse_positions``).
+
+Tiny builder: a local BPE tokenizer with SmolVLM's special tokens (``<fake_token_around_image>``,
+``<global-img>``, ``<image>``, ``<end_of_utterance>`` and the ``<row_i_col_j>`` tile markers of up to a
+4 × 4 grid); tiles of 32 px (8 px patches, shuffled 2 × 2: 4 tokens a tile), images resized to a longest
+edge of 64 px, so a lab image becomes up to 2 × 2 tiles plus the global view; a Llama decoder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import torch
+
+from visent.models.adapters import Adapter, ImageUnit
+from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units, picture
+
+__all__ = ["ADAPTERS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_tiny", "tiny_config"]
+
+_GRID = 4  # tile-marker tokens <row_i_col_j> for grids up to _GRID × _GRID
+SPECIAL_TOKENS: tuple[str, ...] = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<global-img>",
+    "<image>",
+    "<video>",
+) + tuple(f"<row_{i}_col_{j}>" for i in range(1, _GRID + 1) for j in range(1, _GRID + 1))
+
+# SmolVLM2's turn format: "<|im_start|>User:<image>question<end_of_utterance>\nAssistant:".
+CHAT_TEMPLATE = chat_template(
+    prefix="<|im_start|>",
+    turn_start="",
+    turn_end="<end_of_utterance>{{ '\\n' }}",
+    image="<image>",
+    roles={"user": "User", "assistant": "Assistant", "system": "System"},
+    role_suffix=":",
+    generation_prompt="Assistant:",
+)
+
+
+def build_tokenizer(texts: Sequence[str] | None = None, vocab_size: int = 512, with_lab_texts: bool = True) -> Any:
+    from visent.models.tokenizer import build_tokenizer as build
+
+    tok = build(
+        texts,
+        SPECIAL_TOKENS,
+        eos_token="<end_of_utterance>",
+        pad_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+        vocab_size=vocab_size,
+        with_lab_texts=with_lab_texts,
+        role_text=("User:", "Assistant:", "System:"),
+    )
+    return named_tokenizer(
+        tok,
+        {
+            "fake_image_token": "<fake_token_around_image>",
+            "image_token": "<image>",
+            "global_image_token": "<global-img>",
+            "end_of_utterance_token": "<end_of_utterance>",
+            "video_token": "<video>",
+        },
+    )
+
+
+def build_processor(tokenizer: Any, *, tile_size: int = 32, max_side: int = 64, tokens_per_tile: int = 4) -> Any:
+    from transformers import SmolVLMImageProcessor, SmolVLMProcessor, SmolVLMVideoProcessor
+
+    if max_side > _GRID * tile_size:
+        raise ValueError(f"max_side {max_side} needs more than {_GRID}×{_GRID} tiles of {tile_size} px")
+    image_processor = SmolVLMImageProcessor(
+        size={"longest_edge": max_side},
+        max_image_size={"longest_edge": tile_size},
+        image_mean=[0.5] * 3,
+        image_std=[0.5] * 3,
+        do_image_splitting=True,
+    )
+    # The processor class requires a video processor; the lab never feeds videos.
+    video_processor = SmolVLMVideoProcessor(max_image_size={"longest_edge": tile_size})
+    return SmolVLMProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+        image_seq_len=tokens_per_tile,
+    )
+
+
+def tiny_config(
+    tokenizer: Any,
+    *,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    vision_hidden_size: int = 64,
+    vision_depth: int = 2,
+    vision_heads: int = 2,
+    tile_size: int = 32,
+    patch_size: int = 8,
+    scale_factor: int = 2,
+) -> Any:
+    from transformers import SmolVLMConfig
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    text = {
+        "model_type": "llama",
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": num_kv_heads,
+        "max_position_embeddings": 2048,
+        "pad_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<end_of_utterance>"],
+        "bos_token_id": ids["<|im_start|>"],
+    }
+    vision = {
+        "hidden_size": vision_hidden_size,
+        "intermediate_size": 2 * vision_hidden_size,
+        "num_hidden_layers": vision_depth,
+        "num_attention_heads": vision_heads,
+        "image_size": tile_size,
+        "patch_size": patch_size,
+    }
+    return SmolVLMConfig(
+        text_config=text,
+        vision_config=vision,
+        scale_factor=scale_factor,
+        image_token_id=ids["<image>"],
+        pad_token_id=ids["<|endoftext|>"],
+        tie_word_embeddings=False,
+    )
+
+
+def build_tiny(
+    *,
+    texts: Sequence[str] | None = None,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    vision_hidden_size: int = 64,
+    vision_depth: int = 2,
+    vision_heads: int = 2,
+    vocab_size: int = 512,
+    tile_size: int = 32,
+    max_side: int = 64,
+    patch_size: int = 8,
+    scale_factor: int = 2,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """``(model, processor)``: a random-weight tiny SmolVLM2 and its processor (module docstring).
+
+    Same arguments, same weights and tokenizer; the caller's RNG state is left alone. About a second.
+    """
+    from transformers import SmolVLMForConditionalGeneration
+
+    if (tile_size // patch_size) % scale_factor:
+        raise ValueError(f"tile_size/patch_size ({tile_size}/{patch_size}) must be a multiple of scale_factor")
+    tokens_per_tile = (tile_size // patch_size // scale_factor) ** 2
+    tokenizer = build_tokenizer(texts, vocab_size=vocab_size)
+    processor = build_processor(tokenizer, tile_size=tile_size, max_side=max_side, tokens_per_tile=tokens_per_tile)
+    config = tiny_config(
+        tokenizer,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        num_kv_heads=num_kv_heads,
+        vision_hidden_size=vision_hidden_size,
+        vision_depth=vision_depth,
+        vision_heads=vision_heads,
+        tile_size=tile_size,
+        patch_size=patch_size,
+        scale_factor=scale_factor,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = SmolVLMForConditionalGeneration(config)
+    model.eval()
+    gen = model.generation_config
+    gen.eos_token_id = [config.text_config.eos_token_id, config.text_config.pad_token_id]
+    gen.pad_token_id = config.text_config.pad_token_id
+    gen.bos_token_id = config.text_config.bos_token_id
+    return model, processor
+
+
+# ----------------------------------------------------------------------------- the tiles layout
+
+
+def split_rows(batch: dict[str, Any]) -> list[list[ImageUnit]]:
+    """One unit per prompt row with images (module docstring): that row's tiles and pixel mask."""
+    pv, mask = batch["pixel_values"], batch.get("pixel_attention_mask")
+    if pv.dim() != 5:
+        raise ValueError(f"SmolVLM pixel_values must be (B, N_tiles, C, H, W); got {tuple(pv.shape)}")
+    out = []
+    for b, k in enumerate(batch["num_images"]):
+        if not k:
+            out.append([])
+            continue
+        unit = {"pixel_values": pv[b : b + 1]}
+        if mask is not None:
+            unit["pixel_attention_mask"] = mask[b : b + 1]
+        out.append([unit])
+    return out
+
+
+def geometry(processor: Any) -> Any:
+    """``TileLayout``: mean/std of the image processor; one blackout cell per pixel-shuffled token."""
+    from visent.perturb import TileLayout
+
+    tile = processor.image_processor.max_image_size
+    side = int(tile["longest_edge"] if isinstance(tile, dict) else tile.longest_edge)
+    per_side = math.isqrt(int(processor.image_seq_len))
+    mean, std = image_stats(processor)
+    return TileLayout(image_mean=mean, image_std=std, cell=max(1, side // per_side), zero_is_padding=True)
+
+
+def _tiles(unit: ImageUnit) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, C, S, S)`` tiles of the unit and their real pixels: the pixel mask, and no pixel of an
+    all-zero (padding) tile — the model's own padding test."""
+    tiles = unit["pixel_values"][0]
+    real_tile = (tiles != 0).flatten(1).any(1)
+    mask = unit.get("pixel_attention_mask")
+    valid = torch.ones(tiles.shape[0], *tiles.shape[2:], dtype=torch.bool, device=tiles.device)
+    if mask is not None:
+        valid = mask[0].bool()
+    return tiles, valid & real_tile[:, None, None]
+
+
+def perturb(kind: str, units: Sequence[ImageUnit], generator, strength, layout) -> list[ImageUnit]:
+    """One prompt's tiles perturbed as images of their own, padding untouched (module docstring)."""
+    return perturb_units(
+        kind, units, generator, strength, layout,
+        tiles_of=_tiles,
+        with_tiles=lambda u, t: {**u, "pixel_values": t[None]},
+    )
+
+
+def display(unit: ImageUnit, layout) -> list[Any]:
+    """For ``visent inspect``: the row's last real tile, the global view of its (last) image."""
+    tiles, valid = _tiles(unit)
+    real = valid.flatten(1).any(1).nonzero()
+    return [picture(tiles[int(real[-1])], layout)] if real.numel() else []
+
+
+def encode_images(backbone: torch.nn.Module, units: Sequence[ImageUnit]) -> list[torch.Tensor]:
+    """``(n_tokens, D)`` per unit (all its real tiles' tokens in order), one encoder call."""
+    pixels = torch.cat([u["pixel_values"] for u in units])
+    mask = None
+    if "pixel_attention_mask" in units[0]:
+        mask = torch.cat([u["pixel_attention_mask"] for u in units])
+    return list(backbone.get_image_features(pixels, mask, return_dict=True).pooler_output)
+
+
+def encoder_outputs(pieces: Sequence[torch.Tensor]) -> Any:
+    """``mm_encoder_outputs["image"]``: SmolVLM concatenates a list ``pooler_output`` in order."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return BaseModelOutputWithPooling(pooler_output=list(pieces))
+
+
+ADAPTERS: tuple[Adapter, ...] = (
+    Adapter(
+        name="smolvlm",
+        model_types=("smolvlm",),
+        model_class="SmolVLMForConditionalGeneration",
+        processor_class="SmolVLMProcessor",
+        layout="tiles",
+        image_keys=("pixel_values", "pixel_attention_mask"),
+        token_keys=(),
+        normalisation="SmolVLMImageProcessor image_mean / image_std (0.5 / 0.5 released)",
+        vision_cache=True,
+        shared_prefix=False,
+        reuse_positions=False,
+        build_tiny=partial(build_tiny),
+        split_images=split_rows,
+        image_geometry=geometry,
+        perturb=perturb,
+        encode_images=encode_images,
+        encoder_outputs=encoder_outputs,
+        notes="SmolVLM2 (Idefics3 layout): per-row tiles + global view, pixel_attention_mask, all-zero tiles are padding",
+        extra={"display": display},
+    ),
+)
