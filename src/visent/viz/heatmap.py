@@ -175,9 +175,9 @@ figure img{image-rendering:pixelated;border:1px solid #ccc;display:block}
 .t{border-radius:2px}
 .t.sel{outline:1.5px solid #111;border-bottom:3px solid #111}
 .t.empty{display:inline-block;min-width:.35em;height:1em}
-.t.k-anchor{color:#0b3d91;font-weight:700;border-top:4px solid #0b57d0}
-.t.k-fork{color:#7b1fa2;font-style:italic;border-top:4px dotted #9c27b0}
-.t.k-derived{border-top:4px double #777}
+.t.k-anchor{color:#0b3d91;font-weight:800;border-top:6px solid #0b57d0;padding:0 .15em}
+.t.k-fork{color:#7b1fa2;font-style:italic;border-top:6px dashed #ab47bc;padding:0 .15em}
+.t.k-derived{border-top:6px double #888}
 .kinds{font-size:.85em;margin-top:.3em}
 .kinds span.t{padding:0 .3em;margin-right:.6em}
 table.summary{border-collapse:collapse;font-size:.85em;margin-top:.5em}
@@ -196,8 +196,8 @@ def _kinds_legend(records: Sequence[TokenRecord]) -> str:
     present = {k for r in records for k in (r.kinds or []) if k}
     if not present:
         return ""
-    items = "".join(
-        f'<span class="t k-{k}">{_esc(k)}</span>{_esc(_KIND_TEXT[k].split(" (")[1].rstrip(")"))} · '
+    items = " · ".join(
+        f'<span class="t k-{k}">{_esc(k)}</span>{_esc(_KIND_TEXT[k].split(" (")[1].rstrip(")"))}'
         for k in ("anchor", "fork", "derived")
         if k in present
     )
