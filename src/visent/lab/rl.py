@@ -424,6 +424,8 @@ def run_method(
         "after_per_task": final["per_task"],
         # Per held-out example (in order): paired comparisons between runs on the same set need them.
         "after_scores": final["scores"],
+        # What the final model writes (greedy), to see when a run changes the response's form.
+        "after_responses_sample": final["responses"][:8],
         "reward_last_quarter": _mean_tail(metrics, "reward"),
         "entropy_first": next(
             (r["entropy/mean"] for r in metrics if isinstance(r.get("entropy/mean"), float)), None

@@ -122,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick", action="store_true", help="tiny model and settings (tests; numbers mean nothing)"
     )
+    p.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="run nothing: rewrite results.md and summary.json from the runs already finished in --out",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -657,6 +662,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         write_json_atomic(os.path.join(root, SUMMARY_FILE), summary)
 
+    if args.tables_only:
+        write_tables()
+        print(f"== tables only ({len(jobs)} runs not run): {os.path.join(root, TABLES_FILE)}", flush=True)
+        return 0
     n_workers = _workers(args.workers, len(jobs)) if jobs else 0
     print(f"== {len(jobs)} runs to do ({skipped} already finished) on {n_workers} worker(s)", flush=True)
     failures = 0
