@@ -213,3 +213,22 @@ def test_premise_metrics_on_a_hand_built_case():
     assert m["anchor_share_vepo_top"] == pytest.approx(2 / 7) and m["fork_share_vepo_top"] == pytest.approx(5 / 7)
     assert m["overlap_entropy_vepo"] == pytest.approx(5 / (7 + 2))
     assert m["jsd_anchor"] == 1.0 and m["jsd_rest"] == 0.0
+
+
+def test_sft_probe_leaves_out_exactly_the_fork_tokens():
+    from visent.lab.tiny import build_tiny
+    from visent.lab.warmstart import fork_mask, sft_batch
+
+    _, processor = build_tiny(texts=task_texts(tasks=("tally",)), vocab_size=768, hidden_size=32, num_layers=1)
+    exs = make_examples("tally", 3, seed=4)
+    batch = sft_batch(processor, exs)
+    mask = fork_mask(processor, exs, batch["labels"])
+    tok = processor.tokenizer
+    for b, ex in enumerate(exs):
+        resp = target_response(ex)
+        forks = [resp[a:e] for a, e, k in response_spans(ex) if k == "fork"]
+        got = [tok.decode([int(i)]).strip() for i in batch["input_ids"][b][mask[b]]]
+        assert got == forks
+    # A task without forks masks nothing.
+    c = make_examples("counting", 2, seed=0)
+    assert not fork_mask(processor, c, sft_batch(processor, c)["labels"]).any()
