@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -140,7 +141,6 @@ def paired_interval(a: list[float], b: list[float]) -> tuple[float, float, float
     Normal-approximation 95% interval of the mean difference (``1.96 · sd / √n``); both lists score the
     same examples in the same order (0/1 each for the lab's verifiers).
     """
-    import math
 
     if len(a) != len(b) or not a:
         raise ValueError(f"paired_interval: need two equal-length, non-empty score lists (got {len(a)}, {len(b)})")
@@ -184,7 +184,6 @@ def _verdict(
     a: str, b: str | None, noise: float, demo: tuple[float, float, float] | None, study_pair: dict[str, float] | None
 ) -> str:
     """One plain-language sentence: what the multi-seed study says, then what this single run says."""
-    import math
 
     parts = []
     if study_pair and study_pair.get("n", 0) >= 2 and math.isfinite(study_pair.get("se", float("nan"))):
@@ -209,7 +208,6 @@ def _verdict(
 
 
 def _premise_holds(p: dict[str, Any]) -> str:
-    import math
 
     keys = ("entropy_anchor", "entropy_fork", "anchor_share_vepo_top", "anchor_share_entropy_top", "jsd_anchor")
     if not all(isinstance(p.get(k), float) and math.isfinite(p[k]) for k in keys):
@@ -219,10 +217,16 @@ def _premise_holds(p: dict[str, Any]) -> str:
     ok_j = p["jsd_anchor"] > p["jsd_rest"]
     if ok_h and ok_s and ok_j:
         return "**holds**"
-    return "**does not fully hold** (" + ", ".join(
-        t for ok, t in ((ok_h, "anchored entropy not below the forks'"), (ok_s, "VEPO does not pick more anchored "
-        "tokens than entropy"), (ok_j, "anchored JSD not above the rest")) if not ok
-    ) + ")"
+    failed = [
+        text
+        for ok, text in (
+            (ok_h, "anchored entropy not below the forks'"),
+            (ok_s, "VEPO does not pick more anchored tokens than entropy"),
+            (ok_j, "anchored JSD not above the rest"),
+        )
+        if not ok
+    ]
+    return "**does not fully hold** (" + ", ".join(failed) + ")"
 
 
 def _report(
@@ -322,8 +326,10 @@ def _report(
             "\"Study\" is the mean ± standard error of the same run over the study's seeds."
         ),
         "",
-        "| run | method | label noise | seed | held-out accuracy before | after | change (paired 95% interval) "
-        "| study: change over seeds | reward (last quarter) | wall time |",
+        (
+            "| run | method | label noise | seed | held-out accuracy before | after | change (paired 95% interval) "
+            "| study: change over seeds | reward (last quarter) | wall time |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, res in results.items():
@@ -352,32 +358,47 @@ def _report(
             "",
             (
                 f"On the greedy responses to {int(premise_before['n_responses'])} held-out examples, each token is "
-                "labelled from the task's grammar (`visent.lab.tasks.label_response`): *image-anchored* = the three "
-                "counts read from the image, *forks* = the free choices (opening word, colour order, verbs, closing "
-                "word), *copied* = the closing count and the answer. Entropy and JSD (clean vs perturbed image, "
-                "VEPO's Gaussian pixel perturbation) are the trainer's statistics (`visent.viz.scoring`)."
+                "labelled from the task's grammar (`visent.lab.tasks.label_response`): *image-anchored* = the two "
+                "counts read from the image (the asked colour's and the gray one), *forks* = the seven free wording "
+                "choices (opening word, verb, two nouns, side remark, closing word, answer noun), *copied* = the "
+                "closing count and the answer. Entropy and JSD (clean vs perturbed image, VEPO's Gaussian pixel "
+                "perturbation) are the trainer's statistics (`visent.viz.scoring`). A model that stops writing the "
+                "counts in this grammar has no anchored tokens to measure (—)."
             ),
             "",
             "Warm-start (before RL):",
             "",
             *format_premise(premise_before),
             "",
-            "After each run (anchored share of the entropy / VEPO top-20%; the trainer's logged "
-            "`select/overlap_entropy_top`, last quarter):",
+            (
+                "After each run (anchored share of the entropy / VEPO top-20%; the trainer's logged "
+                "`select/overlap_entropy_top`, last quarter):"
+            ),
             "",
-            "| run | H anchored | H forks | JSD anchored | JSD rest | anchored in entropy top-20% "
-            "| anchored in VEPO top-20% | select/overlap_entropy_top |",
-            "|---|---|---|---|---|---|---|---|",
+            (
+                "| run | H anchored | H forks | JSD anchored | JSD rest | anchored in entropy top-20% "
+                "| anchored in VEPO top-20% | select/overlap_entropy_top | anchored tokens found |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for label, res in results.items():
             p = res.get("premise")
             if not p:
                 continue
             ov = res.get("overlap_entropy_top")
+
+            def num(key: str, spec: str, scale: float = 1.0, unit: str = "", p: dict = p) -> str:
+                v = p.get(key)
+                # No anchored token found: their shares are 0 by construction, not a measurement.
+                ok = isinstance(v, (int, float)) and math.isfinite(v)
+                ok = ok and not (key.startswith("anchor_share") and not p.get("n_anchor"))
+                return f"{scale * v:{spec}}{unit}" if ok else "—"
+
             lines.append(
-                f"| {label} | {p['entropy_anchor']:.2f} | {p['entropy_fork']:.2f} | {p['jsd_anchor']:.2e} | "
-                f"{p['jsd_rest']:.2e} | {100 * p['anchor_share_entropy_top']:.0f}% | "
-                f"{100 * p['anchor_share_vepo_top']:.0f}% | {'—' if ov is None else f'{ov:.2f}'} |"
+                f"| {label} | {num('entropy_anchor', '.2f')} | {num('entropy_fork', '.2f')} | "
+                f"{num('jsd_anchor', '.2e')} | {num('jsd_rest', '.2e')} | "
+                f"{num('anchor_share_entropy_top', '.0f', 100, '%')} | {num('anchor_share_vepo_top', '.0f', 100, '%')} | "
+                f"{'—' if ov is None else f'{ov:.2f}'} | {int(p.get('n_anchor', 0))} |"
             )
         lines.append("")
     lines += [

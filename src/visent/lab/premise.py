@@ -176,16 +176,26 @@ def format_premise(m: dict[str, Any]) -> list[str]:
     return [
         "| | image-anchored counts | forks | copied count + answer | all but the anchored |",
         "|---|---|---|---|---|",
-        f"| mean entropy (nats) | {f('entropy_anchor')} | {f('entropy_fork')} | {f('entropy_derived')} | "
-        f"{f('entropy_rest')} |",
-        f"| mean JSD clean vs perturbed image (nats) | {f('jsd_anchor')} | {f('jsd_fork')} | {f('jsd_derived')} | "
-        f"{f('jsd_rest')} |",
-        f"| share of all tokens | {f('anchor_share_all', True)} | {_pct(m.get('n_fork'), m.get('n_tokens'))} | "
-        "— | — |",
-        f"| share of the entropy top-20% | {f('anchor_share_entropy_top', True)} | "
-        f"{f('fork_share_entropy_top', True)} | — | — |",
-        f"| share of the VEPO top-20% | {f('anchor_share_vepo_top', True)} | {f('fork_share_vepo_top', True)} "
-        "| — | — |",
+        (
+            f"| mean entropy (nats) | {f('entropy_anchor')} | {f('entropy_fork')} | {f('entropy_derived')} | "
+            f"{f('entropy_rest')} |"
+        ),
+        (
+            f"| mean JSD clean vs perturbed image (nats) | {f('jsd_anchor')} | {f('jsd_fork')} | "
+            f"{f('jsd_derived')} | {f('jsd_rest')} |"
+        ),
+        (
+            f"| share of all tokens | {f('anchor_share_all', True)} | "
+            f"{_pct(m.get('n_fork'), m.get('n_tokens'))} | — | — |"
+        ),
+        (
+            f"| share of the entropy top-20% | {f('anchor_share_entropy_top', True)} | "
+            f"{f('fork_share_entropy_top', True)} | — | — |"
+        ),
+        (
+            f"| share of the VEPO top-20% | {f('anchor_share_vepo_top', True)} | "
+            f"{f('fork_share_vepo_top', True)} | — | — |"
+        ),
     ]
 
 

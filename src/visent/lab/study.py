@@ -415,8 +415,10 @@ def paired_table(
     if not rows:
         return []
     return [
-        "### Paired differences (same seed ⇒ same prompts): points, mean ± standard error "
-        "(wins/ties/losses of seeds)",
+        (
+            "### Paired differences (same seed ⇒ same prompts): points, mean ± standard error "
+            "(wins/ties/losses of seeds)"
+        ),
         "",
         "| comparison | " + " | ".join(f"noise {100 * n:g}%" for n in noises) + " |",
         "|---" * (len(noises) + 1) + "|",
@@ -455,9 +457,12 @@ def premise_tables(
     lines = [
         "### VEPO's premise, measured on greedy held-out responses (entropy/JSD in nats; mean over seeds)",
         "",
-        "Anchored = the counts read from the image; forks = the free wording/ordering choices; rest = every "
-        "token that is not anchored. `select/overlap_entropy_top` is the trainer's logged Jaccard overlap of "
-        "the trained tokens with the entropy top-20% (mean over the last quarter of training).",
+        (
+            "Anchored = the counts read from the image; forks = the free wording choices; rest = every token "
+            "that is not anchored. `select/overlap_entropy_top` is the trainer's logged Jaccard overlap of the "
+            "trained tokens with the entropy top-20% (mean over the last quarter of training); a model that "
+            "stops writing the counts in the task's grammar has fewer anchored tokens to measure."
+        ),
         "",
         "| model | noise | " + " | ".join(c[1] for c in _PREMISE_COLS) + " | select/overlap_entropy_top |",
         "|---|---" + "|---" * (len(_PREMISE_COLS) + 1) + "|",

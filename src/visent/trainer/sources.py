@@ -2,7 +2,7 @@
 
 - model: ``tiny:qwen2_5_vl`` / ``tiny:qwen2_vl`` (built locally, offline) or a Hub id / local checkpoint
   (``visent.lab.tiny.load_model_and_processor``; ``model_init_kwargs`` are passed to ``from_pretrained``).
-- dataset: ``lab:<task>`` (``visent.lab.tasks``: counting, grounding, classification; ``dataset_size``
+- dataset: ``lab:<task>`` (``visent.lab.tasks``: counting, tally, grounding, classification; ``dataset_size``
   examples from ``dataset_seed``) or a path / Hub id read by ``visent.data.loaders.load_examples``.
   ``label_noise`` corrupts that fraction of labels (``visent.data.noise``), keeping the clean label.
 - rewards: names in ``visent.rewards.REWARDS``.
@@ -56,12 +56,17 @@ def load_train_dataset(spec: str, size: int = 64, seed: int = 0, label_noise: fl
 def resolve_rewards(names: list[str], dataset: str | None = None) -> list:
     """Reward callables for names in ``visent.rewards.REWARDS`` (unknown names fail listing the valid ones).
 
-    No names and a ``lab:<task>`` dataset: ``r1_<task>`` (the task's accuracy + format).
+    No names and a ``lab:<task>`` dataset: the task's reward (``visent.lab.tasks.TASK_REWARD``: accuracy +
+    format, e.g. ``r1_counting`` for counting and tally).
     """
     from visent.rewards import REWARDS
 
-    if not names and dataset and dataset.startswith(LAB_PREFIX) and f"r1_{dataset[len(LAB_PREFIX):]}" in REWARDS:
-        names = [f"r1_{dataset[len(LAB_PREFIX):]}"]
+    if not names and dataset and dataset.startswith(LAB_PREFIX):
+        from visent.lab.tasks import TASK_REWARD
+
+        default = TASK_REWARD.get(dataset[len(LAB_PREFIX):])
+        if default in REWARDS:
+            names = [default]
 
     unknown = [n for n in names if n not in REWARDS]
     if unknown:

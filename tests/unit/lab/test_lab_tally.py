@@ -80,7 +80,7 @@ def test_generator_spans_mark_counts_as_anchored_and_choices_as_forks():
         by_kind = {k: [resp[a:b] for a, b, kk in spans if kk == k] for k in ("anchor", "fork", "derived")}
         assert by_kind["anchor"] == [str(m["count"]), str(m["gray"])]
         assert by_kind["derived"] == [ex.answer, ex.answer]
-        first = lambda s: re.match(r"\w+", s).group()  # noqa: E731
+        first = lambda s: re.match(r"\w+", s).group()
         assert by_kind["fork"] == [
             first(TALLY_OPENERS[w["opener"]]), TALLY_VERBS[w["verb"]], TALLY_NOUNS[w["noun"]],
             TALLY_NOUNS[w["noun2"]], first(TALLY_NOTES[w["note"]]), TALLY_CLOSERS[w["closer"]],
@@ -146,7 +146,7 @@ def _reference(records, ratio=0.2):
         vepo_top += [kinds[i] for i in v_idx]
         inter += len(e_idx & v_idx)
         union += len(e_idx | v_idx)
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    mean = lambda xs: sum(xs) / len(xs)
     return {
         "entropy_anchor": mean(groups["anchor"]),
         "entropy_fork": mean(groups["fork"]),
