@@ -454,6 +454,7 @@ def premise_tables(
             return "—"
         return f"{100 * v:.0f}%" if pct else f"{v:.3g}"
 
+    n_prem = int(baseline["premise"]["n_responses"]) if baseline and baseline.get("premise") else 32
     lines = [
         "### VEPO's premise, measured on greedy held-out responses (entropy/JSD in nats; mean over seeds)",
         "",
@@ -464,14 +465,15 @@ def premise_tables(
             "stops writing the counts in the task's grammar has fewer anchored tokens to measure."
         ),
         "",
-        "| model | noise | " + " | ".join(c[1] for c in _PREMISE_COLS) + " | select/overlap_entropy_top |",
-        "|---|---" + "|---" * (len(_PREMISE_COLS) + 1) + "|",
+        "| model | noise | " + " | ".join(c[1] for c in _PREMISE_COLS)
+        + f" | select/overlap_entropy_top | anchored tokens found (of {2 * n_prem}) |",
+        "|---|---" + "|---" * (len(_PREMISE_COLS) + 2) + "|",
     ]
     if baseline and baseline.get("premise"):
         pm = baseline["premise"]
         lines.append(
             "| warm-start (before RL) | — | " + " | ".join(fmt(pm.get(k), pct) for k, _, pct in _PREMISE_COLS)
-            + " | — |"
+            + f" | — | {fmt(pm.get('n_anchor'), False)} |"
         )
     for n in noises:
         for m in methods:
@@ -485,8 +487,10 @@ def premise_tables(
                 cells.append(fmt(_mean_std(vals)[0], pct) if vals else "—")
             ov = [r.get("overlap_entropy_top") for r in rows]
             ov = [v for v in ov if isinstance(v, (int, float)) and math.isfinite(v)]
+            found = [float(r["premise"].get("n_anchor", 0)) for r in rows]
             lines.append(
-                f"| {_plain(m)} | {100 * n:g}% | " + " | ".join(cells) + f" | {fmt(_mean_std(ov)[0], False) if ov else '—'} |"
+                f"| {_plain(m)} | {100 * n:g}% | " + " | ".join(cells)
+                + f" | {fmt(_mean_std(ov)[0], False) if ov else '—'} | {fmt(_mean_std(found)[0], False)} |"
             )
     lines.append("")
     return lines
