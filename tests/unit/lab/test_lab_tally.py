@@ -232,3 +232,11 @@ def test_sft_probe_leaves_out_exactly_the_fork_tokens():
     # A task without forks masks nothing.
     c = make_examples("counting", 2, seed=0)
     assert not fork_mask(processor, c, sft_batch(processor, c)["labels"]).any()
+
+
+def test_lab_datasets_default_to_their_task_reward():
+    from visent.trainer.sources import resolve_rewards
+
+    assert [r.name for r in resolve_rewards([], "lab:tally")] == ["r1_counting"]
+    for task in ("counting", "grounding", "classification"):
+        assert [r.name for r in resolve_rewards([], f"lab:{task}")] == [f"r1_{task}"]
