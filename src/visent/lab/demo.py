@@ -5,13 +5,17 @@ Stages:
 1. **warm-start** — SFT of the tiny Qwen2.5-VL to partial competence (``visent.lab.warmstart``), cached
    in the run folder so a second ``visent demo`` starts RL at once;
 2. **held-out baseline** — the warm-start's greedy accuracy on a held-out clean set;
-3. **RL** — four runs of the real trainer (``VisentGRPOTrainer`` built by ``visent train``'s own config
-   path, ``visent.lab.rl``) from the same warm-start: GRPO vs VEPO on clean labels, and GRPO vs the
-   two-stage entropy schedule at 50% label noise; each is evaluated on the same held-out clean set;
-4. **artefacts** — ``report.md`` (accuracy before/after per method, commands, seeds, steps, wall time),
-   ``curves.png`` (reward, held-out accuracy and entropy per step, the two-stage switch marked) and
-   ``tokens.html`` (the VEPO-trained model's responses on held-out examples, clean vs perturbed image,
-   tokens coloured by entropy / JSD / VEPO score, the selected ones marked).
+3. **RL** — five runs of the real trainer (``VisentGRPOTrainer`` built by ``visent train``'s own config
+   path, ``visent.lab.rl``) from the same warm-start: GRPO, VEPO and entropy top-20% on clean labels, and
+   GRPO vs the two-stage entropy schedule at 50% label noise; each is evaluated on the same held-out
+   clean set, and (on a task with token labels, ``tally`` by default) VEPO's premise is measured on the
+   warm-start and on every trained model (``visent.lab.premise``);
+4. **artefacts** — ``report.md`` (a plain-language verdict per comparison with this run's paired 95%
+   intervals beside the multi-seed study's numbers from ``docs/lab-study-<task>.json``; the premise
+   numbers; accuracy before/after per method, commands, seeds, steps, wall time), ``curves.png`` (reward,
+   held-out accuracy and entropy per step, the two-stage switch marked) and ``tokens.html`` (the
+   warm-start's responses on held-out examples, clean vs perturbed image, tokens coloured by entropy /
+   JSD / VEPO score, the VEPO-selected ones boxed, image-anchored tokens and forks marked).
 
 Every number in the artefacts is measured by this run. ``--quick`` shrinks everything (tiny model, a
 few SFT and RL steps) so tests can exercise the whole pipeline in well under a minute; its numbers mean
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -33,17 +38,27 @@ from typing import Any
 
 __all__ = ["DEMO_RUNS", "main"]
 
-# (run label, lab method, label-noise rate): the four RL runs and the order they are reported in.
+# (run label, lab method, label-noise rate): the RL runs and the order they are reported in.
 DEMO_RUNS: tuple[tuple[str, str, float], ...] = (
     ("grpo_clean", "grpo", 0.0),
     ("vepo_clean", "vepo", 0.0),
+    ("entropy_top20_clean", "entropy_top20", 0.0),
     ("grpo_noise50", "grpo", 0.5),
     ("two_stage_noise50", "two_stage", 0.5),
 )
-_PRETTY = {"grpo": "GRPO", "vepo": "VEPO", "two_stage": "two-stage entropy"}
+_PRETTY = {"grpo": "GRPO", "vepo": "VEPO", "two_stage": "two-stage entropy", "entropy_top20": "entropy top-20%"}
 
-DEFAULT_STEPS = 40
-DEFAULT_HELDOUT = 96
+# (a, b, noise, text): the comparisons the verdict spells out; b None = the warm-start.
+COMPARISONS: tuple[tuple[str, str | None, float, str], ...] = (
+    ("grpo", None, 0.0, "Does RL (GRPO) improve on the warm-start?"),
+    ("vepo", "grpo", 0.0, "Does VEPO beat GRPO on clean labels?"),
+    ("vepo", "entropy_top20", 0.0, "Does VEPO beat entropy top-20% selection?"),
+    ("two_stage", "grpo", 0.5, "Does the two-stage entropy schedule beat GRPO at 50% label noise?"),
+)
+
+DEFAULT_TASK = "tally"
+DEFAULT_HELDOUT = 128
+PREMISE_EXAMPLES = 32
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,9 +72,13 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of the warm-start, the RL runs and the perturbation"
     )
     p.add_argument(
-        "--steps", type=int, default=None, help=f"RL steps per run (default {DEFAULT_STEPS}; --quick: 2)"
+        "--steps", type=int, default=None, help="RL steps per run (default: the task's, rl.TASK_RL_DEFAULTS; --quick: 2)"
     )
-    p.add_argument("--task", default="counting", help="lab task RL trains and is evaluated on")
+    p.add_argument("--task", default=DEFAULT_TASK, help="lab task RL trains and is evaluated on")
+    p.add_argument(
+        "--study", default=None,
+        help="study summary JSON to quote beside this run (default: docs/lab-study-<task>.json of the checkout)",
+    )
     p.add_argument("--heldout", type=int, default=None, help=f"held-out examples (default {DEFAULT_HELDOUT})")
     p.add_argument(
         "--threads",
@@ -78,7 +97,7 @@ def _header(i: int, n: int, text: str) -> None:
 
 def _settings(args: argparse.Namespace):
     from visent.lab.rl import RLSettings, quick_warmstart
-    from visent.lab.warmstart import WarmStartConfig
+    from visent.lab.warmstart import warmstart_config
 
     if args.quick:
         ws = quick_warmstart(args.seed, args.task, max_steps=6)
@@ -91,9 +110,9 @@ def _settings(args: argparse.Namespace):
             eval_points=1,
         )
         return ws, rl, args.heldout or 4
-    # Warm-started on the RL task alone (the recipe's defaults otherwise: it stops at partial competence).
-    ws = WarmStartConfig(seed=args.seed, tasks=(args.task,))
-    rl = RLSettings(task=args.task, steps=args.steps or DEFAULT_STEPS)
+    # Warm-started on the RL task alone with the task's recipe; the study's settings for RL.
+    ws = warmstart_config(args.task, args.seed)
+    rl = RLSettings.for_task(args.task, steps=args.steps)
     return ws, rl, args.heldout or DEFAULT_HELDOUT
 
 
@@ -116,6 +135,100 @@ def _merged_rows(run_dir: str) -> list[dict[str, Any]]:
     return rows
 
 
+def paired_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    """``(mean, lo, hi)`` of ``a − b`` in points: per-example paired differences on one held-out set.
+
+    Normal-approximation 95% interval of the mean difference (``1.96 · sd / √n``); both lists score the
+    same examples in the same order (0/1 each for the lab's verifiers).
+    """
+
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired_interval: need two equal-length, non-empty score lists (got {len(a)}, {len(b)})")
+    d = [100.0 * (x - y) for x, y in zip(a, b)]
+    n = len(d)
+    m = sum(d) / n
+    sd = math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
+    half = 1.96 * sd / math.sqrt(n)
+    return m, m - half, m + half
+
+
+def study_summary_path(task: str) -> str:
+    """``docs/lab-study-<task>.json`` of the checkout this module runs from."""
+    from pathlib import Path
+
+    return str(Path(__file__).resolve().parents[3] / "docs" / f"lab-study-{task}.json")
+
+
+def load_study(path: str | None, task: str) -> dict[str, Any] | None:
+    """The study summary ``visent study`` writes (``summary.json``), or ``None`` when absent/unreadable."""
+    path = path or study_summary_path(task)
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if data.get("task") == task else None
+
+
+def _study_pair(study: dict[str, Any] | None, a: str, b: str | None, noise: float) -> dict[str, float] | None:
+    if not study:
+        return None
+    return study.get("pairs", {}).get(f"{a}|{b or 'warm-start'}|{noise:g}")
+
+
+def _name(method: str | None) -> str:
+    return "the warm-start" if method is None else _PRETTY.get(method, method)
+
+
+def _verdict(
+    a: str, b: str | None, noise: float, demo: tuple[float, float, float] | None, study_pair: dict[str, float] | None
+) -> str:
+    """One plain-language sentence: what the multi-seed study says, then what this single run says."""
+
+    parts = []
+    if study_pair and study_pair.get("n", 0) >= 2 and math.isfinite(study_pair.get("se", float("nan"))):
+        m, se, n = study_pair["mean"], study_pair["se"], int(study_pair["n"])
+        wins = f"{int(study_pair['wins'])} of {n} seeds better"
+        if m - 2 * se > 0:
+            parts.append(f"**Yes** — over {n} seeds, {_name(a)} is {m:+.1f} ± {se:.1f} points ({wins}).")
+        elif m + 2 * se < 0:
+            parts.append(f"**No, worse** — over {n} seeds, {_name(a)} is {m:+.1f} ± {se:.1f} points ({wins}).")
+        else:
+            parts.append(
+                f"**Not distinguishable** — over {n} seeds the difference is {m:+.1f} ± {se:.1f} points ({wins}), "
+                "within two standard errors of zero."
+            )
+    else:
+        parts.append("No multi-seed study summary for this task: only this single run speaks.")
+    if demo is not None:
+        m, lo, hi = demo
+        where = "above zero" if lo > 0 else "below zero" if hi < 0 else "includes zero"
+        parts.append(f"This run (one seed): {m:+.1f} points, paired 95% interval [{lo:+.1f}, {hi:+.1f}] ({where}).")
+    return " ".join(parts)
+
+
+def _premise_holds(p: dict[str, Any]) -> str:
+
+    keys = ("entropy_anchor", "entropy_fork", "anchor_share_vepo_top", "anchor_share_entropy_top", "jsd_anchor")
+    if not all(isinstance(p.get(k), float) and math.isfinite(p[k]) for k in keys):
+        return "**cannot be measured** (the responses do not follow the task's grammar)"
+    ok_h = p["entropy_anchor"] < p["entropy_fork"]
+    ok_s = p["anchor_share_vepo_top"] > p["anchor_share_entropy_top"]
+    ok_j = p["jsd_anchor"] > p["jsd_rest"]
+    if ok_h and ok_s and ok_j:
+        return "**holds**"
+    failed = [
+        text
+        for ok, text in (
+            (ok_h, "anchored entropy not below the forks'"),
+            (ok_s, "VEPO does not pick more anchored tokens than entropy"),
+            (ok_j, "anchored JSD not above the rest"),
+        )
+        if not ok
+    ]
+    return "**does not fully hold** (" + ", ".join(failed) + ")"
+
+
 def _report(
     args: argparse.Namespace,
     argv: list[str],
@@ -126,18 +239,57 @@ def _report(
     rl: Any,
     timings: dict[str, float],
     token_summary: dict[str, Any],
+    premise_before: dict[str, Any] | None,
+    study: dict[str, Any] | None,
 ) -> str:
     import torch
 
+    from visent.lab.premise import format_premise
     from visent.lab.rl import accuracy_block
 
     cmd = shlex.join(["visent", "demo", *argv])
     b = accuracy_block(before["accuracy"], before["n"])
+    by_method = {(res["method"], float(res["noise"])): res for res in results.values()}
     lines = [
         "# visent lab demo",
         "",
         f"Command: `{cmd}`"
         + ("  \n**--quick: a smoke run; the numbers below mean nothing.**" if args.quick else ""),
+        "",
+        "## Verdict",
+        "",
+        (
+            f"Task `{rl.task}`; held-out greedy accuracy on {b['n']} clean examples. Each answer leads with what "
+            + (
+                f"the multi-seed study says ({study['seeds']} seeds, `{study['command']}`, "
+                "docs/lab-results.md), then what this single run measured."
+                if study
+                else "this single run measured (no study summary found for this task)."
+            )
+        ),
+        "",
+    ]
+    for a, bm, noise, question in COMPARISONS:
+        ra = by_method.get((a, noise))
+        rb = by_method.get((bm, noise)) if bm is not None else None
+        if ra is None or (bm is not None and rb is None):
+            continue
+        b_scores = before["scores"] if bm is None else rb["after_scores"]
+        demo = paired_interval(ra["after_scores"], b_scores)
+        lines.append(f"- *{question}* " + _verdict(a, bm, noise, demo, _study_pair(study, a, bm, noise)))
+    if premise_before:
+        p = premise_before
+        lines.append(
+            f"- *Does VEPO's premise hold here?* {_premise_holds(p)} on the warm-start: the counts read from the "
+            f"image have mean entropy {p['entropy_anchor']:.2f} nats vs {p['entropy_fork']:.2f} for the wording "
+            f"forks, and {p['jsd_anchor'] / max(p['jsd_rest'], 1e-30):.0f}× the JSD of the other tokens; "
+            f"{100 * p['anchor_share_entropy_top']:.0f}% of the entropy top-20% are image-anchored vs "
+            f"{100 * p['anchor_share_vepo_top']:.0f}% of the VEPO top-20% (base rate "
+            f"{100 * p['anchor_share_all']:.0f}%)."
+        )
+    lines += [
+        "",
+        "## Run",
         "",
         (
             f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores visible, torch threads {torch.get_num_threads()}, "
@@ -155,7 +307,7 @@ def _report(
         (
             f"Tiny Qwen2.5-VL ({ws_info.get('parameters', 0) / 1e6:.2f}M parameters), SFT on "
             f"{', '.join(ws_info['config']['tasks'])} for {ws_info.get('steps')} steps (seed {ws_info['config']['seed']}, "
-            f"stopped at teacher-forced probe exact match {ws_info.get('probe_exact', float('nan')):.2f}); "
+            f"teacher-forced probe exact match {ws_info.get('probe_exact', float('nan')):.2f}, forks left out); "
             f"cached in `{ws_path}`."
         ),
         "",
@@ -169,46 +321,87 @@ def _report(
         (
             f"Every run: {rl.steps} steps × {rl.prompts_per_step} prompt(s) × K={rl.num_generations} responses, "
             f"≤{rl.max_completion_length} new tokens, lr {rl.learning_rate:g} (constant), τ={rl.temperature:g}, "
-            f"reward `r1_{rl.task}` (accuracy + format) against the (possibly noisy) training label; "
-            "accuracy is greedy, on the held-out set, against clean labels."
+            f"reward `{'r1_counting' if rl.task == 'tally' else 'r1_' + rl.task}` (accuracy + format) against the "
+            "(possibly noisy) training label; accuracy is greedy, on the held-out set, against clean labels. "
+            "\"Study\" is the mean ± standard error of the same run over the study's seeds."
         ),
         "",
-        "| run | method | label noise | seed | steps | held-out accuracy before | after | change | reward (last quarter) | wall time |",
+        (
+            "| run | method | label noise | seed | held-out accuracy before | after | change (paired 95% interval) "
+            "| study: change over seeds | reward (last quarter) | wall time |"
+        ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, res in results.items():
-        delta = res["after"]["accuracy"] - res["before"]["accuracy"]
+        m, lo, hi = paired_interval(res["after_scores"], before["scores"])
         reward = res.get("reward_last_quarter")
+        sp = _study_pair(study, res["method"], None, float(res["noise"]))
+        st = f"{sp['mean']:+.1f} ± {sp['se']:.1f} ({int(sp['n'])} seeds)" if sp else "—"
         lines.append(
             f"| {label} | {_PRETTY.get(res['method'], res['method'])} | {_pct(res['noise'])} | {res['seed']} | "
-            f"{res['steps']} | {_ci(res['before'])} | {_ci(res['after'])} | {100 * delta:+.1f} pts | "
+            f"{_ci(res['before'])} | {_ci(res['after'])} | {m:+.1f} pts [{lo:+.1f}, {hi:+.1f}] | {st} | "
             f"{'n/a' if reward is None else f'{reward:.3f}'} | {res['wall_s']:.0f} s |"
         )
-    lines += [
-        "",
-        "Comparisons (same warm-start, same seed, same held-out set):",
-        "",
-    ]
-    pairs = (
-        ("vepo_clean", "grpo_clean", "VEPO vs GRPO, clean labels"),
-        ("two_stage_noise50", "grpo_noise50", "two-stage vs GRPO, 50% label noise"),
-    )
-    for a, c, text in pairs:
-        if a in results and c in results:
-            d = results[a]["after"]["accuracy"] - results[c]["after"]["accuracy"]
-            lines.append(
-                f"- {text}: {_pct(results[a]['after']['accuracy'])} vs {_pct(results[c]['after']['accuracy'])} "
-                f"({100 * d:+.1f} pts)."
-            )
     n = before["n"]
     lines += [
         "",
         (
-            f"With {n} held-out examples, one example is {100 / n:.1f} points and the 95% intervals above are "
-            "wide: a single seed at this scale shows that the pipeline works, not which method is better. "
-            "`visent study` runs the controlled comparison over seeds (see docs/lab-results.md)."
+            f"With {n} held-out examples one example is {100 / n:.1f} points. The paired interval compares the "
+            "two models example by example on the same set; it measures how sure this run is about *this* "
+            "seed's models, not how much another seed would differ — that spread is the study's."
         ),
         "",
+    ]
+    if premise_before:
+        lines += [
+            "## VEPO's premise, measured",
+            "",
+            (
+                f"On the greedy responses to {int(premise_before['n_responses'])} held-out examples, each token is "
+                "labelled from the task's grammar (`visent.lab.tasks.label_response`): *image-anchored* = the two "
+                "counts read from the image (the asked colour's and the gray one), *forks* = the seven free wording "
+                "choices (opening word, verb, two nouns, side remark, closing word, answer noun), *copied* = the "
+                "closing count and the answer. Entropy and JSD (clean vs perturbed image, VEPO's Gaussian pixel "
+                "perturbation) are the trainer's statistics (`visent.viz.scoring`). A model that stops writing the "
+                "counts in this grammar has no anchored tokens to measure (—)."
+            ),
+            "",
+            "Warm-start (before RL):",
+            "",
+            *format_premise(premise_before),
+            "",
+            (
+                "After each run (anchored share of the entropy / VEPO top-20%; the trainer's logged "
+                "`select/overlap_entropy_top`, last quarter):"
+            ),
+            "",
+            (
+                "| run | H anchored | H forks | JSD anchored | JSD rest | anchored in entropy top-20% "
+                "| anchored in VEPO top-20% | select/overlap_entropy_top | anchored tokens found |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for label, res in results.items():
+            p = res.get("premise")
+            if not p:
+                continue
+            ov = res.get("overlap_entropy_top")
+
+            def num(key: str, spec: str, scale: float = 1.0, unit: str = "", p: dict = p) -> str:
+                v = p.get(key)
+                # No anchored token found: their shares are 0 by construction, not a measurement.
+                ok = isinstance(v, (int, float)) and math.isfinite(v)
+                ok = ok and not (key.startswith("anchor_share") and not p.get("n_anchor"))
+                return f"{scale * v:{spec}}{unit}" if ok else "—"
+
+            lines.append(
+                f"| {label} | {num('entropy_anchor', '.2f')} | {num('entropy_fork', '.2f')} | "
+                f"{num('jsd_anchor', '.2e')} | {num('jsd_rest', '.2e')} | "
+                f"{num('anchor_share_entropy_top', '.0f', 100, '%')} | {num('anchor_share_vepo_top', '.0f', 100, '%')} | "
+                f"{'—' if ov is None else f'{ov:.2f}'} | {int(p.get('n_anchor', 0))} |"
+            )
+        lines.append("")
+    lines += [
         "## Commands",
         "",
         "Each run is `visent train` with the method's config file and lab-sized overrides:",
@@ -220,14 +413,15 @@ def _report(
         "## Artefacts",
         "",
         (
-            "- `curves.png`: reward, held-out accuracy and mean token entropy per step for the four runs; the dashed "
+            "- `curves.png`: reward, held-out accuracy and mean token entropy per step for every run; the dashed "
             "line is the two-stage switch (read from the logged `entropy/stage`)."
         ),
         (
-            f"- `tokens.html`: the VEPO-trained model's greedy responses on {int(token_summary.get('n_responses', 0))} "
-            "held-out examples, clean vs perturbed image, tokens coloured by entropy, JSD and VEPO score, the selected 20% "
-            f"boxed. Mean JSD (nats) of the selected tokens {token_summary.get('jsd_selected_mean', float('nan')):.2e} vs "
-            f"the unselected {token_summary.get('jsd_unselected_mean', float('nan')):.2e}."
+            f"- `tokens.html`: the warm-start's greedy responses on {int(token_summary.get('n_responses', 0))} "
+            "held-out examples, clean vs perturbed image, tokens coloured by entropy, JSD and VEPO score, the VEPO "
+            "top-20% boxed; image-anchored tokens are bold blue with a solid bar above, forks purple italic with a "
+            f"dotted bar. Mean JSD (nats) of the selected tokens {token_summary.get('jsd_selected_mean', float('nan')):.2e} "
+            f"vs the unselected {token_summary.get('jsd_unselected_mean', float('nan')):.2e}."
         ),
         "- `rl/<run>/`: each run's `metrics.jsonl`, `heldout.jsonl` and `result.json`.",
         "",
@@ -241,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None and args.steps < 1:
         print("visent demo: --steps must be >= 1", file=sys.stderr)
         return 2
-    from visent.lab.tasks import TASK_MAKERS
+    from visent.lab.tasks import LABELLED_TASKS, TASK_MAKERS
 
     if args.task not in TASK_MAKERS:
         print(f"visent demo: unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}", file=sys.stderr)
@@ -292,14 +486,30 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     heldout = heldout_set(rl.task, n_heldout, ws_cfg.seed)
     before = measure_before(ws.model, ws.processor, heldout, rl.max_completion_length)
+    labelled = rl.task in LABELLED_TASKS
+    premise_examples = heldout[: min(PREMISE_EXAMPLES, len(heldout))] if labelled else []
+    # The warm-start's token-level view, kept for tokens.html: the premise is about the model RL starts from.
+    premise_before, ws_records = None, None
+    if labelled:
+        from visent.lab.premise import measure_premise
+
+        premise_before, ws_records = measure_premise(
+            ws.model, ws.processor, premise_examples, seed=args.seed, max_new_tokens=rl.max_completion_length
+        )
     timings["baseline"] = time.perf_counter() - t
     print(f"   warm-start accuracy {_pct(before['accuracy'])} ({timings['baseline']:.0f} s)", flush=True)
-    del ws.model
+    if premise_before:
+        print(
+            f"   premise: entropy anchored {premise_before['entropy_anchor']:.2f} vs forks "
+            f"{premise_before['entropy_fork']:.2f} nats; anchored share of entropy top-20% "
+            f"{_pct(premise_before['anchor_share_entropy_top'])} vs VEPO top-20% "
+            f"{_pct(premise_before['anchor_share_vepo_top'])}",
+            flush=True,
+        )
 
     _header(3, n_stages, f"RL: {len(DEMO_RUNS)} runs × {rl.steps} steps through VisentGRPOTrainer")
     t = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
-    vepo_model = vepo_processor = None
     for label, method, noise in DEMO_RUNS:
         res = run_method(
             method,
@@ -311,11 +521,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             out_dir=os.path.join(out, "rl", label),
             progress=progress,
-            keep_model=(method == "vepo"),
-            desc=f"{label:>17}",
+            desc=f"{label:>19}",
+            premise_examples=premise_examples,
         )
-        if method == "vepo":
-            vepo_model, vepo_processor = res.pop("_model"), res.pop("_processor")
         results[label] = res
         print(
             f"   {label}: held-out accuracy {_pct(res['before']['accuracy'])} -> {_pct(res['after']['accuracy'])} "
@@ -331,22 +539,30 @@ def main(argv: list[str] | None = None) -> int:
         os.path.join(out, "curves.png"),
         title=f"visent lab demo ({rl.task}, seed {args.seed})",
     )
-    records = score_responses(
-        vepo_model,
-        vepo_processor,
-        heldout[: min(6, len(heldout))],
-        method="vepo",
-        ratio=0.2,
-        seed=args.seed,
-        max_new_tokens=rl.max_completion_length,
-        batch_size=6,
-    )
+    if ws_records is not None:
+        from visent.lab.premise import record_kinds
+
+        records = ws_records[:8]
+        for r in records:
+            r.kinds = record_kinds(r)
+    else:
+        records = score_responses(
+            ws.model,
+            ws.processor,
+            heldout[: min(6, len(heldout))],
+            method="vepo",
+            ratio=0.2,
+            seed=args.seed,
+            max_new_tokens=rl.max_completion_length,
+            batch_size=6,
+        )
+    del ws.model
     write_tokens_html(
         records,
         os.path.join(out, "tokens.html"),
-        title="visent lab demo: VEPO-trained model, held-out examples",
+        title=f"visent lab demo: the warm-start's responses on held-out {rl.task} examples",
         settings={
-            "model": "tiny Qwen2.5-VL after VEPO",
+            "model": "tiny Qwen2.5-VL, warm-started (the model every RL run starts from)",
             "perturbation": "pixel_values_gaussian (std 2.0)",
             "selection": "VEPO score, top 20% per response",
             "seed": args.seed,
@@ -365,6 +581,8 @@ def main(argv: list[str] | None = None) -> int:
         rl,
         timings,
         summary,
+        premise_before,
+        load_study(args.study, rl.task),
     )
     write_atomic(os.path.join(out, "report.md"), report)
     summary_json = {
@@ -372,6 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         "timings_s": timings,
         "warmstart": {k: v for k, v in ws.info.items() if k != "history"},
         "before": {k: v for k, v in before.items() if k != "responses"},
+        "premise_before": premise_before,
         "rl_settings": asdict(rl),
         "results": results,
         "tokens_summary": summary,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shlex
 import time
@@ -28,9 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from visent.lab.tasks import TASK_REWARD
+
 __all__ = [
     "LAB_ENTROPY_COEF",
     "METHODS",
+    "TASK_METHOD_OVERRIDES",
+    "TASK_RL_DEFAULTS",
     "RLSettings",
     "configs_dir",
     "lab_config",
@@ -63,6 +68,32 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "entropy_max": ("entropy_max", _TWO_STAGE_COEFS),
     "min_then_max": ("min_then_max", _TWO_STAGE_COEFS),
     "two_stage": ("two_stage", _TWO_STAGE_COEFS),
+}
+
+
+# Per-task departures from the RLSettings defaults (which are the counting study's settings, kept as
+# they were so that study stays reproducible). tally: see docs/lab-results.md for the measurements.
+TASK_RL_DEFAULTS: dict[str, dict[str, Any]] = {
+    # Measured from the tally warm-start (50% held-out) on 2 busy CPU cores: 8 prompts × K=4 gained as
+    # much as K=8 at 3/4 of the cost. lr 3e-4 gained in most seeds but collapsed greedy decoding in one of
+    # five (18%: the response left the grammar); at lr 1.5e-4 GRPO reached 57.8–63.3% in all six seeds
+    # (docs/lab-results.md). 6 prompts at lr 4e-4 and lr 1e-3 broke the response grammar. 30 steps × 8 ×
+    # K=4 is what the study's ~120 runs and the demo's budget on 2 cores allow.
+    "tally": {
+        "steps": 30,
+        "prompts_per_step": 8,
+        "num_generations": 4,
+        # Target responses are 33–37 tokens with the end of turn: room for a longer wording, not rambling.
+        "max_completion_length": 40,
+        "learning_rate": 1.5e-4,
+        "eval_points": 2,
+    },
+}
+# Per-task overrides of method knobs. tally: the two-stage family switches at half-way, so that the
+# exploitation stage (λ_min) lasts as long as the exploration stage instead of the configs' last 20%.
+_TWO_STAGE_FAMILY = ("entropy_min", "entropy_max", "min_then_max", "two_stage")
+TASK_METHOD_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
+    "tally": {m: {"entropy_switch": 0.5} for m in ("min_then_max", "two_stage")},
 }
 
 
@@ -141,6 +172,12 @@ class RLSettings:
         if self.num_generations < 2:
             raise ValueError("RLSettings.num_generations must be >= 2 (group advantages need a group)")
 
+    @classmethod
+    def for_task(cls, task: str, **overrides: Any) -> RLSettings:
+        """The lab's settings for ``task`` (``TASK_RL_DEFAULTS``), with ``overrides`` (``None`` = default)."""
+        values = {**TASK_RL_DEFAULTS.get(task, {}), **{k: v for k, v in overrides.items() if v is not None}}
+        return cls(task=task, **values)
+
     def eval_steps(self) -> list[int]:
         n = min(self.eval_points, self.steps)
         return sorted({round(self.steps * (i + 1) / n) for i in range(n)})
@@ -159,7 +196,7 @@ def lab_overrides(
         # Offset from the warm-start's stream (seed 0..) and the held-out stream (seed + 1_000_003).
         "dataset_seed": 10_000 + seed,
         "label_noise": noise,
-        "reward_funcs": f"r1_{s.task}",
+        "reward_funcs": TASK_REWARD[s.task],
         "learning_rate": s.learning_rate,
         "lr_scheduler_type": "constant",
         "warmup_steps": 0,
@@ -181,6 +218,7 @@ def lab_overrides(
         "output_dir": output_dir,
         "gradient_checkpointing": False,
         **METHODS[method][1],
+        **TASK_METHOD_OVERRIDES.get(s.task, {}).get(method, {}),
     }
     tokens: list[str] = []
     for key, value in pairs.items():
@@ -297,7 +335,7 @@ def accuracy_block(accuracy: float, n: int) -> dict[str, Any]:
 
 
 def _mean_tail(rows: Sequence[dict[str, Any]], key: str, frac: float = 0.25) -> float | None:
-    values = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
+    values = [r[key] for r in rows if isinstance(r.get(key), (int, float)) and math.isfinite(r[key])]
     if not values:
         return None
     tail = values[-max(1, int(len(values) * frac)) :]
@@ -317,6 +355,7 @@ def run_method(
     progress: bool = True,
     keep_model: bool = False,
     desc: str | None = None,
+    premise_examples: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train ``method`` from the warm-start at ``model_path`` and evaluate it on ``heldout``.
 
@@ -325,6 +364,8 @@ def run_method(
         noise: label-noise rate of the RL training data (evaluation is always against clean labels).
         keep_model: return the trained model and processor in ``result["_model"]`` / ``["_processor"]``
             (not serialised).
+        premise_examples: examples on which the trained model's greedy responses are scored for VEPO's
+            premise (``visent.lab.premise``) into ``result["premise"]``; empty: not measured.
 
     Returns the ``result.json`` dict (also written to ``out_dir/result.json``).
     """
@@ -381,15 +422,31 @@ def run_method(
         "before": accuracy_block(before["accuracy"], before["n"]),
         "after": accuracy_block(final["accuracy"], final["n"]),
         "after_per_task": final["per_task"],
+        # Per held-out example (in order): paired comparisons between runs on the same set need them.
+        "after_scores": final["scores"],
+        # What the final model writes (greedy), to see when a run changes the response's form.
+        "after_responses_sample": final["responses"][:8],
         "reward_last_quarter": _mean_tail(metrics, "reward"),
         "entropy_first": next(
             (r["entropy/mean"] for r in metrics if isinstance(r.get("entropy/mean"), float)), None
         ),
         "entropy_last_quarter": _mean_tail(metrics, "entropy/mean"),
+        # Jaccard overlap of the trained tokens with the entropy top-ρ, mean over steps (1.0 for GRPO).
+        "overlap_entropy_top": _mean_tail(metrics, "select/overlap_entropy_top", 1.0),
         "wall_s": wall,
         "eval_s": held_cb.seconds,
         "threads": torch.get_num_threads(),
     }
+    if premise_examples:
+        from visent.lab.premise import measure_premise
+
+        t1 = time.perf_counter()
+        premise, _ = measure_premise(
+            model, trainer.processing_class, premise_examples, seed=seed,
+            max_new_tokens=settings.max_completion_length,
+        )
+        result["premise"] = premise
+        result["premise_s"] = time.perf_counter() - t1
     write_json_atomic(os.path.join(out_dir, "result.json"), result)
     if keep_model:
         result["_model"] = model

@@ -29,7 +29,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from typing import Any
 
-__all__ = ["DEFAULT_METHODS", "SCHEDULE_FAMILY", "SELECTION_FAMILY", "main", "results_tables", "run_dir_for"]
+__all__ = [
+    "DEFAULT_METHODS",
+    "PAIRS",
+    "SCHEDULE_FAMILY",
+    "SELECTION_FAMILY",
+    "main",
+    "paired_differences",
+    "results_tables",
+    "run_dir_for",
+    "study_summary",
+]
 
 SELECTION_FAMILY: tuple[str, ...] = (
     "grpo",
@@ -42,6 +52,9 @@ SELECTION_FAMILY: tuple[str, ...] = (
 )
 SCHEDULE_FAMILY: tuple[str, ...] = ("grpo", "entropy_min", "entropy_max", "min_then_max", "two_stage")
 DEFAULT_METHODS: tuple[str, ...] = tuple(dict.fromkeys(SELECTION_FAMILY + SCHEDULE_FAMILY))
+# The tally study on 2 CPU cores: the VEPO paper's two main ablations (is the gain the visual signal's?
+# does entropy coupling matter?) instead of three; vepo_product and the others run with --methods.
+TALLY_METHODS: tuple[str, ...] = tuple(m for m in DEFAULT_METHODS if m != "vepo_product")
 
 _LABELS = {
     "grpo": "GRPO",
@@ -65,6 +78,7 @@ STUDY_FILE = "study.json"
 BASELINE_FILE = "baseline.json"
 RESULT_FILE = "result.json"
 TABLES_FILE = "results.md"
+SUMMARY_FILE = "summary.json"
 
 
 def run_dir_for(root: str, method: str, noise: float, seed: int) -> str:
@@ -82,24 +96,36 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", required=True, help="study folder (resumable)")
     p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per (method, noise)")
-    p.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.5, 1.0], help="label-noise rates")
+    p.add_argument(
+        "--noise", type=float, nargs="+", default=None,
+        help="label-noise rates (default: 0 0.5 1 for counting, 0 0.5 for tally)",
+    )
     p.add_argument(
         "--methods",
         nargs="+",
-        default=list(DEFAULT_METHODS),
+        default=None,
         metavar="METHOD",
-        help=f"lab methods (default: both families); valid: {', '.join(METHODS)}",
+        help=f"lab methods (default: both families; tally: without vepo_product); valid: {', '.join(METHODS)}",
     )
-    p.add_argument("--steps", type=int, default=d.steps, help="RL steps per run")
-    p.add_argument("--task", default=d.task, help="lab task")
-    p.add_argument("--lr", type=float, default=d.learning_rate, help="RL learning rate")
-    p.add_argument("--generations", type=int, default=d.num_generations, help="K, responses per prompt")
-    p.add_argument("--prompts", type=int, default=d.prompts_per_step, help="prompts per RL step")
+    p.add_argument("--task", default=d.task, help="lab task (counting, tally, ...)")
+    p.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the task's, rl.TASK_RL_DEFAULTS)")
+    p.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the task's)")
+    p.add_argument("--generations", type=int, default=None, help="K, responses per prompt (default: the task's)")
+    p.add_argument("--prompts", type=int, default=None, help="prompts per RL step (default: the task's)")
     p.add_argument("--heldout", type=int, default=128, help="held-out clean examples each run is scored on")
+    p.add_argument(
+        "--premise", type=int, default=32,
+        help="held-out examples on which VEPO's premise is measured after each run (tasks with token labels)",
+    )
     p.add_argument("--workers", default="auto", help="parallel runs: a number, or auto (one per CPU core)")
     p.add_argument("--warm-seed", type=int, default=0, help="seed of the shared warm-start")
     p.add_argument(
         "--quick", action="store_true", help="tiny model and settings (tests; numbers mean nothing)"
+    )
+    p.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="run nothing: rewrite results.md and summary.json from the runs already finished in --out",
     )
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -107,22 +133,22 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace):
     from visent.lab.rl import RLSettings, quick_warmstart
-    from visent.lab.warmstart import WarmStartConfig
+    from visent.lab.warmstart import warmstart_config
 
     if args.quick:
         ws = quick_warmstart(args.warm_seed, args.task, max_steps=4)
         rl = RLSettings(
             task=args.task,
-            steps=args.steps if args.steps != RLSettings().steps else 1,
+            steps=args.steps or 1,
             prompts_per_step=1,
             num_generations=2,
             max_completion_length=8,
             eval_points=1,
         )
         return ws, rl
-    # Warm-started on the RL task alone: the lab recipe's defaults otherwise (early stop at partial competence).
-    return WarmStartConfig(seed=args.warm_seed, tasks=(args.task,)), RLSettings(
-        task=args.task,
+    # Warm-started on the RL task alone, with the task's recipe (visent.lab.warmstart.TASK_WARMSTART).
+    return warmstart_config(args.task, args.warm_seed), RLSettings.for_task(
+        args.task,
         steps=args.steps,
         learning_rate=args.lr,
         num_generations=args.generations,
@@ -172,6 +198,7 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         seed=job["seed"],
         out_dir=job["out_dir"],
         progress=False,
+        premise_examples=heldout[: job.get("premise_n", 0)],
     )
 
 
@@ -286,6 +313,8 @@ def results_tables(
                 cells.append(f"{_mean_std(a)[0]:.3f} → {_mean_std(b)[0]:.3f}" if a and b else "—")
             lines.append(f"| {100 * n:g}% | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += paired_table(results, noises, methods, baseline)
+    lines += premise_tables(results, noises, methods, baseline)
     if expected_seeds is not None:
         total = len(methods) * len(noises) * expected_seeds
         done = sum(
@@ -298,6 +327,206 @@ def results_tables(
         )
         lines.append("")
     return "\n".join(lines)
+
+
+# (a, b): "a − b" paired over seeds (same seed ⇒ same prompts, sampling seed and perturbations);
+# b None: a minus the warm-start.
+PAIRS: tuple[tuple[str, str | None], ...] = (
+    ("grpo", None),
+    ("vepo", "grpo"),
+    ("vepo", "entropy_top20"),
+    ("vepo", "random20"),
+    ("entropy_top20", "random20"),
+    ("entropy_top20", "grpo"),
+    ("vepo_jsd_only", "vepo"),
+    ("vepo_no_entropy", "vepo"),
+    ("vepo_product", "vepo"),
+    ("two_stage", "grpo"),
+    ("two_stage", "min_then_max"),
+    ("two_stage", "entropy_max"),
+    ("entropy_max", "grpo"),
+    ("entropy_min", "grpo"),
+)
+
+
+def _plain(method: str | None) -> str:
+    return "warm-start" if method is None else _LABELS.get(method, method).replace("**", "")
+
+
+def paired_differences(
+    results: Sequence[dict[str, Any]], a: str, b: str | None, noise: float, baseline: dict[str, Any] | None
+) -> dict[str, float] | None:
+    """Paired difference ``a − b`` of held-out accuracy (points) over the seeds both have at ``noise``.
+
+    Returns ``{"mean", "se", "n", "wins", "ties", "losses"}`` (``se`` = sample std / √n, NaN for n < 2),
+    or ``None`` when no seed has both. ``b=None`` compares with the warm-start's accuracy (``baseline``).
+    """
+    by: dict[str, dict[int, float]] = {}
+    for r in results:
+        if float(r["noise"]) == float(noise):
+            by.setdefault(r["method"], {})[int(r["seed"])] = 100.0 * r["after"]["accuracy"]
+    if a not in by:
+        return None
+    if b is None:
+        if not baseline:
+            return None
+        other = {s: 100.0 * baseline["accuracy"] for s in by[a]}
+    elif b in by:
+        other = by[b]
+    else:
+        return None
+    seeds = sorted(set(by[a]) & set(other))
+    if not seeds:
+        return None
+    d = [by[a][s] - other[s] for s in seeds]
+    m, sd = _mean_std(d)
+    return {
+        "mean": m,
+        "se": sd / math.sqrt(len(d)) if len(d) > 1 else float("nan"),
+        "n": float(len(d)),
+        "wins": float(sum(x > 1e-9 for x in d)),
+        "ties": float(sum(abs(x) <= 1e-9 for x in d)),
+        "losses": float(sum(x < -1e-9 for x in d)),
+    }
+
+
+def paired_table(
+    results: Sequence[dict[str, Any]],
+    noises: Sequence[float],
+    methods: Sequence[str],
+    baseline: dict[str, Any] | None,
+) -> list[str]:
+    """Markdown: ``PAIRS`` among ``methods`` as mean ± standard error (wins/ties/losses, seeds)."""
+    rows = []
+    for a, b in PAIRS:
+        if a not in methods or (b is not None and b not in methods):
+            continue
+        cells = []
+        for n in noises:
+            d = paired_differences(results, a, b, n, baseline)
+            if d is None:
+                cells.append("—")
+                continue
+            se = "" if math.isnan(d["se"]) else f" ± {d['se']:.1f}"
+            cells.append(
+                f"{d['mean']:+.1f}{se} ({int(d['wins'])}/{int(d['ties'])}/{int(d['losses'])} of {int(d['n'])})"
+            )
+        rows.append(f"| {_plain(a)} − {_plain(b)} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    return [
+        (
+            "### Paired differences (same seed ⇒ same prompts): points, mean ± standard error "
+            "(wins/ties/losses of seeds)"
+        ),
+        "",
+        "| comparison | " + " | ".join(f"noise {100 * n:g}%" for n in noises) + " |",
+        "|---" * (len(noises) + 1) + "|",
+        *rows,
+        "",
+    ]
+
+
+_PREMISE_COLS: tuple[tuple[str, str, bool], ...] = (
+    ("entropy_anchor", "H anchored", False),
+    ("entropy_fork", "H forks", False),
+    ("jsd_anchor", "JSD anchored", False),
+    ("jsd_rest", "JSD rest", False),
+    ("anchor_share_entropy_top", "anchored share of entropy top-20%", True),
+    ("anchor_share_vepo_top", "anchored share of VEPO top-20%", True),
+    ("overlap_entropy_vepo", "overlap entropy/VEPO top-20%", False),
+)
+
+
+def premise_tables(
+    results: Sequence[dict[str, Any]],
+    noises: Sequence[float],
+    methods: Sequence[str],
+    baseline: dict[str, Any] | None,
+) -> list[str]:
+    """Markdown: VEPO's premise (``visent.lab.premise``) on each method's final model, mean over seeds."""
+    have = [r for r in results if isinstance(r.get("premise"), dict)]
+    if not have and not (baseline and baseline.get("premise")):
+        return []
+
+    def fmt(v: float | None, pct: bool) -> str:
+        if v is None or not math.isfinite(v):
+            return "—"
+        return f"{100 * v:.0f}%" if pct else f"{v:.3g}"
+
+    n_prem = int(baseline["premise"]["n_responses"]) if baseline and baseline.get("premise") else 32
+    lines = [
+        "### VEPO's premise, measured on greedy held-out responses (entropy/JSD in nats; mean over seeds)",
+        "",
+        (
+            "Anchored = the counts read from the image; forks = the free wording choices; rest = every token "
+            "that is not anchored. `select/overlap_entropy_top` is the trainer's logged Jaccard overlap of the "
+            "trained tokens with the entropy top-20% (mean over the last quarter of training); a model that "
+            "stops writing the counts in the task's grammar has fewer anchored tokens to measure."
+        ),
+        "",
+        "| model | noise | " + " | ".join(c[1] for c in _PREMISE_COLS)
+        + f" | select/overlap_entropy_top | anchored tokens found (of {2 * n_prem}) |",
+        "|---|---" + "|---" * (len(_PREMISE_COLS) + 2) + "|",
+    ]
+    if baseline and baseline.get("premise"):
+        pm = baseline["premise"]
+        lines.append(
+            "| warm-start (before RL) | — | " + " | ".join(fmt(pm.get(k), pct) for k, _, pct in _PREMISE_COLS)
+            + f" | — | {fmt(pm.get('n_anchor'), False)} |"
+        )
+    for n in noises:
+        for m in methods:
+            rows = [r for r in have if r["method"] == m and float(r["noise"]) == float(n)]
+            if not rows:
+                continue
+            cells = []
+            for k, _, pct in _PREMISE_COLS:
+                vals = [r["premise"].get(k) for r in rows]
+                vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
+                cells.append(fmt(_mean_std(vals)[0], pct) if vals else "—")
+            ov = [r.get("overlap_entropy_top") for r in rows]
+            ov = [v for v in ov if isinstance(v, (int, float)) and math.isfinite(v)]
+            found = [float(r["premise"].get("n_anchor", 0)) for r in rows]
+            lines.append(
+                f"| {_plain(m)} | {100 * n:g}% | " + " | ".join(cells)
+                + f" | {fmt(_mean_std(ov)[0], False) if ov else '—'} | {fmt(_mean_std(found)[0], False)} |"
+            )
+    lines.append("")
+    return lines
+
+
+def study_summary(
+    results: Sequence[dict[str, Any]],
+    baseline: dict[str, Any] | None,
+    noises: Sequence[float],
+    methods: Sequence[str],
+    *,
+    task: str,
+    command: str,
+) -> dict[str, Any]:
+    """The numbers ``visent demo`` quotes beside its single run (``summary.json``; docs/lab-study-<task>.json).
+
+    ``pairs["<a>|<b>|<noise>"]`` holds ``paired_differences`` (points) for every ``PAIRS`` entry and for
+    every method against the warm-start (``b`` = ``warm-start``); ``seeds`` is the largest number of
+    seeds any of them has.
+    """
+    pairs: dict[str, Any] = {}
+    wanted = [(m, None) for m in methods] + [(a, b) for a, b in PAIRS if a in methods and b in methods]
+    for n in noises:
+        for a, b in wanted:
+            d = paired_differences(results, a, b, n, baseline)
+            if d is not None:
+                pairs[f"{a}|{b or 'warm-start'}|{float(n):g}"] = d
+    return {
+        "task": task,
+        "command": command,
+        "seeds": int(max((d["n"] for d in pairs.values()), default=0)),
+        "runs": len(results),
+        "warmstart_accuracy": baseline.get("accuracy") if baseline else None,
+        "warmstart_premise": baseline.get("premise") if baseline else None,
+        "pairs": pairs,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,8 +558,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     from visent.lab.rl import METHODS
-    from visent.lab.tasks import TASK_MAKERS
+    from visent.lab.tasks import LABELLED_TASKS, TASK_MAKERS
 
+    if args.methods is None:
+        args.methods = list(TALLY_METHODS if args.task == "tally" else DEFAULT_METHODS)
     unknown = [m for m in args.methods if m not in METHODS]
     if unknown:
         print(
@@ -341,7 +572,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.task not in TASK_MAKERS:
         print(f"visent study: unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}", file=sys.stderr)
         return 2
-    if args.seeds < 1 or args.steps < 1 or args.heldout < 1 or any(not 0 <= n <= 1 for n in args.noise):
+    if args.noise is None:
+        args.noise = [0.0, 0.5] if args.task in LABELLED_TASKS else [0.0, 0.5, 1.0]
+    if (
+        args.seeds < 1
+        or (args.steps is not None and args.steps < 1)
+        or args.heldout < 1
+        or any(not 0 <= n <= 1 for n in args.noise)
+    ):
         print(
             "visent study: --seeds, --steps, --heldout must be >= 1 and --noise rates in [0, 1]",
             file=sys.stderr,
@@ -361,6 +599,10 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(root, exist_ok=True)
     ws_cfg, rl = _settings(args)
     fixed = {"warmstart": ws_cfg.key(), "rl": asdict(rl), "heldout": args.heldout, "quick": args.quick}
+    premise_n = min(args.premise, args.heldout) if rl.task in LABELLED_TASKS else 0
+    if premise_n:
+        # Only for tasks with token labels, so the counting study's study.json stays as it was.
+        fixed["premise"] = premise_n
     _check_study_file(root, fixed)
     progress = not args.no_progress
     noises = [float(n) for n in args.noise]
@@ -378,6 +620,13 @@ def main(argv: list[str] | None = None) -> int:
             ws.model, ws.processor, heldout_set(rl.task, args.heldout, ws_cfg.seed), rl.max_completion_length
         )
         baseline = {"accuracy": acc["accuracy"], "n": acc["n"], "per_task": acc["per_task"]}
+        if premise_n:
+            from visent.lab.premise import measure_premise
+
+            baseline["premise"], _ = measure_premise(
+                ws.model, ws.processor, heldout_set(rl.task, premise_n, ws_cfg.seed), seed=0,
+                max_new_tokens=rl.max_completion_length,
+            )
         write_json_atomic(base_path, baseline)
     print(
         f"   warm-start held-out accuracy {100 * baseline['accuracy']:.1f}% (n={baseline['n']})", flush=True
@@ -403,6 +652,7 @@ def main(argv: list[str] | None = None) -> int:
                         "model_path": ws.path,
                         "before": {"accuracy": baseline["accuracy"], "n": baseline["n"]},
                         "heldout_n": args.heldout,
+                        "premise_n": premise_n,
                         "warm_seed": ws_cfg.seed,
                     }
                 )
@@ -416,7 +666,15 @@ def main(argv: list[str] | None = None) -> int:
             f"warm-start `{os.path.basename(ws.path)}` at {100 * baseline['accuracy']:.1f}%.\n\n"
         )
         write_atomic(os.path.join(root, TABLES_FILE), head + body)
+        summary = study_summary(
+            _load_results(root), baseline, noises, methods, task=rl.task, command=f"visent study {' '.join(argv)}"
+        )
+        write_json_atomic(os.path.join(root, SUMMARY_FILE), summary)
 
+    if args.tables_only:
+        write_tables()
+        print(f"== tables only ({len(jobs)} runs not run): {os.path.join(root, TABLES_FILE)}", flush=True)
+        return 0
     n_workers = _workers(args.workers, len(jobs)) if jobs else 0
     print(f"== {len(jobs)} runs to do ({skipped} already finished) on {n_workers} worker(s)", flush=True)
     failures = 0

@@ -59,7 +59,7 @@ class VisentConfig(GRPOConfig):
     dataset: str | None = field(
         default=None,
         metadata=_help(
-            "Training data: `lab:counting`, `lab:grounding`, `lab:classification` (synthetic, offline), or a "
+            "Training data: `lab:counting`, `lab:tally`, `lab:grounding`, `lab:classification` (synthetic, offline), or a "
             "dataset path understood by `visent.data.loaders`."
         ),
     )
@@ -73,7 +73,7 @@ class VisentConfig(GRPOConfig):
         default_factory=list,
         metadata=_help(
             "Reward functions by name (keys of `visent.rewards.REWARDS`); weights via `reward_weights`. "
-            "Empty with a `lab:<task>` dataset = `r1_<task>` (accuracy + format)."
+            "Empty with a `lab:<task>` dataset = the task's `r1_*` reward (accuracy + format; tally: `r1_counting`)."
         ),
     )
     freeze_vision_tower: bool = field(

@@ -3,7 +3,7 @@
 - model: ``tiny:<family>`` (built locally, offline; families in ``visent.models``) or a Hub id / local
   checkpoint (``visent.models.load_model_and_processor``; ``model_init_kwargs`` are passed to
   ``from_pretrained``). A model visent cannot run raises ``visent.models.UnsupportedModel``.
-- dataset: ``lab:<task>`` (``visent.lab.tasks``: counting, grounding, classification; ``dataset_size``
+- dataset: ``lab:<task>`` (``visent.lab.tasks``: counting, tally, grounding, classification; ``dataset_size``
   examples from ``dataset_seed``) or a path / Hub id streamed by ``visent.data.table.load_table`` into a
   cached, memory-mapped Arrow table (the cache folder is printed on stderr).
   ``label_noise`` corrupts that fraction of labels (``visent.data.noise``), keeping the clean label.
@@ -84,12 +84,17 @@ def dataset_has_images(dataset) -> bool:
 def resolve_rewards(names: list[str], dataset: str | None = None) -> list:
     """Reward callables for names in ``visent.rewards.REWARDS`` (unknown names fail listing the valid ones).
 
-    No names and a ``lab:<task>`` dataset: ``r1_<task>`` (the task's accuracy + format).
+    No names and a ``lab:<task>`` dataset: the task's reward (``visent.lab.tasks.TASK_REWARD``: accuracy +
+    format, e.g. ``r1_counting`` for counting and tally).
     """
     from visent.rewards import REWARDS
 
-    if not names and dataset and dataset.startswith(LAB_PREFIX) and f"r1_{dataset[len(LAB_PREFIX):]}" in REWARDS:
-        names = [f"r1_{dataset[len(LAB_PREFIX):]}"]
+    if not names and dataset and dataset.startswith(LAB_PREFIX):
+        from visent.lab.tasks import TASK_REWARD
+
+        default = TASK_REWARD.get(dataset[len(LAB_PREFIX):])
+        if default in REWARDS:
+            names = [default]
 
     unknown = [n for n in names if n not in REWARDS]
     if unknown:

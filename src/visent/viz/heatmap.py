@@ -175,9 +175,33 @@ figure img{image-rendering:pixelated;border:1px solid #ccc;display:block}
 .t{border-radius:2px}
 .t.sel{outline:1.5px solid #111;border-bottom:3px solid #111}
 .t.empty{display:inline-block;min-width:.35em;height:1em}
+.t.k-anchor{color:#0b3d91;font-weight:800;border-top:6px solid #0b57d0;padding:0 .15em}
+.t.k-fork{color:#7b1fa2;font-style:italic;border-top:6px dashed #ab47bc;padding:0 .15em}
+.t.k-derived{border-top:6px double #888}
+.kinds{font-size:.85em;margin-top:.3em}
+.kinds span.t{padding:0 .3em;margin-right:.6em}
 table.summary{border-collapse:collapse;font-size:.85em;margin-top:.5em}
 table.summary td{border:1px solid #ddd;padding:.15em .5em}
 """
+
+
+_KIND_TEXT = {
+    "anchor": "image-anchored (read from the image)",
+    "fork": "fork (free wording / ordering choice, image-independent)",
+    "derived": "derived (copied from text already written)",
+}
+
+
+def _kinds_legend(records: Sequence[TokenRecord]) -> str:
+    present = {k for r in records for k in (r.kinds or []) if k}
+    if not present:
+        return ""
+    items = " · ".join(
+        f'<span class="t k-{k}">{_esc(k)}</span>{_esc(_KIND_TEXT[k].split(" (")[1].rstrip(")"))}'
+        for k in ("anchor", "fork", "derived")
+        if k in present
+    )
+    return f'<div class="kinds">Token roles from the task generator: {items}</div>'
 
 
 def _signal_css(n: int) -> str:
@@ -197,6 +221,8 @@ def _tooltip(record: TokenRecord, i: int, order: Sequence[str]) -> str:
         if name in record.signals:
             lines.append(f"{signal_label(name)} = {_fmt(record.signals[name][i])}")
     lines.append(f"selected by {record.selection_method}" if record.selected[i] else "not selected")
+    if record.kinds is not None and record.kinds[i]:
+        lines.append(f"role: {_KIND_TEXT.get(record.kinds[i], record.kinds[i])}")
     return "\n".join(lines)
 
 
@@ -207,7 +233,8 @@ def _response_html(record: TokenRecord, order: Sequence[str], scales: Mapping[st
             f"--c{k}:{scales[name].color(record.signals[name][i]) if name in record.signals else 'transparent'}"
             for k, name in enumerate(order)
         )
-        cls = "t" + (" sel" if record.selected[i] else "") + ("" if tok else " empty")
+        kind = record.kinds[i] if record.kinds is not None else None
+        cls = "t" + (" sel" if record.selected[i] else "") + ("" if tok else " empty") + (f" k-{kind}" if kind else "")
         spans.append(
             f'<span class="{cls}" data-i="{i}" style="{style}" title="{_esc(_tooltip(record, i, order))}">{_esc(tok)}</span>'
         )
@@ -310,6 +337,7 @@ def render_tokens_html(
         f'<html lang="en"><head><meta charset="utf-8"><title>{_esc(title)}</title>'
         f"<style>{_CSS}{_signal_css(len(order))}</style></head><body>"
         f"{radios}<header><h1>{_esc(title)}</h1>{settings_html}{overall}<nav>Colour by: {labels}</nav>{legends}"
+        f"{_kinds_legend(records)}"
         '<div class="settings">Selected tokens are boxed and underlined; hover a token for its exact values.</div>'
         f"</header><main>{''.join(sections)}{empty}</main></body></html>\n"
     )

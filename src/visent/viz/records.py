@@ -48,6 +48,9 @@ class TokenRecord:
         reward: the verifier's score of the response, or ``None`` when no verifier applies.
         selection_method: which score chose ``selected`` (e.g. ``"vepo"``).
         meta: free-form extras shown in the summary (task, perturbation, notes ...).
+        kinds: optional per-token role from the task generator (``"anchor"``: read from the image,
+            ``"fork"``: a free wording/ordering choice, ``"derived"``: copied from earlier text, ``None``:
+            template); the page marks anchors and forks so they are told apart at a glance.
     """
 
     id: str
@@ -63,9 +66,12 @@ class TokenRecord:
     reward: float | None = None
     selection_method: str = "vepo"
     meta: dict[str, Any] = field(default_factory=dict)
+    kinds: list[str | None] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.tokens)
+        if self.kinds is not None and len(self.kinds) != n:
+            raise ValueError(f"record {self.id!r}: kinds has {len(self.kinds)} entries but there are {n} tokens")
         for i, tok in enumerate(self.tokens):
             if not isinstance(tok, str):
                 raise TypeError(f"record {self.id!r}: tokens[{i}] is {type(tok).__name__}, expected str")

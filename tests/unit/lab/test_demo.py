@@ -100,9 +100,30 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}%"
 
 
+def test_paired_interval_matches_a_hand_computation():
+    from visent.lab.demo import paired_interval
+
+    a = [1, 1, 0, 1, 0, 1, 1, 0]
+    b = [0, 1, 0, 0, 0, 1, 0, 1]
+    d = [100.0 * (x - y) for x, y in zip(a, b)]  # +100 ×3, −100 ×1, 0 ×4
+    m = sum(d) / 8
+    sd = (sum((x - m) ** 2 for x in d) / 7) ** 0.5
+    got = paired_interval(a, b)
+    assert got == pytest.approx((m, m - 1.96 * sd / 8**0.5, m + 1.96 * sd / 8**0.5))
+    with pytest.raises(ValueError, match="equal-length"):
+        paired_interval([1], [1, 0])
+
+
 def test_quick_demo_writes_the_three_artefacts_from_its_own_numbers(tmp_path):
     out = tmp_path / "demo"
-    assert demo_main(["--quick", "--out", str(out), "--no-progress"]) == 0
+    # A study summary in the format `visent study` writes: the report must quote it beside the run.
+    study_file = tmp_path / "study.json"
+    pair = {"mean": 7.25, "se": 1.5, "n": 6, "wins": 6, "ties": 0, "losses": 0}
+    study_file.write_text(
+        json.dumps({"task": "tally", "command": "visent study --task tally", "seeds": 6,
+                    "pairs": {"grpo|warm-start|0": pair}})
+    )
+    assert demo_main(["--quick", "--out", str(out), "--no-progress", "--study", str(study_file)]) == 0
     for name in ("report.md", "curves.png", "tokens.html", "demo.json"):
         assert (out / name).stat().st_size > 0, name
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -124,10 +145,17 @@ def test_quick_demo_writes_the_three_artefacts_from_its_own_numbers(tmp_path):
         # The trainer really ran: one metrics row per step.
         metrics = (out / "rl" / label / "metrics.jsonl").read_text().splitlines()
         assert len(metrics) == res["steps"]
+    # The report opens with the verdict; GRPO's gain carries the study's numbers and this run's interval.
+    assert report.index("## Verdict") < report.index("## Run")
+    verdict = next(line for line in report.splitlines() if "Does RL (GRPO) improve" in line)
+    assert "+7.2 ± 1.5 points (6 of 6 seeds better)" in verdict and "paired 95% interval" in verdict
+    grpo_row = next(line for line in report.splitlines() if line.startswith("| grpo_clean |"))
+    assert "+7.2 ± 1.5 (6 seeds)" in grpo_row
     total = summary["timings_s"]["total"]
     assert re.search(rf"Total wall time: \*\*{total:.0f} s\*\*", report)
     html = (out / "tokens.html").read_text()
     assert "vepo score" in html and "data:image/png;base64" in html
+    assert "Token roles from the task generator" in html or "k-anchor" not in html
 
     # A second demo in the same folder reuses the cached warm-start.
     assert demo_main(["--quick", "--out", str(out), "--no-progress", "--steps", "1"]) == 0

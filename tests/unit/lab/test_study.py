@@ -96,3 +96,24 @@ def test_micro_study_runs_then_resume_skips_finished_runs(tmp_path, capsys):
     # Different shared settings in the same folder are refused rather than mixed into the tables.
     with pytest.raises(SystemExit, match="different settings"):
         study.main([*argv, "--steps", "3"])
+
+
+def test_paired_differences_match_a_hand_computation():
+    a = [0.50, 0.45, 0.40, 0.52]
+    b = [0.40, 0.45, 0.42, 0.47]
+    results = [_result("vepo", 0.0, s, x) for s, x in enumerate(a)]
+    results += [_result("grpo", 0.0, s, x) for s, x in enumerate(b[:3])]  # seed 3 missing for grpo
+    d = study.paired_differences(results, "vepo", "grpo", 0.0, None)
+    diffs = [100 * (x - y) for x, y in zip(a[:3], b[:3])]  # only the seeds both have: +10, 0, -2
+    assert d["n"] == 3 and d["mean"] == pytest.approx(statistics.mean(diffs))
+    assert d["se"] == pytest.approx(statistics.stdev(diffs) / 3**0.5)
+    assert (d["wins"], d["ties"], d["losses"]) == (1, 1, 1)
+    # Against the warm-start: every seed minus the baseline accuracy.
+    w = study.paired_differences(results, "vepo", None, 0.0, {"accuracy": 0.40, "n": 100})
+    assert w["n"] == 4 and w["mean"] == pytest.approx(100 * statistics.mean(a) - 40.0)
+    assert study.paired_differences(results, "vepo", "random20", 0.0, None) is None
+    table = "\n".join(study.paired_table(results, [0.0], ["grpo", "vepo"], {"accuracy": 0.40, "n": 100}))
+    assert f"| VEPO − GRPO | {d['mean']:+.1f} ± {d['se']:.1f} (1/1/1 of 3) |" in table
+    summary = study.study_summary(results, {"accuracy": 0.40, "n": 100}, [0.0], ["grpo", "vepo"], task="tally",
+                                  command="visent study x")
+    assert summary["pairs"]["vepo|grpo|0"] == d and summary["seeds"] == 4
