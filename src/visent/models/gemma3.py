@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from visent.models.adapters import Adapter, ImageUnit
+from visent.models.tiny import seeded_model
 from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units, picture
 
 __all__ = ["ADAPTERS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_tiny", "tiny_config"]
@@ -188,18 +189,19 @@ def build_tiny(
         patch_size=patch_size,
         tokens_per_image=tokens_per_image,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = Gemma3ForConditionalGeneration(config)
+    def draw_projection(model: torch.nn.Module) -> None:
         # transformers initialises the image projection to zeros, which makes a random-weight model blind
         # to its images (every perturbation would give JSD 0); draw it like the other weights instead.
         torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=config.initializer_range)
-    model.eval()
-    gen = model.generation_config
-    # As in Gemma's instruct checkpoints: a turn ends at <end_of_turn> or <eos>.
-    gen.eos_token_id = [config.text_config.eos_token_id, tokenizer.convert_tokens_to_ids("<eos>")]
-    gen.pad_token_id = config.text_config.pad_token_id
-    gen.bos_token_id = config.text_config.bos_token_id
+
+    model = seeded_model(
+        Gemma3ForConditionalGeneration,
+        config,
+        seed,
+        # As in Gemma's instruct checkpoints: a turn ends at <end_of_turn> or <eos>.
+        eos_token_ids=[config.text_config.eos_token_id, tokenizer.convert_tokens_to_ids("<eos>")],
+        init=draw_projection,
+    )
     return model, processor
 
 

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from visent.models.adapters import Adapter, ImageUnit
+from visent.models.tiny import seeded_model
 from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units, picture
 
 __all__ = ["ADAPTERS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_tiny", "tiny_config", "valid_tiles"]
@@ -183,14 +184,12 @@ def build_tiny(
         patch_size=patch_size,
         max_tiles=max_tiles,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlavaOnevisionForConditionalGeneration(config)
-    model.eval()
-    gen = model.generation_config
-    gen.eos_token_id = [config.text_config.eos_token_id, config.text_config.pad_token_id]
-    gen.pad_token_id = config.text_config.pad_token_id
-    gen.bos_token_id = config.text_config.bos_token_id
+    model = seeded_model(
+        LlavaOnevisionForConditionalGeneration,
+        config,
+        seed,
+        eos_token_ids=[config.text_config.eos_token_id, config.text_config.pad_token_id],
+    )
     return model, processor
 
 

@@ -48,6 +48,7 @@ from typing import Any
 import torch
 
 from visent.models.adapters import Adapter, ImageUnit, concat_units
+from visent.models.tiny import seeded_model
 
 __all__ = [
     "ADAPTERS",
@@ -350,15 +351,13 @@ def build_tiny(
         patch_size=patch_size,
         merge_size=merge_size,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = getattr(transformers, _MODEL_CLASSES[kind])(config)
-    model.eval()
-    gen = model.generation_config
-    # Like Qwen's instruct checkpoints: a turn ends at <|im_end|> or <|endoftext|>; pad with <|endoftext|>.
-    gen.eos_token_id = [config.text_config.eos_token_id, config.text_config.pad_token_id]
-    gen.pad_token_id = config.text_config.pad_token_id
-    gen.bos_token_id = config.text_config.bos_token_id
+    model = seeded_model(
+        getattr(transformers, _MODEL_CLASSES[kind]),
+        config,
+        seed,
+        # Like Qwen's instruct checkpoints: a turn ends at <|im_end|> or <|endoftext|>; pad with <|endoftext|>.
+        eos_token_ids=[config.text_config.eos_token_id, config.text_config.pad_token_id],
+    )
     return model, processor
 
 
