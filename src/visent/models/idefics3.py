@@ -42,7 +42,14 @@ import torch
 
 from visent.models.adapters import Adapter, ImageUnit
 from visent.models.tiny import seeded_model
-from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units, picture
+from visent.models.whole_images import (
+    chat_template,
+    image_stats,
+    named_tokenizer,
+    packed_encoder_outputs,
+    perturb_units,
+    picture,
+)
 
 __all__ = ["ADAPTERS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_tiny", "tiny_config"]
 
@@ -283,13 +290,6 @@ def encode_images(backbone: torch.nn.Module, units: Sequence[ImageUnit]) -> list
     return list(backbone.get_image_features(pixels, mask, return_dict=True).pooler_output)
 
 
-def encoder_outputs(pieces: Sequence[torch.Tensor]) -> Any:
-    """``mm_encoder_outputs["image"]``: SmolVLM concatenates a list ``pooler_output`` in order."""
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-    return BaseModelOutputWithPooling(pooler_output=list(pieces))
-
-
 ADAPTERS: tuple[Adapter, ...] = (
     Adapter(
         name="smolvlm",
@@ -308,7 +308,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         image_geometry=geometry,
         perturb=perturb,
         encode_images=encode_images,
-        encoder_outputs=encoder_outputs,
+        encoder_outputs=packed_encoder_outputs,
         notes="SmolVLM2 (Idefics3 layout): per-row tiles + global view, pixel_attention_mask, all-zero tiles are padding",
         extra={"display": display},
     ),

@@ -41,7 +41,14 @@ import torch
 
 from visent.models.adapters import Adapter, ImageUnit
 from visent.models.tiny import seeded_model
-from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units, picture
+from visent.models.whole_images import (
+    chat_template,
+    image_stats,
+    named_tokenizer,
+    packed_encoder_outputs,
+    perturb_units,
+    picture,
+)
 
 __all__ = ["ADAPTERS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_tiny", "tiny_config", "valid_tiles"]
 
@@ -282,13 +289,6 @@ def encode_images(backbone: torch.nn.Module, units: Sequence[ImageUnit]) -> list
     return list(backbone.get_image_features(pixels, sizes, return_dict=True).pooler_output)
 
 
-def encoder_outputs(pieces: Sequence[torch.Tensor]) -> Any:
-    """``mm_encoder_outputs["image"]`` with the per-image packed features, as the model's own."""
-    from transformers.modeling_outputs import BaseModelOutputWithPooling
-
-    return BaseModelOutputWithPooling(pooler_output=list(pieces))
-
-
 ADAPTERS: tuple[Adapter, ...] = (
     Adapter(
         name="llava_onevision",
@@ -307,7 +307,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         image_geometry=geometry,
         perturb=perturb,
         encode_images=encode_images,
-        encoder_outputs=encoder_outputs,
+        encoder_outputs=packed_encoder_outputs,
         notes="anyres tiles + base tile per image, image_sizes; one image per prompt (TRL drops batch_num_images)",
         # For `visent inspect`: the base tile, the whole image squashed to one tile.
         extra={"display": lambda unit, geo: [picture(unit["pixel_values"][0, 0], geo.tiles)]},

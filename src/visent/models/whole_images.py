@@ -7,6 +7,8 @@
 - ``perturb_units``: one prompt's image units perturbed through ``visent.perturb.perturb_image_tiles`` in
   a single draw, given how a family reads tiles (and their real-pixel masks) out of a unit and puts
   perturbed tiles back;
+- ``packed_encoder_outputs``: the ``mm_encoder_outputs["image"]`` value of the families whose decoder takes
+  a list ``pooler_output``, one ``(n_tokens_i, D)`` piece per unit in order (SmolVLM2, LLaVA-OneVision);
 - ``chatml_like_template``: the small Jinja chat templates of the tiny builders (an ``{"type": "image"}``
   part, which TRL inserts, becomes the family's image placeholder).
 """
@@ -20,7 +22,7 @@ import torch
 
 from visent.models.adapters import ImageUnit
 
-__all__ = ["chat_template", "image_stats", "named_tokenizer", "perturb_units", "picture"]
+__all__ = ["chat_template", "image_stats", "named_tokenizer", "packed_encoder_outputs", "perturb_units", "picture"]
 
 
 def named_tokenizer(tokenizer: Any, names: dict[str, str]) -> Any:
@@ -84,6 +86,14 @@ def perturb_units(
     noisy = perturb_image_tiles(kind, tiles, generator, strength, layout, valid)
     pieces = torch.split(noisy, [t.shape[0] for t, _ in parts])
     return [with_tiles(u, p) for u, p in zip(units, pieces)]
+
+
+def packed_encoder_outputs(pieces: Sequence[torch.Tensor]) -> Any:
+    """``mm_encoder_outputs["image"]`` as a list ``pooler_output`` of the per-unit ``(n_tokens_i, D)`` pieces,
+    in order: the decoder concatenates them as it does its own encoder's output."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    return BaseModelOutputWithPooling(pooler_output=list(pieces))
 
 
 def picture(tile: torch.Tensor, layout: Any) -> Any:
