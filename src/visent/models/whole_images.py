@@ -9,7 +9,7 @@
   perturbed tiles back;
 - ``packed_encoder_outputs``: the ``mm_encoder_outputs["image"]`` value of the families whose decoder takes
   a list ``pooler_output``, one ``(n_tokens_i, D)`` piece per unit in order (SmolVLM2, LLaVA-OneVision);
-- ``chatml_like_template``: the small Jinja chat templates of the tiny builders (an ``{"type": "image"}``
+- ``chat_template``: the small Jinja chat templates of the tiny builders (an ``{"type": "image"}``
   part, which TRL inserts, becomes the family's image placeholder).
 """
 
