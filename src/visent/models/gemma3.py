@@ -34,7 +34,15 @@ import torch
 
 from visent.models.adapters import Adapter, ImageUnit
 from visent.models.tiny import seeded_model
-from visent.models.whole_images import chat_template, image_stats, named_tokenizer, perturb_units, picture
+from visent.models.whole_images import (
+    chat_template,
+    image_stats,
+    named_tokenizer,
+    perturb_units,
+    picture,
+    tiny_text_dims,
+    tiny_vision_dims,
+)
 
 __all__ = ["ADAPTERS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_tiny", "tiny_config"]
 
@@ -118,28 +126,29 @@ def tiny_config(
         )
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": num_kv_heads,
+        **tiny_text_dims(
+            tokenizer,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+        ),
         "head_dim": hidden_size // num_heads,
         "sliding_window": sliding_window,
         "layer_types": ["full_attention" if (i + 1) % 4 == 0 else "sliding_attention" for i in range(num_layers)],
-        "max_position_embeddings": 2048,
         "pad_token_id": ids["<pad>"],
         "eos_token_id": ids["<end_of_turn>"],
         "bos_token_id": ids["<bos>"],
     }
     vision = {
         "model_type": "siglip_vision_model",
-        "hidden_size": vision_hidden_size,
-        "intermediate_size": 2 * vision_hidden_size,
-        "num_hidden_layers": vision_depth,
-        "num_attention_heads": vision_heads,
-        "image_size": image_size,
-        "patch_size": patch_size,
+        **tiny_vision_dims(
+            hidden_size=vision_hidden_size,
+            depth=vision_depth,
+            heads=vision_heads,
+            image_size=image_size,
+            patch_size=patch_size,
+        ),
     }
     return Gemma3Config(
         text_config=text,

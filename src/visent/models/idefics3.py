@@ -49,6 +49,8 @@ from visent.models.whole_images import (
     packed_encoder_outputs,
     perturb_units,
     picture,
+    tiny_text_dims,
+    tiny_vision_dims,
 )
 
 __all__ = ["ADAPTERS", "CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_processor", "build_tiny", "tiny_config"]
@@ -143,25 +145,24 @@ def tiny_config(
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     text = {
         "model_type": "llama",
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": num_kv_heads,
-        "max_position_embeddings": 2048,
+        **tiny_text_dims(
+            tokenizer,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            num_kv_heads=num_kv_heads,
+        ),
         "pad_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<end_of_utterance>"],
         "bos_token_id": ids["<|im_start|>"],
     }
-    vision = {
-        "hidden_size": vision_hidden_size,
-        "intermediate_size": 2 * vision_hidden_size,
-        "num_hidden_layers": vision_depth,
-        "num_attention_heads": vision_heads,
-        "image_size": tile_size,
-        "patch_size": patch_size,
-    }
+    vision = tiny_vision_dims(
+        hidden_size=vision_hidden_size,
+        depth=vision_depth,
+        heads=vision_heads,
+        image_size=tile_size,
+        patch_size=patch_size,
+    )
     return SmolVLMConfig(
         text_config=text,
         vision_config=vision,

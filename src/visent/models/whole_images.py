@@ -10,7 +10,9 @@
 - ``packed_encoder_outputs``: the ``mm_encoder_outputs["image"]`` value of the families whose decoder takes
   a list ``pooler_output``, one ``(n_tokens_i, D)`` piece per unit in order (SmolVLM2, LLaVA-OneVision);
 - ``chat_template``: the small Jinja chat templates of the tiny builders (an ``{"type": "image"}``
-  part, which TRL inserts, becomes the family's image placeholder).
+  part, which TRL inserts, becomes the family's image placeholder);
+- ``tiny_text_dims`` / ``tiny_vision_dims``: the sizes every tiny builder gives its decoder and its
+  vision tower (MLP width twice the hidden size), to which each family adds its own keys.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ import torch
 
 from visent.models.adapters import ImageUnit
 
-__all__ = ["chat_template", "image_stats", "named_tokenizer", "packed_encoder_outputs", "perturb_units", "picture"]
+__all__ = [
+    "chat_template",
+    "image_stats",
+    "named_tokenizer",
+    "packed_encoder_outputs",
+    "perturb_units",
+    "picture",
+    "tiny_text_dims",
+    "tiny_vision_dims",
+]
 
 
 def named_tokenizer(tokenizer: Any, names: dict[str, str]) -> Any:
@@ -132,3 +143,32 @@ def chat_template(
         + "{%- endfor -%}"
         + "{%- if add_generation_prompt -%}" + generation_prompt + "{%- endif -%}"
     )
+
+
+def tiny_text_dims(
+    tokenizer: Any, *, hidden_size: int, num_layers: int, num_heads: int, num_kv_heads: int
+) -> dict:
+    """The ``text_config`` keys every tiny builder sets the same way (the vocabulary is exactly the
+    tokenizer's, so a sampled id always decodes); the family adds its model type and token ids."""
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": num_kv_heads,
+        "max_position_embeddings": 2048,
+    }
+
+
+def tiny_vision_dims(*, hidden_size: int, depth: int, heads: int, image_size: int, patch_size: int) -> dict:
+    """The ``vision_config`` keys every tiny SigLIP-style tower sets the same way; ``image_size`` is the
+    side of one image or tile in pixels."""
+    return {
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": depth,
+        "num_attention_heads": heads,
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
