@@ -144,7 +144,13 @@ def parse_generic(row: dict, ctx: RowContext) -> Example:
         if len(choices) > len(LETTERS):
             raise ctx.error(f"{len(choices)} options is more than the {len(LETTERS)} letters", field=mapping["choices"])
         text = answer_text(raw_answer)
-        idx = choices.index(text) if text in choices else letter_index(text, choices, ctx, mapping["answer"])
+        # A one-letter label within the options is a letter first: We-Math's options can themselves be
+        # letters ("A. F; B. D; ..." answered "D"), and the letter is how such benchmarks label.
+        is_letter = len(text) == 1 and text.upper() in LETTERS[: len(choices)]
+        if is_letter or text not in choices:
+            idx = letter_index(text, choices, ctx, mapping["answer"])
+        else:
+            idx = choices.index(text)
         meta.update(choices=choices, answer_text=choices[idx])
         prompt, answer, task = with_choices(prompt, choices), LETTERS[idx], task or "multiple_choice"
     elif task == "grounding":
