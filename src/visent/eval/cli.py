@@ -195,6 +195,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"visent eval: {exc}", file=sys.stderr)
         return 2
 
+    import logging
+
+    # The loaders log a multi-line report of skipped rows; here each benchmark gets one line instead (below),
+    # and a load that keeps nothing is one error line.
+    data_logger = logging.getLogger("visent.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)
     try:
         benchmarks = []
         if args.suite is not None:
@@ -226,6 +233,13 @@ def main(argv: list[str] | None = None) -> int:
         # Bad input found before anything is generated: nothing in --out has been touched.
         print(f"visent eval: {exc}", file=sys.stderr)
         return 2
+    finally:
+        data_logger.setLevel(level)
+    for bench in benchmarks:
+        if bench.skipped:
+            reasons = ", ".join(f"{count} x {reason}" for reason, count in sorted(bench.skipped.items()))
+            print(f"visent eval: {bench.name}: skipped {sum(bench.skipped.values())} row(s) ({reasons}); "
+                  f"`visent data inspect {bench.source}` lists them", file=sys.stderr)
 
     out = Path(args.out)
     if args.overwrite:
