@@ -29,7 +29,6 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def build_parser() -> argparse.ArgumentParser:
     from visent.eval.generation import PROMPT_TEMPLATES
-
     from visent.eval.suites import ROOT_ENV, SUITES
 
     p = argparse.ArgumentParser(prog="visent eval", description=__doc__.split("\n\n")[0])

@@ -185,8 +185,8 @@ def _pct(x: float) -> str:
 
 def _sampled_table(summary: dict[str, dict[str, Any]]) -> str:
     lines = [
-        "| benchmark | task | n | K | avg@K % [95% CI] | pass@K % [95% CI] | vs. training labels % | noisy rows "
-        "| unparsable % |",
+        ("| benchmark | task | n | K | avg@K % [95% CI] | pass@K % [95% CI] | vs. training labels % "
+         "| noisy rows | unparsable % |"),
         "|---|---|---:|---:|---|---|---|---:|---:|",
     ]
     for name, b in summary.items():

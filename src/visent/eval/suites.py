@@ -336,5 +336,17 @@ def suite_table_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["BENCHMARKS", "SUITES", "ROOT_ENV", "BenchmarkSpec", "Layout", "SuiteDataMissing", "locate",
-           "resolve_suite", "suite_root", "suite_table_markdown", "yes_no_answer", "inline_options"]
+__all__ = [
+    "BENCHMARKS",
+    "ROOT_ENV",
+    "SUITES",
+    "BenchmarkSpec",
+    "Layout",
+    "SuiteDataMissing",
+    "inline_options",
+    "locate",
+    "resolve_suite",
+    "suite_root",
+    "suite_table_markdown",
+    "yes_no_answer",
+]

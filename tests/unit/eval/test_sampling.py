@@ -201,3 +201,38 @@ def test_transformers_sampling_is_seeded_per_example(tmp_path):
     assert all(isinstance(t, str) for t in greedy) and backend()(exs) == greedy
     one = backend(samples=1, temperature=1.0, seed=5)(exs)
     assert all(isinstance(t, str) for t in one)
+
+
+def test_vllm_backend_asks_for_k_samples_with_a_seed_per_example(monkeypatch):
+    """vLLM is not installed here: the backend's request building and output shape are checked with a
+    stand-in engine (``n=K`` and a per-request seed, one list of K texts per prompt)."""
+    from types import SimpleNamespace
+
+    from visent.data.schema import Example
+    from visent.eval import generation
+    from visent.eval.generation import VLLMBackend, example_seed
+
+    backend = VLLMBackend.__new__(VLLMBackend)
+    backend.samples, backend.temperature, backend.top_p, backend.seed = 3, 1.0, 0.9, 11
+    backend.max_new_tokens, backend.template, backend.system_prompt = 64, "plain", None
+    backend.params = "greedy-params"
+    backend._sampling_params = lambda **kw: kw
+    backend.processor = None
+    seen = {}
+
+    class Engine:
+        def generate(self, requests, params, use_tqdm):
+            seen["params"] = params
+            return [SimpleNamespace(outputs=[SimpleNamespace(text=f"{i}-{j}") for j in range(3)])
+                    for i in range(len(requests))]
+
+    backend.llm = Engine()
+    exs = [Example(id="a", task="math", prompt="p"), Example(id="b", task="math", prompt="q")]
+    monkeypatch.setattr(generation, "chat_prompt", lambda processor, ex, template, system: ex.prompt)
+    out = backend(exs)
+    assert out == [["0-0", "0-1", "0-2"], ["1-0", "1-1", "1-2"]]
+    assert seen["params"] == [
+        {"n": 3, "temperature": 1.0, "top_p": 0.9, "max_tokens": 64, "seed": example_seed(11, ex)} for ex in exs
+    ]
+    backend.samples, backend.temperature = 1, 0.0
+    assert backend._params(exs) == "greedy-params"

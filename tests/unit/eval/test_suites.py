@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from suite_layouts import build_all
 
-from suite_layouts import build_all, remove
 from visent.eval import cli
 from visent.eval.harness import score_example
-from visent.eval.suites import BENCHMARKS, SUITES, SuiteDataMissing, resolve_suite, suite_table_markdown
 from visent.eval.sources import EvalDataError
+from visent.eval.suites import BENCHMARKS, SUITES, SuiteDataMissing, resolve_suite, suite_table_markdown
 
 
 @pytest.fixture(scope="module")
