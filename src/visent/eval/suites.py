@@ -135,13 +135,23 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
             note="free-form answer (the value of the right option)",
         ),
         BenchmarkSpec(
-            "mmk12", "MMK12", "FanqingM/MMK12", "test",
-            # MM-EUREKA's own eval copy: eval/k12/k12.json, rows {id, question, answer, image_path} with
-            # image_path relative to the json (sample in shared/data/mmk12).
-            layouts=(Layout("mmk12/k12.json", "mmk12", origin="github.com/ModalMinds/MM-EUREKA eval/k12"),),
-            source="https://github.com/ModalMinds/MM-EUREKA (eval/k12); Hub: FanqingM/MMK12",
-            note="the 500-row K12 eval file MM-EUREKA ships; the Hub test split (FanqingM/MMK12) is larger "
-            "and its parquet layout is not read here",
+            "mmk12", "MMK12", "FanqingM/MMK12", "test", rows=2000,
+            layouts=(
+                # Hub: data/test-*.parquet, rows id, subject, question (options inline as "A. .." lines),
+                # answer (the letter), image ({bytes, path}); 2,000 four-option questions, 500 each of math,
+                # physics, chemistry, biology. Layout as read by third-party code (lmms-eval's mmk12 task
+                # note; importers reading data/*.parquet), not by the dataset card, which is not in reach here.
+                Layout("mmk12/data/test-*.parquet", "generic",
+                       "prompt=question,answer=answer,images=image,id=id,subject=subject", task="math",
+                       origin="Hub parquet"),
+                # MM-EUREKA's own eval copy: eval/k12/k12.json, rows {id, question, answer, image_path} with
+                # image_path relative to the json (sample in shared/data/mmk12): a different, 500-row math set.
+                Layout("mmk12/k12.json", "mmk12", origin="github.com/ModalMinds/MM-EUREKA eval/k12"),
+            ),
+            post=inline_options,
+            source="https://huggingface.co/datasets/FanqingM/MMK12",
+            note="Hub test split (2,000 multiple choice, options inside the question); MM-EUREKA's 500-row "
+            "k12.json is read when the Hub copy is absent",
         ),
         BenchmarkSpec(
             "hallusionbench", "HallusionBench", "lmms-lab/HallusionBench", "image", rows=951,

@@ -62,6 +62,19 @@ def build_mmk12(root: Path) -> None:
         shutil.copy(source / row["image_path"], root / "mmk12" / row["image_path"])
 
 
+def build_mmk12_hub(root: Path) -> None:
+    # FanqingM/MMK12 test parquet: id, subject, question (options inline, one "A. .." per line), answer
+    # (letter), image ({bytes, path}).
+    rows = [
+        {"id": "m1", "subject": "physics", "question": "The block slides down the incline shown. Its "
+         "acceleration is\nA. 2 m/s^2\nB. 4.9 m/s^2\nC. 9.8 m/s^2\nD. 0", "answer": "B",
+         "image": _image_struct("m1.png")},
+        {"id": "m2", "subject": "math", "question": "In the figure, find the angle x.\nA. 30°\nB. 45°\nC. 60°\n"
+         "D. 90°", "answer": "C", "image": _image_struct("m2.png", (0, 0, 0))},
+    ]
+    _parquet(root / "mmk12" / "data" / "test-00000-of-00001.parquet", rows)
+
+
 def build_hallusionbench(root: Path) -> None:
     base = {"category": "VD", "subcategory": "illusion", "visual_input": "1", "set_id": "0", "sample_note": "circle",
             "gt_answer_details": "", "filename": "./hallusion_bench/VD/illusion/0_0.png"}

@@ -91,6 +91,23 @@ def test_vepo_specific_layouts(suite_root):
     assert geo[0].answer == "80" and _score(geo[0], "<answer>80</answer>") == 1.0
 
 
+def test_mmk12_hub_layout_wins_over_the_github_file(tmp_path):
+    from suite_layouts import build_mmk12_hub
+
+    from visent.eval.suites import load_benchmark, locate
+
+    root = build_all(tmp_path / "bench", keys=["mmk12"])
+    layout, _ = locate(BENCHMARKS["mmk12"], root)
+    assert layout.format == "mmk12"  # only MM-EUREKA's k12.json is there
+    build_mmk12_hub(root)
+    layout, path = locate(BENCHMARKS["mmk12"], root)
+    assert layout.format == "generic" and path.name.startswith("test-")
+    physics, geometry = load_benchmark(BENCHMARKS["mmk12"], layout, path, root).examples
+    assert physics.task == "multiple_choice" and physics.meta["choices"][1] == "4.9 m/s^2"
+    assert _score(physics, "\\boxed{B}") == 1.0 and _score(physics, "\\boxed{4.9 m/s^2}") == 1.0
+    assert _score(geometry, "\\boxed{60^\\circ}") == 1.0 and _score(geometry, "\\boxed{A}") == 0.0
+
+
 def test_limit_applies_per_benchmark(suite_root):
     benches = resolve_suite("vppo", suite_root, limit=1)
     assert all(len(b.examples) == 1 for b in benches)
