@@ -185,15 +185,18 @@ def score_example(example: Example, response: str, rewards: dict[str, str]) -> d
     }
 
 
-def score_samples(example: Example, responses: Sequence[str], rewards: dict[str, str]) -> dict[str, Any]:
-    """One prediction record for K sampled responses: each scored by :func:`score_example`, then combined.
+def score_samples(
+    example: Example, responses: Sequence[str], rewards: dict[str, str], **score_kwargs: Any
+) -> dict[str, Any]:
+    """One prediction record for K sampled responses: each scored by :func:`score_example` (extra keyword
+    arguments are passed on to it), then combined.
 
     ``score`` / ``score_clean`` are the means over the K samples (avg@K's per-example term), ``pass`` /
     ``pass_clean`` the best (pass@K's), ``parse_failed`` the share of unparsable samples, ``components`` the
     per-component means; ``response`` is the first sample and ``responses`` / ``scores`` / ``scores_clean``
     keep all K in order.
     """
-    rows = [score_example(example, response, rewards) for response in responses]
+    rows = [score_example(example, response, rewards, **score_kwargs) for response in responses]
     k = len(rows)
     first = rows[0]
     scores = [float(r["score"]) for r in rows]
