@@ -5,9 +5,15 @@
         --template think_boxed --max-new-tokens 1024 --out runs/eval-ckpt
     visent eval --model Qwen/Qwen2.5-VL-3B-Instruct --data screenspot_v2/screenspot_web_v2.json \\
         --reward grounding=grounding_resized --out runs/ss
+    visent eval --model ckpt/ --data wemath=We-Math/data/testmini.json \\
+        --map prompt=question,choices=option,answer=answer,images=image_path,id=ID --out runs/wemath
+    visent eval --model ckpt/ --suite vppo --suite-root ~/bench --samples 8 --temperature 1.0 \\
+        --template think_boxed --max-new-tokens 2048 --out runs/vppo
 
-Exit codes: 0 done; 1 a data or runtime error (message names the file/row/setting); 2 bad usage.
-Rerunning with the same ``--out`` resumes: rows already in ``predictions.jsonl`` are not generated again.
+Exit codes: 0 done; 2 bad usage or input found before generating (unknown suite or missing suite data, bad
+--map, a missing column, an empty file, bad --samples/--temperature), one line each; 1 an error while
+generating (an image that does not open) or an --out folder made with other settings. Rerunning with the
+same ``--out`` resumes: rows already in ``predictions.jsonl`` are not generated again.
 """
 
 from __future__ import annotations
@@ -23,17 +29,28 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def build_parser() -> argparse.ArgumentParser:
     from visent.eval.generation import PROMPT_TEMPLATES
+    from visent.eval.suites import ROOT_ENV, SUITES
 
     p = argparse.ArgumentParser(prog="visent eval", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="model path or Hub id of a supported family, or tiny:<family> (e.g. tiny:qwen3_vl)")
     p.add_argument(
         "--data",
-        required=True,
         action="append",
+        default=[],
         metavar="[NAME=]SOURCE",
         help="a benchmark (repeatable): lab:TASK[:N[:SEED]], a jsonl of examples, or any dataset file/folder/Hub "
         "id that `visent data inspect` reads",
     )
+    p.add_argument("--suite", default=None, metavar="NAME",
+                   help=f"the benchmarks of a paper: {', '.join(f'{k} ({len(v)} benchmarks)' for k, v in SUITES.items())}; "
+                        "combines with --data")
+    p.add_argument("--suite-root", default=None, metavar="DIR",
+                   help=f"folder holding the suite's benchmarks (default ${ROOT_ENV}); layout in docs/eval.md")
+    p.add_argument("--map", dest="mapping", default=None, metavar="FIELD=COLUMN,...",
+                   help="field mapping for --data files, as in `visent data inspect` (nested columns a.b.0 allowed): "
+                        "prompt=question,choices=options,answer=answer,images=image; choices composes 'A. ..' "
+                        "options into the prompt and accepts the letter or the option text")
+    p.add_argument("--split", default=None, help="split of a Hub dataset given with --data")
     p.add_argument("--out", required=True, help="output folder (predictions.jsonl, results.json, results.md)")
     p.add_argument("--task", default=None, help="override every example's task (picks the verifier)")
     p.add_argument("--format", default=None, help="dataset layout for --data files (detected when omitted)")
@@ -45,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="auto: vLLM when installed and on GPU")
     p.add_argument("--batch-size", type=int, default=8, help="examples per generation call")
     p.add_argument("--max-new-tokens", type=int, default=512, help="generation budget per example")
+    p.add_argument("--samples", type=int, default=1, metavar="K",
+                   help="completions per example (default 1: greedy); K > 1 reports avg@K and pass@K with 95%% "
+                        "intervals over examples; needs --temperature > 0")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature (default 0: greedy; VPPO/PAPO report avg@8 at 1.0)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1.0: off)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="sampling seed; each example's samples come from (seed, example id), so they do not "
+                        "depend on batching or resuming")
     p.add_argument(
         "--template",
         default="plain",
@@ -100,7 +126,8 @@ def _make_backend(args: argparse.Namespace, max_images: int) -> Any:
             if vllm_available() and device.startswith("cuda") and not args.model.startswith("tiny:")
             else "transformers"
         )
-    common = {"template": args.template, "system_prompt": args.system, "max_new_tokens": args.max_new_tokens}
+    common = {"template": args.template, "system_prompt": args.system, "max_new_tokens": args.max_new_tokens,
+              "samples": args.samples, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed}
     if backend == "vllm":
         if not vllm_available():
             raise RuntimeError("--backend vllm: vLLM is not installed (pip install 'visent[vllm]')")
@@ -122,12 +149,34 @@ def _make_backend(args: argparse.Namespace, max_images: int) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from visent.data.errors import DataError
+    from visent.data.formats.generic import parse_mapping
     from visent.eval.generation import LazyBackend, render_template
-    from visent.eval.harness import EvalConfigError, EvalSettings, pending, run_eval
+    from visent.eval.harness import EvalConfigError, EvalSettings, check_sampling, pending, run_eval
     from visent.eval.sources import EvalDataError, resolve
+    from visent.eval.suites import SUITES, SuiteDataMissing, resolve_suite
     from visent.models import UnsupportedModel, check_supported
 
+    settings = EvalSettings(
+        model=args.model,
+        template=args.template,
+        system_prompt=args.system,
+        max_new_tokens=args.max_new_tokens,
+        rewards={},
+        noise=None if args.noise is None else [args.noise, args.noise_seed],
+        samples=args.samples,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        seed=args.seed,
+    )
     try:
+        if not args.data and args.suite is None:
+            raise ValueError("give --data SOURCE (repeatable) and/or --suite NAME")
+        if args.suite is not None and args.suite not in SUITES:
+            raise ValueError(f"unknown suite {args.suite!r}; suites: {', '.join(SUITES)}")
+        if args.mapping is not None:
+            parse_mapping(args.mapping)  # a bad entry is refused here, before anything is read
+        check_sampling(settings)
         # Generation only: any image-text-to-text model; a text-only or unknown one is refused in one line
         # (status 2), from its config, before any data is read or weight loaded.
         try:
@@ -135,17 +184,32 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass  # no such folder, or offline: reported when the model is loaded, as before
         rewards = _parse_rewards(args.reward)
+        settings.rewards = rewards
         render_template(args.template, "")
         if args.batch_size < 1 or args.max_new_tokens < 1:
             raise ValueError("--batch-size and --max-new-tokens must be >= 1")
-    except ValueError as exc:
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    except (ValueError, DataError) as exc:  # EvalConfigError and a bad --map are ValueErrors too
         print(f"visent eval: {exc}", file=sys.stderr)
         return 2
 
+    import logging
+
+    # The loaders log a multi-line report of skipped rows; here each benchmark gets one line instead (below),
+    # and a load that keeps nothing is one error line.
+    data_logger = logging.getLogger("visent.data")
+    level = data_logger.level
+    data_logger.setLevel(logging.ERROR)
     try:
-        benchmarks = [
+        benchmarks = []
+        if args.suite is not None:
+            benchmarks += resolve_suite(args.suite, args.suite_root, limit=args.limit,
+                                        progress=not args.no_progress, image_check=args.image_check)
+        benchmarks += [
             resolve(spec, format=args.format, image_root=args.image_root, limit=args.limit, task=args.task,
-                    progress=not args.no_progress, image_check=args.image_check)
+                    progress=not args.no_progress, image_check=args.image_check, mapping=args.mapping,
+                    split=args.split)
             for spec in args.data
         ]
         if args.noise is not None:
@@ -160,22 +224,26 @@ def main(argv: list[str] | None = None) -> int:
                     f"{bench.name}: {report.summary()}",
                     file=sys.stderr,
                 )
+    except SuiteDataMissing as exc:
+        for line in exc.lines:  # every missing benchmark at once, one line each
+            print(f"visent eval: {line}", file=sys.stderr)
+        return 2
     except (EvalDataError, ValueError) as exc:
+        # Bad input found before anything is generated: nothing in --out has been touched.
         print(f"visent eval: {exc}", file=sys.stderr)
-        return 1
+        return 2
+    finally:
+        data_logger.setLevel(level)
+    for bench in benchmarks:
+        if bench.skipped:
+            reasons = ", ".join(f"{count} x {reason}" for reason, count in sorted(bench.skipped.items()))
+            print(f"visent eval: {bench.name}: skipped {sum(bench.skipped.values())} row(s) ({reasons}); "
+                  f"`visent data inspect {bench.source}` lists them", file=sys.stderr)
 
     out = Path(args.out)
     if args.overwrite:
         for name in ("predictions.jsonl", "run.json", "results.json", "results.md"):
             (out / name).unlink(missing_ok=True)
-    settings = EvalSettings(
-        model=args.model,
-        template=args.template,
-        system_prompt=args.system,
-        max_new_tokens=args.max_new_tokens,
-        rewards=rewards,
-        noise=None if args.noise is None else [args.noise, args.noise_seed],
-    )
     max_images = max((len(ex.images) for b in benchmarks for ex in b.examples), default=1)
     backend = LazyBackend(lambda: _make_backend(args, max_images))
     todo = pending(benchmarks, out)

@@ -1,7 +1,9 @@
-"""Greedy generation backends for evaluation: transformers (CPU/GPU) and vLLM (when installed).
+"""Generation backends for evaluation: transformers (CPU/GPU) and vLLM (when installed); greedy by default,
+or K samples per example at a temperature.
 
 A backend is a callable ``generate(examples) -> list[str]`` returning one decoded completion per example,
-in order. Both render prompts with the model's own processor chat template: one ``{"type": "image"}``
+in order; with ``samples=K > 1`` it returns one list of K completions per example. Sampling is seeded per
+example (:func:`example_seed`), so an example's samples do not depend on its batch or on a resumed run. Both render prompts with the model's own processor chat template: one ``{"type": "image"}``
 placeholder per image before the text, an optional system message, and the assistant header.
 """
 
@@ -38,6 +40,15 @@ def render_template(template: str, prompt: str) -> str:
     return text.replace("{prompt}", prompt).replace("{{", "{").replace("}}", "}")
 
 
+def example_seed(seed: int, example: Example) -> int:
+    """A 63-bit seed for one example's samples, from the run's ``seed`` and the example id (stable across
+    processes, unlike ``hash``)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}\x1f{example.id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 def load_images(example: Example) -> list[Any]:
     """The example's images as RGB PIL images, in order (paths are opened, embedded bytes decoded; a file
     or bytes that do not open fail naming the example)."""
@@ -69,7 +80,8 @@ def chat_prompt(processor: Any, example: Example, template: str, system_prompt: 
 
 
 class TransformersBackend:
-    """Batched greedy decoding with ``model.generate`` (left padding, no sampling)."""
+    """Decoding with ``model.generate`` (left padding): batched greedy by default; with a temperature, K
+    samples per example (``num_return_sequences``), each example under its own seed."""
 
     name = "transformers"
 
@@ -81,11 +93,33 @@ class TransformersBackend:
         template: str = "plain",
         system_prompt: str | None = None,
         max_new_tokens: int = 512,
+        samples: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
     ) -> None:
         self.model, self.processor = model, processor
         self.template, self.system_prompt, self.max_new_tokens = template, system_prompt, max_new_tokens
+        self.samples, self.temperature, self.top_p, self.seed = samples, temperature, top_p, seed
 
-    def __call__(self, examples: Sequence[Example]) -> list[str]:
+    def __call__(self, examples: Sequence[Example]) -> list[Any]:
+        if self.samples == 1 and self.temperature == 0:
+            return self._generate(examples)
+        import torch
+
+        # One example per call, under a generator seeded from (seed, example id): its K samples are then the
+        # same whatever batch it lands in, which is what makes a resumed sampled run match an uninterrupted
+        # one. fork_rng keeps the caller's global RNG state untouched.
+        out: list[Any] = []
+        devices = [self.model.device] if self.model.device.type == "cuda" else []
+        for ex in examples:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(example_seed(self.seed, ex))
+                texts = self._generate([ex], sample=True)
+            out.append(texts if self.samples > 1 else texts[0])
+        return out
+
+    def _generate(self, examples: Sequence[Example], sample: bool = False) -> list[str]:
         import torch
 
         tok = self.processor.tokenizer
@@ -102,6 +136,9 @@ class TransformersBackend:
             kwargs["images"] = images
         enc = self.processor(**kwargs).to(self.model.device)
         gen_kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False}
+        if sample:
+            gen_kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0,
+                              num_return_sequences=self.samples)
         image_token_id = getattr(self.model.config, "image_token_id", None)
         if image_token_id is not None:
             # A generated image placeholder would have no image features behind it.
@@ -119,7 +156,8 @@ class TransformersBackend:
 
 
 class VLLMBackend:
-    """Greedy decoding with vLLM (``temperature=0``); the processor only renders the chat template."""
+    """Decoding with vLLM: greedy (``temperature=0``) by default, else ``n=K`` samples per prompt with a
+    per-request seed from :func:`example_seed`; the processor only renders the chat template."""
 
     name = "vllm"
 
@@ -132,16 +170,33 @@ class VLLMBackend:
         system_prompt: str | None = None,
         max_new_tokens: int = 512,
         max_images: int = 1,
+        samples: int = 1,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
         **llm_kwargs: Any,
     ) -> None:
         from vllm import LLM, SamplingParams
 
         self.processor = processor
         self.template, self.system_prompt = template, system_prompt
+        self.samples, self.temperature, self.top_p, self.seed = samples, temperature, top_p, seed
+        self.max_new_tokens = max_new_tokens
+        self._sampling_params = SamplingParams
         self.llm = LLM(model=model_path, limit_mm_per_prompt={"image": max(1, max_images)}, **llm_kwargs)
         self.params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
 
-    def __call__(self, examples: Sequence[Example]) -> list[str]:
+    def _params(self, examples: Sequence[Example]) -> Any:
+        """One SamplingParams for greedy decoding, else one per request (``n=K``, its own seed)."""
+        if self.samples == 1 and self.temperature == 0:
+            return self.params
+        return [
+            self._sampling_params(n=self.samples, temperature=self.temperature, top_p=self.top_p,
+                                  max_tokens=self.max_new_tokens, seed=example_seed(self.seed, ex))
+            for ex in examples
+        ]
+
+    def __call__(self, examples: Sequence[Example]) -> list[Any]:
         requests = []
         for ex in examples:
             request: dict[str, Any] = {
@@ -151,7 +206,9 @@ class VLLMBackend:
             if images:
                 request["multi_modal_data"] = {"image": images if len(images) > 1 else images[0]}
             requests.append(request)
-        outputs = self.llm.generate(requests, self.params, use_tqdm=False)
+        outputs = self.llm.generate(requests, self._params(examples), use_tqdm=False)
+        if self.samples > 1:
+            return [[c.text for c in o.outputs] for o in outputs]
         return [o.outputs[0].text for o in outputs]
 
 
@@ -173,7 +230,7 @@ class LazyBackend:
     def built(self) -> bool:
         return self._backend is not None
 
-    def __call__(self, examples: Sequence[Example]) -> list[str]:
+    def __call__(self, examples: Sequence[Example]) -> list[Any]:
         if self._backend is None:
             self._backend = self._factory()
         return self._backend(examples)

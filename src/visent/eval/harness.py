@@ -1,16 +1,22 @@
-"""``visent eval``: greedy generation over benchmarks, scored by the training verifiers, resumable.
+"""``visent eval``: generation over benchmarks (greedy, or K samples each), scored by the training verifiers,
+resumable.
 
 Output folder layout (``--out DIR``):
 
 - ``predictions.jsonl``: append-only, one scored example per line (``benchmark``, ``id``, ``task``,
   ``response``, ``score`` vs ``answer``, ``score_clean`` vs ``clean_answer``, ``parse_failed``,
   ``components``, labels). A rerun skips every ``(benchmark, id)`` already there, so an interrupted run
-  resumes where it stopped; a torn last line (crash mid-write) is ignored and that row redone.
+  resumes where it stopped; a torn last line (crash mid-write) is ignored and that row redone. With K > 1
+  samples per example a row is written once all K are scored and adds ``k``, ``responses``, ``scores``,
+  ``scores_clean`` (lists of K), ``pass`` / ``pass_clean`` (the best of the K, for pass@K); ``score`` /
+  ``score_clean`` are then the means over the K samples and ``response`` the first sample.
 - ``run.json``: the settings that determine the generations (model, prompt template, system prompt,
-  max_new_tokens, reward overrides). Resuming with different settings is refused, so one folder never
+  max_new_tokens, reward overrides, samples per example, temperature, top-p, seed). Resuming with
+  different settings is refused, so one folder never
   mixes generations from two configurations.
-- ``results.json`` and ``results.md``: per-benchmark accuracy with a 95% Wilson interval, against the
-  clean and the (possibly noisy) training labels; rewritten atomically after every batch.
+- ``results.json`` and ``results.md``: per-benchmark accuracy with a 95% interval (Wilson; with K samples,
+  avg@K with a t interval over examples and pass@K, see ``report``), against the clean and the (possibly
+  noisy) training labels; rewritten atomically after every batch.
 
 Scores use ``visent.rewards``: each example's task picks its verifier (``TASK_REWARDS``) unless
 ``rewards={"grounding": "grounding_resized", ...}`` overrides it (e.g. for a model that speaks
@@ -34,7 +40,8 @@ from visent.eval.sources import Benchmark
 
 logger = logging.getLogger(__name__)
 
-Generate = Callable[[Sequence[Example]], list[str]]
+# One completion per example; with ``EvalSettings.samples`` K > 1, one list of K completions per example.
+Generate = Callable[[Sequence[Example]], list[Any]]
 PREDICTIONS = "predictions.jsonl"
 
 
@@ -53,6 +60,11 @@ class EvalSettings:
         max_new_tokens: generation budget per example.
         rewards: task -> reward name overrides (e.g. ``{"grounding": "grounding_resized"}``).
         noise: ``[rate, seed]`` when label noise was injected before scoring, else None.
+        samples: completions per example (K); 1 is greedy evaluation as before.
+        temperature: sampling temperature; 0 means greedy decoding.
+        top_p: nucleus-sampling mass (1.0 = off).
+        seed: base seed of the sampling; each example's samples are drawn from a generator seeded by
+            ``(seed, example id)``, so they do not depend on batching or on where a run was resumed.
     """
 
     model: str
@@ -61,6 +73,10 @@ class EvalSettings:
     max_new_tokens: int = 512
     rewards: dict[str, str] = field(default_factory=dict)
     noise: list[float] | None = None
+    samples: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
 
 
 def _key(benchmark: str, example_id: str) -> str:
@@ -108,6 +124,11 @@ def check_run_settings(out: Path, settings: EvalSettings) -> None:
             previous = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {})
         except ValueError:
             previous = None
+        if previous is not None:
+            # A folder written before a setting existed was made with that setting's default (e.g. greedy
+            # runs predate ``samples``): compare against the default, so such a folder still resumes.
+            defaults = {k: v for k, v in asdict(EvalSettings(model="")).items() if k != "model"}
+            previous = {**defaults, **previous}
         if previous is not None and previous != current:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise EvalConfigError(
@@ -118,6 +139,22 @@ def check_run_settings(out: Path, settings: EvalSettings) -> None:
     write_json_atomic(
         run_file, {"settings": current, "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     )
+
+
+def check_sampling(settings: EvalSettings) -> None:
+    """Refuse sampling settings that cannot work: K < 1, a negative temperature, top-p outside (0, 1],
+    or K > 1 greedy samples (they would all be the same completion)."""
+    if not isinstance(settings.samples, int) or settings.samples < 1:
+        raise EvalConfigError(f"--samples must be an integer >= 1, got {settings.samples!r}")
+    if not settings.temperature >= 0 or settings.temperature != settings.temperature:
+        raise EvalConfigError(f"--temperature must be >= 0, got {settings.temperature!r}")
+    if not 0 < settings.top_p <= 1:
+        raise EvalConfigError(f"--top-p must be in (0, 1], got {settings.top_p!r}")
+    if settings.samples > 1 and settings.temperature == 0:
+        raise EvalConfigError(
+            f"--samples {settings.samples} with --temperature 0 would repeat one greedy completion; "
+            "set --temperature (the papers use 1.0)"
+        )
 
 
 def score_example(example: Example, response: str, rewards: dict[str, str]) -> dict[str, Any]:
@@ -145,6 +182,43 @@ def score_example(example: Example, response: str, rewards: dict[str, str]) -> d
         "answer": example.answer,
         "clean_answer": example.clean_answer,
         "is_noisy": bool(example.is_noisy),
+    }
+
+
+def score_samples(
+    example: Example, responses: Sequence[str], rewards: dict[str, str], **score_kwargs: Any
+) -> dict[str, Any]:
+    """One prediction record for K sampled responses: each scored by :func:`score_example` (extra keyword
+    arguments are passed on to it), then combined.
+
+    ``score`` / ``score_clean`` are the means over the K samples (avg@K's per-example term), ``pass`` /
+    ``pass_clean`` the best (pass@K's), ``parse_failed`` the share of unparsable samples, ``components`` the
+    per-component means; ``response`` is the first sample and ``responses`` / ``scores`` / ``scores_clean``
+    keep all K in order.
+    """
+    rows = [score_example(example, response, rewards, **score_kwargs) for response in responses]
+    k = len(rows)
+    first = rows[0]
+    scores = [float(r["score"]) for r in rows]
+    scores_clean = [float(r["score_clean"]) for r in rows]
+    keys = sorted({name for r in rows for name in r["components"]})
+    components = {
+        name: sum(float(r["components"].get(name, 0.0)) for r in rows) / k for name in keys
+    }
+    return {
+        **first,
+        "response": first["response"],
+        "score": sum(scores) / k,
+        "score_clean": sum(scores_clean) / k,
+        "parse_failed": sum(bool(r["parse_failed"]) for r in rows) / k,
+        "label_error": any(r["label_error"] for r in rows),
+        "components": components,
+        "k": k,
+        "responses": [r["response"] for r in rows],
+        "scores": scores,
+        "scores_clean": scores_clean,
+        "pass": max(scores),
+        "pass_clean": max(scores_clean),
     }
 
 
@@ -206,6 +280,7 @@ def run_eval(
             )
     if batch_size < 1:
         raise EvalConfigError(f"batch_size must be >= 1, got {batch_size}")
+    check_sampling(settings)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -241,6 +316,7 @@ def run_eval(
         write_atomic(out / "results.md", header + markdown_table(summary))
         return summary
 
+    k = settings.samples
     bar = tqdm(total=len(todo), desc="visent eval", unit="ex", disable=not progress)
     generated = 0
     try:
@@ -249,9 +325,15 @@ def run_eval(
             responses = generate([ex for _, ex in chunk])
             if len(responses) != len(chunk):
                 raise RuntimeError(f"backend returned {len(responses)} completions for {len(chunk)} prompts")
+            if k > 1 and any(not isinstance(r, (list, tuple)) or len(r) != k for r in responses):
+                raise RuntimeError(f"backend must return {k} completions per prompt (samples={k})")
             lines = []
             for (bench_name, ex), response in zip(chunk, responses):
-                record = {"benchmark": bench_name, **score_example(ex, response, settings.rewards)}
+                if k > 1:
+                    scored = score_samples(ex, response, settings.rewards)
+                else:
+                    scored = score_example(ex, response, settings.rewards)
+                record = {"benchmark": bench_name, **scored}
                 records.append(record)
                 lines.append(json.dumps(record, ensure_ascii=False))
             with pred_path.open("a", encoding="utf-8") as handle:

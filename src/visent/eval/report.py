@@ -38,11 +38,94 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def _accuracy_block(scores: Sequence[float]) -> dict[str, Any]:
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (modified Lentz)."""
+    tiny = 1e-300
+    c, d = 1.0, 1.0 - (a + b) * x / (a + 1.0)
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((a + m2 - 1) * (a + m2)), -(a + m) * (a + b + m) * x / ((a + m2) * (a + m2 + 1))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-15:
+            break
+    return h
+
+
+def _student_t_cdf(t: float, df: float) -> float:
+    """P(T <= t) for Student's t with ``df`` degrees of freedom (through the incomplete beta function)."""
+    if t == 0:
+        return 0.5
+    # I_x(df/2, 1/2) with x = df / (df + t^2) is P(|T| > |t|); 1 - x is formed directly (no cancellation).
+    x, one_minus_x = df / (df + t * t), t * t / (df + t * t)
+    a, b = df / 2.0, 0.5
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log(one_minus_x))
+    if x < (a + 1) / (a + b + 2):
+        ibeta = front * _betacf(a, b, x) / a
+    else:
+        ibeta = 1.0 - front * _betacf(b, a, one_minus_x) / b
+    return 1.0 - 0.5 * ibeta if t >= 0 else 0.5 * ibeta
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The ``p`` quantile of Student's t with ``df`` degrees of freedom (bisection on the CDF; no scipy)."""
+    if not 0.0 < p < 1.0 or df <= 0:
+        raise ValueError(f"need 0 < p < 1 and df > 0, got p={p}, df={df}")
+    lo, hi = -1e6, 1e6
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if _student_t_cdf(mid, df) < p:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-12 * max(1.0, abs(mid)):
+            break
+    return 0.5 * (lo + hi)
+
+
+def example_mean_interval(values: Sequence[float]) -> tuple[float, float]:
+    """95% interval for the mean of per-example scores in [0, 1], each the mean of its K samples.
+
+    The unit of independence is the example: the K samples of one example share its difficulty, so
+    treating the n*K samples as independent would understate the width. The per-example means are
+    independent draws from the benchmark, so a Student-t interval over them (n - 1 degrees of freedom)
+    is the cluster-robust interval for avg@K. When every example has the same mean (sd 0, e.g. all wrong)
+    the t interval collapses to a point; there we report the Wilson interval over the n examples, which
+    bounds the variance by p(1 - p) (any score in [0, 1] has at most that variance). Clipped to [0, 1].
+    """
+    n = len(values)
+    if n == 0:
+        return 0.0, 1.0
+    mean = float(sum(values)) / n
+    if n == 1:
+        return wilson_interval(mean, 1)
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    if var <= 1e-24:
+        return wilson_interval(mean * n, n)
+    half = t_quantile(0.975, n - 1) * math.sqrt(var / n)
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
+def _accuracy_block(scores: Sequence[float], sampled: bool = False) -> dict[str, Any]:
+    """Mean score with its 95% interval: Wilson for one response per example (each score a 0/1 outcome),
+    the t interval over examples (:func:`example_mean_interval`) when each score averages K samples."""
     n = len(scores)
     total = float(sum(scores))
-    lo, hi = wilson_interval(total, n)
+    lo, hi = example_mean_interval(scores) if sampled else wilson_interval(total, n)
     return {"accuracy": total / n if n else 0.0, "ci95": [lo, hi]}
+
+
+def _pass_block(rows: Sequence[dict[str, Any]], key: str, fallback: str) -> tuple[float, list[float]]:
+    """pass@K: the share of examples with at least one right sample (the best of the K scores); its
+    per-example outcomes are independent 0/1 draws, so the Wilson interval over examples applies."""
+    values = [float(r.get(key, r[fallback])) for r in rows]
+    lo, hi = wilson_interval(min(float(sum(values)), len(values)), len(values))
+    return (sum(values) / len(values) if values else 0.0), [lo, hi]
 
 
 def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -50,6 +133,10 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
     Returns ``{benchmark: {"n", "tasks", "accuracy", "ci95", "accuracy_clean", "ci95_clean", "n_noisy",
     "parse_fail_rate", "label_errors", "by_task": {task: {"n", "accuracy", "ci95"}}, ["map50", "map50_clean"]}}``.
+    With K > 1 samples per example (records carrying ``k``), ``accuracy`` is avg@K (the mean over examples
+    of each example's mean score, interval over examples, see :func:`example_mean_interval`) and the block
+    adds ``"k"``, ``"pass_at_k"``, ``"ci95_pass"``, ``"pass_at_k_clean"``, ``"ci95_pass_clean"``;
+    ``parse_fail_rate`` is then the share of samples without a parsable answer.
     ``label_errors`` counts rows whose label the verifier could not use (scored 0; fix the data).
     ``accuracy`` is against ``answer`` (what training saw, possibly noisy), ``accuracy_clean`` against
     ``clean_answer``; they coincide when no row is noisy. ``map50`` appears for detection rows.
@@ -60,18 +147,25 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name in sorted(grouped):
         rows = grouped[name]
+        k = max(int(r.get("k", 1)) for r in rows)
+        sampled = k > 1
         block: dict[str, Any] = {"n": len(rows), "tasks": sorted({r["task"] for r in rows})}
-        block.update(_accuracy_block([r["score"] for r in rows]))
-        clean = _accuracy_block([r["score_clean"] for r in rows])
+        block.update(_accuracy_block([r["score"] for r in rows], sampled))
+        clean = _accuracy_block([r["score_clean"] for r in rows], sampled)
         block["accuracy_clean"], block["ci95_clean"] = clean["accuracy"], clean["ci95"]
+        if sampled:
+            block["k"] = k
+            block["pass_at_k"], block["ci95_pass"] = _pass_block(rows, "pass", "score")
+            block["pass_at_k_clean"], block["ci95_pass_clean"] = _pass_block(rows, "pass_clean", "score_clean")
         block["n_noisy"] = sum(bool(r.get("is_noisy")) for r in rows)
-        block["parse_fail_rate"] = sum(bool(r.get("parse_failed")) for r in rows) / len(rows)
+        # A bool for one response per example; the share of unparsable samples when there are K.
+        block["parse_fail_rate"] = sum(float(r.get("parse_failed") or 0) for r in rows) / len(rows)
         # Rows whose *label* the verifier could not use (a data problem): scored 0, so they must be visible.
         block["label_errors"] = sum(bool(r.get("label_error")) for r in rows)
         by_task: dict[str, Any] = {}
         for task in block["tasks"]:
             task_rows = [r for r in rows if r["task"] == task]
-            by_task[task] = {"n": len(task_rows), **_accuracy_block([r["score_clean"] for r in task_rows])}
+            by_task[task] = {"n": len(task_rows), **_accuracy_block([r["score_clean"] for r in task_rows], sampled)}
         block["by_task"] = by_task
         detection = [r for r in rows if r["task"] == "detection"]
         if detection:
@@ -89,8 +183,36 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
+def _sampled_table(summary: dict[str, dict[str, Any]]) -> str:
+    lines = [
+        ("| benchmark | task | n | K | avg@K % [95% CI] | pass@K % [95% CI] | vs. training labels % "
+         "| noisy rows | unparsable % |"),
+        "|---|---|---:|---:|---|---|---|---:|---:|",
+    ]
+    for name, b in summary.items():
+        k = b.get("k", 1)
+        lo, hi = b["ci95_clean"]
+        avg = f"{_pct(b['accuracy_clean'])} [{_pct(lo)}, {_pct(hi)}]"
+        if "pass_at_k_clean" in b:
+            plo, phi = b["ci95_pass_clean"]
+            best = f"{_pct(b['pass_at_k_clean'])} [{_pct(plo)}, {_pct(phi)}]"
+        else:  # a benchmark of this run evaluated with one response per example
+            best = avg
+        lo_n, hi_n = b["ci95"]
+        noisy = f"{_pct(b['accuracy'])} [{_pct(lo_n)}, {_pct(hi_n)}]" if b["n_noisy"] else "same"
+        lines.append(
+            f"| {name} | {', '.join(b['tasks'])} | {b['n']} | {k} | {avg} | {best} | {noisy} | {b['n_noisy']} | "
+            f"{_pct(b['parse_fail_rate'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
-    """A Markdown table: benchmark, n, accuracy [95% CI] (clean labels), vs noisy labels, parse failures."""
+    """A Markdown table: benchmark, n, accuracy [95% CI] (clean labels), vs noisy labels, parse failures.
+
+    With K > 1 samples per example the accuracy column becomes avg@K and a pass@K column is added."""
+    if any(b.get("k", 1) > 1 for b in summary.values()):
+        return _sampled_table(summary)
     lines = [
         "| benchmark | task | n | accuracy % [95% CI] | vs. training labels % | noisy rows | unparsable % |",
         "|---|---|---:|---|---|---:|---:|",

@@ -8,8 +8,9 @@ A spec is ``[NAME=]SOURCE`` where SOURCE is one of
   images`` (paths), ``answer``, optional ``clean_answer, is_noisy, meta``), as written by
   :func:`write_examples_jsonl` — e.g. a noisy split saved for later evaluation;
 - anything the data loaders read (a dataset file or folder in a published format, or a Hub id), with
-  ``--format`` / ``--image-root`` passed through; streamed by ``visent.data.table.load_table`` into a
-  cached Arrow table.
+  ``--format`` / ``--map`` / ``--image-root`` passed through (``--map`` is ``visent data inspect``'s field
+  mapping, nested columns included); streamed by ``visent.data.table.load_table`` into a cached Arrow
+  table.
 
 The benchmark name defaults to ``lab-TASK`` or the file's stem (its folder's name for generic stems like
 ``testmini``/``test``).
@@ -123,6 +124,18 @@ def read_examples_jsonl(path: Path) -> list[Example]:
     return examples
 
 
+def _why_empty(report) -> str:
+    """Why a load produced nothing: an empty source, or the first reason its rows were skipped (e.g. the
+    column a ``--map`` names is absent from every row)."""
+    if not report.rows_seen:
+        return " (the source holds no rows)"
+    reason, count = max(report.skipped.items(), key=lambda kv: kv[1], default=(None, 0))
+    if reason is None:
+        return ""
+    sample = (report.samples.get(reason) or [""])[0]
+    return f": all {report.rows_seen} row(s) skipped, {count} x {reason}" + (f", e.g. {sample}" if sample else "")
+
+
 def _default_name(path: Path) -> str:
     stem = path.stem if path.is_file() else path.name
     if stem.lower() in _GENERIC_STEMS:
@@ -142,10 +155,16 @@ def resolve(
     task: str | None = None,
     progress: bool = False,
     image_check: str = "header",
+    mapping: str | dict[str, str] | None = None,
+    split: str | None = None,
+    default_task: str | None = None,
 ) -> Benchmark:
     """The benchmark for one ``--data`` spec (see the module doc).
 
-    ``task`` overrides every example's task (which verifier scores it); ``limit`` keeps the first rows.
+    ``task`` overrides every example's task (which verifier scores it); ``limit`` keeps the first rows;
+    ``mapping`` (``"prompt=question,answer=label"`` or a dict) selects the generic format's columns and
+    ``split`` a Hub dataset's split, both as in ``visent data inspect``; ``default_task`` is the generic
+    format's task for rows that do not set one (unlike ``task``, it does not override the loader's choice).
     Rows a dataset loader skips are logged by the loader and counted in ``Benchmark.skipped``. Dataset
     files are streamed into a cached, memory-mapped table (``visent.data.table``; ``progress`` shows a
     bar and the cache folder on stderr), so ``Benchmark.examples`` is then an ``ExampleTable``: a sequence
@@ -156,21 +175,26 @@ def resolve(
         name, source = spec.split("=", 1)
     skipped: dict[str, int] = {}
     if source.startswith("lab:"):
+        if mapping:
+            raise EvalDataError(f"--data {spec!r}: --map applies to dataset files, not to lab: streams")
         default, examples = _lab(source)
     else:
         path = Path(source)
-        if _looks_like_examples(path):
+        if _looks_like_examples(path) and not mapping:
             default, examples = _default_name(path), read_examples_jsonl(path)
         else:
             from visent.data.errors import DataError
             from visent.data.table import load_table
 
             try:
-                table = load_table(source, format=format, image_root=image_root, task=task, progress=progress,
-                                   image_check=image_check)
+                table = load_table(source, format=format, image_root=image_root, task=task or default_task,
+                                   progress=progress,
+                                   image_check=image_check, mapping=mapping, split=split)
             except DataError as exc:
                 raise EvalDataError(f"--data {spec!r}: {exc}") from None
             skipped = dict(table.report.skipped)
+            if not len(table):
+                raise EvalDataError(f"--data {spec!r}: no examples{_why_empty(table.report)}")
             default = _default_name(path) if path.exists() else source.replace("/", "-")
             # Memory-mapped rows; images stay paths / undecoded bytes until a batch is generated.
             examples = table.with_task(task) if task is not None else table

@@ -77,7 +77,7 @@ def test_eval_cli_end_to_end_and_resume(tmp_path, monkeypatch, capsys):
     [
         (["--reward", "grounding"], 2, "TASK=NAME"),
         (["--template", "no placeholder"], 2, "{prompt}"),
-        (["--data", "lab:juggling"], 1, "valid tasks"),
+        (["--data", "lab:juggling"], 2, "valid tasks"),  # bad input: exit 2 (issue #16)
     ],
 )
 def test_eval_cli_usage_errors(tmp_path, capsys, extra, code, message):

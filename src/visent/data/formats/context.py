@@ -136,6 +136,69 @@ def with_choices(question: str, choices: list[str]) -> str:
     return question + "\nChoices:\n" + "\n".join(lines)
 
 
+# An option marker "A." / "A:" / "(A)" / "A)" at the start of the text or after a separator. In a whole
+# question (``line_start``) only markers that open a line count, so prose like "point A. Then" is not one.
+_MARKER = re.compile(r"(?:^|(?<=[\s;,]))\(?([A-Z])(?:\)|[.:：])\s*")
+_LINE_MARKER = re.compile(r"(?m)^[ \t]*\(?([A-Z])(?:\)|[.:：])[ \t]*")
+
+
+def split_lettered_options(text: str, *, line_start: bool = False) -> tuple[str, list[str]] | None:
+    """``"A. 300;B. 400; C. 5"`` -> ``("", ["300", "400", "5"])``: the text before the first option and the
+    options, read from consecutive markers A, B, C, ... (at least two). None when there are none.
+
+    ``line_start`` reads options listed one per line inside a question (MathVerse's ``"Choices:\\nA:2\\nB:3"``).
+    """
+    markers = []
+    expected = "A"
+    for m in (_LINE_MARKER if line_start else _MARKER).finditer(text):
+        if m.group(1) == expected:
+            markers.append(m)
+            expected = chr(ord(expected) + 1)
+    if len(markers) < 2:
+        return None
+    options = []
+    for i, m in enumerate(markers):
+        end = markers[i + 1].start() if i + 1 < len(markers) else len(text)
+        options.append(text[m.end():end].strip().rstrip(";,").strip())
+    if not all(options):
+        return None
+    return text[: markers[0].start()].strip(), options
+
+
+def parse_options(value: Any) -> list[str] | None:
+    """An options column as benchmarks publish it, as the list of option texts in letter order; None when
+    it holds no options.
+
+    Accepts a list (MATH-Vision, MathVista), a dict keyed by letter (``{"A": .., "B": ..}``, in key order),
+    a JSON or Python-literal list in a string (MMMU-Pro stores ``"['$6', '$7']"``) and lettered text
+    (We-Math: ``"A. 300, 400;B. 400, 300; ..."``, or one ``A: ..`` per line).
+    """
+    if isinstance(value, dict):
+        keys = sorted(value, key=str)
+        value = [value[k] for k in keys]
+    if isinstance(value, (list, tuple)):
+        if not value or not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
+            return None
+        return [answer_text(v) for v in value]
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    if text[0] == "[":
+        import ast
+
+        for parse in (json.loads, ast.literal_eval):
+            try:
+                parsed = parse(text)
+            except (ValueError, SyntaxError, RecursionError, MemoryError):
+                continue
+            return parse_options(parsed) if isinstance(parsed, list) else None
+        return None
+    split = split_lettered_options(text)
+    if split is None or split[0]:
+        return None
+    return split[1]
+
+
 def letter_index(letter: Any, choices: list[str], ctx: RowContext, field: str = "answer") -> int:
     if not isinstance(letter, str) or len(letter.strip()) != 1 or letter.strip().upper() not in LETTERS:
         raise ctx.error(f"expected an option letter, got {letter!r}", reason=BAD_VALUE, field=field)

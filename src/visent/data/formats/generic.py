@@ -2,8 +2,12 @@
 
 ``mapping`` maps canonical fields to columns: ``prompt=question,answer=label,images=image_path``.
 Canonical fields: ``prompt`` and ``answer`` (required), ``images`` (or ``image``: a path, a
-``{bytes, path}`` struct, a PIL image, or a list of them), ``id``, ``task`` (a column holding the task
-name), ``choices`` (a list of option texts: the row becomes multiple choice), ``image_size`` ([W, H]).
+``{bytes, path}`` struct, a PIL image, or a list of them; ``images=image_*`` collects the non-empty values
+of every column matching the pattern, in natural order, as MMMU-Pro's ``image_1`` .. ``image_7``), ``id``,
+``task`` (a column holding the task name), ``choices`` (the options column: a list, a dict keyed by letter,
+a JSON/Python list in a string, or lettered text ``"A. 3; B. 4"``; the row becomes multiple choice, its
+prompt lists the options as ``A. ..`` lines, and the answer may be the option letter or its text),
+``image_size`` ([W, H]).
 Any other key ``k=col`` copies ``row[col]`` into ``meta[k]``. A column may be a dotted path into nested
 objects and lists (``image_size=metadata.size``, ``answer=meta.answer``, ``prompt=conversations.0.value``,
 ``answer=conversations.-1.value``; see :func:`lookup`). The task defaults to ``options.task`` (``--task``), else ``other``.
@@ -26,6 +30,7 @@ from visent.data.formats.context import (
     check_box,
     letter_index,
     parse_box,
+    parse_options,
     parse_size,
     require,
     resolve_images,
@@ -56,6 +61,19 @@ def lookup(row: dict, column: str) -> Any:
         else:
             return None
     return value
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def lookup_pattern(row: dict, pattern: str) -> list | None:
+    """The non-empty values of every top-level column matching ``pattern`` (``*`` = any text), in natural
+    column order (``image_2`` before ``image_10``); None when no column matches or all are empty."""
+    regex = re.compile("^" + ".*".join(re.escape(part) for part in pattern.split("*")) + "$")
+    names = sorted((k for k in row if isinstance(k, str) and regex.match(k)), key=_natural_key)
+    values = [row[k] for k in names if row[k] is not None and not (isinstance(row[k], str) and not row[k].strip())]
+    return values or None
 
 
 def parse_mapping(text: str) -> dict[str, str]:
@@ -99,7 +117,7 @@ def parse_generic(row: dict, ctx: RowContext) -> Example:
 
     def get(key: str, *, answer: bool = False) -> Any:
         col = mapping[key]
-        value = lookup(row, col)
+        value = lookup_pattern(row, col) if "*" in col else lookup(row, col)
         if value is None or (isinstance(value, str) and not value.strip()):
             require({}, col, ctx, answer=answer)  # raises, naming the column
         return value
@@ -118,12 +136,21 @@ def parse_generic(row: dict, ctx: RowContext) -> Example:
     id_ = answer_text(get("id")) if "id" in mapping else default_id(ctx)
 
     if "choices" in mapping:
-        choices = get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise ctx.error(f"expected a list of options, got {choices!r}", field=mapping["choices"])
-        choices = [answer_text(c) for c in choices]
+        raw_choices = get("choices")
+        choices = parse_options(raw_choices)
+        if not choices:
+            raise ctx.error(f"expected options (a list, a letter-keyed dict or 'A. .. B. ..' text), got "
+                            f"{str(raw_choices)[:80]!r}", field=mapping["choices"])
+        if len(choices) > len(LETTERS):
+            raise ctx.error(f"{len(choices)} options is more than the {len(LETTERS)} letters", field=mapping["choices"])
         text = answer_text(raw_answer)
-        idx = choices.index(text) if text in choices else letter_index(text, choices, ctx, mapping["answer"])
+        # A one-letter label within the options is a letter first: We-Math's options can themselves be
+        # letters ("A. F; B. D; ..." answered "D"), and the letter is how such benchmarks label.
+        is_letter = len(text) == 1 and text.upper() in LETTERS[: len(choices)]
+        if is_letter or text not in choices:
+            idx = letter_index(text, choices, ctx, mapping["answer"])
+        else:
+            idx = choices.index(text)
         meta.update(choices=choices, answer_text=choices[idx])
         prompt, answer, task = with_choices(prompt, choices), LETTERS[idx], task or "multiple_choice"
     elif task == "grounding":
