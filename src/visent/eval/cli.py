@@ -6,7 +6,10 @@
     visent eval --model Qwen/Qwen2.5-VL-3B-Instruct --data screenspot_v2/screenspot_web_v2.json \\
         --reward grounding=grounding_resized --out runs/ss
 
-Exit codes: 0 done; 1 a data or runtime error (message names the file/row/setting); 2 bad usage.
+    visent eval compare runs/eval-base runs/eval-ckpt     # paired per-benchmark differences (eval/compare.py)
+
+Exit codes: 0 done; 1 a data or runtime error (message names the file/row/setting); 2 bad usage, or an
+LLM judge (``--judge``, eval/judge.py) that cannot be reached.
 Rerunning with the same ``--out`` resumes: rows already in ``predictions.jsonl`` are not generated again.
 """
 
@@ -23,8 +26,10 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def build_parser() -> argparse.ArgumentParser:
     from visent.eval.generation import PROMPT_TEMPLATES
+    from visent.eval.judge import add_judge_arguments
 
-    p = argparse.ArgumentParser(prog="visent eval", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="visent eval", description=__doc__.split("\n\n")[0],
+                                epilog="`visent eval compare RUN_A RUN_B` compares two finished runs (see its --help).")
     p.add_argument("--model", required=True, help="model path or Hub id of a supported family, or tiny:<family> (e.g. tiny:qwen3_vl)")
     p.add_argument(
         "--data",
@@ -66,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
     p.add_argument("--overwrite", action="store_true", help="discard what --out already holds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_judge_arguments(p)
     return p
 
 
@@ -121,9 +127,15 @@ def _make_backend(args: argparse.Namespace, max_images: int) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:  # `visent eval compare A B`: no model, its own options
+        from visent.eval.compare import main as compare_main
+
+        return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
     from visent.eval.generation import LazyBackend, render_template
     from visent.eval.harness import EvalConfigError, EvalSettings, pending, run_eval
+    from visent.eval.judge import JudgeUnavailable, judge_from_args
     from visent.eval.sources import EvalDataError, resolve
     from visent.models import UnsupportedModel, check_supported
 
@@ -138,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         render_template(args.template, "")
         if args.batch_size < 1 or args.max_new_tokens < 1:
             raise ValueError("--batch-size and --max-new-tokens must be >= 1")
+        judge = judge_from_args(args)
     except ValueError as exc:
         print(f"visent eval: {exc}", file=sys.stderr)
         return 2
@@ -175,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         max_new_tokens=args.max_new_tokens,
         rewards=rewards,
         noise=None if args.noise is None else [args.noise, args.noise_seed],
+        judge=None if judge is None else judge.settings(),
     )
     max_images = max((len(ex.images) for b in benchmarks for ex in b.examples), default=1)
     backend = LazyBackend(lambda: _make_backend(args, max_images))
@@ -183,10 +197,23 @@ def main(argv: list[str] | None = None) -> int:
         f"visent eval: {todo} example(s) to generate, {sum(len(b.examples) for b in benchmarks) - todo} already in {out}",
         file=sys.stderr,
     )
+    if judge is not None and todo:
+        # One request before any model is loaded: a wrong URL, key or model name costs seconds, not a run.
+        try:
+            if judge.probe() != "correct":
+                print(f"visent eval: warning: judge {judge.model} called an obviously right answer incorrect "
+                      "in the probe; check its verdicts in predictions.jsonl", file=sys.stderr)
+        except JudgeUnavailable as exc:
+            print(f"visent eval: {exc}", file=sys.stderr)
+            return 2
     try:
         outcome = run_eval(
-            benchmarks, backend, out, settings, batch_size=args.batch_size, progress=not args.no_progress
+            benchmarks, backend, out, settings, batch_size=args.batch_size, progress=not args.no_progress,
+            judge=judge,
         )
+    except JudgeUnavailable as exc:
+        print(f"visent eval: {exc}; predictions written so far are kept, rerun to resume", file=sys.stderr)
+        return 2
     except UnsupportedModel as exc:  # a Hub id is only checked when it is loaded
         print(f"visent eval: {exc}", file=sys.stderr)
         return 2
@@ -202,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {outcome.out / 'results.json'} and results.md ({outcome.generated} generated, {outcome.reused} reused)",
         file=sys.stderr,
     )
+    if judge is not None:
+        print(f"judge: {judge.calls} request(s) this run, {judge.failures} without a usable verdict "
+              "(scored by the rule; see judge/judge_clean in predictions.jsonl)", file=sys.stderr)
     return 0
 
 

@@ -53,6 +53,8 @@ class EvalSettings:
         max_new_tokens: generation budget per example.
         rewards: task -> reward name overrides (e.g. ``{"grounding": "grounding_resized"}``).
         noise: ``[rate, seed]`` when label noise was injected before scoring, else None.
+        judge: ``judge.Judge.settings()`` (URL, model, mode, prompt version) when an LLM judge scores, else
+            None (then left out of ``run.json``, so folders written before judges existed still resume).
     """
 
     model: str
@@ -61,6 +63,7 @@ class EvalSettings:
     max_new_tokens: int = 512
     rewards: dict[str, str] = field(default_factory=dict)
     noise: list[float] | None = None
+    judge: dict[str, Any] | None = None
 
 
 def _key(benchmark: str, example_id: str) -> str:
@@ -103,6 +106,8 @@ def check_run_settings(out: Path, settings: EvalSettings) -> None:
     """Write ``run.json`` on first use; refuse to resume a folder made with different settings."""
     run_file = out / "run.json"
     current = asdict(settings)
+    if current.get("judge") is None:
+        current.pop("judge", None)
     if run_file.exists():
         try:
             previous = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {})
@@ -120,8 +125,15 @@ def check_run_settings(out: Path, settings: EvalSettings) -> None:
     )
 
 
-def score_example(example: Example, response: str, rewards: dict[str, str]) -> dict[str, Any]:
-    """One prediction record: the response scored against ``answer`` and ``clean_answer``."""
+def score_example(
+    example: Example, response: str, rewards: dict[str, str], judge: Any = None
+) -> dict[str, Any]:
+    """One prediction record: the response scored against ``answer`` and ``clean_answer``.
+
+    With ``judge`` (a ``judge.Judge``) the rule scores are then reviewed by the LLM judge (``Judge.review``);
+    it raises ``judge.JudgeUnavailable`` when the endpoint fails, which stops the run before the batch is
+    written.
+    """
     from visent.rewards import get_reward, reward_for_task
 
     reward = get_reward(rewards[example.task]) if example.task in rewards else reward_for_task(example.task)
@@ -132,7 +144,7 @@ def score_example(example: Example, response: str, rewards: dict[str, str]) -> d
         if example.clean_answer == example.answer
         else reward.score_one(response, example.clean_answer, **row)
     )
-    return {
+    record = {
         "id": example.id,
         "task": example.task,
         "reward": reward.name,
@@ -146,6 +158,7 @@ def score_example(example: Example, response: str, rewards: dict[str, str]) -> d
         "clean_answer": example.clean_answer,
         "is_noisy": bool(example.is_noisy),
     }
+    return record if judge is None else judge.review(example, record)
 
 
 def pending(benchmarks: Sequence[Benchmark], out: str | Path) -> int:
@@ -172,6 +185,7 @@ def run_eval(
     *,
     batch_size: int = 8,
     progress: bool = True,
+    judge: Any = None,
 ) -> EvalOutcome:
     """Generate and score every example not yet in ``out/predictions.jsonl``, then write the results.
 
@@ -183,6 +197,7 @@ def run_eval(
         settings: the generation settings, recorded in ``run.json``.
         batch_size: examples per ``generate`` call; predictions are appended after each batch.
         progress: show a tqdm bar.
+        judge: an optional ``judge.Judge`` reviewing every score (``score_example``).
     """
     from tqdm.auto import tqdm
 
@@ -206,6 +221,9 @@ def run_eval(
             )
     if batch_size < 1:
         raise EvalConfigError(f"batch_size must be >= 1, got {batch_size}")
+    if (None if judge is None else judge.settings()) != settings.judge:
+        # run.json must record the judge that actually scores, or the resume check means nothing.
+        raise EvalConfigError("settings.judge must equal judge.settings() (both None without a judge)")
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -251,7 +269,7 @@ def run_eval(
                 raise RuntimeError(f"backend returned {len(responses)} completions for {len(chunk)} prompts")
             lines = []
             for (bench_name, ex), response in zip(chunk, responses):
-                record = {"benchmark": bench_name, **score_example(ex, response, settings.rewards)}
+                record = {"benchmark": bench_name, **score_example(ex, response, settings.rewards, judge)}
                 records.append(record)
                 lines.append(json.dumps(record, ensure_ascii=False))
             with pred_path.open("a", encoding="utf-8") as handle:
