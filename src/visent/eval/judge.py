@@ -39,7 +39,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -102,7 +101,9 @@ def chat_url(base: str) -> str:
     """
     url = base.strip().rstrip("/")
     if not re.match(r"^https?://[^/\s]+", url):
-        raise ValueError(f"--judge {base!r}: expected an http:// or https:// URL of an OpenAI-compatible server")
+        raise ValueError(
+            f"--judge {base!r}: expected an http:// or https:// URL of an OpenAI-compatible server"
+        )
     if url.endswith("/chat/completions"):
         return url
     if re.search(r"/v\d+$", url):
@@ -133,8 +134,10 @@ def _message_text(body: Any) -> str:
     try:
         content = body["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError):
-        raise JudgeReplyError("reply is not a chat completion (no choices[0].message.content)",
-                              json.dumps(body)[:REPLY_CHARS] if not isinstance(body, str) else body) from None
+        raise JudgeReplyError(
+            "reply is not a chat completion (no choices[0].message.content)",
+            json.dumps(body)[:REPLY_CHARS] if not isinstance(body, str) else body,
+        ) from None
     if isinstance(content, list):  # content parts
         content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
     if not isinstance(content, str):
@@ -179,7 +182,12 @@ class Judge:
 
     def settings(self) -> dict[str, Any]:
         """What determines the verdicts; stored in ``run.json`` (no key, no timeout)."""
-        return {"url": self.endpoint, "model": self.model, "mode": self.mode, "prompt_version": PROMPT_VERSION}
+        return {
+            "url": self.endpoint,
+            "model": self.model,
+            "mode": self.mode,
+            "prompt_version": PROMPT_VERSION,
+        }
 
     # -- transport --------------------------------------------------------------------------------------
 
@@ -200,27 +208,35 @@ class Judge:
                 try:
                     return json.loads(raw.decode("utf-8"))
                 except (UnicodeDecodeError, ValueError):
-                    raise JudgeReplyError("reply body is not JSON", raw[:REPLY_CHARS].decode("utf-8", "replace")) from None
+                    raise JudgeReplyError(
+                        "reply body is not JSON", raw[:REPLY_CHARS].decode("utf-8", "replace")
+                    ) from None
             except urllib.error.HTTPError as exc:
                 detail = exc.read()[:300].decode("utf-8", "replace").strip().replace("\n", " ")
                 last = f"HTTP {exc.code} {detail}".strip()
                 if exc.code in ROW_STATUSES:
                     raise JudgeReplyError(f"judge rejected the request: {last}") from None
                 if exc.code not in RETRY_STATUSES:
-                    hint = {401: " (check the key in $" + self.key_env + ")", 403: " (check the key in $"
-                            + self.key_env + ")", 404: " (wrong URL or unknown --judge-model?)"}.get(exc.code, "")
+                    hint = {
+                        401: " (check the key in $" + self.key_env + ")",
+                        403: " (check the key in $" + self.key_env + ")",
+                        404: " (wrong URL or unknown --judge-model?)",
+                    }.get(exc.code, "")
                     raise JudgeUnavailable(f"judge {self.endpoint} answered {last}{hint}") from None
                 retry_after = exc.headers.get("Retry-After") if exc.headers else None
                 try:
                     wait = max(delay, float(retry_after)) if retry_after else delay
                 except ValueError:
                     pass
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 last = f"no reply within {self.timeout:g} s"
             except urllib.error.URLError as exc:
                 reason = exc.reason
-                last = f"no reply within {self.timeout:g} s" if isinstance(reason, (TimeoutError, socket.timeout)) \
+                last = (
+                    f"no reply within {self.timeout:g} s"
+                    if isinstance(reason, TimeoutError)
                     else f"cannot connect ({reason})"
+                )
             except (OSError, http.client.HTTPException) as exc:  # reset mid-reply, not HTTP at all
                 last = f"connection failed ({type(exc).__name__}: {exc})"
             if attempt < self.retries:
@@ -241,8 +257,12 @@ class Judge:
             "temperature": 0,
             "messages": [
                 {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": USER_PROMPT.format(
-                    question=question.strip(), reference=str(reference).strip(), response=tail.strip())},
+                {
+                    "role": "user",
+                    "content": USER_PROMPT.format(
+                        question=question.strip(), reference=str(reference).strip(), response=tail.strip()
+                    ),
+                },
             ],
         }
         reply = _message_text(self._request(payload))
@@ -258,7 +278,9 @@ class Judge:
         try:
             verdict, reply = self.ask(*PROBE_CASE)
         except JudgeReplyError as exc:
-            raise JudgeUnavailable(f"judge {self.endpoint} probe failed: {exc} (reply began {exc.reply[:80]!r})") from None
+            raise JudgeUnavailable(
+                f"judge {self.endpoint} probe failed: {exc} (reply began {exc.reply[:80]!r})"
+            ) from None
         if verdict is None:
             raise JudgeUnavailable(
                 f"judge {self.endpoint} ({self.model}) replied without a readable 'VERDICT: CORRECT|INCORRECT' "
@@ -295,7 +317,10 @@ class Judge:
         reward = get_reward(record["reward"])
         response = record["response"] if isinstance(record["response"], str) else str(record["response"])
         asked: dict[str, dict[str, Any]] = {}  # reference -> block: one request when both labels agree
-        for score_key, label, suffix in (("score", example.answer, ""), ("score_clean", example.clean_answer, "_clean")):
+        for score_key, label, suffix in (
+            ("score", example.answer, ""),
+            ("score_clean", example.clean_answer, "_clean"),
+        ):
             rule = record[score_key]
             if self.mode == "fallback" and rule >= reward.high:
                 continue
@@ -319,18 +344,35 @@ class Judge:
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     """``--judge URL --judge-model NAME [--judge-mode --judge-key-env --judge-timeout --judge-retries]``."""
     g = parser.add_argument_group("LLM judge (optional; rule-based verification is the default)")
-    g.add_argument("--judge", default=None, metavar="URL",
-                   help="OpenAI-compatible server (root, /v1 base or full /chat/completions URL) that judges "
-                        "free-form answers the verifier did not accept")
+    g.add_argument(
+        "--judge",
+        default=None,
+        metavar="URL",
+        help="OpenAI-compatible server (root, /v1 base or full /chat/completions URL) that judges "
+        "free-form answers the verifier did not accept",
+    )
     g.add_argument("--judge-model", default=None, metavar="NAME", help="model name the judge server serves")
-    g.add_argument("--judge-mode", default="fallback", choices=JUDGE_MODES,
-                   help="fallback (default): judge only responses without full rule credit; always: the "
-                        "judge's verdict sets every judged score")
-    g.add_argument("--judge-key-env", default=None, metavar="VAR",
-                   help=f"environment variable holding the API key (default {DEFAULT_KEY_ENV}, sent when set)")
+    g.add_argument(
+        "--judge-mode",
+        default="fallback",
+        choices=JUDGE_MODES,
+        help="fallback (default): judge only responses without full rule credit; always: the "
+        "judge's verdict sets every judged score",
+    )
+    g.add_argument(
+        "--judge-key-env",
+        default=None,
+        metavar="VAR",
+        help=f"environment variable holding the API key (default {DEFAULT_KEY_ENV}, sent when set)",
+    )
     g.add_argument("--judge-timeout", type=float, default=60.0, metavar="S", help="seconds per judge request")
-    g.add_argument("--judge-retries", type=int, default=4, metavar="N",
-                   help="retries on 429/5xx/timeouts, with exponential backoff from 1 s")
+    g.add_argument(
+        "--judge-retries",
+        type=int,
+        default=4,
+        metavar="N",
+        help="retries on 429/5xx/timeouts, with exponential backoff from 1 s",
+    )
 
 
 def judge_from_args(args: argparse.Namespace) -> Judge | None:
@@ -341,6 +383,11 @@ def judge_from_args(args: argparse.Namespace) -> Judge | None:
         return None
     if args.judge_key_env is not None and not os.environ.get(args.judge_key_env):
         raise ValueError(f"--judge-key-env {args.judge_key_env}: that environment variable is not set")
-    return Judge(url=args.judge, model=args.judge_model or "", mode=args.judge_mode,
-                 key_env=args.judge_key_env or DEFAULT_KEY_ENV, timeout=args.judge_timeout,
-                 retries=args.judge_retries)
+    return Judge(
+        url=args.judge,
+        model=args.judge_model or "",
+        mode=args.judge_mode,
+        key_env=args.judge_key_env or DEFAULT_KEY_ENV,
+        timeout=args.judge_timeout,
+        retries=args.judge_retries,
+    )

@@ -29,8 +29,15 @@ from visent.eval.judge import (
 )
 from visent.eval.sources import Benchmark, write_examples_jsonl
 
-WORDS = {w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine ten".split())}
-_FIELDS = re.compile(r"Reference answer:\n(?P<ref>.*?)\n\nModel response:\n(?P<resp>.*?)\n\nIs the final", re.DOTALL)
+WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+    )
+}
+_FIELDS = re.compile(
+    r"Reference answer:\n(?P<ref>.*?)\n\nModel response:\n(?P<resp>.*?)\n\nIs the final", re.DOTALL
+)
 
 
 def _last_number(text: str) -> Fraction | None:
@@ -74,7 +81,9 @@ class FakeJudge:
                 same = _last_number(match["resp"]) == Fraction(match["ref"].strip())
             except (ValueError, ZeroDivisionError):
                 same = False
-            text = f"The response ends with the reference value.\nVERDICT: {'CORRECT' if same else 'INCORRECT'}"
+            text = (
+                f"The response ends with the reference value.\nVERDICT: {'CORRECT' if same else 'INCORRECT'}"
+            )
         return 200, json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]})
 
 
@@ -83,7 +92,7 @@ def server():
     state = FakeJudge()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802 (http.server's naming)
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state.headers.append(dict(self.headers))
             if self.path != "/v1/chat/completions":
@@ -157,7 +166,9 @@ class Scripted:
 def _run(tmp_path, judge, examples=EXAMPLES, **kw):
     settings = EvalSettings(model="scripted", judge=None if judge is None else judge.settings())
     bench = Benchmark("mix", list(examples), "test")
-    return run_eval([bench], kw.pop("generate", Scripted()), tmp_path, settings, progress=False, judge=judge, **kw)
+    return run_eval(
+        [bench], kw.pop("generate", Scripted()), tmp_path, settings, progress=False, judge=judge, **kw
+    )
 
 
 def test_chat_url_accepts_root_v1_and_full_urls():
@@ -207,12 +218,18 @@ def test_fallback_judges_only_what_the_rule_rejected(tmp_path, server):
     assert words["decided_by"] == "judge" and words["judge"]["verdict"] == "correct"
     assert "VERDICT: CORRECT" in words["judge"]["reply"] and words["judge"]["error"] is None
     wrong = rows["wrong"]
-    assert wrong["score"] == 0.0 and wrong["judge"]["verdict"] == "incorrect" and wrong["decided_by"] == "rule"
+    assert (
+        wrong["score"] == 0.0 and wrong["judge"]["verdict"] == "incorrect" and wrong["decided_by"] == "rule"
+    )
     assert rows["box"]["judge"] is None and rows["box"]["score"] == 1.0
     assert outcome.summary["mix"]["accuracy_clean"] == pytest.approx(3 / 4)
     run = json.loads((tmp_path / "run.json").read_text())["settings"]["judge"]
-    assert run == {"url": server.url + "/v1/chat/completions", "model": "judge-7b", "mode": "fallback",
-                   "prompt_version": 1}
+    assert run == {
+        "url": server.url + "/v1/chat/completions",
+        "model": "judge-7b",
+        "mode": "fallback",
+        "prompt_version": 1,
+    }
 
 
 def test_always_mode_lets_the_verdict_override_the_rule(tmp_path, server):
@@ -313,8 +330,18 @@ def test_resume_with_another_judge_or_without_one_is_refused(tmp_path, server):
 def _cli_argv(tmp_path, url, *extra):
     data = tmp_path / "q.jsonl"
     write_examples_jsonl(data, EXAMPLES)
-    return ["--model", "tiny:qwen2_5_vl", "--data", str(data), "--out", str(tmp_path / "out"),
-            "--no-progress", "--judge", url, *extra]
+    return [
+        "--model",
+        "tiny:qwen2_5_vl",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+        "--judge",
+        url,
+        *extra,
+    ]
 
 
 def test_cli_judge_end_to_end_key_never_written(tmp_path, server, monkeypatch, capsys):
