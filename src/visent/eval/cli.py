@@ -132,10 +132,11 @@ def main(argv: list[str] | None = None) -> int:
         from visent.eval.compare import main as compare_main
 
         return compare_main(argv[1:])
+    from visent.eval.judge import JudgeUnavailable, judge_from_args
+
     args = build_parser().parse_args(argv)
     from visent.eval.generation import LazyBackend, render_template
     from visent.eval.harness import EvalConfigError, EvalSettings, pending, run_eval
-    from visent.eval.judge import JudgeUnavailable, judge_from_args
     from visent.eval.sources import EvalDataError, resolve
     from visent.models import UnsupportedModel, check_supported
 
@@ -148,9 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             pass  # no such folder, or offline: reported when the model is loaded, as before
         rewards = _parse_rewards(args.reward)
         render_template(args.template, "")
+        judge = judge_from_args(args)  # a bad --judge URL or a missing --judge-model: status 2
         if args.batch_size < 1 or args.max_new_tokens < 1:
             raise ValueError("--batch-size and --max-new-tokens must be >= 1")
-        judge = judge_from_args(args)
     except ValueError as exc:
         print(f"visent eval: {exc}", file=sys.stderr)
         return 2
@@ -188,7 +189,6 @@ def main(argv: list[str] | None = None) -> int:
         max_new_tokens=args.max_new_tokens,
         rewards=rewards,
         noise=None if args.noise is None else [args.noise, args.noise_seed],
-        judge=None if judge is None else judge.settings(),
     )
     max_images = max((len(ex.images) for b in benchmarks for ex in b.examples), default=1)
     backend = LazyBackend(lambda: _make_backend(args, max_images))

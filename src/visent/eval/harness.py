@@ -24,7 +24,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,7 @@ class EvalSettings:
         rewards: task -> reward name overrides (e.g. ``{"grounding": "grounding_resized"}``).
         noise: ``[rate, seed]`` when label noise was injected before scoring, else None.
         judge: ``judge.Judge.settings()`` (URL, model, mode, prompt version) when an LLM judge scores, else
-            None (then left out of ``run.json``, so folders written before judges existed still resume).
+            None; ``run_eval`` sets it from its ``judge`` argument.
     """
 
     model: str
@@ -106,13 +106,16 @@ def check_run_settings(out: Path, settings: EvalSettings) -> None:
     """Write ``run.json`` on first use; refuse to resume a folder made with different settings."""
     run_file = out / "run.json"
     current = asdict(settings)
-    if current.get("judge") is None:
-        current.pop("judge", None)
     if run_file.exists():
         try:
             previous = json.loads(run_file.read_text(encoding="utf-8")).get("settings", {})
         except ValueError:
             previous = None
+        if previous is not None:
+            # A folder written before a setting existed was made with that setting's default (e.g. greedy
+            # runs predate ``samples``): compare against the default, so such a folder still resumes.
+            defaults = {k: v for k, v in asdict(EvalSettings(model="")).items() if k != "model"}
+            previous = {**defaults, **previous}
         if previous is not None and previous != current:
             changed = sorted(k for k in set(previous) | set(current) if previous.get(k) != current.get(k))
             raise EvalConfigError(
@@ -197,12 +200,15 @@ def run_eval(
         settings: the generation settings, recorded in ``run.json``.
         batch_size: examples per ``generate`` call; predictions are appended after each batch.
         progress: show a tqdm bar.
-        judge: an optional ``judge.Judge`` reviewing every score (``score_example``).
+        judge: an optional ``judge.Judge`` reviewing every score (``score_example``); its settings replace
+            ``settings.judge``.
     """
     from tqdm.auto import tqdm
 
     from visent.rewards import TASK_REWARDS, get_reward
 
+    # run.json records the judge that actually scores, so the resume check covers it.
+    settings = replace(settings, judge=None if judge is None else judge.settings())
     names = [b.name for b in benchmarks]
     if len(set(names)) != len(names):
         raise EvalConfigError(
@@ -221,9 +227,6 @@ def run_eval(
             )
     if batch_size < 1:
         raise EvalConfigError(f"batch_size must be >= 1, got {batch_size}")
-    if (None if judge is None else judge.settings()) != settings.judge:
-        # run.json must record the judge that actually scores, or the resume check means nothing.
-        raise EvalConfigError("settings.judge must equal judge.settings() (both None without a judge)")
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

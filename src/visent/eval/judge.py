@@ -341,6 +341,27 @@ class Judge:
         return record
 
 
+def combine_samples(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The judge fields of one K-sample prediction record, from its K reviewed per-sample records.
+
+    For a harness that scores K samples per example with ``score_example(..., judge)`` each and then
+    averages: ``score_rule`` / ``score_clean_rule`` become the means of the rule scores (comparable with the
+    averaged ``score``), ``scores_rule`` / ``scores_clean_rule`` keep all K, and ``decided_by*`` and
+    ``judge*`` become lists of K. Returns ``{}`` when the records were not reviewed (no judge).
+    """
+    if not records or "score_rule" not in records[0]:
+        return {}
+    k = len(records)
+    out: dict[str, Any] = {}
+    for suffix in ("", "_clean"):
+        rule = [float(r[f"score{suffix}_rule"]) for r in records]
+        out[f"score{suffix}_rule"] = sum(rule) / k
+        out[f"scores{suffix}_rule"] = rule
+        out["decided_by" + suffix] = [r["decided_by" + suffix] for r in records]
+        out["judge" + suffix] = [r["judge" + suffix] for r in records]
+    return out
+
+
 def add_judge_arguments(parser: argparse.ArgumentParser) -> None:
     """``--judge URL --judge-model NAME [--judge-mode --judge-key-env --judge-timeout --judge-retries]``."""
     g = parser.add_argument_group("LLM judge (optional; rule-based verification is the default)")

@@ -164,7 +164,7 @@ class Scripted:
 
 
 def _run(tmp_path, judge, examples=EXAMPLES, **kw):
-    settings = EvalSettings(model="scripted", judge=None if judge is None else judge.settings())
+    settings = EvalSettings(model="scripted")
     bench = Benchmark("mix", list(examples), "test")
     return run_eval(
         [bench], kw.pop("generate", Scripted()), tmp_path, settings, progress=False, judge=judge, **kw
@@ -321,10 +321,17 @@ def test_resume_with_another_judge_or_without_one_is_refused(tmp_path, server):
         _run(tmp_path, _judge(server, mode="always"), EXAMPLES[:1])
     with pytest.raises(EvalConfigError, match="judge"):
         _run(tmp_path, None, EXAMPLES[:1])
-    # A folder written without a judge (run.json has no "judge" key at all) still resumes without one.
+    # A folder written before judges existed (no "judge" key in run.json) still resumes without one,
+    # and is refused with one.
     _run(tmp_path / "plain", None, EXAMPLES[:1])
-    assert "judge" not in json.loads((tmp_path / "plain" / "run.json").read_text())["settings"]
+    run_file = tmp_path / "plain" / "run.json"
+    run = json.loads(run_file.read_text())
+    assert run["settings"].pop("judge") is None
+    run_file.write_text(json.dumps(run))
     assert _run(tmp_path / "plain", None, EXAMPLES[:1]).reused == 1
+    run_file.write_text(json.dumps(run))
+    with pytest.raises(EvalConfigError, match="judge"):
+        _run(tmp_path / "plain", _judge(server), EXAMPLES[:1])
 
 
 def _cli_argv(tmp_path, url, *extra):
@@ -375,3 +382,20 @@ def test_cli_unusable_judge_is_one_line_exit_2_before_generation(tmp_path, serve
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) <= 2 and message in err[-1], err  # the count line, then the one-line reason
         assert not (tmp_path / "out" / PREDICTIONS).exists()
+
+
+def test_k_samples_keep_every_verdict(server):
+    # How a K-sample harness combines reviewed samples: rule scores averaged, verdicts kept per sample.
+    from visent.eval.harness import score_example
+    from visent.eval.judge import combine_samples
+
+    judge = _judge(server)
+    ex = Example(id="k", task="counting", prompt="How many?", answer="4")
+    samples = ["<answer>4</answer>", "four of them", "it is 3", "<answer>7</answer>"]
+    rows = [score_example(ex, s, {}, judge) for s in samples]
+    fields = combine_samples(rows)
+    assert [r["score"] for r in rows] == [1.0, 1.0, 0.0, 0.0] and len(server.requests) == 3
+    assert fields["scores_rule"] == [1.0, 0.0, 0.0, 0.0] and fields["score_rule"] == 0.25
+    assert fields["decided_by"] == ["rule", "judge", "rule", "rule"]
+    assert [b and b["verdict"] for b in fields["judge"]] == [None, "correct", "incorrect", "incorrect"]
+    assert combine_samples([score_example(ex, s, {}) for s in samples]) == {}
