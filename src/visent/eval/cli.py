@@ -6,10 +6,7 @@
     visent eval --model Qwen/Qwen2.5-VL-3B-Instruct --data screenspot_v2/screenspot_web_v2.json \\
         --reward grounding=grounding_resized --out runs/ss
 
-    visent eval compare runs/eval-base runs/eval-ckpt     # paired per-benchmark differences (eval/compare.py)
-
-Exit codes: 0 done; 1 a data or runtime error (message names the file/row/setting); 2 bad usage, or an
-LLM judge (``--judge``, eval/judge.py) that cannot be reached.
+Exit codes: 0 done; 1 a data or runtime error (message names the file/row/setting); 2 bad usage.
 Rerunning with the same ``--out`` resumes: rows already in ``predictions.jsonl`` are not generated again.
 """
 
@@ -26,7 +23,6 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 def build_parser() -> argparse.ArgumentParser:
     from visent.eval.generation import PROMPT_TEMPLATES
-    from visent.eval.judge import add_judge_arguments
 
     p = argparse.ArgumentParser(prog="visent eval", description=__doc__.split("\n\n")[0],
                                 epilog="`visent eval compare RUN_A RUN_B` compares two finished runs (see its --help).")
@@ -71,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
     p.add_argument("--overwrite", action="store_true", help="discard what --out already holds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from visent.eval.judge import add_judge_arguments  # --judge*; an unusable judge exits 2 (eval/judge.py)
+
     add_judge_arguments(p)
     return p
 

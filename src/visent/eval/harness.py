@@ -52,9 +52,9 @@ class EvalSettings:
         system_prompt: optional system message (else a row's ``meta["system_prompt"]``).
         max_new_tokens: generation budget per example.
         rewards: task -> reward name overrides (e.g. ``{"grounding": "grounding_resized"}``).
-        noise: ``[rate, seed]`` when label noise was injected before scoring, else None.
         judge: ``judge.Judge.settings()`` (URL, model, mode, prompt version) when an LLM judge scores, else
             None; ``run_eval`` sets it from its ``judge`` argument.
+        noise: ``[rate, seed]`` when label noise was injected before scoring, else None.
     """
 
     model: str
@@ -62,8 +62,8 @@ class EvalSettings:
     system_prompt: str | None = None
     max_new_tokens: int = 512
     rewards: dict[str, str] = field(default_factory=dict)
-    noise: list[float] | None = None
     judge: dict[str, Any] | None = None
+    noise: list[float] | None = None
 
 
 def _key(benchmark: str, example_id: str) -> str:
