@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     from visent.eval.generation import PROMPT_TEMPLATES
     from visent.eval.suites import ROOT_ENV, SUITES
 
-    p = argparse.ArgumentParser(prog="visent eval", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="visent eval", description=__doc__.split("\n\n")[0],
+                                epilog="`visent eval compare RUN_A RUN_B` compares two finished runs (see its --help).")
     p.add_argument("--model", required=True, help="model path or Hub id of a supported family, or tiny:<family> (e.g. tiny:qwen3_vl)")
     p.add_argument(
         "--data",
@@ -92,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=DTYPES, help="auto: bfloat16 on GPU, float32 on CPU")
     p.add_argument("--overwrite", action="store_true", help="discard what --out already holds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from visent.eval.judge import add_judge_arguments  # --judge*; an unusable judge exits 2 (eval/judge.py)
+
+    add_judge_arguments(p)
     return p
 
 
@@ -148,6 +152,13 @@ def _make_backend(args: argparse.Namespace, max_images: int) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:  # `visent eval compare A B`: no model, its own options
+        from visent.eval.compare import main as compare_main
+
+        return compare_main(argv[1:])
+    from visent.eval.judge import JudgeUnavailable, judge_from_args
+
     args = build_parser().parse_args(argv)
     from visent.data.errors import DataError
     from visent.data.formats.generic import parse_mapping
@@ -186,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         rewards = _parse_rewards(args.reward)
         settings.rewards = rewards
         render_template(args.template, "")
+        judge = judge_from_args(args)  # a bad --judge URL or a missing --judge-model: status 2
         if args.batch_size < 1 or args.max_new_tokens < 1:
             raise ValueError("--batch-size and --max-new-tokens must be >= 1")
         if args.limit is not None and args.limit < 1:
@@ -251,10 +263,23 @@ def main(argv: list[str] | None = None) -> int:
         f"visent eval: {todo} example(s) to generate, {sum(len(b.examples) for b in benchmarks) - todo} already in {out}",
         file=sys.stderr,
     )
+    if judge is not None and todo:
+        # One request before any model is loaded: a wrong URL, key or model name costs seconds, not a run.
+        try:
+            if judge.probe() != "correct":
+                print(f"visent eval: warning: judge {judge.model} called an obviously right answer incorrect "
+                      "in the probe; check its verdicts in predictions.jsonl", file=sys.stderr)
+        except JudgeUnavailable as exc:
+            print(f"visent eval: {exc}", file=sys.stderr)
+            return 2
     try:
         outcome = run_eval(
-            benchmarks, backend, out, settings, batch_size=args.batch_size, progress=not args.no_progress
+            benchmarks, backend, out, settings, batch_size=args.batch_size, progress=not args.no_progress,
+            judge=judge,
         )
+    except JudgeUnavailable as exc:
+        print(f"visent eval: {exc}; predictions written so far are kept, rerun to resume", file=sys.stderr)
+        return 2
     except UnsupportedModel as exc:  # a Hub id is only checked when it is loaded
         print(f"visent eval: {exc}", file=sys.stderr)
         return 2
@@ -270,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {outcome.out / 'results.json'} and results.md ({outcome.generated} generated, {outcome.reused} reused)",
         file=sys.stderr,
     )
+    if judge is not None:
+        print(f"judge: {judge.calls} request(s) this run, {judge.failures} without a usable verdict "
+              "(scored by the rule; see judge/judge_clean in predictions.jsonl)", file=sys.stderr)
     return 0
 
 

@@ -30,11 +30,12 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from visent.data.schema import Example
+from visent.eval.judge import combine_samples
 from visent.eval.report import markdown_table, summarize, write_atomic, write_json_atomic
 from visent.eval.sources import Benchmark
 
@@ -59,6 +60,8 @@ class EvalSettings:
         system_prompt: optional system message (else a row's ``meta["system_prompt"]``).
         max_new_tokens: generation budget per example.
         rewards: task -> reward name overrides (e.g. ``{"grounding": "grounding_resized"}``).
+        judge: ``judge.Judge.settings()`` (URL, model, mode, prompt version) when an LLM judge scores, else
+            None; ``run_eval`` sets it from its ``judge`` argument.
         noise: ``[rate, seed]`` when label noise was injected before scoring, else None.
         samples: completions per example (K); 1 is greedy evaluation as before.
         temperature: sampling temperature; 0 means greedy decoding.
@@ -72,6 +75,7 @@ class EvalSettings:
     system_prompt: str | None = None
     max_new_tokens: int = 512
     rewards: dict[str, str] = field(default_factory=dict)
+    judge: dict[str, Any] | None = None
     noise: list[float] | None = None
     samples: int = 1
     temperature: float = 0.0
@@ -157,8 +161,15 @@ def check_sampling(settings: EvalSettings) -> None:
         )
 
 
-def score_example(example: Example, response: str, rewards: dict[str, str]) -> dict[str, Any]:
-    """One prediction record: the response scored against ``answer`` and ``clean_answer``."""
+def score_example(
+    example: Example, response: str, rewards: dict[str, str], judge: Any = None
+) -> dict[str, Any]:
+    """One prediction record: the response scored against ``answer`` and ``clean_answer``.
+
+    With ``judge`` (a ``judge.Judge``) the rule scores are then reviewed by the LLM judge (``Judge.review``);
+    it raises ``judge.JudgeUnavailable`` when the endpoint fails, which stops the run before the batch is
+    written.
+    """
     from visent.rewards import get_reward, reward_for_task
 
     reward = get_reward(rewards[example.task]) if example.task in rewards else reward_for_task(example.task)
@@ -169,7 +180,7 @@ def score_example(example: Example, response: str, rewards: dict[str, str]) -> d
         if example.clean_answer == example.answer
         else reward.score_one(response, example.clean_answer, **row)
     )
-    return {
+    record = {
         "id": example.id,
         "task": example.task,
         "reward": reward.name,
@@ -183,6 +194,7 @@ def score_example(example: Example, response: str, rewards: dict[str, str]) -> d
         "clean_answer": example.clean_answer,
         "is_noisy": bool(example.is_noisy),
     }
+    return record if judge is None else judge.review(example, record)
 
 
 def score_samples(
@@ -219,6 +231,8 @@ def score_samples(
         "scores_clean": scores_clean,
         "pass": max(scores),
         "pass_clean": max(scores_clean),
+        # With a judge, its per-sample verdicts and the rule scores it reviewed (empty without one).
+        **combine_samples(rows),
     }
 
 
@@ -246,6 +260,7 @@ def run_eval(
     *,
     batch_size: int = 8,
     progress: bool = True,
+    judge: Any = None,
 ) -> EvalOutcome:
     """Generate and score every example not yet in ``out/predictions.jsonl``, then write the results.
 
@@ -257,11 +272,15 @@ def run_eval(
         settings: the generation settings, recorded in ``run.json``.
         batch_size: examples per ``generate`` call; predictions are appended after each batch.
         progress: show a tqdm bar.
+        judge: an optional ``judge.Judge`` reviewing every score (``score_example``); its settings replace
+            ``settings.judge``.
     """
     from tqdm.auto import tqdm
 
     from visent.rewards import TASK_REWARDS, get_reward
 
+    # run.json records the judge that actually scores, so the resume check covers it.
+    settings = replace(settings, judge=None if judge is None else judge.settings())
     names = [b.name for b in benchmarks]
     if len(set(names)) != len(names):
         raise EvalConfigError(
@@ -330,9 +349,9 @@ def run_eval(
             lines = []
             for (bench_name, ex), response in zip(chunk, responses):
                 if k > 1:
-                    scored = score_samples(ex, response, settings.rewards)
+                    scored = score_samples(ex, response, settings.rewards, judge=judge)
                 else:
-                    scored = score_example(ex, response, settings.rewards)
+                    scored = score_example(ex, response, settings.rewards, judge)
                 record = {"benchmark": bench_name, **scored}
                 records.append(record)
                 lines.append(json.dumps(record, ensure_ascii=False))
