@@ -399,3 +399,20 @@ def test_k_samples_keep_every_verdict(server):
     assert fields["decided_by"] == ["rule", "judge", "rule", "rule"]
     assert [b and b["verdict"] for b in fields["judge"]] == [None, "correct", "incorrect", "incorrect"]
     assert combine_samples([score_example(ex, s, {}) for s in samples]) == {}
+
+
+def test_sampled_run_eval_sends_every_sample_to_the_judge(tmp_path, server):
+    # run_eval with K > 1 goes through score_samples: each sample must be reviewed, and the row must carry
+    # the judged mean score beside the rule's mean and one verdict per sample.
+    judge = _judge(server)
+    ex = Example(id="k", task="counting", prompt="How many?", answer="4")
+    samples = ["<answer>4</answer>", "four of them", "it is 3"]
+    settings = EvalSettings(model="scripted", samples=3, temperature=1.0)
+    run_eval(
+        [Benchmark("k", [ex], "test")], lambda exs: [samples for _ in exs], tmp_path, settings,
+        progress=False, judge=judge,
+    )
+    (row,) = read_predictions(tmp_path / PREDICTIONS)
+    assert row["k"] == 3 and row["scores"] == [1.0, 1.0, 0.0] and row["score"] == pytest.approx(2 / 3)
+    assert row["scores_rule"] == [1.0, 0.0, 0.0] and row["score_rule"] == pytest.approx(1 / 3)
+    assert row["decided_by"] == ["rule", "judge", "rule"] and row["pass"] == 1.0
