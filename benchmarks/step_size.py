@@ -20,7 +20,8 @@ Usage (one worker, resumable: a run whose ``result.json`` exists is skipped)::
         --starts ws91 ws50 --methods grpo vepo vepo_matched_step --seeds 0 1 2 3 [--lr 3e-4]
     python benchmarks/step_size.py summary --out runs/step-size > docs/lab-step-size.json
 
-A job's label is the lab method, suffixed ``@lr<value>`` when ``--lr`` departs from the task's default.
+A job's label is the lab method, suffixed ``@lr<value>`` when ``--lr`` departs from the task's default
+and ``@clip<value>`` when ``--max-grad-norm`` replaces the trainer's 1.0.
 """
 
 from __future__ import annotations
@@ -115,8 +116,21 @@ def _install_diagnostics() -> None:
     cli.build_trainer = build_trainer
 
 
-def label_for(method: str, lr: float | None) -> str:
-    return method if lr is None else f"{method}@lr{lr:g}"
+def label_for(method: str, lr: float | None, max_grad_norm: float | None = None) -> str:
+    label = method if lr is None else f"{method}@lr{lr:g}"
+    return label if max_grad_norm is None else f"{label}@clip{max_grad_norm:g}"
+
+
+def _set_max_grad_norm(value: float) -> None:
+    """Every lab run of this process trains with ``max_grad_norm=value`` (0 = no clipping; default 1.0)."""
+    from visent.lab import rl
+
+    original = rl.lab_overrides
+
+    def lab_overrides(*a, **kw):
+        return [*original(*a, **kw), "--max_grad_norm", str(value)]
+
+    rl.lab_overrides = lab_overrides
 
 
 def _prepare_start(out: str, name: str) -> dict[str, Any]:
@@ -163,6 +177,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"step_size: unknown method(s) {unknown}; valid: {', '.join(METHODS)}", file=sys.stderr)
         return 2
     _install_diagnostics()
+    if args.max_grad_norm is not None:
+        _set_max_grad_norm(args.max_grad_norm)
     settings = RLSettings.for_task(TASK, learning_rate=args.lr)
     failures = 0
     for name in args.starts:
@@ -171,7 +187,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         heldout = heldout_set(TASK, HELDOUT_N, base["seed"])
         for seed in args.seeds:  # seed-major: an interrupted sweep has every method at the first seeds
             for method in args.methods:
-                label = label_for(method, args.lr)
+                label = label_for(method, args.lr, args.max_grad_norm)
                 out_dir = os.path.join(args.out, name, label, f"seed-{seed}")
                 if os.path.exists(os.path.join(out_dir, "result.json")):
                     continue
@@ -279,6 +295,69 @@ def run_summary(run_dir: str) -> dict[str, Any]:
     }
 
 
+def _fmt_pair(p: dict[str, Any] | None) -> str:
+    if p is None:
+        return "—"
+    ci = "" if p["ci95"] is None else f" [{p['ci95'][0]:+.1f}, {p['ci95'][1]:+.1f}]"  # 95% t interval
+    return f"{p['mean']:+.1f}{ci} ({p['wins']}/{p['ties']}/{p['losses']})"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The tables of docs/lab-step-size.md from ``summary``'s JSON."""
+    lines: list[str] = []
+    for name, st in summary["starts"].items():
+        b = st["baseline"]
+        labels = sorted(st["methods"], key=lambda m: (m.split("@")[0] != "grpo", "@" in m, m))
+        lines += [
+            f"#### `{name}`: warm-start {100 * b['accuracy']:.1f}% ({b['sft_steps']} SFT steps, `{b['warmstart']}`)",
+            "",
+            (
+                "| run | seeds | accuracy per seed | mean | − warm-start | − GRPO | − VEPO | − VEPO matched step "
+                "| − GRPO at lr 1.5e-4 |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for lab in labels:
+            m = st["methods"][lab]
+            # Compared with the same lr (and the default clipping): "vepo@lr0.0003@clip0" − "grpo@lr0.0003".
+            lr = next((part for part in lab.split("@")[1:] if part.startswith("lr")), None)
+            suffix = f"@{lr}" if lr else ""
+            cells = []
+            for other in ("grpo", "vepo", "vepo_matched_step"):
+                ref = other + suffix
+                cells.append("—" if ref == lab else _fmt_pair(st["pairs"].get(f"{lab}|{ref}")))
+            cells.append(_fmt_pair(st["pairs"].get(f"{lab}|grpo")) if lr else "(same)")
+            per = " ".join(f"{m['accuracy'][s]:.1f}" for s in sorted(m["accuracy"]))
+            lines.append(
+                f"| {lab} | {len(m['seeds'])} | {per} | {m['mean']:.1f} | {_fmt_pair(m['vs_start'])} | "
+                + " | ".join(cells) + " |"
+            )
+        lines += [
+            "",
+            (
+                "| run | grad norm (step 1; mean) | update norm (step 1; mean) | entropy (step 1 → last 10) | "
+                "parse fail (mean; last 10) | selected fraction | clip fraction |"
+            ),
+            "|---|---|---|---|---|---|---|",
+        ]
+        for lab in labels:
+            d = st["methods"][lab]["diag_mean"]
+
+            def f(key, field, digits=3, d=d):
+                v = d[key][field]
+                return "—" if v is None else f"{v:.{digits}f}"
+
+            lines.append(
+                f"| {lab} | {f('grad_norm', 'first')}; {f('grad_norm', 'mean')} | "
+                f"{f('update_norm', 'first', 4)}; {f('update_norm', 'mean', 4)} | "
+                f"{f('entropy', 'first')} → {f('entropy', 'last10')} | "
+                f"{f('parse_fail', 'mean')}; {f('parse_fail', 'last10')} | {f('select_fraction', 'mean')} | "
+                f"{f('clip_region', 'mean')} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
 def cmd_summary(args: argparse.Namespace) -> int:
     out: dict[str, Any] = {"task": TASK, "heldout_n": HELDOUT_N, "starts": {}}
     for name in sorted(os.listdir(args.out)):
@@ -312,7 +391,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
                 },
                 "n_anchor": {s: r["n_anchor"] for s, r in rs.items()},
                 "responses_sample": {s: r["responses_sample"] for s, r in rs.items()},
-                "per_step": {s: r["per_step"] for s, r in rs.items()},
+                **({"per_step": {s: r["per_step"] for s, r in rs.items()}} if args.per_step else {}),
             }
         pairs = {}
         for a in runs:
@@ -321,13 +400,33 @@ def cmd_summary(args: argparse.Namespace) -> int:
                     p = paired(acc[a], acc[c])
                     if p is not None:
                         pairs[f"{a}|{c}"] = p
+        if args.compact:
+            # The report's comparisons only: each run against GRPO, VEPO and the matched step at its own
+            # lr, and against GRPO at the lab's lr.
+            def wanted(key: str) -> bool:
+                a, c = key.split("|")
+                lr = next((part for part in a.split("@")[1:] if part.startswith("lr")), None)
+                refs = {m + (f"@{lr}" if lr else "") for m in ("grpo", "vepo", "vepo_matched_step")} | {"grpo"}
+                return c in refs
+
+            # Per-seed differences follow from the methods' per-seed accuracies.
+            pairs = {k: {f: x for f, x in v.items() if f not in ("diffs", "seeds")} for k, v in pairs.items() if wanted(k)}
+            for m in methods.values():
+                m.pop("responses_sample", None)
         out["starts"][name] = {
             "baseline": {k: baseline[k] for k in ("accuracy", "n", "warmstart", "sft_steps", "probe_exact")},
             "methods": methods,
             "pairs": pairs,
         }
-    json.dump(out, sys.stdout, indent=1)
-    print()
+    for path in args.onestep:
+        with open(path, encoding="utf-8") as f:
+            one = json.load(f)
+        out.setdefault("onestep", {})[one["start"]] = one
+    if args.markdown:
+        print(markdown(out))
+    else:
+        json.dump(out, sys.stdout, indent=1)
+        print()
     return 0
 
 
@@ -460,8 +559,16 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--methods", nargs="+", default=["grpo", "vepo", "vepo_matched_step"])
     r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     r.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the task's)")
+    r.add_argument(
+        "--max-grad-norm", type=float, default=None,
+        help="gradient clipping threshold for every run (0 = none; default: the trainer's 1.0)",
+    )
     s = sub.add_parser("summary")
     s.add_argument("--out", required=True)
+    s.add_argument("--markdown", action="store_true", help="the report's tables instead of the JSON")
+    s.add_argument("--per-step", action="store_true", help="include every run's per-step series in the JSON")
+    s.add_argument("--compact", action="store_true", help="only the report's comparisons, no response samples")
+    s.add_argument("--onestep", nargs="*", default=[], help="onestep JSON files to include under 'onestep'")
     o = sub.add_parser("onestep")
     o.add_argument("--out", required=True)
     o.add_argument("--start", default="ws91", choices=sorted(start_configs()))
