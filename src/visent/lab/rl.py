@@ -57,6 +57,8 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "entropy_top20": ("entropy_top20", {}),
     "random20": ("random20", {}),
     "vepo": ("vepo", {}),
+    # VEPO with GRPO's per-token step (token_mean): docs/lab-step-size.md.
+    "vepo_matched_step": ("vepo_matched_step", {}),
     "vepo_jsd_only": ("vepo_jsd_only", {}),
     "vepo_no_entropy": ("vepo_no_entropy", {}),
     "vepo_product": ("vepo_product", {}),

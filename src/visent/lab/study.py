@@ -61,6 +61,7 @@ _LABELS = {
     "entropy_top20": "entropy top-20%",
     "random20": "random 20%",
     "vepo": "**VEPO**",
+    "vepo_matched_step": "VEPO, GRPO's per-token step (token_mean)",
     "vepo_jsd_only": "VEPO ablation: JSD only",
     "vepo_no_entropy": "VEPO ablation: no entropy factor",
     "vepo_product": "VEPO ablation: plain product",
