@@ -25,8 +25,9 @@ batch of 32):
 - Linear warm-up then cosine decay from a high peak (2e-3), and one of two stopping rules:
 
   * **band** (``WarmStartConfig.band``; the ``tally`` recipe): stop on *measured* held-out greedy
-    accuracy — real greedy generation scored by the task's verifier on a fixed held-out check set — as
-    soon as it lies inside the band (40–60% for tally). Accuracy climbs steeply once the model starts
+    accuracy — real greedy generation scored by the task's verifier on a fixed check set, never trained
+    on and disjoint from the evaluation set (``CHECK_SEED_OFFSET``) — as soon as it lies inside the band
+    (40–60% for tally). Accuracy climbs steeply once the model starts
     reading the image (~30 points per 25 steps), and where on the step axis that climb happens depends on
     float rounding: the same code and seed reached 50% on one x86 CPU and 95% on another after the same
     190 steps. So the loop (``sft``) checks in three gears: a cheap *screen* (greedy on the first
@@ -77,6 +78,11 @@ from visent.lab.tiny import build_tiny, config_hash
 
 # Held-out examples come from a stream no training step ever draws from.
 HELDOUT_SEED_OFFSET = 1_000_003
+# The band rule's checks use a third stream, disjoint from the held-out set RL is evaluated on: stopping at
+# the first check that lands in the band selects a check that read high, and had the evaluation set been
+# that check set, the "before RL" accuracy would carry that luck and every "RL − warm-start" difference a
+# regression to the mean (measured: a warm-start stopped at 43.8% on its check set).
+CHECK_SEED_OFFSET = 2_000_003
 
 
 @dataclass
@@ -98,8 +104,9 @@ class WarmStartConfig:
         probe_size: probe examples per task (held-out stream, fixed).
         band: ``(low, high)`` held-out greedy accuracy (fractions) to stop inside; ``None`` = the probe
             rule (``target_accuracy``). With a band, the probe is not used.
-        check_size: held-out examples per task of a full band check (the first ``check_size`` of the
-            held-out stream: the same examples ``visent demo``/``visent study`` evaluate RL on).
+        check_size: examples per task of a full band check (the first ``check_size`` of the check stream:
+            never trained on, and disjoint from the held-out set ``visent demo``/``visent study`` evaluate
+            RL on, so that the luck of the check that stopped the warm-start does not bias "before RL").
         check_every: steps between full checks once the screen has passed.
         screen_size, screen_every, screen_margin: the cheap screen (the first ``screen_size`` check
             examples per task, every ``screen_every`` steps) that decides when full checks start: once it
@@ -179,6 +186,8 @@ class WarmStartConfig:
             # Likewise: the probe-rule configs keep the keys they had before the band rule existed.
             for name in _BAND_FIELDS:
                 del fields[name]
+        else:
+            fields["check_stream"] = CHECK_SEED_OFFSET
         return config_hash({"version": 1, "tasks_version": TASKS_VERSION, **fields})
 
 
@@ -321,6 +330,11 @@ def _mixed_examples(tasks: Sequence[str], n: int, seed: int, start: int) -> list
 def heldout_examples(tasks: Sequence[str], n_per_task: int, seed: int = 0) -> list[Example]:
     """Examples from the held-out stream of each task (never used for warm-start training)."""
     return [ex for task in tasks for ex in make_examples(task, n_per_task, seed + HELDOUT_SEED_OFFSET)]
+
+
+def check_examples(tasks: Sequence[str], n_per_task: int, seed: int = 0) -> list[Example]:
+    """Examples of the band rule's check stream (never trained on; disjoint from ``heldout_examples``)."""
+    return [ex for task in tasks for ex in make_examples(task, n_per_task, seed + CHECK_SEED_OFFSET)]
 
 
 def _lr_at(step: int, cfg: WarmStartConfig) -> float:
@@ -581,8 +595,8 @@ def sft(
         return {"loss": loss.item(), "lr": lr}
 
     if cfg.band is not None:
-        check_set = heldout_examples(cfg.tasks, cfg.check_size, cfg.seed)
-        screen_set = heldout_examples(cfg.tasks, cfg.screen_size, cfg.seed)
+        check_set = check_examples(cfg.tasks, cfg.check_size, cfg.seed)
+        screen_set = check_examples(cfg.tasks, cfg.screen_size, cfg.seed)
         last: dict[str, Any] = {}
         check_seconds = 0.0
 
@@ -695,9 +709,10 @@ def warm_start(
     The cache lives in ``<run_dir>/warmstart-<cfg.key()>/``; it is reused when its ``warmstart.json``
     records the same config hash (``force=True`` retrains). After training, greedy accuracy on
     ``eval_per_task`` held-out examples per task is measured and stored in ``info["heldout"]`` — with a
-    band, ``info["heldout"]`` is the band's last full check instead (``cfg.check_size`` per task, decoded
-    with ``cfg.check_max_new_tokens``) and ``info["band"]`` holds the band, whether it was reached, the
-    measured accuracy and every check (``band_search``).
+    band, ``info["heldout"]`` is the band's last full check instead (``cfg.check_size`` check-stream
+    examples per task, decoded with ``cfg.check_max_new_tokens``; ``"set": "check"``) and
+    ``info["band"]`` holds the band, whether it was reached, the measured accuracy and every check
+    (``band_search``).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -725,8 +740,9 @@ def warm_start(
     )
     measured = sft(model, processor, cfg, progress=progress)
     if cfg.band is not None and measured.get("heldout"):
-        # The band's last full check is the held-out measurement (same examples, same decoding).
-        heldout_acc = measured.pop("heldout")
+        # The band's last full check (on the check stream; the demo and the study measure their own
+        # held-out set themselves).
+        heldout_acc = {**measured.pop("heldout"), "set": "check"}
     else:
         measured.pop("heldout", None)
         acc = greedy_accuracy(model, processor, heldout_examples(cfg.tasks, eval_per_task, cfg.seed))

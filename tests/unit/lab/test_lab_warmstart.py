@@ -266,3 +266,15 @@ def test_sft_band_rule_restores_model_and_optimizer_exactly_on_a_roll_back(monke
     assert torch.equal(seen[4][0], seen[4][1]) and torch.equal(seen[5][0], seen[5][1])
     assert torch.equal(fingerprint(), seen[5][1])
     assert out["heldout"]["accuracy"] == 0.5 and out["steps"] == 5
+
+
+def test_band_checks_use_a_stream_disjoint_from_training_and_the_evaluation_set():
+    import hashlib
+
+    def content(exs):  # ids name the stream, so compare what the model sees: pixels and prompt
+        return {hashlib.sha1(ex.images[0].tobytes() + ex.prompt.encode()).hexdigest() for ex in exs}
+
+    check = content(ws.check_examples(("tally",), 64, seed=0))
+    heldout = content(ws.heldout_examples(("tally",), 128, seed=0))
+    train = content(ws._mixed_examples(("tally",), 256, 0, 0))
+    assert len(check) == 64 and not check & heldout and not check & train
