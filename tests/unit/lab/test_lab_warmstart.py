@@ -168,16 +168,16 @@ def _plateau_then_climb(per_step):
 
 
 def test_band_search_lands_in_the_band_on_a_smooth_climb():
-    fake = FakeTraining(lambda s: 1.0, _plateau_then_climb(0.012))
+    fake = FakeTraining(lambda s: 1.0, _plateau_then_climb(0.013))
     out = fake.run(_band_cfg())
     assert out["reached"] and out["rollbacks"] == 0 and out["reason"] == "in band"
-    assert 0.4 <= out["accuracy"] <= 0.6 and out["accuracy"] == pytest.approx(fake.curve(fake.w))
-    # Screens every 10 steps until 30% (= 40% - margin: 32% at step 110), then a full check every 5 steps
-    # (32%, 38%, 44%).
+    assert 0.5 <= out["accuracy"] <= 0.6 and out["accuracy"] == pytest.approx(fake.curve(fake.w))
+    # Screens every 10 steps until 30% (= 40% - margin: 33% at step 110), then a full check every 5 steps
+    # (33%, 39.5%, 46% — in the band but below its centre, the aim — then 52.5%).
     screens = [c["step"] for c in out["checks"] if c["kind"] == "screen"]
     full = [c["step"] for c in out["checks"] if c["kind"] == "check"]
-    assert screens == list(range(10, 111, 10)) and full == [110, 115, 120]
-    assert out["step"] == out["steps_trained"] == 120
+    assert screens == list(range(10, 111, 10)) and full == [110, 115, 120, 125]
+    assert out["step"] == out["steps_trained"] == 125
 
 
 def test_band_search_rolls_back_after_an_overshoot_and_replays_checking_every_step():
@@ -186,13 +186,13 @@ def test_band_search_rolls_back_after_an_overshoot_and_replays_checking_every_st
     out = fake.run(_band_cfg())
     outcomes = [(c["step"], c["outcome"]) for c in out["checks"] if c["kind"] == "check"]
     assert (110, "overshoot") in outcomes and out["rollbacks"] == 1
-    # Rolled back to the last state measured below the band (the screen at step 100), then one check per
-    # step: 24%, 28%, ... the first in-band state is step 105 (40%).
-    assert [s for s, o in outcomes if s > 100 and o != "overshoot"] == [101, 102, 103, 104, 105]
-    assert out["reached"] and out["step"] == 105 and out["accuracy"] == pytest.approx(0.4, abs=1e-6)
-    assert out["steps_trained"] == 110 + 5
-    # The weights are those of 105 straight steps: the replay restored the snapshot.
-    assert fake.w == pytest.approx(105.0)
+    # Rolled back to the last state measured below the aim (the screen at step 100), then one check per
+    # step: 24%, 28%, ... the first state at or above the aim (50%) is step 108 (52%).
+    assert [s for s, o in outcomes if s > 100 and o != "overshoot"] == list(range(101, 109))
+    assert out["reached"] and out["step"] == 108 and out["accuracy"] == pytest.approx(0.52, abs=1e-6)
+    assert out["steps_trained"] == 110 + 8
+    # The weights are those of 108 straight steps: the replay restored the snapshot.
+    assert fake.w == pytest.approx(108.0)
 
 
 def test_band_search_halves_the_lr_when_one_step_jumps_over_the_band():
@@ -225,7 +225,9 @@ def test_band_search_flags_a_model_that_never_reaches_the_band():
 
 def test_band_config_is_validated_and_part_of_the_cache_key():
     cfg = ws.warmstart_config("tally")
-    assert cfg.band == (0.4, 0.6)
+    assert cfg.band == (0.4, 0.6) and cfg.band_aim() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="aim"):
+        ws.WarmStartConfig(band=(0.4, 0.6), aim=0.7)
     assert ws.WarmStartConfig(**{**cfg.__dict__, "band": (0.3, 0.5)}).key() != cfg.key()
     assert ws.WarmStartConfig(**{**cfg.__dict__, "check_size": 64}).key() != cfg.key()
     with pytest.raises(ValueError, match="band"):
@@ -278,3 +280,10 @@ def test_band_checks_use_a_stream_disjoint_from_training_and_the_evaluation_set(
     heldout = content(ws.heldout_examples(("tally",), 128, seed=0))
     train = content(ws._mixed_examples(("tally",), 256, 0, 0))
     assert len(check) == 64 and not check & heldout and not check & train
+
+
+def test_band_search_at_max_steps_accepts_the_lower_half_of_the_band():
+    fake = FakeTraining(lambda s: 1.0, lambda w: 0.45)  # inside the band, never at its centre
+    out = fake.run(_band_cfg(max_steps=40))
+    assert out["reached"] and out["step"] == 40 and out["accuracy"] == pytest.approx(0.45)
+    assert [c["outcome"] for c in out["checks"] if c["kind"] == "check"][-1] == "in band"
