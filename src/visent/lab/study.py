@@ -384,15 +384,20 @@ def results_tables(
         lines += [
             "### Warm-starts (RL starts from each; held-out greedy accuracy on the evaluation set)",
             "",
-            "| warm-start seed | SFT steps | band | landed in band | held-out accuracy before RL | roll-backs |",
-            "|---|---|---|---|---|---|",
+            (
+                "| warm-start seed | SFT steps | band | landed in band | band check at the stop (check set) "
+                "| held-out accuracy before RL (evaluation set) | roll-backs |"
+            ),
+            "|---|---|---|---|---|---|---|",
         ]
         for w, b in sorted(baselines.items()):
             band = b.get("band")
             band_s = f"{100 * band[0]:.0f}–{100 * band[1]:.0f}%" if band else "— (probe rule)"
             reached = {True: "yes", False: "**NO**", None: "—"}[b.get("band_reached")]
+            check = b.get("band_accuracy")
+            check_s = f"{100 * check:.1f}%" if isinstance(check, (int, float)) else "—"
             lines.append(
-                f"| {w} | {b.get('sft_steps', '—')} | {band_s} | {reached} | {100 * b['accuracy']:.1f}% "
+                f"| {w} | {b.get('sft_steps', '—')} | {band_s} | {reached} | {check_s} | {100 * b['accuracy']:.1f}% "
                 f"(n = {b['n']}) | {b.get('band_rollbacks', '—')} |"
             )
         lines.append("")
@@ -704,6 +709,7 @@ def study_summary(
             "band": b.get("band"),
             "band_reached": b.get("band_reached"),
             "sft_steps": b.get("sft_steps"),
+            "band_accuracy": b.get("band_accuracy"),
         }
         for w, b in sorted(baselines.items())
     ]

@@ -166,3 +166,21 @@ def test_cells_give_each_noise_rate_its_own_methods(tmp_path, capsys):
     assert "NOISE:METHOD" in capsys.readouterr().err
     assert study.main(["--out", str(tmp_path), "--cells", "0:grpo,nope"]) == 2
     assert not os.listdir(tmp_path)
+
+
+def test_tables_list_each_warm_start_and_flag_one_outside_its_band():
+    base = {
+        0: {"accuracy": 0.453, "n": 128, "band": [0.4, 0.6], "band_reached": True, "band_accuracy": 0.547,
+            "sft_steps": 175, "band_rollbacks": 0},
+        1: {"accuracy": 0.90, "n": 128, "band": [0.4, 0.6], "band_reached": False, "band_accuracy": 0.95,
+            "sft_steps": 600, "band_rollbacks": 6},
+    }
+    results = [{**_result("grpo", 0.0, 0, 0.50), "warm_seed": 0}, {**_result("grpo", 0.0, 0, 0.80), "warm_seed": 1}]
+    text = study.results_tables(results, base, [0.0], ["grpo"], expected_runs=2)
+    assert "| 0 | 175 | 40–60% | yes | 54.7% | 45.3% (n = 128) | 0 |" in text
+    assert "| 1 | 600 | 40–60% | **NO** | 95.0% | 90.0% (n = 128) | 6 |" in text
+    assert "| warm-start (before RL) | 67.7 (45.3, 90.0) |" in text
+    summary = study.study_summary(results, base, [0.0], ["grpo"], task="tally", command="x")
+    assert [w["band_reached"] for w in summary["warmstarts"]] == [True, False] and summary["band"] == [0.4, 0.6]
+    # GRPO − warm-start pairs each run with its own warm-start: +4.7 and −10.0.
+    assert summary["pairs"]["grpo|warm-start|0"]["warm_means"] == pytest.approx([4.7, -10.0])
