@@ -497,7 +497,8 @@ def _report(
             f"≤{rl.max_completion_length} new tokens, lr {rl.learning_rate:g} (constant), τ={rl.temperature:g}, "
             f"reward `{'r1_counting' if rl.task == 'tally' else 'r1_' + rl.task}` (accuracy + format) against the "
             "(possibly noisy) training label; accuracy is greedy, on the held-out set, against clean labels. "
-            "\"Study\" is the mean ± standard error of the same run over the study's seeds."
+            "\"Study\" is the mean ± standard error of the same change over the study's runs (its warm-starts × "
+            "RL seeds, nested estimate)."
         ),
         "",
         (
