@@ -122,6 +122,8 @@ def test_parallel_study_workers_reproduce_the_sequential_results(tmp_path):
             "0.5",
             "--seeds",
             "1",
+            "--warm-seeds",
+            "1",
             "--workers",
             str(workers),
             "--heldout",
@@ -133,7 +135,7 @@ def test_parallel_study_workers_reproduce_the_sequential_results(tmp_path):
         assert study.main(argv) == 0
         found = {}
         for m in ("grpo", "two_stage"):
-            res = json.loads((out / "runs" / m / "noise-0.5" / "seed-0" / "result.json").read_text())
+            res = json.loads((out / "runs" / m / "noise-0.5" / "warm-0" / "seed-0" / "result.json").read_text())
             found[m] = (res["after"]["accuracy"], res["reward_last_quarter"], res["entropy_last_quarter"])
         return found
 

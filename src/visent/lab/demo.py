@@ -2,8 +2,10 @@
 
 Stages:
 
-1. **warm-start** — SFT of the tiny Qwen2.5-VL to partial competence (``visent.lab.warmstart``), cached
-   in the run folder so a second ``visent demo`` starts RL at once;
+1. **warm-start** — SFT of the tiny Qwen2.5-VL to partial competence (``visent.lab.warmstart``): for
+   ``tally``, until its measured held-out greedy accuracy lies in the band 40–60% (on any CPU; a start
+   outside the band is flagged and not compared with the study). Cached in the run folder so a second
+   ``visent demo`` starts RL at once;
 2. **held-out baseline** — the warm-start's greedy accuracy on a held-out clean set;
 3. **RL** — five runs of the real trainer (``VisentGRPOTrainer`` built by ``visent train``'s own config
    path, ``visent.lab.rl``) from the same warm-start: GRPO, VEPO and entropy top-20% on clean labels, and
@@ -11,7 +13,9 @@ Stages:
    clean set, and (on a task with token labels, ``tally`` by default) VEPO's premise is measured on the
    warm-start and on every trained model (``visent.lab.premise``);
 4. **artefacts** — ``report.md`` (a plain-language verdict per comparison with this run's paired 95%
-   intervals beside the multi-seed study's numbers from ``docs/lab-study-<task>.json``; the premise
+   intervals beside the study's numbers from ``docs/lab-study-<task>.json`` — warm-starts × RL seeds,
+   nested intervals — saying whether this run agrees with the study and, where not, whether its
+   difference is inside the spread the study expects for one run (``comparability``, ``_verdict``); the premise
    numbers; accuracy before/after per method, commands, seeds, steps, wall time), ``curves.png`` (reward,
    held-out accuracy and entropy per step, the two-stage switch marked) and ``tokens.html`` (the
    warm-start's responses on held-out examples, clean vs perturbed image, tokens coloured by entropy /
@@ -180,31 +184,184 @@ def _name(method: str | None) -> str:
     return "the warm-start" if method is None else _PRETTY.get(method, method)
 
 
-def _verdict(
-    a: str, b: str | None, noise: float, demo: tuple[float, float, float] | None, study_pair: dict[str, float] | None
-) -> str:
-    """One plain-language sentence: what the multi-seed study says, then what this single run says."""
+def _study_word(pair: dict[str, Any]) -> tuple[str, float, float] | None:
+    """``(verdict, lo, hi)`` from a study pair: its 95% interval (nested estimate), or ±2 SE for summaries
+    written before the study stored one; ``None`` when the pair cannot carry a verdict."""
+    if not pair or pair.get("n", 0) < 2 or not math.isfinite(pair.get("se", float("nan"))):
+        return None
+    ci = pair.get("ci95")
+    if isinstance(ci, list) and len(ci) == 2 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in ci):
+        lo, hi = float(ci[0]), float(ci[1])
+    else:
+        lo, hi = pair["mean"] - 2 * pair["se"], pair["mean"] + 2 * pair["se"]
+    return ("yes" if lo > 0 else "worse" if hi < 0 else "not distinguishable"), lo, hi
 
+
+def _verdict(
+    a: str,
+    b: str | None,
+    noise: float,
+    demo: tuple[float, float, float] | None,
+    study_pair: dict[str, float] | None,
+    not_comparable: str | None = None,
+) -> str:
+    """Plain language: what the multi-seed study says, what this single run says, and whether they agree.
+
+    ``not_comparable``: why this run must not be compared with the study (e.g. its warm-start is outside
+    the band); the study's numbers are still quoted, the run's are not set against them.
+    """
     parts = []
-    if study_pair and study_pair.get("n", 0) >= 2 and math.isfinite(study_pair.get("se", float("nan"))):
+    word = _study_word(study_pair or {})
+    if word is not None:
+        assert study_pair is not None
         m, se, n = study_pair["mean"], study_pair["se"], int(study_pair["n"])
-        wins = f"{int(study_pair['wins'])} of {n} seeds better"
-        if m - 2 * se > 0:
-            parts.append(f"**Yes** — over {n} seeds, {_name(a)} is {m:+.1f} ± {se:.1f} points ({wins}).")
-        elif m + 2 * se < 0:
-            parts.append(f"**No, worse** — over {n} seeds, {_name(a)} is {m:+.1f} ± {se:.1f} points ({wins}).")
+        n_warm = int(study_pair.get("n_warm", 1))
+        over = (
+            f"over {n_warm} warm-starts × RL seeds ({n} runs)" if n_warm > 1 else f"over {n} seeds"
+        )
+        wins = f"{int(study_pair['wins'])} of {n} {'runs' if n_warm > 1 else 'seeds'} better"
+        verdict, lo, hi = word
+        interval = f"95% interval [{lo:+.1f}, {hi:+.1f}]"
+        if verdict == "yes":
+            parts.append(f"**Yes** — {over}, {_name(a)} is {m:+.1f} ± {se:.1f} points ({interval}; {wins}).")
+        elif verdict == "worse":
+            parts.append(f"**No, worse** — {over}, {_name(a)} is {m:+.1f} ± {se:.1f} points ({interval}; {wins}).")
         else:
             parts.append(
-                f"**Not distinguishable** — over {n} seeds the difference is {m:+.1f} ± {se:.1f} points ({wins}), "
-                "within two standard errors of zero."
+                f"**Not distinguishable** — {over} the difference is {m:+.1f} ± {se:.1f} points ({interval}, "
+                f"which includes zero; {wins})."
             )
     else:
-        parts.append("No multi-seed study summary for this task: only this single run speaks.")
-    if demo is not None:
-        m, lo, hi = demo
-        where = "above zero" if lo > 0 else "below zero" if hi < 0 else "includes zero"
-        parts.append(f"This run (one seed): {m:+.1f} points, paired 95% interval [{lo:+.1f}, {hi:+.1f}] ({where}).")
+        parts.append("No multi-seed study summary for this comparison: only this single run speaks.")
+    if demo is None:
+        return " ".join(parts)
+    m_run, lo_run, hi_run = demo
+    where = "above zero" if lo_run > 0 else "below zero" if hi_run < 0 else "includes zero"
+    parts.append(
+        f"This run (one seed): {m_run:+.1f} points, paired 95% interval [{lo_run:+.1f}, {hi_run:+.1f}] ({where})."
+    )
+    if not_comparable:
+        parts.append(f"**Not compared with the study:** {not_comparable}")
+        return " ".join(parts)
+    if word is None:
+        return " ".join(parts)
+    run_word = "yes" if lo_run > 0 else "worse" if hi_run < 0 else "not distinguishable"
+    pred = (study_pair or {}).get("predict95")
+    have_pred = isinstance(pred, list) and len(pred) == 2 and all(
+        isinstance(x, (int, float)) and math.isfinite(x) for x in pred
+    )
+    inside = have_pred and pred[0] <= m_run <= pred[1]
+    spread = (
+        f"the range the study expects for one run, [{pred[0]:+.1f}, {pred[1]:+.1f}] (its spread between "
+        "warm-starts and between RL seeds)"
+        if have_pred
+        else "the study's spread"
+    )
+    if run_word == word[0] and (inside or not have_pred):
+        parts.append("This run agrees with the study.")
+    elif inside:
+        parts.append(
+            f"This run's own verdict differs from the study's, but its {m_run:+.1f} lies inside {spread}: "
+            "one run from one warm-start can land there. Its paired interval measures only the held-out "
+            "examples of this seed's two models, not how another warm-start or RL seed would differ — the "
+            "study's verdict is the one to trust."
+        )
+    else:
+        parts.append(
+            f"**This run disagrees with the study:** {m_run:+.1f} lies outside {spread}. Either this run is a "
+            "rare seed, or it differs from the study's runs in something the study held fixed — check the "
+            "warm-start's band and accuracy above against the study's, and the software versions."
+        )
     return " ".join(parts)
+
+
+def comparability(
+    ws_info: dict[str, Any], before: dict[str, Any], study: dict[str, Any] | None
+) -> str | None:
+    """Why this run's numbers must not be set against the study's (``None``: they may be).
+
+    A run is comparable when its warm-start was stopped by the same band as the study's warm-starts and
+    landed in it. The band is measured on the warm-start's check set; the accuracy before RL on the demo's
+    own held-out set is another sample of the same model (±8.5 points at n = 128), so it is only refused
+    when its Wilson 95% interval misses the band altogether.
+    """
+    from visent.eval.report import wilson_interval
+
+    band_info = ws_info.get("band") or {}
+    band = band_info.get("band")
+    acc = before["accuracy"]
+    if not band:
+        return (
+            f"this run's warm-start was not stopped on measured accuracy (no band; held-out accuracy "
+            f"{100 * acc:.1f}%), so its starting point is not controlled."
+        )
+    lo, hi = band
+    if not band_info.get("reached", False):
+        return (
+            f"this run's warm-start did not land in the band {100 * lo:.0f}–{100 * hi:.0f}% "
+            f"({band_info.get('reason', 'max_steps')}; held-out accuracy {100 * acc:.1f}%): it starts RL from a "
+            "different competence than the study's warm-starts."
+        )
+    n = int(before.get("n", 0) or 0)
+    ci_lo, ci_hi = wilson_interval(acc * n, n) if n else (acc, acc)
+    if ci_hi < lo or ci_lo > hi:
+        return (
+            f"this run's warm-start measures {100 * acc:.1f}% [{100 * ci_lo:.1f}, {100 * ci_hi:.1f}] on the "
+            f"demo's held-out set, outside the band {100 * lo:.0f}–{100 * hi:.0f}% it was stopped in by more "
+            "than sampling noise."
+        )
+    if study is not None:
+        s_band = study.get("band")
+        if not s_band:
+            return (
+                "the study summary predates the band (its warm-start was stopped by the old probe rule at "
+                f"{100 * (study.get('warmstart_accuracy') or float('nan')):.1f}%): a different starting point."
+            )
+        if [round(x, 6) for x in s_band] != [round(x, 6) for x in band]:
+            return (
+                f"the study's warm-starts were stopped in the band {100 * s_band[0]:.0f}–{100 * s_band[1]:.0f}%, "
+                f"this run's in {100 * lo:.0f}–{100 * hi:.0f}%."
+            )
+    return None
+
+
+def _warmstart_rule(ws_info: dict[str, Any], study: dict[str, Any] | None) -> str:
+    """The warm-start's stopping rule, the band and what it reached (and the study's warm-starts)."""
+    band_info = ws_info.get("band") or {}
+    if not band_info.get("band"):
+        return (
+            "Stopping rule: teacher-forced probe exact match "
+            f"{ws_info.get('probe_exact', float('nan')):.2f} (forks left out), or the step budget — "
+            "**not** a measured accuracy band, so the starting point is not controlled."
+        )
+    lo, hi = band_info["band"]
+    checks = band_info.get("checks", [])
+    n_full = sum(1 for c in checks if c.get("kind") == "check")
+    text = (
+        f"Stopping rule: held-out greedy accuracy (real generation, the task's verifier) inside the band "
+        f"**{100 * lo:.0f}–{100 * hi:.0f}%**, measured on {ws_info.get('heldout', {}).get('n', '?')} check "
+        "examples (never trained on, and not the evaluation set below: stopping on the first check in the band "
+        "picks a check that read high, and that luck must not become the \"before RL\" number). "
+    )
+    if band_info.get("reached"):
+        text += (
+            f"**Reached {100 * band_info['accuracy']:.1f}%** at step {band_info['step']} after "
+            f"{len(checks)} checks ({n_full} full, {band_info.get('rollbacks', 0)} roll-backs after an overshoot, "
+            f"{band_info.get('steps_trained', band_info['step'])} SFT steps trained, "
+            f"{band_info.get('check_seconds', 0.0):.0f} s of checking)."
+        )
+    else:
+        text += (
+            f"**NOT reached** ({band_info.get('reason')}; last check "
+            f"{100 * band_info.get('accuracy', float('nan')):.1f}% after {band_info.get('steps_trained')} steps): "
+            "this run is not compared with the study."
+        )
+    if study and study.get("warmstarts"):
+        accs = ", ".join(
+            f"{100 * w['accuracy']:.1f}%" for w in study["warmstarts"] if isinstance(w.get("accuracy"), (int, float))
+        )
+        text += f" The study's warm-starts started RL at {accs}."
+    return text
 
 
 def _premise_holds(p: dict[str, Any]) -> str:
@@ -250,6 +407,12 @@ def _report(
     cmd = shlex.join(["visent", "demo", *argv])
     b = accuracy_block(before["accuracy"], before["n"])
     by_method = {(res["method"], float(res["noise"])): res for res in results.values()}
+    not_comparable = comparability(ws_info, before, study)
+    if study:
+        n_warm = int(study.get("warm_seeds", 1) or 1)
+        design = (
+            f"{n_warm} warm-starts × {study['seeds']} RL seeds" if n_warm > 1 else f"{study['seeds']} seeds"
+        )
     lines = [
         "# visent lab demo",
         "",
@@ -261,14 +424,22 @@ def _report(
         (
             f"Task `{rl.task}`; held-out greedy accuracy on {b['n']} clean examples. Each answer leads with what "
             + (
-                f"the multi-seed study says ({study['seeds']} seeds, `{study['command']}`, "
-                "docs/lab-results.md), then what this single run measured."
+                f"the multi-seed study says ({design}, `{study['command']}`, "
+                "docs/lab-results.md), then what this single run measured, and whether the two agree."
                 if study
                 else "this single run measured (no study summary found for this task)."
             )
         ),
         "",
     ]
+    if not_comparable:
+        lines += [
+            (
+                f"**This run is not compared with the study:** {not_comparable} The study's verdicts are "
+                "quoted as they are; this run's own numbers stand alone."
+            ),
+            "",
+        ]
     for a, bm, noise, question in COMPARISONS:
         ra = by_method.get((a, noise))
         rb = by_method.get((bm, noise)) if bm is not None else None
@@ -276,7 +447,9 @@ def _report(
             continue
         b_scores = before["scores"] if bm is None else rb["after_scores"]
         demo = paired_interval(ra["after_scores"], b_scores)
-        lines.append(f"- *{question}* " + _verdict(a, bm, noise, demo, _study_pair(study, a, bm, noise)))
+        lines.append(
+            f"- *{question}* " + _verdict(a, bm, noise, demo, _study_pair(study, a, bm, noise), not_comparable)
+        )
     if premise_before:
         p = premise_before
         lines.append(
@@ -306,10 +479,11 @@ def _report(
         "",
         (
             f"Tiny Qwen2.5-VL ({ws_info.get('parameters', 0) / 1e6:.2f}M parameters), SFT on "
-            f"{', '.join(ws_info['config']['tasks'])} for {ws_info.get('steps')} steps (seed {ws_info['config']['seed']}, "
-            f"teacher-forced probe exact match {ws_info.get('probe_exact', float('nan')):.2f}, forks left out); "
+            f"{', '.join(ws_info['config']['tasks'])} for {ws_info.get('steps')} steps (seed {ws_info['config']['seed']}); "
             f"cached in `{ws_path}`."
         ),
+        "",
+        _warmstart_rule(ws_info, study),
         "",
         (
             f"Held-out clean set: {b['n']} `{rl.task}` examples from the held-out stream (never trained on). "
@@ -323,7 +497,8 @@ def _report(
             f"≤{rl.max_completion_length} new tokens, lr {rl.learning_rate:g} (constant), τ={rl.temperature:g}, "
             f"reward `{'r1_counting' if rl.task == 'tally' else 'r1_' + rl.task}` (accuracy + format) against the "
             "(possibly noisy) training label; accuracy is greedy, on the held-out set, against clean labels. "
-            "\"Study\" is the mean ± standard error of the same run over the study's seeds."
+            "\"Study\" is the mean ± standard error of the same change over the study's runs (its warm-starts × "
+            "RL seeds, nested estimate)."
         ),
         "",
         (
@@ -336,7 +511,10 @@ def _report(
         m, lo, hi = paired_interval(res["after_scores"], before["scores"])
         reward = res.get("reward_last_quarter")
         sp = _study_pair(study, res["method"], None, float(res["noise"]))
-        st = f"{sp['mean']:+.1f} ± {sp['se']:.1f} ({int(sp['n'])} seeds)" if sp else "—"
+        st = "—"
+        if sp:
+            unit = f"{int(sp['n'])} runs, {int(sp['n_warm'])} warm-starts" if sp.get("n_warm", 1) > 1 else f"{int(sp['n'])} seeds"
+            st = f"{sp['mean']:+.1f} ± {sp['se']:.1f} ({unit})"
         lines.append(
             f"| {label} | {_PRETTY.get(res['method'], res['method'])} | {_pct(res['noise'])} | {res['seed']} | "
             f"{_ci(res['before'])} | {_ci(res['after'])} | {m:+.1f} pts [{lo:+.1f}, {hi:+.1f}] | {st} | "
@@ -477,6 +655,15 @@ def main(argv: list[str] | None = None) -> int:
         f"({ws.info.get('steps')} SFT steps, {timings['warmstart']:.0f} s)",
         flush=True,
     )
+    band = ws.info.get("band") or {}
+    if band.get("band"):
+        lo, hi = band["band"]
+        state = "reached" if band.get("reached") else "NOT REACHED — not compared with the study"
+        print(
+            f"   band {100 * lo:.0f}–{100 * hi:.0f}% held-out greedy accuracy: {state} "
+            f"({100 * band.get('accuracy', float('nan')):.1f}%, {band.get('rollbacks', 0)} roll-backs)",
+            flush=True,
+        )
 
     _header(
         2,

@@ -1,4 +1,4 @@
-"""``visent study``: the controlled lab study — methods × label-noise rates × seeds, one shared warm-start.
+"""``visent study``: the controlled lab study — methods × label-noise rates × warm-starts × RL seeds.
 
 Two method families, as in the two papers (every run goes through ``visent.lab.rl.run_method``, i.e.
 ``visent train``'s config path and the real ``VisentGRPOTrainer``):
@@ -6,12 +6,19 @@ Two method families, as in the two papers (every run goes through ``visent.lab.r
 - token selection (VEPO paper): GRPO, entropy top-20%, random-20%, VEPO and VEPO ablations;
 - entropy schedule (two-stage paper): GRPO, entropy min, entropy max, min→max, two-stage.
 
-The run folder is resumable: each run writes ``runs/<method>/noise-<rate>/seed-<s>/result.json``
+Every (method, noise) cell runs from ``--warm-seeds`` warm-starts (SFT seeds; with the task's recipe,
+each stopped on measured held-out greedy accuracy inside its band, ``visent.lab.warmstart``) × ``--seeds``
+RL seeds, and each comparison's verdict uses both sources of spread (``visent.lab.spread``): a single
+warm-start can sit anywhere in the band — or, before the band existed, 45 points higher on another CPU
+(issue #17) — so seed-to-seed spread from one warm-start is not the whole uncertainty.
+
+The run folder is resumable: each run writes ``runs/<method>/noise-<rate>/warm-<w>/seed-<s>/result.json``
 atomically when it finishes, and a later ``visent study --out`` on the same folder skips every run whose
-result exists (a killed run leaves no result and is redone). The shared settings are fixed in
-``study.json`` at the first call; resuming with different settings is refused (methods, noise rates
-and seeds may be added). ``results.md`` (mean ± std tables shaped like the papers') is rewritten after
-every finished run, so a partial study is readable at any time.
+result exists (a killed run leaves no result and is redone). Each warm-start and its held-out baseline
+are cached too (``warmstart-<hash>/``, ``warm-<w>.json``). The shared settings are fixed in
+``study.json`` at the first call; resuming with different settings is refused (methods, noise rates,
+warm-starts and seeds may be added). ``results.md`` (tables shaped like the papers') and ``summary.json``
+are rewritten after every finished run, so a partial study is readable at any time.
 
 Runs execute in parallel worker processes (``--workers``; ``auto`` = one per CPU core), each with one
 torch thread: on a 2-core machine two single-threaded runs finish sooner than one two-threaded run.
@@ -23,10 +30,11 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, replace
 from typing import Any
 
 __all__ = [
@@ -81,9 +89,11 @@ RESULT_FILE = "result.json"
 TABLES_FILE = "results.md"
 SUMMARY_FILE = "summary.json"
 
+WARM_FILE = "warm-{}.json"
 
-def run_dir_for(root: str, method: str, noise: float, seed: int) -> str:
-    return os.path.join(root, "runs", method, f"noise-{noise:g}", f"seed-{seed}")
+
+def run_dir_for(root: str, method: str, noise: float, seed: int, warm: int = 0) -> str:
+    return os.path.join(root, "runs", method, f"noise-{noise:g}", f"warm-{warm}", f"seed-{seed}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -92,11 +102,16 @@ def _parser() -> argparse.ArgumentParser:
     d = RLSettings()
     p = argparse.ArgumentParser(
         prog="visent study",
-        description="The controlled lab study: methods × label noise × seeds from one warm-start, "
-        "mean ± std tables in OUT/results.md. Resumable: rerun with the same --out to continue.",
+        description="The controlled lab study: methods × label noise × warm-starts × RL seeds, tables in "
+        "OUT/results.md and OUT/summary.json. Resumable: rerun with the same --out to continue.",
     )
     p.add_argument("--out", required=True, help="study folder (resumable)")
-    p.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per (method, noise)")
+    p.add_argument("--seeds", type=int, default=4, help="RL seeds 0..N-1 per (method, noise, warm-start)")
+    p.add_argument(
+        "--warm-seeds", type=int, default=3,
+        help="warm-starts (SFT seeds WARM_SEED..WARM_SEED+N-1) every (method, noise) runs from",
+    )
+    p.add_argument("--warm-seed", type=int, default=0, help="first warm-start seed")
     p.add_argument(
         "--noise", type=float, nargs="+", default=None,
         help="label-noise rates (default: 0 0.5 1 for counting, 0 0.5 for tally)",
@@ -107,6 +122,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="METHOD",
         help=f"lab methods (default: both families; tally: without vepo_product); valid: {', '.join(METHODS)}",
+    )
+    p.add_argument(
+        "--cells",
+        nargs="+",
+        default=None,
+        metavar="NOISE:METHOD,METHOD",
+        help="instead of --noise × --methods: the methods to run at each noise rate, e.g. "
+        "0:grpo,vepo 0.5:grpo,two_stage (the tables cover the union)",
     )
     p.add_argument("--task", default=d.task, help="lab task (counting, tally, ...)")
     p.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the task's, rl.TASK_RL_DEFAULTS)")
@@ -119,7 +142,6 @@ def _parser() -> argparse.ArgumentParser:
         help="held-out examples on which VEPO's premise is measured after each run (tasks with token labels)",
     )
     p.add_argument("--workers", default="auto", help="parallel runs: a number, or auto (one per CPU core)")
-    p.add_argument("--warm-seed", type=int, default=0, help="seed of the shared warm-start")
     p.add_argument(
         "--quick", action="store_true", help="tiny model and settings (tests; numbers mean nothing)"
     )
@@ -132,12 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _settings(args: argparse.Namespace):
+def _settings(args: argparse.Namespace, warm_seed: int):
     from visent.lab.rl import RLSettings, quick_warmstart
     from visent.lab.warmstart import warmstart_config
 
     if args.quick:
-        ws = quick_warmstart(args.warm_seed, args.task, max_steps=4)
+        ws = quick_warmstart(warm_seed, args.task, max_steps=4)
         rl = RLSettings(
             task=args.task,
             steps=args.steps or 1,
@@ -148,13 +170,30 @@ def _settings(args: argparse.Namespace):
         )
         return ws, rl
     # Warm-started on the RL task alone, with the task's recipe (visent.lab.warmstart.TASK_WARMSTART).
-    return warmstart_config(args.task, args.warm_seed), RLSettings.for_task(
+    return warmstart_config(args.task, warm_seed), RLSettings.for_task(
         args.task,
         steps=args.steps,
         learning_rate=args.lr,
         num_generations=args.generations,
         prompts_per_step=args.prompts,
     )
+
+
+def _parse_cells(specs: Sequence[str]) -> dict[float, list[str]]:
+    """``["0:grpo,vepo", "0.5:grpo"]`` → ``{0.0: ["grpo", "vepo"], 0.5: ["grpo"]}`` (ValueError if malformed)."""
+    cells: dict[float, list[str]] = {}
+    for spec in specs:
+        noise, sep, methods = spec.partition(":")
+        try:
+            rate = float(noise)
+        except ValueError:
+            rate = float("nan")
+        names = [m for m in methods.split(",") if m]
+        if not sep or not names or not 0 <= rate <= 1:
+            raise ValueError(f"--cells {spec!r}: expected NOISE:METHOD[,METHOD...] with NOISE in [0, 1]")
+        cells.setdefault(rate, [])
+        cells[rate] += [m for m in names if m not in cells[rate]]
+    return cells
 
 
 def _workers(value: str, n_jobs: int) -> int:
@@ -183,13 +222,53 @@ def _init_worker() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
+def _warm_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Train (or reload) one warm-start and measure its held-out baseline; returns ``warm-<w>.json``'s dict."""
+    from visent.eval.report import write_json_atomic
+    from visent.lab.rl import heldout_set, measure_before
+    from visent.lab.warmstart import WarmStartConfig, warm_start
+
+    path = job["baseline_path"]
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    cfg = WarmStartConfig(**job["config"])
+    ws = warm_start(job["root"], cfg, eval_per_task=16, progress=False)
+    heldout = heldout_set(job["task"], job["heldout_n"], cfg.seed)
+    acc = measure_before(ws.model, ws.processor, heldout, job["max_new_tokens"])
+    band = ws.info.get("band") or {}
+    baseline = {
+        "warm_seed": cfg.seed,
+        "path": ws.path,
+        "accuracy": acc["accuracy"],
+        "n": acc["n"],
+        "per_task": acc["per_task"],
+        "scores": acc["scores"],
+        "sft_steps": ws.info.get("steps"),
+        "sft_seconds": ws.info.get("seconds"),
+        # The band the warm-start was stopped in, the accuracy its last check measured, and whether it landed.
+        "band": band.get("band"),
+        "band_reached": band.get("reached"),
+        "band_accuracy": band.get("accuracy"),
+        "band_rollbacks": band.get("rollbacks"),
+    }
+    if job["premise_n"]:
+        from visent.lab.premise import measure_premise
+
+        baseline["premise"], _ = measure_premise(
+            ws.model, ws.processor, heldout[: job["premise_n"]], seed=0, max_new_tokens=job["max_new_tokens"]
+        )
+    write_json_atomic(path, baseline)
+    return baseline
+
+
 def _run_job(job: dict[str, Any]) -> dict[str, Any]:
     """One run in a worker process; returns its result (also written to its folder)."""
     from visent.lab.rl import RLSettings, heldout_set, run_method
 
     settings = RLSettings(**job["settings"])
     heldout = heldout_set(settings.task, job["heldout_n"], job["warm_seed"])
-    return run_method(
+    result = run_method(
         job["method"],
         settings,
         model_path=job["model_path"],
@@ -201,13 +280,18 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
         progress=False,
         premise_examples=heldout[: job.get("premise_n", 0)],
     )
+    result["warm_seed"] = job["warm_seed"]
+    return result
 
 
 # --------------------------------------------------------------------------------------------------
 # Tables
 
+_WARM_DIR = re.compile(r"warm-(-?\d+)$")
+
 
 def _load_results(root: str) -> list[dict[str, Any]]:
+    """Every finished run's ``result.json``, with ``warm_seed`` read from its folder (``warm-<w>``)."""
     out = []
     base = os.path.join(root, "runs")
     if not os.path.isdir(base):
@@ -217,9 +301,13 @@ def _load_results(root: str) -> list[dict[str, Any]]:
             path = os.path.join(dirpath, RESULT_FILE)
             try:
                 with open(path, encoding="utf-8") as f:
-                    out.append(json.load(f))
+                    r = json.load(f)
             except (OSError, json.JSONDecodeError) as e:
                 print(f"visent study: skipping unreadable {path}: {e}", file=sys.stderr)
+                continue
+            m = _WARM_DIR.search(os.path.dirname(dirpath))
+            r["warm_seed"] = int(m.group(1)) if m else int(r.get("warm_seed", 0))
+            out.append(r)
     return out
 
 
@@ -247,22 +335,73 @@ def _grid(results: Iterable[dict[str, Any]], key) -> dict[tuple[str, float], lis
     return grid
 
 
+Baselines = Mapping[int, Mapping[str, Any]]
+
+
+def _as_baselines(baseline: Mapping[str, Any] | Baselines | None) -> dict[int, Mapping[str, Any]]:
+    """``{warm_seed: baseline}``; a single baseline dict (one warm-start, seed 0) is accepted too."""
+    if not baseline:
+        return {}
+    if "accuracy" in baseline:
+        return {int(baseline.get("warm_seed", 0)): baseline}  # type: ignore[dict-item]
+    return {int(k): v for k, v in baseline.items()}  # type: ignore[union-attr]
+
+
+def _warm_row(baselines: dict[int, Mapping[str, Any]]) -> str:
+    if not baselines:
+        return "—"
+    accs = [100 * b["accuracy"] for b in baselines.values()]
+    if len(accs) == 1:
+        return f"{accs[0]:.1f}"
+    return f"{sum(accs) / len(accs):.1f} ({', '.join(f'{a:.1f}' for a in accs)})"
+
+
 def results_tables(
     results: Sequence[dict[str, Any]],
-    baseline: dict[str, Any] | None,
+    baseline: Mapping[str, Any] | Baselines | None,
     noises: Sequence[float],
     methods: Sequence[str],
     expected_seeds: int | None = None,
+    expected_runs: int | None = None,
 ) -> str:
-    """The markdown tables: selection family (methods × noise) and schedule family (noise × methods)."""
+    """The markdown tables: warm-starts, selection family (methods × noise), schedule family (noise × methods),
+    paired differences (nested estimate), premise.
+
+    ``baseline``: ``{warm_seed: {"accuracy", "n", ...}}`` (or one such dict). ``expected_runs`` (or
+    ``len(methods) · len(noises) · expected_seeds`` for a one-warm-start grid) is the size of the full
+    study, for the "partial study" line.
+    """
+    baselines = _as_baselines(baseline)
     acc = _grid(results, lambda r: r["after"]["accuracy"])
     ent = _grid(results, lambda r: r.get("entropy_last_quarter"))
     ent0 = _grid(results, lambda r: r.get("entropy_first"))
     noises = sorted({float(n) for n in noises})
     lines: list[str] = []
-    base = f"{100 * baseline['accuracy']:.1f}" if baseline else "—"
+    base = _warm_row(baselines)
     sel = [m for m in methods if m in SELECTION_FAMILY or m.startswith("vepo")]
     sch = [m for m in methods if m in SCHEDULE_FAMILY]
+
+    if len(baselines) > 1 or any(b.get("band") for b in baselines.values()):
+        lines += [
+            "### Warm-starts (RL starts from each; held-out greedy accuracy on the evaluation set)",
+            "",
+            (
+                "| warm-start seed | SFT steps | band | landed in band | band check at the stop (check set) "
+                "| held-out accuracy before RL (evaluation set) | roll-backs |"
+            ),
+            "|---|---|---|---|---|---|---|",
+        ]
+        for w, b in sorted(baselines.items()):
+            band = b.get("band")
+            band_s = f"{100 * band[0]:.0f}–{100 * band[1]:.0f}%" if band else "— (probe rule)"
+            reached = {True: "yes", False: "**NO**", None: "—"}[b.get("band_reached")]
+            check = b.get("band_accuracy")
+            check_s = f"{100 * check:.1f}%" if isinstance(check, (int, float)) else "—"
+            lines.append(
+                f"| {w} | {b.get('sft_steps', '—')} | {band_s} | {reached} | {check_s} | {100 * b['accuracy']:.1f}% "
+                f"(n = {b['n']}) | {b.get('band_rollbacks', '—')} |"
+            )
+        lines.append("")
 
     def best_marks(cols: Sequence[str], noise: float) -> set[str]:
         means = {m: _mean_std(acc[(m, noise)])[0] for m in cols if acc.get((m, noise))}
@@ -314,17 +453,15 @@ def results_tables(
                 cells.append(f"{_mean_std(a)[0]:.3f} → {_mean_std(b)[0]:.3f}" if a and b else "—")
             lines.append(f"| {100 * n:g}% | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += paired_table(results, noises, methods, baseline)
-    lines += premise_tables(results, noises, methods, baseline)
-    if expected_seeds is not None:
-        total = len(methods) * len(noises) * expected_seeds
-        done = sum(
-            1
-            for r in results
-            if r["method"] in methods and float(r["noise"]) in noises and int(r["seed"]) < expected_seeds
-        )
+    lines += paired_table(results, noises, methods, baselines)
+    lines += premise_tables(results, noises, methods, baselines)
+    if expected_runs is None and expected_seeds is not None:
+        expected_runs = len(methods) * len(noises) * expected_seeds
+    if expected_runs is not None:
+        done = sum(1 for r in results if r["method"] in methods and float(r["noise"]) in noises)
+        done = min(done, expected_runs)
         lines.append(
-            f"Runs finished: {done} of {total}" + (" (**partial study**)" if done < total else "") + "."
+            f"Runs finished: {done} of {expected_runs}" + (" (**partial study**)" if done < expected_runs else "") + "."
         )
         lines.append("")
     return "\n".join(lines)
@@ -355,50 +492,73 @@ def _plain(method: str | None) -> str:
 
 
 def paired_differences(
-    results: Sequence[dict[str, Any]], a: str, b: str | None, noise: float, baseline: dict[str, Any] | None
-) -> dict[str, float] | None:
-    """Paired difference ``a − b`` of held-out accuracy (points) over the seeds both have at ``noise``.
+    results: Sequence[dict[str, Any]],
+    a: str,
+    b: str | None,
+    noise: float,
+    baseline: Mapping[str, Any] | Baselines | None,
+) -> dict[str, Any] | None:
+    """Paired difference ``a − b`` of held-out accuracy (points) over the (warm-start, RL seed) runs both have.
 
-    Returns ``{"mean", "se", "n", "wins", "ties", "losses"}`` (``se`` = sample std / √n, NaN for n < 2),
-    or ``None`` when no seed has both. ``b=None`` compares with the warm-start's accuracy (``baseline``).
+    Returns ``visent.lab.spread.nested_difference`` of ``d[warm][seed]`` — ``{"mean", "se", "df", "ci95",
+    "predict95", "sd_between", "sd_within", "n", "n_warm", "warm_seeds", "warm_means", "wins", "ties",
+    "losses"}`` — or ``None`` when no run has both. ``b=None`` compares with the accuracy of the run's own
+    warm-start (``baseline``: ``{warm_seed: {"accuracy", ...}}``).
     """
-    by: dict[str, dict[int, float]] = {}
+    from visent.lab.spread import nested_difference
+
+    baselines = _as_baselines(baseline)
+    by: dict[str, dict[tuple[int, int], float]] = {}
     for r in results:
         if float(r["noise"]) == float(noise):
-            by.setdefault(r["method"], {})[int(r["seed"])] = 100.0 * r["after"]["accuracy"]
+            key = (int(r.get("warm_seed", 0)), int(r["seed"]))
+            by.setdefault(r["method"], {})[key] = 100.0 * r["after"]["accuracy"]
     if a not in by:
         return None
     if b is None:
-        if not baseline:
-            return None
-        other = {s: 100.0 * baseline["accuracy"] for s in by[a]}
+        other = {k: 100.0 * baselines[k[0]]["accuracy"] for k in by[a] if k[0] in baselines}
     elif b in by:
         other = by[b]
     else:
         return None
-    seeds = sorted(set(by[a]) & set(other))
-    if not seeds:
+    keys = sorted(set(by[a]) & set(other))
+    if not keys:
         return None
-    d = [by[a][s] - other[s] for s in seeds]
-    m, sd = _mean_std(d)
-    return {
-        "mean": m,
-        "se": sd / math.sqrt(len(d)) if len(d) > 1 else float("nan"),
-        "n": float(len(d)),
-        "wins": float(sum(x > 1e-9 for x in d)),
-        "ties": float(sum(abs(x) <= 1e-9 for x in d)),
-        "losses": float(sum(x < -1e-9 for x in d)),
-    }
+    d: dict[int, dict[int, float]] = {}
+    for w, s in keys:
+        d.setdefault(w, {})[s] = by[a][(w, s)] - other[(w, s)]
+    return nested_difference(d)
+
+
+def verdict_word(d: Mapping[str, Any]) -> str:
+    """``yes`` / ``worse`` / ``not distinguishable`` from a nested difference's 95% interval."""
+    lo, hi = d.get("ci95", [float("nan")] * 2)
+    if isinstance(lo, (int, float)) and lo > 0:
+        return "yes"
+    if isinstance(hi, (int, float)) and hi < 0:
+        return "worse"
+    return "not distinguishable"
+
+
+def _fmt_pair(d: Mapping[str, Any]) -> str:
+    se = "" if math.isnan(d["se"]) else f" ± {d['se']:.1f}"
+    lo, hi = d["ci95"]
+    ci = "" if math.isnan(lo) else f" [{lo:+.1f}, {hi:+.1f}]"
+    mark = {"yes": " ↑", "worse": " ↓", "not distinguishable": ""}[verdict_word(d)]
+    return (
+        f"{d['mean']:+.1f}{se}{ci}{mark} ({int(d['wins'])}/{int(d['ties'])}/{int(d['losses'])} of {int(d['n'])})"
+    )
 
 
 def paired_table(
     results: Sequence[dict[str, Any]],
     noises: Sequence[float],
     methods: Sequence[str],
-    baseline: dict[str, Any] | None,
+    baseline: Mapping[str, Any] | Baselines | None,
 ) -> list[str]:
-    """Markdown: ``PAIRS`` among ``methods`` as mean ± standard error (wins/ties/losses, seeds)."""
+    """Markdown: ``PAIRS`` among ``methods`` as mean ± SE [95% interval] (wins/ties/losses of runs)."""
     rows = []
+    sds = []
     for a, b in PAIRS:
         if a not in methods or (b is not None and b not in methods):
             continue
@@ -408,17 +568,21 @@ def paired_table(
             if d is None:
                 cells.append("—")
                 continue
-            se = "" if math.isnan(d["se"]) else f" ± {d['se']:.1f}"
-            cells.append(
-                f"{d['mean']:+.1f}{se} ({int(d['wins'])}/{int(d['ties'])}/{int(d['losses'])} of {int(d['n'])})"
-            )
+            cells.append(_fmt_pair(d))
+            sds.append((d["sd_between"], d["sd_within"]))
         rows.append(f"| {_plain(a)} − {_plain(b)} | " + " | ".join(cells) + " |")
     if not rows:
         return []
     return [
         (
-            "### Paired differences (same seed ⇒ same prompts): points, mean ± standard error "
-            "(wins/ties/losses of seeds)"
+            "### Paired differences (same warm-start and RL seed ⇒ same prompts): points, mean ± standard "
+            "error [95% interval] (wins/ties/losses of runs)"
+        ),
+        "",
+        (
+            "Nested estimate over warm-starts and RL seeds (`visent.lab.spread`): the mean of the per-warm-start "
+            "means; the standard error and the t interval count both the spread between warm-starts and the "
+            "spread between RL seeds. ↑ / ↓: the 95% interval excludes zero."
         ),
         "",
         "| comparison | " + " | ".join(f"noise {100 * n:g}%" for n in noises) + " |",
@@ -439,15 +603,27 @@ _PREMISE_COLS: tuple[tuple[str, str, bool], ...] = (
 )
 
 
+def _mean_premise(premises: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for key in {k for p in premises for k in p}:
+        vals = [p.get(key) for p in premises]
+        vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
+        if vals:
+            out[key] = sum(vals) / len(vals)
+    return out
+
+
 def premise_tables(
     results: Sequence[dict[str, Any]],
     noises: Sequence[float],
     methods: Sequence[str],
-    baseline: dict[str, Any] | None,
+    baseline: Mapping[str, Any] | Baselines | None,
 ) -> list[str]:
-    """Markdown: VEPO's premise (``visent.lab.premise``) on each method's final model, mean over seeds."""
+    """Markdown: VEPO's premise (``visent.lab.premise``) on each method's final model, mean over runs."""
+    baselines = _as_baselines(baseline)
     have = [r for r in results if isinstance(r.get("premise"), dict)]
-    if not have and not (baseline and baseline.get("premise")):
+    warm_premises = [b["premise"] for b in baselines.values() if b.get("premise")]
+    if not have and not warm_premises:
         return []
 
     def fmt(v: float | None, pct: bool) -> str:
@@ -455,9 +631,10 @@ def premise_tables(
             return "—"
         return f"{100 * v:.0f}%" if pct else f"{v:.3g}"
 
-    n_prem = int(baseline["premise"]["n_responses"]) if baseline and baseline.get("premise") else 32
+    pm = _mean_premise(warm_premises) if warm_premises else {}
+    n_prem = int(pm["n_responses"]) if pm.get("n_responses") else 32
     lines = [
-        "### VEPO's premise, measured on greedy held-out responses (entropy/JSD in nats; mean over seeds)",
+        "### VEPO's premise, measured on greedy held-out responses (entropy/JSD in nats; mean over runs)",
         "",
         (
             "Anchored = the counts read from the image; forks = the free wording choices; rest = every token "
@@ -470,10 +647,10 @@ def premise_tables(
         + f" | select/overlap_entropy_top | anchored tokens found (of {2 * n_prem}) |",
         "|---|---" + "|---" * (len(_PREMISE_COLS) + 2) + "|",
     ]
-    if baseline and baseline.get("premise"):
-        pm = baseline["premise"]
+    if pm:
+        label = "warm-start (before RL)" if len(warm_premises) == 1 else f"warm-starts (mean of {len(warm_premises)})"
         lines.append(
-            "| warm-start (before RL) | — | " + " | ".join(fmt(pm.get(k), pct) for k, _, pct in _PREMISE_COLS)
+            f"| {label} | — | " + " | ".join(fmt(pm.get(k), pct) for k, _, pct in _PREMISE_COLS)
             + f" | — | {fmt(pm.get('n_anchor'), False)} |"
         )
     for n in noises:
@@ -499,7 +676,7 @@ def premise_tables(
 
 def study_summary(
     results: Sequence[dict[str, Any]],
-    baseline: dict[str, Any] | None,
+    baseline: Mapping[str, Any] | Baselines | None,
     noises: Sequence[float],
     methods: Sequence[str],
     *,
@@ -509,23 +686,47 @@ def study_summary(
     """The numbers ``visent demo`` quotes beside its single run (``summary.json``; docs/lab-study-<task>.json).
 
     ``pairs["<a>|<b>|<noise>"]`` holds ``paired_differences`` (points) for every ``PAIRS`` entry and for
-    every method against the warm-start (``b`` = ``warm-start``); ``seeds`` is the largest number of
-    seeds any of them has.
+    every method against the warm-start (``b`` = ``warm-start``); ``seeds`` is the largest number of RL
+    seeds any warm-start has in any pair, ``warm_seeds`` the largest number of warm-starts;
+    ``warmstarts`` lists each warm-start's measured start (seed, band, whether it landed, accuracy, SFT
+    steps).
     """
+    baselines = _as_baselines(baseline)
     pairs: dict[str, Any] = {}
     wanted = [(m, None) for m in methods] + [(a, b) for a, b in PAIRS if a in methods and b in methods]
     for n in noises:
         for a, b in wanted:
-            d = paired_differences(results, a, b, n, baseline)
+            d = paired_differences(results, a, b, n, baselines)
             if d is not None:
                 pairs[f"{a}|{b or 'warm-start'}|{float(n):g}"] = d
+    per_warm = [
+        d["n"] / d["n_warm"] for d in pairs.values() if d.get("n_warm")
+    ]
+    warm_list = [
+        {
+            "warm_seed": w,
+            "accuracy": b.get("accuracy"),
+            "n": b.get("n"),
+            "band": b.get("band"),
+            "band_reached": b.get("band_reached"),
+            "sft_steps": b.get("sft_steps"),
+            "band_accuracy": b.get("band_accuracy"),
+        }
+        for w, b in sorted(baselines.items())
+    ]
+    accs = [b["accuracy"] for b in baselines.values() if isinstance(b.get("accuracy"), (int, float))]
+    bands = {tuple(b["band"]) for b in baselines.values() if b.get("band")}
     return {
         "task": task,
         "command": command,
-        "seeds": int(max((d["n"] for d in pairs.values()), default=0)),
+        "seeds": math.ceil(max(per_warm, default=0)),
+        "warm_seeds": int(max((d.get("n_warm", 1) for d in pairs.values()), default=0)),
         "runs": len(results),
-        "warmstart_accuracy": baseline.get("accuracy") if baseline else None,
-        "warmstart_premise": baseline.get("premise") if baseline else None,
+        "estimator": "nested (warm-start × RL seed), visent.lab.spread.nested_difference",
+        "band": list(next(iter(bands))) if len(bands) == 1 else None,
+        "warmstarts": warm_list,
+        "warmstart_accuracy": sum(accs) / len(accs) if accs else None,
+        "warmstart_premise": _mean_premise([b["premise"] for b in baselines.values() if b.get("premise")]) or None,
         "pairs": pairs,
     }
 
@@ -555,15 +756,55 @@ def _check_study_file(root: str, fixed: dict[str, Any]) -> None:
     write_json_atomic(path, {"fixed": fixed, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
+def _pool_map(fn, jobs: Sequence[dict[str, Any]], n_workers: int, done) -> int:
+    """Run ``fn`` over ``jobs`` (in-process for one worker), calling ``done(job, get_result)``; returns failures."""
+    failures = 0
+
+    def call(job, get):
+        nonlocal failures
+        try:
+            done(job, get)
+        except Exception as e:  # noqa: BLE001 (one broken run must not lose the others' results)
+            failures += 1
+            print(f"   {job.get('name', '?')}: FAILED: {type(e).__name__}: {e}", flush=True)
+
+    if n_workers <= 1:
+        # In this process: a spawned worker would pay the torch/transformers/trl imports again.
+        _init_worker()
+        for job in jobs:
+            call(job, lambda job=job: fn(job))
+        return failures
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
+        futures = {pool.submit(fn, job): job for job in jobs}
+        for fut in as_completed(futures):
+            call(futures[fut], fut.result)
+    return failures
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     from visent.lab.rl import METHODS
     from visent.lab.tasks import LABELLED_TASKS, TASK_MAKERS
 
-    if args.methods is None:
-        args.methods = list(TALLY_METHODS if args.task == "tally" else DEFAULT_METHODS)
-    unknown = [m for m in args.methods if m not in METHODS]
+    if args.cells is not None:
+        try:
+            cells = _parse_cells(args.cells)
+        except ValueError as e:
+            print(f"visent study: {e}", file=sys.stderr)
+            return 2
+    else:
+        if args.methods is None:
+            args.methods = list(TALLY_METHODS if args.task == "tally" else DEFAULT_METHODS)
+        if args.noise is None:
+            args.noise = [0.0, 0.5] if args.task in LABELLED_TASKS else [0.0, 0.5, 1.0]
+        cells = {float(n): list(dict.fromkeys(args.methods)) for n in args.noise}
+    methods = list(dict.fromkeys(m for ms in cells.values() for m in ms))
+    noises = sorted(cells)
+    unknown = [m for m in methods if m not in METHODS]
     if unknown:
         print(
             f"visent study: unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}",
@@ -573,16 +814,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.task not in TASK_MAKERS:
         print(f"visent study: unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}", file=sys.stderr)
         return 2
-    if args.noise is None:
-        args.noise = [0.0, 0.5] if args.task in LABELLED_TASKS else [0.0, 0.5, 1.0]
     if (
         args.seeds < 1
+        or args.warm_seeds < 1
         or (args.steps is not None and args.steps < 1)
         or args.heldout < 1
-        or any(not 0 <= n <= 1 for n in args.noise)
+        or any(not 0 <= n <= 1 for n in noises)
     ):
         print(
-            "visent study: --seeds, --steps, --heldout must be >= 1 and --noise rates in [0, 1]",
+            "visent study: --seeds, --warm-seeds, --steps, --heldout must be >= 1 and --noise rates in [0, 1]",
             file=sys.stderr,
         )
         return 2
@@ -593,125 +833,135 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
     from visent.eval.report import write_atomic, write_json_atomic
-    from visent.lab.rl import heldout_set, measure_before
-    from visent.lab.warmstart import warm_start
 
     root = os.path.abspath(args.out)
     os.makedirs(root, exist_ok=True)
-    ws_cfg, rl = _settings(args)
-    fixed = {"warmstart": ws_cfg.key(), "rl": asdict(rl), "heldout": args.heldout, "quick": args.quick}
+    warm_seeds = list(range(args.warm_seed, args.warm_seed + args.warm_seeds))
+    ws_cfgs = {w: _settings(args, w)[0] for w in warm_seeds}
+    rl = _settings(args, warm_seeds[0])[1]
+    # The recipe (not the seed) is fixed: warm-starts may be added like RL seeds.
+    recipe = replace(ws_cfgs[warm_seeds[0]], seed=0).key()
+    fixed = {"warmstart_recipe": recipe, "rl": asdict(rl), "heldout": args.heldout, "quick": args.quick}
     premise_n = min(args.premise, args.heldout) if rl.task in LABELLED_TASKS else 0
     if premise_n:
-        # Only for tasks with token labels, so the counting study's study.json stays as it was.
         fixed["premise"] = premise_n
     _check_study_file(root, fixed)
     progress = not args.no_progress
-    noises = [float(n) for n in args.noise]
-    methods = list(dict.fromkeys(args.methods))
+    n_workers_max = args.workers
 
-    print("== warm-start (shared by every run; cached)", flush=True)
-    ws = warm_start(root, ws_cfg, eval_per_task=16, progress=progress)
-    base_path = os.path.join(root, BASELINE_FILE)
-    if os.path.exists(base_path):
-        with open(base_path, encoding="utf-8") as f:
-            baseline = json.load(f)
-    else:
-        print(f"== held-out baseline ({args.heldout} clean {rl.task} examples)", flush=True)
-        acc = measure_before(
-            ws.model, ws.processor, heldout_set(rl.task, args.heldout, ws_cfg.seed), rl.max_completion_length
-        )
-        baseline = {"accuracy": acc["accuracy"], "n": acc["n"], "per_task": acc["per_task"]}
-        if premise_n:
-            from visent.lab.premise import measure_premise
+    # ---- warm-starts (one per SFT seed; cached) and their held-out baselines
+    warm_jobs = [
+        {
+            "name": f"warm-start {w}",
+            "root": root,
+            "config": asdict(cfg),
+            "task": rl.task,
+            "heldout_n": args.heldout,
+            "premise_n": premise_n,
+            "max_new_tokens": rl.max_completion_length,
+            "baseline_path": os.path.join(root, WARM_FILE.format(w)),
+        }
+        for w, cfg in ws_cfgs.items()
+    ]
+    baselines: dict[int, dict[str, Any]] = {}
+    for job in warm_jobs:
+        if os.path.exists(job["baseline_path"]):
+            with open(job["baseline_path"], encoding="utf-8") as f:
+                baselines[job["config"]["seed"]] = json.load(f)
+    todo = [j for j in warm_jobs if j["config"]["seed"] not in baselines]
+    if todo and not args.tables_only:
+        n = _workers(n_workers_max, len(todo))
+        print(f"== {len(todo)} warm-start(s) to train and measure on {n} worker(s)", flush=True)
 
-            baseline["premise"], _ = measure_premise(
-                ws.model, ws.processor, heldout_set(rl.task, premise_n, ws_cfg.seed), seed=0,
-                max_new_tokens=rl.max_completion_length,
+        def warm_done(job, get):
+            b = get()
+            baselines[job["config"]["seed"]] = b
+            flag = "" if b.get("band_reached") is not False else "  ** OUTSIDE THE BAND **"
+            print(
+                f"   warm-start {b['warm_seed']}: {b.get('sft_steps')} SFT steps, held-out accuracy "
+                f"{100 * b['accuracy']:.1f}% (n={b['n']}){flag}",
+                flush=True,
             )
-        write_json_atomic(base_path, baseline)
-    print(
-        f"   warm-start held-out accuracy {100 * baseline['accuracy']:.1f}% (n={baseline['n']})", flush=True
-    )
-    del ws.model
+
+        if _pool_map(_warm_job, todo, n, warm_done):
+            print("visent study: a warm-start failed; its runs are skipped", file=sys.stderr)
+    for w, b in sorted(baselines.items()):
+        print(f"   warm-start {w}: held-out accuracy {100 * b['accuracy']:.1f}% (n={b['n']})", flush=True)
+        if b.get("band_reached") is False:
+            print(
+                f"visent study: WARNING: warm-start {w} did not land in its band {b.get('band')}; its runs are "
+                "kept, but they start from a different competence than the others",
+                file=sys.stderr,
+            )
 
     jobs, skipped = [], 0
-    # Seed-major order: an interrupted study has every method at the first seeds, not some at all seeds.
+    # RL-seed-major, then warm-start: an interrupted study has every method and warm-start at the first
+    # RL seeds (both sources of spread), not some cells at all seeds.
     for seed in range(args.seeds):
-        for noise in noises:
-            for method in methods:
-                out_dir = run_dir_for(root, method, noise, seed)
-                if os.path.exists(os.path.join(out_dir, RESULT_FILE)):
-                    skipped += 1
-                    continue
-                jobs.append(
-                    {
-                        "method": method,
-                        "noise": noise,
-                        "seed": seed,
-                        "out_dir": out_dir,
-                        "settings": asdict(rl),
-                        "model_path": ws.path,
-                        "before": {"accuracy": baseline["accuracy"], "n": baseline["n"]},
-                        "heldout_n": args.heldout,
-                        "premise_n": premise_n,
-                        "warm_seed": ws_cfg.seed,
-                    }
-                )
+        for w in warm_seeds:
+            if w not in baselines:
+                continue
+            for noise in noises:
+                for method in cells[noise]:
+                    out_dir = run_dir_for(root, method, noise, seed, w)
+                    if os.path.exists(os.path.join(out_dir, RESULT_FILE)):
+                        skipped += 1
+                        continue
+                    jobs.append(
+                        {
+                            "name": f"{method} noise={noise:g} warm={w} seed={seed}",
+                            "method": method,
+                            "noise": noise,
+                            "seed": seed,
+                            "out_dir": out_dir,
+                            "settings": asdict(rl),
+                            "model_path": baselines[w]["path"],
+                            "before": {"accuracy": baselines[w]["accuracy"], "n": baselines[w]["n"]},
+                            "heldout_n": args.heldout,
+                            "premise_n": premise_n,
+                            "warm_seed": w,
+                        }
+                    )
+    expected = sum(len(ms) for ms in cells.values()) * args.seeds * len(warm_seeds)
+    command = f"visent study {' '.join(argv)}"
 
     def write_tables() -> None:
-        body = results_tables(_load_results(root), baseline, noises, methods, args.seeds)
+        results = [r for r in _load_results(root) if int(r["warm_seed"]) in baselines]
+        body = results_tables(results, baselines, noises, methods, expected_runs=expected)
+        accs = ", ".join(f"{100 * b['accuracy']:.1f}%" for _, b in sorted(baselines.items()))
         head = (
-            f"# visent lab study\n\nCommand: `visent study {' '.join(argv)}`\n\n"
+            f"# visent lab study\n\nCommand: `{command}`\n\n"
             f"Task `{rl.task}`; {rl.steps} RL steps × {rl.prompts_per_step} prompts × K={rl.num_generations}, "
-            f"lr {rl.learning_rate:g}; held-out set of {baseline['n']} clean examples; "
-            f"warm-start `{os.path.basename(ws.path)}` at {100 * baseline['accuracy']:.1f}%.\n\n"
+            f"lr {rl.learning_rate:g}; held-out set of {args.heldout} clean examples; "
+            f"{len(baselines)} warm-start(s) (seeds {', '.join(str(w) for w in sorted(baselines))}) at {accs}; "
+            f"RL seeds 0..{args.seeds - 1}.\n\n"
         )
         write_atomic(os.path.join(root, TABLES_FILE), head + body)
-        summary = study_summary(
-            _load_results(root), baseline, noises, methods, task=rl.task, command=f"visent study {' '.join(argv)}"
-        )
+        summary = study_summary(results, baselines, noises, methods, task=rl.task, command=command)
         write_json_atomic(os.path.join(root, SUMMARY_FILE), summary)
 
     if args.tables_only:
         write_tables()
         print(f"== tables only ({len(jobs)} runs not run): {os.path.join(root, TABLES_FILE)}", flush=True)
         return 0
-    n_workers = _workers(args.workers, len(jobs)) if jobs else 0
+    n_workers = _workers(n_workers_max, len(jobs)) if jobs else 0
     print(f"== {len(jobs)} runs to do ({skipped} already finished) on {n_workers} worker(s)", flush=True)
     failures = 0
     if jobs:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         from tqdm.auto import tqdm
 
         t0 = time.perf_counter()
         bar = tqdm(total=len(jobs), desc="study runs", disable=not progress, dynamic_ncols=True)
 
         def finished(job: dict[str, Any], get_result) -> None:
-            nonlocal failures
-            name = f"{job['method']} noise={job['noise']:g} seed={job['seed']}"
             try:
                 res = get_result()
-                bar.write(f"   {name}: {100 * res['after']['accuracy']:.1f}% ({res['wall_s']:.0f} s)")
-            except Exception as e:  # noqa: BLE001 (one broken run must not lose the others' results)
-                failures += 1
-                bar.write(f"   {name}: FAILED: {type(e).__name__}: {e}")
-            bar.update(1)
-            write_tables()
+                bar.write(f"   {job['name']}: {100 * res['after']['accuracy']:.1f}% ({res['wall_s']:.0f} s)")
+            finally:
+                bar.update(1)
+                write_tables()
 
-        if n_workers == 1:
-            # In this process: a spawned worker would pay the torch/transformers/trl imports again.
-            _init_worker()
-            for job in jobs:
-                finished(job, lambda job=job: _run_job(job))
-        else:
-            with ProcessPoolExecutor(
-                n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
-            ) as pool:
-                futures = {pool.submit(_run_job, job): job for job in jobs}
-                for fut in as_completed(futures):
-                    finished(futures[fut], fut.result)
+        failures = _pool_map(_run_job, jobs, n_workers, finished)
         bar.close()
         print(f"   {len(jobs) - failures} runs in {time.perf_counter() - t0:.0f} s", flush=True)
     write_tables()

@@ -22,18 +22,38 @@ batch of 32):
 - Loss on the response tokens only (and the closing ``<|im_end|>``), never on the prompt.
 - Fresh examples every step (the task streams are unlimited): no overfitting, and accuracy on the
   held-out stream is an honest measure.
-- Linear warm-up then cosine decay from a high peak (2e-3), and early stopping as soon as a cheap
-  proxy — teacher-forced exact match of the whole response on a fixed held-out probe set — reaches
-  ``target_accuracy``. With greedy decoding a response that is exactly right under teacher forcing is
-  generated exactly, so the proxy is a lower bound on greedy accuracy.
+- Linear warm-up then cosine decay from a high peak (2e-3), and one of two stopping rules:
+
+  * **band** (``WarmStartConfig.band``; the ``tally`` recipe): stop on *measured* held-out greedy
+    accuracy — real greedy generation scored by the task's verifier on a fixed check set, never trained
+    on and disjoint from the evaluation set (``CHECK_SEED_OFFSET``) — once it lies inside the band
+    (40–60% for tally): at the first full check in the band's upper half (``aim``), because the first
+    check to cross a threshold tends to read high. Accuracy climbs steeply once the model starts
+    reading the image (~30 points per 25 steps), and where on the step axis that climb happens depends on
+    float rounding: the same code and seed reached 50% on one x86 CPU and 95% on another after the same
+    190 steps. So the loop (``sft``) checks in three gears: a cheap *screen* (greedy on the first
+    ``screen_size`` check examples) every ``screen_every`` steps until it reaches ``band[0] -
+    screen_margin`` (and back to the screen if a full check reads below that); then a full check every
+    ``check_every`` steps; and if a check *overshoots* the band it rolls back to the last state measured
+    below the aim and replays the same steps (the data
+    stream is a function of the step) with a full check after every step — and, if a single step still
+    jumps over the band, halves the learning rate and replays again. Where ``max_steps`` or
+    ``max_rollbacks`` run out first, the result says so loudly (``info["band"]["reached"] = False``).
+  * **probe** (``band=None``; the counting recipe, kept for its study's reproducibility): stop as soon as
+    a cheap proxy — teacher-forced exact match of the whole response on a fixed held-out probe set —
+    reaches ``target_accuracy``. With greedy decoding a response that is exactly right under teacher
+    forcing is generated exactly, so the proxy is a lower bound on greedy accuracy — but a loose one:
+    the answer can be right while another token of the response is not.
 
 The result is saved with ``save_pretrained`` (model and processor) under
 ``<run_dir>/warmstart-<config hash>/`` together with ``warmstart.json`` (config, steps, timings,
-accuracies); a later call with the same config reloads it instead of training.
+accuracies, and for a band the measured accuracy, whether it landed and every check); a later call with
+the same config reloads it instead of training.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -60,6 +80,11 @@ from visent.lab.tiny import build_tiny, config_hash
 
 # Held-out examples come from a stream no training step ever draws from.
 HELDOUT_SEED_OFFSET = 1_000_003
+# The band rule's checks use a third stream, disjoint from the held-out set RL is evaluated on: stopping at
+# the first check that lands in the band selects a check that read high, and had the evaluation set been
+# that check set, the "before RL" accuracy would carry that luck and every "RL − warm-start" difference a
+# regression to the mean (measured: a warm-start stopped at 43.8% on its check set).
+CHECK_SEED_OFFSET = 2_000_003
 
 
 @dataclass
@@ -79,6 +104,19 @@ class WarmStartConfig:
             ``1.0`` or more disables early stopping.
         eval_every: steps between probe evaluations.
         probe_size: probe examples per task (held-out stream, fixed).
+        band: ``(low, high)`` held-out greedy accuracy (fractions) to stop inside; ``None`` = the probe
+            rule (``target_accuracy``). With a band, the probe is not used.
+        aim: stop at the first full check in ``[aim, high]`` (default: the band's centre); at
+            ``max_steps`` a last check anywhere in the band also counts as reached.
+        check_size: examples per task of a full band check (the first ``check_size`` of the check stream:
+            never trained on, and disjoint from the held-out set ``visent demo``/``visent study`` evaluate
+            RL on, so that the luck of the check that stopped the warm-start does not bias "before RL").
+        check_every: steps between full checks once the screen has passed.
+        screen_size, screen_every, screen_margin: the cheap screen (the first ``screen_size`` check
+            examples per task, every ``screen_every`` steps) that decides when full checks start: once it
+            reaches ``band[0] - screen_margin``.
+        max_rollbacks: overshoot roll-backs allowed before giving up (and flagging the result).
+        check_max_new_tokens: greedy tokens per check response (the RL runs' ``max_completion_length``).
     """
 
     kind: str = "qwen2_5_vl"
@@ -100,9 +138,39 @@ class WarmStartConfig:
     # Requested BPE vocabulary; a task with more words than the default 512 holds asks for more, so that
     # each word (each fork) is one token.
     vocab_size: int = 512
+    # The band rule (module docstring). None keeps the probe rule, and the config keys that predate it.
+    band: tuple[float, float] | None = None
+    # Where inside the band to stop: the first full check at or above ``aim`` (None = the band's centre)
+    # and not above the band. Stopping at the first check above the *lower* edge stops on a check that
+    # read high: measured here, two warm-starts stopped at 42% and 47% on the check set measured 36% and 34%
+    # on the evaluation set. Aiming at the centre leaves that luck inside the band.
+    aim: float | None = None
+    # 128 examples: the 95% interval of one check is about ±8.5 points at 50% (Wilson), against a 20-point
+    # band; one full check costs ~2 s of greedy decoding (~3 SFT steps) on one CPU thread.
+    check_size: int = 128
+    # ~1.2 points per step during the climb: 5 steps (~6 points) is well inside a 20-point band.
+    check_every: int = 5
+    screen_size: int = 32
+    screen_every: int = 10
+    screen_margin: float = 0.10
+    max_rollbacks: int = 6
+    check_max_new_tokens: int = 40
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
+        if self.band is not None:
+            self.band = (float(self.band[0]), float(self.band[1]))
+            if not 0.0 < self.band[0] < self.band[1] <= 1.0:
+                raise ValueError(f"WarmStartConfig.band must be (low, high) with 0 < low < high <= 1, got {self.band}")
+            if min(self.check_size, self.check_every, self.screen_size, self.screen_every, self.check_max_new_tokens) < 1:
+                raise ValueError(
+                    "WarmStartConfig: check_size, check_every, screen_size, screen_every and "
+                    "check_max_new_tokens must be >= 1"
+                )
+            if self.aim is not None and not self.band[0] <= self.aim <= self.band[1]:
+                raise ValueError(f"WarmStartConfig.aim {self.aim} must lie inside the band {self.band}")
+            if self.screen_size > self.check_size or self.max_rollbacks < 0:
+                raise ValueError("WarmStartConfig: screen_size must be <= check_size and max_rollbacks >= 0")
         if not self.tasks:
             raise ValueError("WarmStartConfig.tasks: give at least one lab task")
         if self.batch_size < 1 or self.max_steps < 0 or self.eval_every < 1 or self.probe_size < 1:
@@ -118,6 +186,12 @@ class WarmStartConfig:
         if not self.lr > 0:
             raise ValueError(f"WarmStartConfig.lr must be > 0, got {self.lr}")
 
+    def band_aim(self) -> float:
+        """The accuracy the band rule stops at or above (``aim``, default the band's centre)."""
+        if self.band is None:
+            raise ValueError("WarmStartConfig.band_aim: no band")
+        return self.aim if self.aim is not None else (self.band[0] + self.band[1]) / 2
+
     def key(self) -> str:
         # The renderers' version is part of the key: a cached model trained on old images is stale.
         fields = dataclasses.asdict(self)
@@ -125,16 +199,37 @@ class WarmStartConfig:
             # Added later: left out at its default so the keys (and cached models, resumable studies)
             # of the configs that predate it are unchanged.
             del fields["vocab_size"]
+        if fields["band"] is None:
+            # Likewise: the probe-rule configs keep the keys they had before the band rule existed.
+            for name in _BAND_FIELDS:
+                del fields[name]
+        else:
+            fields["check_stream"] = CHECK_SEED_OFFSET
         return config_hash({"version": 1, "tasks_version": TASKS_VERSION, **fields})
 
 
+_BAND_FIELDS = (
+    "band",
+    "aim",
+    "check_size",
+    "check_every",
+    "screen_size",
+    "screen_every",
+    "screen_margin",
+    "max_rollbacks",
+    "check_max_new_tokens",
+)
+
+
 # Per-task departures from the WarmStartConfig defaults (which are the counting study's recipe).
-# tally: its response carries ~10 wording forks whose cross-entropy never falls below the forks' own
-# entropy, so the probe's exact match (forks left out) climbs slowly and noisily; a fixed budget is more
-# reproducible than an early stop on it. 300 steps at 2e-3 gives ~35–40% greedy held-out accuracy on
-# 2 CPU cores in ~90 s (measured in docs/lab-results.md): the counts are read, not reliably.
+# tally: stop on measured held-out greedy accuracy in 40–60%. The probe rule (exact match ≥ 0.25 with the
+# forks left out) stopped at 190 steps on two CPUs, at 50% greedy accuracy on one and 95% on the other
+# (issue #17): the answer can be right long before every other token is. 40–60%: RL needs groups with
+# both right and wrong answers (at p = 0.5 a group of K = 4 is mixed 7/8 of the time, at p = 0.9 only a
+# third) and room both to improve and to get worse; the band's half-width (10 points) is about one
+# 128-example check's 95% interval (±8.5 points), so a narrower band would be tuned to sampling noise.
 TASK_WARMSTART: dict[str, dict[str, Any]] = {
-    "tally": {"vocab_size": 768, "target_accuracy": 0.25},
+    "tally": {"vocab_size": 768, "target_accuracy": 0.25, "band": (0.40, 0.60)},
 }
 
 
@@ -255,6 +350,11 @@ def heldout_examples(tasks: Sequence[str], n_per_task: int, seed: int = 0) -> li
     return [ex for task in tasks for ex in make_examples(task, n_per_task, seed + HELDOUT_SEED_OFFSET)]
 
 
+def check_examples(tasks: Sequence[str], n_per_task: int, seed: int = 0) -> list[Example]:
+    """Examples of the band rule's check stream (never trained on; disjoint from ``heldout_examples``)."""
+    return [ex for task in tasks for ex in make_examples(task, n_per_task, seed + CHECK_SEED_OFFSET)]
+
+
 def _lr_at(step: int, cfg: WarmStartConfig) -> float:
     """Linear warm-up to ``cfg.lr`` then cosine decay to ``0.1 * cfg.lr`` at ``cfg.max_steps``."""
     if step < cfg.warmup_steps:
@@ -371,6 +471,112 @@ def greedy_accuracy(
 # Training
 
 
+def band_search(
+    cfg: WarmStartConfig,
+    train_step: Callable[[int, float], dict[str, Any]],
+    measure: Callable[[str], tuple[float, int]],
+    snapshot: Callable[[], Any],
+    restore: Callable[[Any], None],
+    *,
+    on_step: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train until measured accuracy lies in ``cfg.band``: the screen → check → replay loop.
+
+    The model-free core of the band rule (see the module docstring), so that it can be tested on a fake:
+
+    - ``train_step(step, lr_scale)`` trains optimizer step ``step`` (0-based; its data must depend on
+      ``step`` only, so a replay after a roll-back sees the same batches) with the learning rate scaled by
+      ``lr_scale``, and returns that step's record (``{"loss": ...}``);
+    - ``measure("screen" | "check")`` returns ``(accuracy in [0, 1], examples scored)``;
+    - ``snapshot()`` returns the training state (model, optimizer, RNG); ``restore(state)`` puts it back.
+
+    Returns ``{"reached", "accuracy", "step", "steps_trained", "rollbacks", "lr_scale", "checks",
+    "history", "reason"}``: ``step`` counts the optimizer steps behind the final model, ``steps_trained``
+    every step trained including replays; ``checks`` is every measurement ``{"step", "kind", "accuracy",
+    "n", "lr_scale", "outcome"}`` with outcome ``below`` / ``in band`` / ``overshoot`` / ``screen``.
+    """
+    if cfg.band is None:
+        raise ValueError("band_search: cfg.band is None")
+    lo, hi = cfg.band
+    aim = cfg.band_aim()
+    step, trained, rollbacks, lr_scale = 0, 0, 0, 1.0
+    mode = "screen"
+    period = {"screen": cfg.screen_every, "check": cfg.check_every, "fine": 1}
+    # The untrained model is below any band with low > 0 (it has not learnt the template yet).
+    saved = (0, snapshot())
+    checks: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    last_check: tuple[int, float] | None = None
+    reason = "max_steps"
+
+    def record(kind: str, acc: float, n: int, outcome: str) -> None:
+        checks.append(
+            {"step": step, "kind": kind, "accuracy": acc, "n": n, "lr_scale": lr_scale, "outcome": outcome}
+        )
+
+    while step < cfg.max_steps:
+        row = {"step": step + 1, "lr_scale": lr_scale, **train_step(step, lr_scale)}
+        step += 1
+        trained += 1
+        history.append(row)
+        if on_step is not None:
+            on_step(row)
+        final = step == cfg.max_steps
+        if step % period[mode] and not final:
+            continue
+        if mode == "screen" and not final:
+            acc, n = measure("screen")
+            if acc < lo - cfg.screen_margin:
+                record("screen", acc, n, "screen")
+                saved = (step, snapshot())
+                continue
+            record("screen", acc, n, "screen passed")
+            mode = "check"
+        acc, n = measure("check")
+        last_check = (step, acc)
+        if aim <= acc <= hi or (final and lo <= acc <= hi):
+            record("check", acc, n, "in band")
+            return _band_outcome(True, acc, step, trained, rollbacks, lr_scale, checks, history, "in band")
+        if acc < aim:
+            # Below the band, or in its lower half: keep training towards the aim.
+            record("check", acc, n, "below")
+            saved = (step, snapshot())
+            if mode == "check" and acc < lo - cfg.screen_margin:
+                # The screen passed by chance (at chance level a 32-example screen scatters by ±7 points).
+                mode = "screen"
+            continue
+        record("check", acc, n, "overshoot")
+        if rollbacks >= cfg.max_rollbacks:
+            reason = "max_rollbacks"
+            break
+        rollbacks += 1
+        if mode == "fine":
+            # One step went from below the band to above it: only a smaller step can land inside.
+            lr_scale *= 0.5
+        mode = "fine"
+        step, state = saved
+        restore(state)
+    acc = last_check[1] if last_check is not None and last_check[0] == step else float("nan")
+    return _band_outcome(False, acc, step, trained, rollbacks, lr_scale, checks, history, reason)
+
+
+def _band_outcome(
+    reached: bool, acc: float, step: int, trained: int, rollbacks: int, lr_scale: float,
+    checks: list[dict[str, Any]], history: list[dict[str, Any]], reason: str,
+) -> dict[str, Any]:
+    return {
+        "reached": reached,
+        "accuracy": acc,
+        "step": step,
+        "steps_trained": trained,
+        "rollbacks": rollbacks,
+        "lr_scale": lr_scale,
+        "checks": checks,
+        "history": history,
+        "reason": reason,
+    }
+
+
 def sft(
     model: Any,
     processor: Any,
@@ -378,37 +584,115 @@ def sft(
     *,
     progress: bool = True,
     log: Callable[[dict[str, Any]], None] | None = None,
+    scorer: Callable[[Sequence[Example], Sequence[str]], list[float]] | None = None,
 ) -> dict[str, Any]:
     """Run the warm-start SFT loop in place on ``model``; returns measurements.
 
-    Stops at ``cfg.max_steps`` or as soon as the probe's teacher-forced exact match reaches
-    ``cfg.target_accuracy`` (checked every ``cfg.eval_every`` steps).
+    Probe rule (``cfg.band is None``): stops at ``cfg.max_steps`` or as soon as the probe's teacher-forced
+    exact match reaches ``cfg.target_accuracy`` (checked every ``cfg.eval_every`` steps).
+
+    Band rule: ``band_search`` with greedy accuracy on the held-out check set (``scorer`` as in
+    ``greedy_accuracy``); the result also holds ``"band"`` (``band_search``'s outcome without the
+    per-step history) and ``"heldout"`` (the final full check: ``accuracy``, ``per_task``, ``n``).
     """
     from tqdm.auto import tqdm
 
-    probe = heldout_examples(cfg.tasks, cfg.probe_size, cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.0)
-    history: list[dict[str, Any]] = []
     model.train()
     t0 = time.perf_counter()
+    bar = tqdm(total=cfg.max_steps, desc="warm-start SFT", disable=not progress, leave=False)
+
+    def train_step(step: int, lr_scale: float = 1.0) -> dict[str, Any]:
+        batch = sft_batch(processor, _mixed_examples(cfg.tasks, cfg.batch_size, cfg.seed, step * cfg.batch_size))
+        lr = _lr_at(step, cfg) * lr_scale
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss, _ = response_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        return {"loss": loss.item(), "lr": lr}
+
+    if cfg.band is not None:
+        check_set = check_examples(cfg.tasks, cfg.check_size, cfg.seed)
+        screen_set = check_examples(cfg.tasks, cfg.screen_size, cfg.seed)
+        last: dict[str, Any] = {}
+        check_seconds = 0.0
+
+        def measure(kind: str) -> tuple[float, int]:
+            nonlocal check_seconds
+            t = time.perf_counter()
+            acc = greedy_accuracy(
+                model, processor, check_set if kind == "check" else screen_set,
+                max_new_tokens=cfg.check_max_new_tokens, scorer=scorer,
+            )
+            model.train()
+            check_seconds += time.perf_counter() - t
+            if kind == "check":
+                last.update(acc)
+            bar.set_postfix({kind: f"{acc['accuracy']:.2f}"})
+            return acc["accuracy"], acc["n"]
+
+        def snapshot() -> Any:
+            return (
+                {k: v.detach().clone() for k, v in model.state_dict().items()},
+                copy.deepcopy(opt.state_dict()),
+                torch.get_rng_state(),
+            )
+
+        def restore(state: Any) -> None:
+            model.load_state_dict(state[0])
+            opt.load_state_dict(copy.deepcopy(state[1]))
+            torch.set_rng_state(state[2])
+            bar.n = 0
+            bar.refresh()
+
+        def on_step(row: dict[str, Any]) -> None:
+            if log is not None:
+                log(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            out = band_search(cfg, train_step, measure, snapshot, restore, on_step=on_step)
+        bar.close()
+        model.eval()
+        elapsed = time.perf_counter() - t0
+        history = out.pop("history")
+        out["band"] = list(cfg.band)
+        out["check_seconds"] = check_seconds
+        if not out["reached"]:
+            import sys
+
+            print(
+                f"visent warm-start: WARNING: held-out greedy accuracy did not land in the band "
+                f"{100 * cfg.band[0]:.0f}–{100 * cfg.band[1]:.0f}% ({out['reason']} after {out['steps_trained']} "
+                f"steps; last check {100 * out['accuracy']:.1f}%). RL comparisons from this model are not "
+                "comparable with the lab study.",
+                file=sys.stderr,
+                flush=True,
+            )
+        return {
+            "steps": out["step"],
+            "seconds": elapsed,
+            "steps_per_second": out["steps_trained"] / elapsed if elapsed > 0 else float("nan"),
+            "final_loss": history[-1]["loss"] if history else float("nan"),
+            "band": out,
+            "heldout": {k: last[k] for k in ("accuracy", "per_task", "n")} if last else None,
+            "history": history,
+        }
+
+    probe = heldout_examples(cfg.tasks, cfg.probe_size, cfg.seed)
+    history: list[dict[str, Any]] = []
     probe_acc = 0.0
     step = 0
-    bar = tqdm(total=cfg.max_steps, desc="warm-start SFT", disable=not progress, leave=False)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         while step < cfg.max_steps:
-            batch = sft_batch(
-                processor, _mixed_examples(cfg.tasks, cfg.batch_size, cfg.seed, step * cfg.batch_size)
-            )
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(step, cfg)
-            loss, _ = response_loss(model, batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            record = {"step": step + 1, **train_step(step)}
             step += 1
-            record = {"step": step, "loss": loss.item(), "lr": _lr_at(step - 1, cfg)}
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
                 probe_acc = probe_exact_match(model, processor, probe)
                 record["probe_exact"] = probe_acc
@@ -444,7 +728,11 @@ def warm_start(
 
     The cache lives in ``<run_dir>/warmstart-<cfg.key()>/``; it is reused when its ``warmstart.json``
     records the same config hash (``force=True`` retrains). After training, greedy accuracy on
-    ``eval_per_task`` held-out examples per task is measured and stored in ``info["heldout"]``.
+    ``eval_per_task`` held-out examples per task is measured and stored in ``info["heldout"]`` — with a
+    band, ``info["heldout"]`` is the band's last full check instead (``cfg.check_size`` check-stream
+    examples per task, decoded with ``cfg.check_max_new_tokens``; ``"set": "check"``) and
+    ``info["band"]`` holds the band, whether it was reached, the measured accuracy and every check
+    (``band_search``).
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
@@ -471,15 +759,21 @@ def warm_start(
         vocab_size=cfg.vocab_size,
     )
     measured = sft(model, processor, cfg, progress=progress)
-    heldout = heldout_examples(cfg.tasks, eval_per_task, cfg.seed)
-    acc = greedy_accuracy(model, processor, heldout)
+    if cfg.band is not None and measured.get("heldout"):
+        # The band's last full check (on the check stream; the demo and the study measure their own
+        # held-out set themselves).
+        heldout_acc = {**measured.pop("heldout"), "set": "check"}
+    else:
+        measured.pop("heldout", None)
+        acc = greedy_accuracy(model, processor, heldout_examples(cfg.tasks, eval_per_task, cfg.seed))
+        heldout_acc = {"accuracy": acc["accuracy"], "per_task": acc["per_task"], "n": acc["n"]}
     info = {
         "config": dataclasses.asdict(cfg),
         "config_hash": cfg.key(),
         "parameters": sum(p.numel() for p in model.parameters()),
         "threads": torch.get_num_threads(),
         **{k: v for k, v in measured.items()},
-        "heldout": {"accuracy": acc["accuracy"], "per_task": acc["per_task"], "n": acc["n"]},
+        "heldout": heldout_acc,
         "cached": False,
     }
     os.makedirs(path, exist_ok=True)

@@ -148,7 +148,11 @@ def test_quick_demo_writes_the_three_artefacts_from_its_own_numbers(tmp_path):
     # The report opens with the verdict; GRPO's gain carries the study's numbers and this run's interval.
     assert report.index("## Verdict") < report.index("## Run")
     verdict = next(line for line in report.splitlines() if "Does RL (GRPO) improve" in line)
-    assert "+7.2 ± 1.5 points (6 of 6 seeds better)" in verdict and "paired 95% interval" in verdict
+    # An old-style summary (no interval stored): ±2 SE. The --quick warm-start has no band, so the run is
+    # quoted beside the study but flagged, never compared with it.
+    assert "+7.2 ± 1.5 points (95% interval [+4.2, +10.2]; 6 of 6 seeds better)" in verdict
+    assert "paired 95% interval" in verdict and "**Not compared with the study:**" in verdict
+    assert "**This run is not compared with the study:**" in report and "not stopped on measured accuracy" in report
     grpo_row = next(line for line in report.splitlines() if line.startswith("| grpo_clean |"))
     assert "+7.2 ± 1.5 (6 seeds)" in grpo_row
     total = summary["timings_s"]["total"]
@@ -162,3 +166,38 @@ def test_quick_demo_writes_the_three_artefacts_from_its_own_numbers(tmp_path):
     again = json.loads((out / "demo.json").read_text())
     assert again["warmstart"]["cached"] is True
     assert all(r["steps"] == 1 for r in again["results"].values())
+
+
+def _ws_info(reached=True, acc=0.45, band=(0.4, 0.6)):
+    return {"band": {"band": list(band), "reached": reached, "accuracy": acc, "step": 150, "reason": "in band"}}
+
+
+def test_comparability_refuses_a_start_outside_the_band_or_a_different_study():
+    from visent.lab.demo import comparability
+
+    study = {"band": [0.4, 0.6], "warmstart_accuracy": 0.45}
+    assert comparability(_ws_info(), {"accuracy": 0.45, "n": 128}, study) is None
+    assert "did not land" in comparability(_ws_info(reached=False, acc=0.95), {"accuracy": 0.95}, study)
+    # The evaluation set is another sample: 35% of 128 is within sampling noise of 40%, 25% is not.
+    assert comparability(_ws_info(), {"accuracy": 0.35, "n": 128}, study) is None
+    assert "outside the band" in comparability(_ws_info(), {"accuracy": 0.25, "n": 128}, study)
+    assert "outside the band" in comparability(_ws_info(), {"accuracy": 0.75, "n": 128}, study)
+    assert "predates the band" in comparability(_ws_info(), {"accuracy": 0.45}, {"warmstart_accuracy": 0.5})
+    assert "30–50%" in comparability(_ws_info(band=(0.3, 0.5)), {"accuracy": 0.45}, study)
+    assert "no band" in comparability({"probe_exact": 0.3}, {"accuracy": 0.45}, study)
+
+
+def test_verdict_says_whether_the_run_agrees_with_the_study_and_why_not():
+    from visent.lab.demo import _verdict
+
+    pair = {"mean": 8.0, "se": 1.5, "n": 12, "n_warm": 3, "wins": 11, "ci95": [1.5, 14.5], "predict95": [-4.0, 20.0]}
+    agree = _verdict("grpo", None, 0.0, (9.0, 2.0, 16.0), pair)
+    assert "**Yes** — over 3 warm-starts × RL seeds (12 runs)" in agree and "agrees with the study" in agree
+    # Interval includes zero, but +1 is a plausible single run: a different verdict, explained by the spread.
+    within = _verdict("grpo", None, 0.0, (1.0, -6.0, 8.0), pair)
+    assert "differs from the study's" in within and "[-4.0, +20.0]" in within
+    # −12 is outside what the study expects for one run: a disagreement, said so.
+    outside = _verdict("grpo", None, 0.0, (-12.0, -19.0, -5.0), pair)
+    assert "**This run disagrees with the study:**" in outside
+    flagged = _verdict("grpo", None, 0.0, (-12.0, -19.0, -5.0), pair, "its warm-start is at 95%.")
+    assert "**Not compared with the study:** its warm-start is at 95%." in flagged and "disagrees" not in flagged

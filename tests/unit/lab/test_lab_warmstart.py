@@ -128,3 +128,162 @@ def test_full_warm_start_reaches_partial_competence(tmp_path):
     result = ws.warm_start(tmp_path, ws.WarmStartConfig(), eval_per_task=50, progress=False)
     acc = result.info["heldout"]["accuracy"]
     assert 0.3 <= acc <= 0.75, result.info["heldout"]
+
+
+# --------------------------------------------------------------------------------------------------
+# The band rule: band_search on a fake whose accuracy is a known function of the "weights".
+
+
+class FakeTraining:
+    """One float of "weights" moved by ``rate(step) * lr_scale`` per step; accuracy = ``curve(weights)``."""
+
+    def __init__(self, rate, curve):
+        self.rate, self.curve, self.w = rate, curve, 0.0
+        self.measured: list[tuple[str, float]] = []
+
+    def train_step(self, step, lr_scale):
+        self.w += self.rate(step) * lr_scale
+        return {"loss": -self.w}
+
+    def measure(self, kind):
+        acc = self.curve(self.w)
+        self.measured.append((kind, acc))
+        return acc, 32 if kind == "screen" else 128
+
+    def run(self, cfg):
+        return ws.band_search(cfg, self.train_step, self.measure, lambda: self.w, self._restore)
+
+    def _restore(self, w):
+        self.w = w
+
+
+def _band_cfg(**kw):
+    base = {"band": (0.4, 0.6), "max_steps": 300, "check_every": 5, "screen_every": 10, "screen_margin": 0.1}
+    return ws.WarmStartConfig(tasks=("tally",), **{**base, **kw})
+
+
+def _plateau_then_climb(per_step):
+    """20% until step 100, then +``per_step`` accuracy per step (weights = steps at lr_scale 1)."""
+    return lambda w: min(1.0, 0.2 + max(0.0, w - 100) * per_step)
+
+
+def test_band_search_lands_in_the_band_on_a_smooth_climb():
+    fake = FakeTraining(lambda s: 1.0, _plateau_then_climb(0.013))
+    out = fake.run(_band_cfg())
+    assert out["reached"] and out["rollbacks"] == 0 and out["reason"] == "in band"
+    assert 0.5 <= out["accuracy"] <= 0.6 and out["accuracy"] == pytest.approx(fake.curve(fake.w))
+    # Screens every 10 steps until 30% (= 40% - margin: 33% at step 110), then a full check every 5 steps
+    # (33%, 39.5%, 46% — in the band but below its centre, the aim — then 52.5%).
+    screens = [c["step"] for c in out["checks"] if c["kind"] == "screen"]
+    full = [c["step"] for c in out["checks"] if c["kind"] == "check"]
+    assert screens == list(range(10, 111, 10)) and full == [110, 115, 120, 125]
+    assert out["step"] == out["steps_trained"] == 125
+
+
+def test_band_search_rolls_back_after_an_overshoot_and_replays_checking_every_step():
+    # +4 points per step: the screen at 110 reads 60% → its full check overshoots (> 60%).
+    fake = FakeTraining(lambda s: 1.0, _plateau_then_climb(0.04 + 1e-9))
+    out = fake.run(_band_cfg())
+    outcomes = [(c["step"], c["outcome"]) for c in out["checks"] if c["kind"] == "check"]
+    assert (110, "overshoot") in outcomes and out["rollbacks"] == 1
+    # Rolled back to the last state measured below the aim (the screen at step 100), then one check per
+    # step: 24%, 28%, ... the first state at or above the aim (50%) is step 108 (52%).
+    assert [s for s, o in outcomes if s > 100 and o != "overshoot"] == list(range(101, 109))
+    assert out["reached"] and out["step"] == 108 and out["accuracy"] == pytest.approx(0.52, abs=1e-6)
+    assert out["steps_trained"] == 110 + 8
+    # The weights are those of 108 straight steps: the replay restored the snapshot.
+    assert fake.w == pytest.approx(108.0)
+
+
+def test_band_search_halves_the_lr_when_one_step_jumps_over_the_band():
+    # A cliff: 20% below weight 100.5, 90% at and above → no whole step lands; half steps do not either,
+    # but quarter steps over a linear ramp do. Here: a ramp 100.5 → 101.0 from 30% to 70%.
+    def curve(w):
+        if w < 100.5:
+            return 0.2
+        return min(0.9, 0.3 + (w - 100.5) * 0.8)
+
+    fake = FakeTraining(lambda s: 1.0, curve)
+    out = fake.run(_band_cfg(check_every=1, screen_every=1))
+    assert out["reached"] and 0.4 <= out["accuracy"] <= 0.6
+    assert out["lr_scale"] < 1.0 and out["rollbacks"] >= 2
+    assert any(c["outcome"] == "overshoot" for c in out["checks"])
+
+
+def test_band_search_flags_a_model_that_never_reaches_the_band():
+    fake = FakeTraining(lambda s: 1.0, lambda w: 0.2)
+    out = fake.run(_band_cfg(max_steps=50))
+    assert not out["reached"] and out["reason"] == "max_steps" and out["step"] == 50
+    # The last step is always measured in full, so the flag carries the final accuracy.
+    assert out["checks"][-1]["step"] == 50 and out["checks"][-1]["kind"] == "check"
+    assert out["accuracy"] == pytest.approx(0.2)
+    # A cliff no step size can land on: the roll-backs run out.
+    cliff = FakeTraining(lambda s: 1.0, lambda w: 0.2 if w < 100.5 else 0.9)
+    out = cliff.run(_band_cfg(max_rollbacks=3))
+    assert not out["reached"] and out["reason"] == "max_rollbacks" and out["rollbacks"] == 3
+
+
+def test_band_config_is_validated_and_part_of_the_cache_key():
+    cfg = ws.warmstart_config("tally")
+    assert cfg.band == (0.4, 0.6) and cfg.band_aim() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="aim"):
+        ws.WarmStartConfig(band=(0.4, 0.6), aim=0.7)
+    assert ws.WarmStartConfig(**{**cfg.__dict__, "band": (0.3, 0.5)}).key() != cfg.key()
+    assert ws.WarmStartConfig(**{**cfg.__dict__, "check_size": 64}).key() != cfg.key()
+    with pytest.raises(ValueError, match="band"):
+        ws.WarmStartConfig(band=(0.6, 0.4))
+    # The probe-rule configs keep the keys they had before the band existed (cached models, studies).
+    assert "band" not in repr(ws.WarmStartConfig().key()) and ws.WarmStartConfig().band is None
+
+
+def test_sft_band_rule_restores_model_and_optimizer_exactly_on_a_roll_back(monkeypatch):
+    """On a real tiny model: after an overshoot, the replayed steps reproduce the first pass bit for bit."""
+    cfg = ws.WarmStartConfig(
+        tasks=("counting",), batch_size=4, max_steps=12, warmup_steps=2, lr=5e-3, band=(0.4, 0.6),
+        check_size=2, screen_size=1, check_every=3, screen_every=3, screen_margin=0.1, **SMALL,
+    )
+    model, processor = build_tiny("qwen2_5_vl", seed=0, **SMALL)
+    # Accuracy by step: 10% until step 3, 90% at step 6 (an overshoot), 30% at 4 and 50% at 5.
+    table = {3: 0.1, 4: 0.3, 5: 0.5, 6: 0.9}
+    now = {"step": 0}
+    seen: dict[int, list[torch.Tensor]] = {}
+
+    def fingerprint():
+        return torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+
+    def log(row):
+        now["step"] = row["step"]
+        seen.setdefault(row["step"], []).append(fingerprint())
+
+    def fake_accuracy(m, proc, examples, batch_size=32, *, max_new_tokens=32, scorer=None):
+        acc = table.get(now["step"], 0.0)
+        return {"accuracy": acc, "per_task": {"counting": acc}, "n": len(examples), "responses": [], "scores": []}
+
+    monkeypatch.setattr(ws, "greedy_accuracy", fake_accuracy)
+    out = ws.sft(model, processor, cfg, progress=False, log=log)
+    band = out["band"]
+    assert band["reached"] and band["step"] == 5 and band["rollbacks"] == 1 and band["steps_trained"] == 8
+    # Steps 4 and 5 were trained twice (first pass, then the replay from step 3): identical weights.
+    assert len(seen[4]) == len(seen[5]) == 2
+    assert torch.equal(seen[4][0], seen[4][1]) and torch.equal(seen[5][0], seen[5][1])
+    assert torch.equal(fingerprint(), seen[5][1])
+    assert out["heldout"]["accuracy"] == 0.5 and out["steps"] == 5
+
+
+def test_band_checks_use_a_stream_disjoint_from_training_and_the_evaluation_set():
+    import hashlib
+
+    def content(exs):  # ids name the stream, so compare what the model sees: pixels and prompt
+        return {hashlib.sha1(ex.images[0].tobytes() + ex.prompt.encode()).hexdigest() for ex in exs}
+
+    check = content(ws.check_examples(("tally",), 64, seed=0))
+    heldout = content(ws.heldout_examples(("tally",), 128, seed=0))
+    train = content(ws._mixed_examples(("tally",), 256, 0, 0))
+    assert len(check) == 64 and not check & heldout and not check & train
+
+
+def test_band_search_at_max_steps_accepts_the_lower_half_of_the_band():
+    fake = FakeTraining(lambda s: 1.0, lambda w: 0.45)  # inside the band, never at its centre
+    out = fake.run(_band_cfg(max_steps=40))
+    assert out["reached"] and out["step"] == 40 and out["accuracy"] == pytest.approx(0.45)
+    assert [c["outcome"] for c in out["checks"] if c["kind"] == "check"][-1] == "in band"

@@ -64,6 +64,8 @@ def test_micro_study_runs_then_resume_skips_finished_runs(tmp_path, capsys):
         "0.5",
         "--seeds",
         "1",
+        "--warm-seeds",
+        "2",
         "--workers",
         "1",
         "--heldout",
@@ -72,26 +74,40 @@ def test_micro_study_runs_then_resume_skips_finished_runs(tmp_path, capsys):
     ]
     assert study.main(argv) == 0
     first = capsys.readouterr().out
-    assert "2 runs to do (0 already finished)" in first
-    results = {m: out / "runs" / m / "noise-0.5" / "seed-0" / "result.json" for m in ("grpo", "vepo")}
-    stamps = {m: p.stat().st_mtime_ns for m, p in results.items()}
-    for m, p in results.items():
+    assert "2 warm-start(s) to train" in first and "4 runs to do (0 already finished)" in first
+    results = {
+        (m, w): out / "runs" / m / "noise-0.5" / f"warm-{w}" / "seed-0" / "result.json"
+        for m in ("grpo", "vepo")
+        for w in (0, 1)
+    }
+    stamps = {k: p.stat().st_mtime_ns for k, p in results.items()}
+    warm = {w: json.loads((out / f"warm-{w}.json").read_text()) for w in (0, 1)}
+    assert warm[0]["path"] != warm[1]["path"]
+    for (m, w), p in results.items():
         res = json.loads(p.read_text())
         assert res["method"] == m and res["noise"] == 0.5 and res["seed"] == 0
+        # Each run starts from its own warm-start's measured accuracy.
+        assert res["before"]["accuracy"] == warm[w]["accuracy"]
     tables = (out / "results.md").read_text()
-    assert "Runs finished: 2 of 2." in tables
-    grpo_acc = json.loads(results["grpo"].read_text())["after"]["accuracy"]
-    assert f"{100 * grpo_acc:.1f} (1)" in tables
+    assert "Runs finished: 4 of 4." in tables
+    grpo_accs = [json.loads(results[("grpo", w)].read_text())["after"]["accuracy"] for w in (0, 1)]
+    assert f"{100 * statistics.mean(grpo_accs):.1f} ± {100 * statistics.stdev(grpo_accs):.1f} (2)" in tables
+    summary = json.loads((out / "summary.json").read_text())
+    assert [w["warm_seed"] for w in summary["warmstarts"]] == [0, 1]
+    assert summary["warm_seeds"] == 2 and summary["seeds"] == 1
+    pair = summary["pairs"]["grpo|warm-start|0.5"]
+    want = statistics.mean(100 * (grpo_accs[w] - warm[w]["accuracy"]) for w in (0, 1))
+    assert pair["n_warm"] == 2 and pair["mean"] == pytest.approx(want)
 
     # Resume: nothing is recomputed; a removed result is redone.
     assert study.main(argv) == 0
-    assert "0 runs to do (2 already finished)" in capsys.readouterr().out
-    assert {m: p.stat().st_mtime_ns for m, p in results.items()} == stamps
-    os.remove(results["vepo"])
+    assert "0 runs to do (4 already finished)" in capsys.readouterr().out
+    assert {k: p.stat().st_mtime_ns for k, p in results.items()} == stamps
+    os.remove(results[("vepo", 1)])
     assert study.main(argv) == 0
-    assert "1 runs to do (1 already finished)" in capsys.readouterr().out
-    assert results["grpo"].stat().st_mtime_ns == stamps["grpo"]
-    assert results["vepo"].exists()
+    assert "1 runs to do (3 already finished)" in capsys.readouterr().out
+    assert results[("grpo", 1)].stat().st_mtime_ns == stamps[("grpo", 1)]
+    assert results[("vepo", 1)].exists()
 
     # Different shared settings in the same folder are refused rather than mixed into the tables.
     with pytest.raises(SystemExit, match="different settings"):
@@ -113,7 +129,58 @@ def test_paired_differences_match_a_hand_computation():
     assert w["n"] == 4 and w["mean"] == pytest.approx(100 * statistics.mean(a) - 40.0)
     assert study.paired_differences(results, "vepo", "random20", 0.0, None) is None
     table = "\n".join(study.paired_table(results, [0.0], ["grpo", "vepo"], {"accuracy": 0.40, "n": 100}))
-    assert f"| VEPO − GRPO | {d['mean']:+.1f} ± {d['se']:.1f} (1/1/1 of 3) |" in table
+    half = 4.303 * d["se"]  # t(0.975, 2 df)
+    ci = f"[{d['mean'] - half:+.1f}, {d['mean'] + half:+.1f}]"
+    assert f"| VEPO − GRPO | {d['mean']:+.1f} ± {d['se']:.1f} {ci} (1/1/1 of 3) |" in table
     summary = study.study_summary(results, {"accuracy": 0.40, "n": 100}, [0.0], ["grpo", "vepo"], task="tally",
                                   command="visent study x")
-    assert summary["pairs"]["vepo|grpo|0"] == d and summary["seeds"] == 4
+    # (json: NaN fields — the between-warm-start spread of a one-warm-start study — compare equal as text.)
+    assert json.dumps(summary["pairs"]["vepo|grpo|0"]) == json.dumps(d) and summary["seeds"] == 4
+
+
+def test_paired_differences_use_both_warm_starts_and_rl_seeds():
+    """Two warm-starts: VEPO − GRPO is +10 from one and −2 from the other, ±1 across RL seeds.
+
+    The estimate is the mean of the warm-start means (+4), and its spread is dominated by the warm-starts
+    (a naive SE over the 6 runs would be ~2.7 and call it a gain; the nested one cannot).
+    """
+    results = []
+    for w, shift in ((0, 0.10), (1, -0.02)):
+        for s, e in enumerate((-0.01, 0.0, 0.01)):
+            results.append({**_result("grpo", 0.0, s, 0.40), "warm_seed": w})
+            results.append({**_result("vepo", 0.0, s, 0.40 + shift + e), "warm_seed": w})
+    d = study.paired_differences(results, "vepo", "grpo", 0.0, None)
+    assert d["mean"] == pytest.approx(4.0) and d["n_warm"] == 2 and d["n"] == 6
+    assert d["warm_means"] == pytest.approx([10.0, -2.0])
+    assert d["se"] == pytest.approx(statistics.stdev([10.0, -2.0]) / 2**0.5)
+    assert d["ci95"][0] < 0 < d["ci95"][1] and study.verdict_word(d) == "not distinguishable"
+    # Against the warm-start: each run minus its own warm-start's accuracy.
+    base = {0: {"accuracy": 0.30, "n": 100}, 1: {"accuracy": 0.50, "n": 100}}
+    w = study.paired_differences(results, "grpo", None, 0.0, base)
+    assert w["warm_means"] == pytest.approx([10.0, -10.0])
+
+
+def test_cells_give_each_noise_rate_its_own_methods(tmp_path, capsys):
+    assert study._parse_cells(["0:grpo,vepo", "0.5:grpo"]) == {0.0: ["grpo", "vepo"], 0.5: ["grpo"]}
+    assert study.main(["--out", str(tmp_path), "--cells", "0.5"]) == 2
+    assert "NOISE:METHOD" in capsys.readouterr().err
+    assert study.main(["--out", str(tmp_path), "--cells", "0:grpo,nope"]) == 2
+    assert not os.listdir(tmp_path)
+
+
+def test_tables_list_each_warm_start_and_flag_one_outside_its_band():
+    base = {
+        0: {"accuracy": 0.453, "n": 128, "band": [0.4, 0.6], "band_reached": True, "band_accuracy": 0.547,
+            "sft_steps": 175, "band_rollbacks": 0},
+        1: {"accuracy": 0.90, "n": 128, "band": [0.4, 0.6], "band_reached": False, "band_accuracy": 0.95,
+            "sft_steps": 600, "band_rollbacks": 6},
+    }
+    results = [{**_result("grpo", 0.0, 0, 0.50), "warm_seed": 0}, {**_result("grpo", 0.0, 0, 0.80), "warm_seed": 1}]
+    text = study.results_tables(results, base, [0.0], ["grpo"], expected_runs=2)
+    assert "| 0 | 175 | 40–60% | yes | 54.7% | 45.3% (n = 128) | 0 |" in text
+    assert "| 1 | 600 | 40–60% | **NO** | 95.0% | 90.0% (n = 128) | 6 |" in text
+    assert "| warm-start (before RL) | 67.7 (45.3, 90.0) |" in text
+    summary = study.study_summary(results, base, [0.0], ["grpo"], task="tally", command="x")
+    assert [w["band_reached"] for w in summary["warmstarts"]] == [True, False] and summary["band"] == [0.4, 0.6]
+    # GRPO − warm-start pairs each run with its own warm-start: +4.7 and −10.0.
+    assert summary["pairs"]["grpo|warm-start|0"]["warm_means"] == pytest.approx([4.7, -10.0])
