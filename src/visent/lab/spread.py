@@ -33,47 +33,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from functools import lru_cache
+
+from visent.student_t import t_quantile
 
 __all__ = ["nested_difference", "t_quantile"]
-
-
-def _t_pdf(x: float, df: float) -> float:
-    c = math.lgamma((df + 1) / 2) - math.lgamma(df / 2) - 0.5 * math.log(df * math.pi)
-    return math.exp(c - (df + 1) / 2 * math.log1p(x * x / df))
-
-
-def _t_cdf_upper_half(t: float, df: float, n: int = 2000) -> float:
-    """``P(0 < T < t)`` by Simpson's rule (``n`` even intervals)."""
-    h = t / n
-    s = _t_pdf(0.0, df) + _t_pdf(t, df)
-    for i in range(1, n):
-        s += (4 if i % 2 else 2) * _t_pdf(i * h, df)
-    return s * h / 3
-
-
-@lru_cache(maxsize=256)
-def t_quantile(p: float, df: float) -> float:
-    """Quantile ``p`` (in (0.5, 1)) of Student's t with ``df`` degrees of freedom (``inf``: the normal)."""
-    if not 0.5 < p < 1:
-        raise ValueError(f"t_quantile: p must be in (0.5, 1), got {p}")
-    if df <= 0 or math.isnan(df):
-        return float("nan")
-    if math.isinf(df) or df > 1e6:
-        # Normal quantile by bisection on erf.
-        lo, hi = 0.0, 10.0
-        for _ in range(100):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if 0.5 * (1 + math.erf(mid / math.sqrt(2))) < p else (lo, mid)
-        return (lo + hi) / 2
-    target = p - 0.5
-    lo, hi = 0.0, 1.0
-    while _t_cdf_upper_half(hi, df) < target:
-        hi *= 2
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if _t_cdf_upper_half(mid, df) < target else (lo, mid)
-    return (lo + hi) / 2
 
 
 def nested_difference(d: Mapping[int, Mapping[int, float]]) -> dict[str, float | list[float]] | None:
