@@ -181,6 +181,11 @@ def open_source(source: str | Path, format: str | None, options: LoadOptions, sp
     """Resolve ``source`` (path or Hub id) and its format; rows are read lazily from ``Source.rows``."""
     if format is None and options.mapping:
         format = "generic"
+    elif options.mapping and format != "generic":
+        # A known format reads its own published columns; silently ignoring the user's mapping would load
+        # other fields than the ones they named.
+        raise DataError(f"--map applies to the generic format only; --format {format} reads its own columns "
+                        "(drop --format, or use --format generic with the mapping)", reason="config")
     src = str(source)
     path: Path | None = None
     hub_id = fingerprint = None

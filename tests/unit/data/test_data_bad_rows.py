@@ -169,6 +169,9 @@ def test_limit_and_config_errors(k12_dir):
         load_examples(k12_dir / "k12.json", format="k12")
     with pytest.raises(DataError, match="needs a mapping"):
         load_examples(k12_dir / "k12.json", format="generic")
+    # A mapping next to a known format would be ignored by that format's reader: refused, not dropped.
+    with pytest.raises(DataError, match="generic format only; --format mmk12"):
+        load_examples(k12_dir / "k12.json", format="mmk12", mapping="prompt=question,answer=answer")
     with pytest.raises(DataError, match="field=column"):
         load_examples(k12_dir / "k12.json", mapping="prompt")
     with pytest.raises(DataError, match="unknown task"):
