@@ -55,9 +55,6 @@ class CompareError(ValueError):
     """An input ``visent eval compare`` cannot use; the message names the folder, file, line and field."""
 
 
-# -- Student t quantile (no scipy): regularized incomplete beta by continued fraction, then bisection --
-
-
 def paired_interval(diffs: Sequence[float], level: float = 0.95) -> dict[str, Any]:
     """Mean of paired differences with its Student-t interval.
 

@@ -135,47 +135,36 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def _sampled_table(summary: dict[str, dict[str, Any]]) -> str:
-    lines = [
-        ("| benchmark | task | n | K | avg@K % [95% CI] | pass@K % [95% CI] | vs. training labels % "
-         "| noisy rows | unparsable % |"),
-        "|---|---|---:|---:|---|---|---|---:|---:|",
-    ]
-    for name, b in summary.items():
-        k = b.get("k", 1)
-        lo, hi = b["ci95_clean"]
-        avg = f"{_pct(b['accuracy_clean'])} [{_pct(lo)}, {_pct(hi)}]"
-        if "pass_at_k_clean" in b:
-            plo, phi = b["ci95_pass_clean"]
-            best = f"{_pct(b['pass_at_k_clean'])} [{_pct(plo)}, {_pct(phi)}]"
-        else:  # a benchmark of this run evaluated with one response per example
-            best = avg
-        lo_n, hi_n = b["ci95"]
-        noisy = f"{_pct(b['accuracy'])} [{_pct(lo_n)}, {_pct(hi_n)}]" if b["n_noisy"] else "same"
-        lines.append(
-            f"| {name} | {', '.join(b['tasks'])} | {b['n']} | {k} | {avg} | {best} | {noisy} | {b['n_noisy']} | "
-            f"{_pct(b['parse_fail_rate'])} |"
-        )
-    return "\n".join(lines) + "\n"
+def _with_ci(value: float, ci: Sequence[float]) -> str:
+    """``"53.1 [44.5, 61.5]"``: a rate and its interval, in percent."""
+    return f"{_pct(value)} [{_pct(ci[0])}, {_pct(ci[1])}]"
 
 
 def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
     """A Markdown table: benchmark, n, accuracy [95% CI] (clean labels), vs noisy labels, parse failures.
 
-    With K > 1 samples per example the accuracy column becomes avg@K and a pass@K column is added."""
-    if any(b.get("k", 1) > 1 for b in summary.values()):
-        return _sampled_table(summary)
-    lines = [
-        "| benchmark | task | n | accuracy % [95% CI] | vs. training labels % | noisy rows | unparsable % |",
-        "|---|---|---:|---|---|---:|---:|",
-    ]
+    With K > 1 samples per example the accuracy column becomes avg@K and K and pass@K columns are added."""
+    sampled = any(b.get("k", 1) > 1 for b in summary.values())
+    if sampled:
+        lines = [
+            ("| benchmark | task | n | K | avg@K % [95% CI] | pass@K % [95% CI] | vs. training labels % "
+             "| noisy rows | unparsable % |"),
+            "|---|---|---:|---:|---|---|---|---:|---:|",
+        ]
+    else:
+        lines = [
+            "| benchmark | task | n | accuracy % [95% CI] | vs. training labels % | noisy rows | unparsable % |",
+            "|---|---|---:|---|---|---:|---:|",
+        ]
     for name, b in summary.items():
-        lo, hi = b["ci95_clean"]
-        acc = f"{_pct(b['accuracy_clean'])} [{_pct(lo)}, {_pct(hi)}]"
-        if "map50_clean" in b:
+        acc = _with_ci(b["accuracy_clean"], b["ci95_clean"])
+        if sampled:
+            # A benchmark of this run evaluated with one response per example has pass@1 = avg@1.
+            best = _with_ci(b["pass_at_k_clean"], b["ci95_pass_clean"]) if "pass_at_k_clean" in b else acc
+            acc = f"{b.get('k', 1)} | {acc} | {best}"
+        elif "map50_clean" in b:
             acc += f"; mAP@0.5 {_pct(b['map50_clean'])}"
-        lo_n, hi_n = b["ci95"]
-        noisy = f"{_pct(b['accuracy'])} [{_pct(lo_n)}, {_pct(hi_n)}]" if b["n_noisy"] else "same"
+        noisy = _with_ci(b["accuracy"], b["ci95"]) if b["n_noisy"] else "same"
         lines.append(
             f"| {name} | {', '.join(b['tasks'])} | {b['n']} | {acc} | {noisy} | {b['n_noisy']} | "
             f"{_pct(b['parse_fail_rate'])} |"
