@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from visent.eval.harness import prediction_lines
 from visent.eval.report import Z95
 from visent.student_t import t_quantile
 
@@ -130,33 +131,26 @@ def load_run(folder: str | Path, metric: str = "score_clean") -> Run:
         except (ValueError, AttributeError):
             settings = None
     run = Run(path, settings)
-    with pred.open(encoding="utf-8", errors="replace") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                run.unreadable.append(lineno)  # a torn write: the harness redoes that row on resume
-                continue
-            if not isinstance(record, dict) or "benchmark" not in record or "id" not in record:
-                raise CompareError(
-                    f"{pred} line {lineno}: not a prediction record (needs 'benchmark' and 'id')"
-                )
-            score = _number(record.get(metric))
-            if score is None:
-                raise CompareError(
-                    f"{pred} line {lineno}: field {metric!r} is missing or not a finite number "
-                    f"(got {record.get(metric)!r})"
-                )
-            k = record.get("k", 1)
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise CompareError(f"{pred} line {lineno}: field 'k' must be a positive integer, got {k!r}")
-            key = (str(record["benchmark"]), str(record["id"]))
-            if key in run.rows:
-                run.duplicates += 1
-                continue
-            run.rows[key] = {"score": score, "k": k, "pass": _number(record.get(PASS_FIELD[metric]))}
+    for lineno, record in prediction_lines(pred, errors="replace"):
+        if record is None:
+            run.unreadable.append(lineno)  # a torn write: the harness redoes that row on resume
+            continue
+        if not isinstance(record, dict) or "benchmark" not in record or "id" not in record:
+            raise CompareError(f"{pred} line {lineno}: not a prediction record (needs 'benchmark' and 'id')")
+        score = _number(record.get(metric))
+        if score is None:
+            raise CompareError(
+                f"{pred} line {lineno}: field {metric!r} is missing or not a finite number "
+                f"(got {record.get(metric)!r})"
+            )
+        k = record.get("k", 1)
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise CompareError(f"{pred} line {lineno}: field 'k' must be a positive integer, got {k!r}")
+        key = (str(record["benchmark"]), str(record["id"]))
+        if key in run.rows:
+            run.duplicates += 1
+            continue
+        run.rows[key] = {"score": score, "k": k, "pass": _number(record.get(PASS_FIELD[metric]))}
     if not run.rows:
         raise CompareError(f"{pred}: no predictions in it")
     return run

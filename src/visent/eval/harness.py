@@ -29,7 +29,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -87,24 +87,32 @@ def _key(benchmark: str, example_id: str) -> str:
     return f"{benchmark}\x1f{example_id}"
 
 
+def prediction_lines(path: Path, errors: str = "strict") -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed JSON)`` for each non-blank line of a ``predictions.jsonl``; the value is
+    ``None`` where a line is not valid JSON (a torn final write, which a resumed run redoes). ``errors`` is
+    the text decoding's error policy."""
+    with path.open(encoding="utf-8", errors=errors) as handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except ValueError:
+                yield lineno, None
+
+
 def read_predictions(path: Path) -> list[dict[str, Any]]:
     """Records in ``predictions.jsonl``; unparsable lines (a torn final write) are skipped with a warning."""
     if not path.exists():
         return []
     records = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                logger.warning(
-                    "%s line %d is not valid JSON (interrupted write?); that row will be redone", path, lineno
-                )
-                continue
-            if isinstance(record, dict) and "benchmark" in record and "id" in record:
-                records.append(record)
+    for lineno, record in prediction_lines(path):
+        if record is None:
+            logger.warning(
+                "%s line %d is not valid JSON (interrupted write?); that row will be redone", path, lineno
+            )
+        elif isinstance(record, dict) and "benchmark" in record and "id" in record:
+            records.append(record)
     return records
 
 
