@@ -206,3 +206,18 @@ def test_hub_failure_is_a_clear_error_offline():
     assert proc.returncode != 0
     assert "could not load Hub dataset 'nobody-here/no-such-dataset'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_empty_class_name_is_a_missing_label(tmp_path):
+    # Found by the loader fuzz test: class_name "" produced an Example whose answer was "".
+    (tmp_path / "x.png").write_bytes(png_bytes())
+    rows = [
+        {"image": "x.png", "label": 0, "class_name": "beagle"},
+        {"image": "x.png", "label": 1, "class_name": "  "},
+    ]
+    (tmp_path / "pets_val_decoded.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    examples, report = load_examples(tmp_path / "pets_val_decoded.jsonl", format="visual_rft_cls")
+    assert [ex.answer for ex in examples] == ["beagle"] and report.skipped == {"missing_answer": 1}
+    with pytest.raises(DataError) as err:
+        load_examples(tmp_path / "pets_val_decoded.jsonl", format="visual_rft_cls", strict=True)
+    assert "line 2" in str(err.value) and "class_name" in str(err.value)

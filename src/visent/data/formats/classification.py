@@ -96,6 +96,8 @@ def parse_visual_rft_cls(row: dict, ctx: RowContext) -> Example:
         classes = read_classes(ctx.options.classes_file)
     label = row.get("label")
     name = row.get("class_name")
+    if isinstance(name, str) and not name.strip():
+        name = None  # an empty class name is a missing label, not the class ""
     if name is None and classes is not None and isinstance(label, int) and 0 <= label < len(classes):
         name = classes[label]
     if name is None:
