@@ -61,6 +61,7 @@ from visent.core.stats import TokenStats, token_stats_from_hidden
 from visent.models.adapters import Adapter, ImageUnit, adapter_for, adapter_named, require_adapter
 
 __all__ = [
+    "COUNTERFACTUAL_FORWARDS",
     "completion_hidden",
     "counterfactual_stats",
     "distinct_responses",
@@ -73,6 +74,11 @@ __all__ = [
     "prompt_groups",
     "prompt_seeds",
 ]
+
+#: ``counterfactual_forward`` values: ``prefix_cached`` takes the savings the adapter allows (module doc);
+#: ``full`` runs every row through the model's own full-sequence forward (pixels in, positions computed
+#: by the model), the path of TRL's clean forward, so in bf16 both passes round alike.
+COUNTERFACTUAL_FORWARDS = ("prefix_cached", "full")
 
 # Per-response keys that are (B, ...) tensors aligned with the rows.
 _ROW_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "mm_token_type_ids", "token_type_ids")
@@ -690,6 +696,7 @@ def counterfactual_stats(
     min_forwards: int = 0,
     share_prefix: bool = True,
     lockstep: bool = False,
+    forward: str = "prefix_cached",
     groups: Sequence[int] | None = None,
     adapter: Adapter | None = None,
 ) -> TokenStats:
@@ -723,6 +730,8 @@ def counterfactual_stats(
             a chunk without an image carries a throwaway image row so that every call runs the vision
             encoder too (when the batch has images). Each process then issues: its forwards (equal in
             number), then one LM-head gather (``gather_ctx``, entered once per call whatever the rows).
+        forward: a ``COUNTERFACTUAL_FORWARDS`` name; ``full`` switches off the vision cache, the shared
+            prefix and reused positions (the clean pass's path; its states round as the clean ones do).
         groups: ``prompt_groups(batch)`` if the caller has it (computed here otherwise).
         adapter: the model family's (``visent.models``); ``None`` looks it up from ``backbone``. Its
             ``vision_cache`` / ``shared_prefix`` / ``reuse_positions`` decide which savings run; a family
@@ -755,13 +764,17 @@ def counterfactual_stats(
     first_of: dict[int, int] = {}
     for b in rows:
         first_of.setdefault(groups[b], b)
+    if forward not in COUNTERFACTUAL_FORWARDS:
+        raise ValueError(f"counterfactual forward {forward!r} is not known; valid: {', '.join(COUNTERFACTUAL_FORWARDS)}")
+    full = forward == "full"
     if lockstep:
         share_prefix = False  # every chunk must be exactly one model call (argument doc)
-    share_prefix = share_prefix and adapter.shared_prefix
-    if not adapter.reuse_positions:
+    share_prefix = share_prefix and adapter.shared_prefix and not full
+    reuse_positions = adapter.reuse_positions and not full
+    if not reuse_positions:
         clean_position_ids = None
     if (
-        has_images and rows and (need_clean or need_pert) and not lockstep
+        has_images and rows and (need_clean or need_pert) and not lockstep and not full
         and adapter.vision_cache and accepts_encoder_outputs(backbone)
     ):
         wanted = sorted({i for b in first_of.values() for i in range(*images.spans[b])})
@@ -803,7 +816,7 @@ def counterfactual_stats(
             positions = None
             if clean_position_ids is not None:
                 positions = clean_position_ids[:, torch.as_tensor(fwd, dtype=torch.long, device=mask_all.device)]
-            elif adapter.reuse_positions and (need_clean or need_pert) and (share_prefix or clean_hidden is None):
+            elif reuse_positions and (need_clean or need_pert) and (share_prefix or clean_hidden is None):
                 positions = _position_ids(backbone, _position_inputs(batch, fwd, images))
             shared = share_prefix and cache is not None and positions is not None and positions.dim() == 3
             if clean_hidden is not None:
