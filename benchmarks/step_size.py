@@ -452,8 +452,8 @@ def cmd_onestep(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
     from visent.core.selection import select_tokens
+    from visent.data.synthetic import response_spans, target_response, token_kinds
     from visent.lab.rl import RLSettings, heldout_set
-    from visent.lab.tasks import response_spans, target_response, token_kinds
     from visent.lab.warmstart import sft_batch, warm_start
     from visent.viz.scoring import score_responses
 

@@ -45,7 +45,7 @@ class EvalDataError(ValueError):
 
 
 def _lab(spec: str) -> tuple[str, list[Example]]:
-    from visent.lab.warmstart import heldout_examples
+    from visent.data.synthetic import heldout_examples
 
     parts = spec.split(":")
     if len(parts) < 2 or not parts[1]:

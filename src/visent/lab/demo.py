@@ -536,7 +536,7 @@ def _report(
             "",
             (
                 f"On the greedy responses to {int(premise_before['n_responses'])} held-out examples, each token is "
-                "labelled from the task's grammar (`visent.lab.tasks.label_response`): *image-anchored* = the two "
+                "labelled from the task's grammar (`visent.data.synthetic.label_response`): *image-anchored* = the two "
                 "counts read from the image (the asked colour's and the gray one), *forks* = the seven free wording "
                 "choices (opening word, verb, two nouns, side remark, closing word, answer noun), *copied* = the "
                 "closing count and the answer. Entropy and JSD (clean vs perturbed image, VEPO's Gaussian pixel "
@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None and args.steps < 1:
         print("visent demo: --steps must be >= 1", file=sys.stderr)
         return 2
-    from visent.lab.tasks import LABELLED_TASKS, TASK_MAKERS
+    from visent.data.synthetic import LABELLED_TASKS, TASK_MAKERS
 
     if args.task not in TASK_MAKERS:
         print(f"visent demo: unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}", file=sys.stderr)

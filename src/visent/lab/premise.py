@@ -4,7 +4,7 @@ VEPO (METHOD.md §1) argues that the tokens that read the image carry *low* entr
 top-20% tokens by entropy trains the image-independent "forks" instead, while its counterfactual score
 (entropy coupled with the JSD under a perturbed image) finds the image-anchored ones. On a lab task whose
 generator marks which characters of a response are forks and which are read from the image
-(``visent.lab.tasks.label_response``: the ``tally`` task), that claim can be measured on the model's own
+(``visent.data.synthetic.label_response``: the ``tally`` task), that claim can be measured on the model's own
 responses instead of assumed:
 
 - mean entropy and mean JSD of anchored tokens vs the rest (and vs the forks alone);
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from visent.lab.tasks import label_response, token_kinds
+from visent.data.synthetic import label_response, token_kinds
 from visent.viz.records import TokenRecord, score_signal
 
 __all__ = ["PREMISE_KEYS", "format_premise", "measure_premise", "premise_metrics", "record_kinds"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visent.lab.tasks import TASK_REWARD
+from visent.data.synthetic import TASK_REWARD
 
 __all__ = [
     "LAB_ENTROPY_COEF",
@@ -465,6 +465,6 @@ def measure_before(model: Any, processor: Any, heldout: Sequence[Any], max_new_t
 
 def heldout_set(task: str, n: int, warm_seed: int) -> list[Any]:
     """The held-out clean examples of ``task`` (the warm-start's held-out stream, never trained on)."""
-    from visent.lab.warmstart import heldout_examples
+    from visent.data.synthetic import heldout_examples
 
     return heldout_examples((task,), n, warm_seed)

@@ -787,8 +787,8 @@ def _pool_map(fn, jobs: Sequence[dict[str, Any]], n_workers: int, done) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    from visent.data.synthetic import LABELLED_TASKS, TASK_MAKERS
     from visent.lab.rl import METHODS
-    from visent.lab.tasks import LABELLED_TASKS, TASK_MAKERS
 
     if args.cells is not None:
         try:
