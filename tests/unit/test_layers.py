@@ -31,7 +31,6 @@ LAYERS: dict[str, int] = {
     "rewards": 0,
     "intervals": 0,
     "io": 0,
-    "student_t": 0,
     "models": 1,
     "trainer": 2,
     "eval": 2,

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from visent.data.synthetic import label_response, token_kinds
+from visent.eval.report import pct
 from visent.viz.records import TokenRecord, score_signal
 
 __all__ = ["PREMISE_KEYS", "format_premise", "measure_premise", "premise_metrics", "record_kinds"]
@@ -186,7 +187,7 @@ def format_premise(m: dict[str, Any]) -> list[str]:
         ),
         (
             f"| share of all tokens | {f('anchor_share_all', True)} | "
-            f"{_pct(m.get('n_fork'), m.get('n_tokens'))} | — | — |"
+            f"{pct(_share(m.get('n_fork'), m.get('n_tokens')), 0, suffix='%', missing='—')} | — | — |"
         ),
         (
             f"| share of the entropy top-20% | {f('anchor_share_entropy_top', True)} | "
@@ -199,8 +200,8 @@ def format_premise(m: dict[str, Any]) -> list[str]:
     ]
 
 
-def _pct(a: Any, b: Any) -> str:
+def _share(a: Any, b: Any) -> float | None:
     try:
-        return f"{100 * float(a) / float(b):.0f}%"
+        return float(a) / float(b)
     except (TypeError, ValueError, ZeroDivisionError):
-        return "—"
+        return None

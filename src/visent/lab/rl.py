@@ -331,7 +331,7 @@ def _callbacks(
 
 def accuracy_block(accuracy: float, n: int) -> dict[str, Any]:
     """``{"accuracy", "n", "ci95"}`` with a Wilson interval (``visent.eval.report``)."""
-    from visent.eval.report import wilson_interval
+    from visent.intervals import wilson_interval
 
     return {"accuracy": accuracy, "n": n, "ci95": list(wilson_interval(accuracy * n, n))}
 
@@ -374,7 +374,7 @@ def run_method(
     import torch
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from visent.eval.report import write_json_atomic
+    from visent.io import write_json_atomic
     from visent.trainer.callbacks import read_metrics
     from visent.trainer.cli import build_trainer
 
