@@ -80,6 +80,7 @@ from visent.data.synthetic import (
     task_texts,
     token_kinds,
 )
+from visent.io import write_json_atomic
 from visent.models import build_tiny
 
 
@@ -762,8 +763,5 @@ def warm_start(
     model.save_pretrained(path)
     processor.save_pretrained(path)
     # Written last and atomically: its presence means the directory is complete.
-    tmp = info_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=1)
-    os.replace(tmp, info_path)
+    write_json_atomic(info_path, info, indent=1)
     return WarmStartResult(model, processor, path, info)
