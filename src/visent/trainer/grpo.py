@@ -59,6 +59,7 @@ from visent.trainer._trl_seam import (
 from visent.trainer.config import VisentConfig
 from visent.trainer.counterfactual import (
     counterfactual_stats,
+    lockstep_forwards,
     perturb_images,
     prompt_groups,
     prompt_seeds,
@@ -204,7 +205,8 @@ class VisentGRPOTrainer(SeamTrainer):
         if lockstep:
             # Skipping leaves processes with different numbers of rows; sharded models (ZeRO-3, FSDP) need
             # every process to make the same number of forward calls.
-            forwards = -(-len(rows) // batch_size) if (clean_hidden is None or with_perturbed) else 0
+            # Same count as the pass itself makes (lockstep_forwards); the gather below is one more collective.
+            forwards = lockstep_forwards(len(rows), batch_size, clean_hidden is not None, with_perturbed)
             forwards = int(self.accelerator.gather(torch.tensor([forwards], device=device)).max())
         with no_gradient_checkpointing(self):
             stats = counterfactual_stats(
@@ -221,6 +223,7 @@ class VisentGRPOTrainer(SeamTrainer):
                 batch_size=batch_size,
                 min_forwards=forwards,
                 lockstep=lockstep,
+                forward=args.counterfactual_forward,
                 groups=groups,
                 adapter=adapter,
                 gather_ctx=lm_head_gather_ctx,
