@@ -11,9 +11,9 @@ RL fine-tuning (1e-6) almost no update is that large: the run trains nothing, si
   ``mixed_precision``), so matmuls still run in bf16. Under DeepSpeed with ``bf16`` enabled, DeepSpeed
   keeps its own fp32 master copy in the optimizer whatever the load dtype.
 - **LoRA**: the frozen base may be loaded in bf16 (``model_init_kwargs: {dtype: bfloat16}``) to halve
-  its memory; PEFT keeps the adapter weights in fp32 (``autocast_adapter_dtype``). Exception: under
-  ZeRO-3 TRL keeps the adapter in the base's dtype (a DeepSpeed limitation), so with a bf16 base the
-  adapter would be bf16 and the check below applies to it.
+  its memory; PEFT keeps the adapter weights in fp32 (``autocast_adapter_dtype``). Under ZeRO-3 TRL
+  keeps the adapter in the base's dtype (a DeepSpeed limitation), and DeepSpeed's optimizer holds the
+  fp32 master copy instead.
 
 **The check** (``check_update_precision``, run when the trainer is built, before the first step): if
 trained weights are bf16/fp16 and the optimizer's step cannot change most of them at the peak learning
@@ -133,7 +133,8 @@ def check_update_precision(model: torch.nn.Module, args: Any) -> None:
     """Refuse (``SetupRefused``) or warn, in one line, when trained weights are bf16/fp16 and a step of the
     peak learning rate cannot change them (module doc). Does nothing when every trained weight is fp32."""
     params = _low_precision_trained(model)
-    if not params:
+    if not params or getattr(args, "deepspeed_plugin", None) is not None:
+        # DeepSpeed's optimizer keeps its own fp32 master copy of every trained weight whatever their dtype
         return
     dtype = str(params[0].dtype).replace("torch.", "")
     n = sum(p.numel() for p in params)

@@ -72,6 +72,11 @@ def test_fp32_weights_and_frozen_bf16_weights_pass(caplog):
     assert not caplog.records  # at lr 1e-2 bf16 weights of size 0.02 move
 
 
+def test_deepspeed_keeps_its_own_fp32_master_weights():
+    args = SimpleNamespace(learning_rate=1e-6, optim="adamw_torch", deepspeed_plugin=object())
+    check_update_precision(_model(torch.bfloat16), args)
+
+
 def test_unknown_step_size_optimizers_only_warn(caplog):
     with caplog.at_level(logging.WARNING):
         check_update_precision(_model(torch.bfloat16), SimpleNamespace(learning_rate=1e-6, optim="sgd"))
