@@ -64,6 +64,7 @@ from visent.trainer.counterfactual import (
     prompt_groups,
     prompt_seeds,
 )
+from visent.trainer.precision import check_update_precision
 
 __all__ = ["VisentGRPOTrainer"]
 
@@ -106,6 +107,7 @@ class VisentGRPOTrainer(SeamTrainer):
         self.image_geometry = (
             self.model_adapter.image_geometry(self.processing_class) if self.model_adapter is not None else None
         )
+        check_update_precision(self.model, self.args)  # bf16 weights an lr-sized step cannot move: refused
 
     # ---------------------------------------------------------------- once per generation batch
 
