@@ -27,7 +27,7 @@ CACHED_FLOOR_BOUND_CPU = 0.0
 
 @pytest.fixture(scope="module")
 def bf16_tiny():
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     model, processor = build_tiny("qwen2_5_vl", hidden_size=64, num_layers=2)
     return model.to(torch.bfloat16), processor
