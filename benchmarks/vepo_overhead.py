@@ -71,7 +71,8 @@ def load_lab_model(spec: str, warmstart_dir: str):
 
 
 def make_trainer(config_name: str, model, processor, dataset, args, out_dir: str, extra: list[str] = ()):
-    from visent.trainer.cli import freeze_vision_tower, parse_config
+    from visent.trainer.build import freeze_vision_tower
+    from visent.trainer.cli import parse_config
     from visent.trainer.grpo import VisentGRPOTrainer
     from visent.trainer.sources import resolve_rewards
 

@@ -153,7 +153,7 @@ def llava_without_adapter(tmp_path_factory):
     ``model_type`` visent has no adapter for), with its real processor class, saved to disk."""
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    from visent.models.qwen import CHAT_TEMPLATE
+    from visent.models.tiny.qwen import CHAT_TEMPLATE
     from visent.models.tokenizer import build_tokenizer
 
     tok = build_tokenizer(None, ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"), eos_token="<|im_end|>",

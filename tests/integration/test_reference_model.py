@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from visent.trainer.callbacks import read_metrics
-from visent.trainer.cli import build_trainer, parse_config
+from visent.trainer.build import build_trainer
+from visent.trainer.cli import parse_config
 from visent.trainer.sources import load_model
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 
 The demo and the study both train through exactly what ``visent train`` runs: the method's YAML file in
 ``configs/`` is parsed by ``visent.trainer.cli.parse_config`` with command-line style overrides, and
-``visent.trainer.cli.build_trainer`` builds the ``VisentGRPOTrainer``. The lab only overrides the
+``visent.trainer.build.build_trainer`` builds the ``VisentGRPOTrainer``. The lab only overrides the
 settings that a 2-core CPU cannot afford at paper scale (model, data, group size, completion length,
 learning rate, steps); the method's own knobs (token score, selection, perturbation, entropy schedule,
 aggregation) come from the YAML file unchanged, except the entropy coefficients of the two-stage
@@ -376,7 +376,7 @@ def run_method(
 
     from visent.io import write_json_atomic
     from visent.trainer.callbacks import read_metrics
-    from visent.trainer.cli import build_trainer
+    from visent.trainer.build import build_trainer
 
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)

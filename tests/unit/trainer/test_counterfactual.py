@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from visent.models.unwrap import backbone_and_head
 from visent.perturb import PatchLayout
 from visent.trainer import counterfactual as cf
-from visent.trainer._trl_seam import backbone_and_head
 
 
 @pytest.fixture(scope="module")
