@@ -1,13 +1,15 @@
-"""``visent train --config FILE.yaml [--key value ...]``: train with GRPO / VEPO / two-stage entropy.
+"""``visent train --config NAME|FILE.yaml [--key value ...]``: train with GRPO / VEPO / two-stage entropy.
 
-The YAML file holds ``VisentConfig`` fields (TRL's ``GRPOConfig`` fields plus visent's); ``--key value``
+``--config`` takes a YAML file or the name of a config shipped with visent (``visent.configs``: ``vepo``,
+``grpo``, ``two_stage``, ...). The YAML file holds ``VisentConfig`` fields (TRL's ``GRPOConfig`` fields plus visent's); ``--key value``
 pairs override it (later wins), as in TRL's own scripts. Booleans take ``true``/``false`` (a bare
 ``--flag`` means true), lists take several values (``--reward_funcs counting format``), dicts a JSON string.
 
 Examples::
 
-    visent train --config configs/vepo.yaml --model_name_or_path tiny:qwen2_5_vl --dataset lab:counting --max_steps 2
-    accelerate launch --config_file zero3.yaml -m visent.cli train --config configs/vepo.yaml   # multi-GPU
+    visent train --config vepo --model_name_or_path tiny:qwen2_5_vl --dataset lab:counting --max_steps 2
+    visent train --config my_method.yaml --model_name_or_path Qwen/Qwen2.5-VL-3B-Instruct --dataset data/train.jsonl
+    accelerate launch --config_file zero3.yaml -m visent.cli train --config vepo   # multi-GPU
 
 A bad config (unknown key, bad value, inconsistent settings) exits with status 2 and one message, no traceback.
 This module parses arguments only; ``visent.trainer.build`` constructs the trainer.
@@ -47,7 +49,7 @@ def _split_overrides(argv: list[str]) -> tuple[str | None, list[tuple[str, list[
         key = key.replace("-", "_")
         if key == "config":
             if len(values) != 1:
-                raise ConfigError("--config takes exactly one YAML file")
+                raise ConfigError("--config takes exactly one YAML file or shipped config name")
             config_path = values[0]
         else:
             pairs.append((key, values))
@@ -65,8 +67,6 @@ def _is_number(token: str) -> bool:
 def _load_yaml(path: str) -> dict[str, Any]:
     import yaml
 
-    if not os.path.exists(path):
-        raise ConfigError(f"config file {path} does not exist")
     try:
         with open(path) as f:
             data = yaml.safe_load(f)
@@ -115,6 +115,13 @@ def parse_config(argv: list[str]):
         parser.print_help()
         raise SystemExit(0)
     known = set(config_field_names())
+    if config_path:
+        from visent.configs import resolve_config
+
+        try:
+            config_path = str(resolve_config(config_path))
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
     data = _load_yaml(config_path) if config_path else {}
     where = config_path or "command line"
     for key in data:
