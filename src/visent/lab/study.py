@@ -84,7 +84,6 @@ _LABELS = {
 }
 
 STUDY_FILE = "study.json"
-BASELINE_FILE = "baseline.json"
 RESULT_FILE = "result.json"
 TABLES_FILE = "results.md"
 SUMMARY_FILE = "summary.json"
