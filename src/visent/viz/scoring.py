@@ -180,6 +180,20 @@ def _reward(example: Example, response: str) -> float | None:
     return float(reward.score_one(response, example.answer, id=example.id, meta=example.meta).score)
 
 
+def _score_and_select(stats, batch, num_images, method, alpha, ratio, seed):
+    """``(scores, selected, has_image)``: every score of ``SCORES`` ``{m: (B, T)}``, the top-``ratio`` tokens
+    of ``method`` per response ``(B, T)``, and which rows have an image ``(B,)``. As in the trainer, rows
+    without an image are selected by entropy alone."""
+    valid = batch["completion_mask"].float()
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    scores = {m: token_scores(stats, valid, m, alpha, generator=gen) for m in SCORES}
+    has_image = torch.tensor([k > 0 for k in num_images], device=valid.device)
+    chosen = scores[method]
+    if method != "entropy" and not bool(has_image.all()):
+        chosen = torch.where(has_image[:, None], chosen, scores["entropy"])
+    return scores, select_tokens(chosen, valid, ratio, "response", "top", gen), has_image
+
+
 def score_responses(
     model: Any,
     processor: Any,
@@ -229,6 +243,7 @@ def score_responses(
     """
     from tqdm.auto import tqdm
 
+    from visent.models import require_adapter
     from visent.models.unwrap import backbone_and_head
     from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images, prompt_seeds
 
@@ -236,8 +251,6 @@ def score_responses(
     _check_args(examples, responses, perturbation, method, ratio, max_new_tokens, batch_size)
     tok = processor.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    from visent.models import require_adapter
-
     adapter = require_adapter(model)
     layout = adapter.image_geometry(processor)
     strength_used = DEFAULT_STRENGTH[perturbation] if strength is None else float(strength)
@@ -253,8 +266,7 @@ def score_responses(
             enc, num_images = encode_prompts(processor, chunk, template, system_prompt)
             enc = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()}
             if responses is None:
-                completions = greedy_completion_ids(model, processor, enc, max_new_tokens)
-                completions = [c or [pad_id] for c in completions]
+                completions = [c or [pad_id] for c in greedy_completion_ids(model, processor, enc, max_new_tokens)]
             else:
                 completions = [
                     _response_ids(tok, responses[start + b], append_eos, f"response {start + b} (example {ex.id!r})")
@@ -266,26 +278,10 @@ def score_responses(
                 seeds = prompt_seeds(batch, seed, 0, adapter=adapter)
                 perturbed = perturb_batch_images(batch, seeds, perturbation, strength_used, layout, adapter=adapter)
             stats = counterfactual_stats(
-                backbone,
-                head,
-                batch,
-                list(range(len(chunk))),
-                perturbed,
-                with_perturbed=perturbed is not None,
-                temperature=temperature,
-                chunk_size=chunk_size,
-                batch_size=len(chunk),
-                adapter=adapter,
+                backbone, head, batch, list(range(len(chunk))), perturbed, with_perturbed=perturbed is not None,
+                temperature=temperature, chunk_size=chunk_size, batch_size=len(chunk), adapter=adapter,
             )
-            valid = batch["completion_mask"].float()
-            gen = torch.Generator(device="cpu").manual_seed(int(seed))
-            scores = {m: token_scores(stats, valid, m, alpha, generator=gen) for m in SCORES}
-            has_image = torch.tensor([k > 0 for k in num_images], device=valid.device)
-            chosen = scores[method]
-            if method != "entropy" and not bool(has_image.all()):
-                # As in the trainer: rows without an image are selected by entropy alone.
-                chosen = torch.where(has_image[:, None], chosen, scores["entropy"])
-            selected = select_tokens(chosen, valid, ratio, "response", "top", gen)
+            scores, selected, has_image = _score_and_select(stats, batch, num_images, method, alpha, ratio, seed)
             records.extend(
                 _records(chunk, completions, batch, perturbed, stats, scores, selected, has_image, layout, tok,
                          method, compute_reward, adapter)
