@@ -1,4 +1,4 @@
-"""Every YAML in configs/ trains 2 steps on a tiny model through `visent train`, for both tiny kinds.
+"""Every shipped config (visent.configs) trains 2 steps on a tiny model through `visent train`, for both tiny kinds.
 
 Overrides beyond the issue's `--model_name_or_path tiny:… --dataset lab:counting --max_steps 2` keep it
 fast on CPU (4 responses per prompt, 12 completion tokens) and give reward variance on an untrained model

@@ -70,6 +70,7 @@ def build_trainer(config, callbacks: list | None = None):
     from visent.models import UnsupportedModel, check_supported
     from visent.trainer.callbacks import MetricsJsonlCallback
     from visent.trainer.grpo import VisentGRPOTrainer
+    from visent.trainer.real_scale import check_real_scale
     from visent.trainer.sources import dataset_has_images, load_model, load_train_dataset, resolve_rewards
 
     extra = [cb for extension in list(_EXTENSIONS) for cb in extension(config)]
@@ -77,6 +78,7 @@ def build_trainer(config, callbacks: list | None = None):
     # Token statistics (the counterfactual pass) need the family's adapter; GRPO-style configs train any
     # image-text-to-text model through TRL's own forward (visent.models.loading).
     need_adapter = config.needs_clean_stats
+    check_real_scale(config)  # FSDP with token statistics, vLLM colocate that cannot fit: refused before loading
     try:
         # A model visent cannot run is refused first, in one line (exit status 2), from its config alone.
         check_supported(config.model_name_or_path, need_adapter, **(config.model_init_kwargs or {}))

@@ -187,6 +187,8 @@ def latest_complete_checkpoint(output_dir: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from visent.trainer.precision import SetupRefused
+
     try:
         config = parse_config(argv)
         resume = config.resume_from_checkpoint
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"in {config.output_dir}"
                 )
         trainer = build_trainer(config)
-    except ConfigError as e:
+    except (ConfigError, SetupRefused) as e:  # SetupRefused: visent.trainer.precision / real_scale
         print(f"visent train: {e}", file=sys.stderr)
         return 2
     from visent.data.errors import DataError

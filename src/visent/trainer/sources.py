@@ -23,8 +23,10 @@ def load_model(name: str, model_init_kwargs: dict | None = None, need_adapter: b
     """``(model, processor)`` for a model name (see module docstring). ``need_adapter``: whether the run
     computes token statistics, which only a family with an adapter supports (``visent.models.loading``)."""
     from visent.models import load_model_and_processor
+    from visent.trainer.precision import training_load_kwargs
 
-    kwargs = {} if name.startswith("tiny:") else dict(model_init_kwargs or {})
+    # float32 unless model_init_kwargs sets a dtype: fp32 master weights (visent.trainer.precision)
+    kwargs = {} if name.startswith("tiny:") else training_load_kwargs(model_init_kwargs)
     return load_model_and_processor(name, need_adapter=need_adapter, **kwargs)
 
 
