@@ -4,7 +4,8 @@ The graph is built from the source with ``ast`` and counts imports inside functi
 visent's imports are there, and a cycle through one never shows up as an import-time error). The layers,
 bottom to top (docs/architecture.md):
 
-    0  core, perturb, data, rewards, intervals, io   pure math, data, verifiers, shared helpers
+    0  core, perturb, data, rewards, intervals, io,  pure math, data, verifiers, shared helpers,
+       configs                                       the shipped method configs
     1  models                                        family adapters, loading, tiny models
     2  trainer, eval                                 training on TRL; evaluation (neither imports the other)
     3  viz                                           pictures and inspection of saved responses
@@ -31,6 +32,7 @@ LAYERS: dict[str, int] = {
     "rewards": 0,
     "intervals": 0,
     "io": 0,
+    "configs": 0,  # package data (the method YAMLs) and the name -> file lookup
     "models": 1,
     "trainer": 2,
     "eval": 2,
