@@ -8,6 +8,8 @@
 - ``callbacks.py``     ``metrics.jsonl``
 - ``sources.py``       model / dataset / reward names → objects
 - ``cli.py``           ``visent train``
+- ``precision.py``     fp32 master weights; bf16 weights an lr-sized step cannot move are refused
+- ``real_scale.py``    FSDP / vLLM setups that cannot work, refused before loading
 
 Imports are lazy: ``import visent.trainer`` does not import TRL.
 """

@@ -50,12 +50,8 @@ from visent.core.scores import token_scores
 from visent.core.selection import keep_count, select_tokens
 from visent.core.stats import TokenStats
 from visent.models.adapters import adapter_for, require_adapter
-from visent.trainer._trl_seam import (
-    SeamTrainer,
-    backbone_and_head,
-    lm_head_gather_ctx,
-    no_gradient_checkpointing,
-)
+from visent.models.unwrap import backbone_and_head
+from visent.trainer._trl_seam import SeamTrainer, lm_head_gather_ctx, no_gradient_checkpointing
 from visent.trainer.config import VisentConfig
 from visent.trainer.counterfactual import (
     counterfactual_stats,
@@ -64,6 +60,7 @@ from visent.trainer.counterfactual import (
     prompt_groups,
     prompt_seeds,
 )
+from visent.trainer.precision import check_update_precision
 
 __all__ = ["VisentGRPOTrainer"]
 
@@ -106,6 +103,7 @@ class VisentGRPOTrainer(SeamTrainer):
         self.image_geometry = (
             self.model_adapter.image_geometry(self.processing_class) if self.model_adapter is not None else None
         )
+        check_update_precision(self.model, self.args)  # bf16 weights an lr-sized step cannot move: refused
 
     # ---------------------------------------------------------------- once per generation batch
 

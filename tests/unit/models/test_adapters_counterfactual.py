@@ -17,9 +17,9 @@ from family_batches import make_batch
 
 from visent.core.stats import token_stats_from_hidden
 from visent.models import all_adapters
+from visent.models.unwrap import backbone_and_head
 from visent.perturb import PERTURBATIONS
 from visent.trainer import counterfactual as cf
-from visent.trainer._trl_seam import backbone_and_head
 from visent.trainer.counterfactual import forward as cf_forward
 from visent.trainer.counterfactual import grouping as cf_grouping
 from visent.trainer.counterfactual import images as cf_images

@@ -22,12 +22,12 @@ QWEN = adapter_named("qwen2_5_vl")
 def full_inputs(batch, rows, adapter=QWEN):
     """Model inputs of responses ``rows`` in full, with their clean images."""
     return cf.row_inputs(batch, rows, cf.BatchImages(batch, adapter), with_images=True)
-from visent.trainer._trl_seam import backbone_and_head
+from visent.models.unwrap import backbone_and_head
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     return build_tiny("qwen2_5_vl", hidden_size=64, num_layers=2)
 
@@ -138,8 +138,8 @@ def test_reusing_a_clean_forward_matches_and_skips_the_clean_rows(tiny):
 def test_text_only_rows_fall_back_to_entropy(tiny, tmp_path):
     """Through the trainer's mask builder: text-only rows are selected by entropy and counted."""
     from visent.core.selection import select_tokens
-    from visent.lab.tasks import make_examples, to_trl_dataset
-    from visent.lab.tiny import build_tiny
+    from visent.data.synthetic import make_examples, to_trl_dataset
+    from visent.models import build_tiny
     from visent.rewards import REWARDS
     from visent.trainer.config import VisentConfig
     from visent.trainer.grpo import TOKEN_MASK, VisentGRPOTrainer
@@ -247,7 +247,7 @@ def test_vision_encoder_runs_once_per_distinct_image_with_the_same_statistics(ti
 
 @pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl"])
 def tiny_kind(request):
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     return build_tiny(request.param, hidden_size=64, num_layers=2)
 
