@@ -125,6 +125,7 @@ def policy_loss(
     normalizer: float | None = None,
     max_completion_length: int | None = None,
     kl_normalizer: float | None = None,
+    dual_clip: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate loss over the selected tokens plus ``β ×`` k3 KL over all valid tokens.
 
@@ -147,6 +148,8 @@ def policy_loss(
             token mask under ``selected_mean``/``sequence_mean``, where the KL term (all valid tokens) and
             the policy term (selected tokens) have different denominators; otherwise defaults to
             ``normalizer``.
+        dual_clip: dual-clip bound ``c > 1`` (Ye et al. 2020; VPPO and EasyR1 use 3): where ``A < 0`` the token
+            loss is at most ``-c·A``, so a huge ratio on a bad token cannot dominate. None = off.
 
     Returns:
         ``(loss, metrics)``: ``loss`` a 0-d tensor; ``metrics`` detached 0-d tensors:
@@ -179,6 +182,8 @@ def policy_loss(
         # tensors (e.g. a count gathered across ranks) are trusted: checking them would sync with the host
         if isinstance(value, (int, float)) and not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
+    if dual_clip is not None and not dual_clip > 1.0:
+        raise ValueError(f"dual_clip must be > 1 (a bound on the ratio for negative advantages), got {dual_clip}")
     if max_completion_length is not None and max_completion_length < 1:
         raise ValueError(f"max_completion_length must be >= 1, got {max_completion_length}")
     if (
@@ -232,6 +237,8 @@ def policy_loss(
     ratio = torch.exp(log_ratio)
     clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
     per_token = -torch.min(ratio * advantages, clipped * advantages)  # (B, T)
+    if dual_clip is not None:
+        per_token = torch.where(advantages < 0, torch.minimum(per_token, -dual_clip * advantages), per_token)
     if importance_weights is not None:
         per_token = torch.where(use, per_token * importance_weights, torch.zeros_like(per_token))
     else:
