@@ -267,6 +267,11 @@ class VisentConfig(GRPOConfig):
             unknown = [r for r in self.reward_funcs if r not in REWARDS]
             if unknown:
                 raise ValueError(f"unknown reward(s) {', '.join(map(repr, unknown))}; valid: {', '.join(REWARDS)}")
+            from visent.rewards.registry import reward_unavailable
+
+            for name in self.reward_funcs:
+                if reward_unavailable(name):
+                    raise ValueError(reward_unavailable(name))
 
         # TRL's own versions of these features would act inside the loss we replace: refuse them instead of
         # silently ignoring them.
