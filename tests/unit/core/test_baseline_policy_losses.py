@@ -13,6 +13,7 @@ from visent.core.kl_scores import perception_kl_score
 from visent.core.perception_loss import negative_logp_mean
 from visent.core.policy_loss import policy_loss
 from visent.core.selection import select_tokens, selection_weights
+from visent.core.surrogates import Surrogate
 from visent.core.trajectory_shaping import trajectory_alpha
 
 
@@ -71,7 +72,7 @@ def test_vppo_loss_parity_odd_shapes(odd_mask):
     tmask = select_tokens(score, m, 0.4, "response", "top")
     alpha = trajectory_alpha(score, m, 0.9)
     ours, _ = policy_loss(
-        lp, old, adv * alpha.double(), m, tmask, eps_low=0.2, eps_high=0.28, aggregation="token_mean", dual_clip=3.0
+        lp, old, adv * alpha.double(), m, tmask, eps_low=0.2, eps_high=0.28, aggregation="token_mean", surrogate=Surrogate(dual_clip=3.0)
     )
     ours = ours + 0.06 * negative_logp_mean(lp, m)
     ref = _vppo_loss_as_written(lp, old, aug, adv, m, 0.4, 0.9, 0.2, 0.28, 3.0, 0.06)
@@ -130,16 +131,16 @@ def test_dual_clip_hand_computed_and_gradcheck():
     old = torch.zeros(1, 1, dtype=torch.float64)
     adv = torch.tensor([-1.0], dtype=torch.float64)
     m = torch.ones(1, 1)
-    loss, _ = policy_loss(lp, old, adv, m, dual_clip=3.0)
+    loss, _ = policy_loss(lp, old, adv, m, surrogate=Surrogate(dual_clip=3.0))
     assert math.isclose(loss.item(), 3.0)
     loss.backward()
     assert lp.grad.item() == 0.0
     loss2, _ = policy_loss(lp.detach(), old, adv, m)
     assert math.isclose(loss2.item(), math.exp(2.0), rel_tol=1e-9)
     with pytest.raises(ValueError, match="dual_clip"):
-        policy_loss(lp, old, adv, m, dual_clip=0.5)
+        Surrogate(dual_clip=0.5)
     x = (torch.randn(3, 4, dtype=torch.float64) * 0.3).requires_grad_()
     a = torch.tensor([1.0, -1.0, -2.0], dtype=torch.float64)
     assert torch.autograd.gradcheck(
-        lambda v: policy_loss(v, torch.zeros(3, 4, dtype=torch.float64), a, torch.ones(3, 4), dual_clip=1.2)[0], (x,)
+        lambda v: policy_loss(v, torch.zeros(3, 4, dtype=torch.float64), a, torch.ones(3, 4), surrogate=Surrogate(dual_clip=1.2))[0], (x,)
     )
