@@ -142,6 +142,9 @@ class Adapter:
         rope_positions: ``(backbone, inputs) -> (k, b, L)`` position ids the decoder would compute for
             ``inputs`` (ids, mask, per-token inputs, image inputs without pixels), or ``None``; needed by
             ``reuse_positions``.
+        image_budget: ``(processor, min_pixels, max_pixels) -> None`` sets the pixel budget the processor resizes
+            each image into (either bound may be None: kept); None for a family whose processor has no such
+            budget (fixed-size or tiled images), where ``min_pixels`` / ``max_pixels`` are refused.
         vision_modules: submodules of the inner model (``model.model``) that ``freeze_vision_tower``
             freezes: the vision encoder and its projection into the decoder (Qwen's ``visual`` holds both;
             Gemma 3 / LLaVA: ``vision_tower`` + ``multi_modal_projector``; Idefics3: ``vision_model`` +
@@ -168,6 +171,7 @@ class Adapter:
     encode_images: Callable[[torch.nn.Module, Sequence[ImageUnit]], list[Any]] | None = None
     encoder_outputs: Callable[[Sequence[Any]], Any] | None = None
     rope_positions: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor | None] | None = None
+    image_budget: Callable[[Any, int | None, int | None], None] | None = None
     vision_modules: tuple[str, ...] = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "connector")
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

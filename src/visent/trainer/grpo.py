@@ -47,7 +47,8 @@ from visent.core import guards
 from visent.core.policy_loss import entropy_regularizer, policy_loss
 from visent.core.schedules import entropy_coef, entropy_stage
 from visent.core.scores import token_scores
-from visent.core.selection import keep_count, select_tokens
+from visent.core.perception_loss import negative_logp_mean
+from visent.core.selection import keep_count, select_tokens, selection_weights
 from visent.core.stats import TokenStats
 from visent.models.adapters import adapter_for, require_adapter
 from visent.trainer._trl_seam import (
@@ -102,9 +103,25 @@ class VisentGRPOTrainer(SeamTrainer):
         self.model_adapter = adapter_for(self.model)
         if self.model_adapter is None and self.args.needs_clean_stats:
             self.model_adapter = require_adapter(self.model, what="VisentGRPOTrainer")  # raises, one line
+        self._set_image_budget()
         self.image_geometry = (
             self.model_adapter.image_geometry(self.processing_class) if self.model_adapter is not None else None
         )
+
+    def _set_image_budget(self) -> None:
+        """``min_pixels`` / ``max_pixels`` into the processor through the family's adapter (refused where the
+        family's processor has no pixel budget)."""
+        args: VisentConfig = self.args
+        if args.min_pixels is None and args.max_pixels is None:
+            return
+        adapter = self.model_adapter or adapter_for(self.model)
+        if adapter is None or adapter.image_budget is None:
+            family = adapter.name if adapter is not None else type(self.model).__name__
+            raise ValueError(
+                f"min_pixels / max_pixels: the {family} processor has no pixel budget (fixed-size or tiled images); "
+                "leave them unset for this family"
+            )
+        adapter.image_budget(self.processing_class, args.min_pixels, args.max_pixels)
 
     # ---------------------------------------------------------------- once per generation batch
 
@@ -177,7 +194,7 @@ class VisentGRPOTrainer(SeamTrainer):
             zeros = torch.zeros_like(valid)
             stats = TokenStats(zeros, zeros, zeros, zeros)
             scores = token_scores(stats, valid, args.token_score, args.score_alpha, generator=gen)
-            mask = select_tokens(scores, valid, args.selection_ratio, args.selection_granularity, args.selection_mode, gen)
+            mask = select_tokens(scores, valid, args.selection_ratio, args.selection_granularity, args.selection_rule, gen)
             self._record_pass_metrics(no_image=0, jsd=float("nan"), gap=float("nan"))
             return mask, mask.sum(1), skipped
 
@@ -234,7 +251,7 @@ class VisentGRPOTrainer(SeamTrainer):
             # No image to perturb: these rows are scored by entropy alone.
             fallback = token_scores(stats, valid_r, "entropy", args.score_alpha, generator=gen)
             scores = torch.where(has_image[:, None], scores, fallback)
-        mask_r = select_tokens(scores, valid_r, args.selection_ratio, args.selection_granularity, args.selection_mode, gen)
+        mask_r = select_tokens(scores, valid_r, args.selection_ratio, args.selection_granularity, args.selection_rule, gen)
 
         mask = torch.zeros_like(valid)
         mask[rows] = mask_r
@@ -350,12 +367,15 @@ class VisentGRPOTrainer(SeamTrainer):
         if settings.vllm_is_correction and inputs.get("importance_sampling_ratio") is not None:
             weights = inputs["importance_sampling_ratio"].expand_as(logps)  # (B, 1) in sequence modes
 
+        loss_mask = token_mask
+        if token_mask is not None and args.selection_mode == "weight":
+            loss_mask = selection_weights(token_mask, mask, args.selection_weight_lambda)  # VEPO's weight mode
         loss, metrics = policy_loss(
             logps,
             old,
             inputs["advantages"].reshape(-1),
             mask,
-            token_mask,
+            loss_mask,
             eps_low=settings.eps_low,
             eps_high=settings.eps_high,
             aggregation=args.loss_aggregation,
@@ -365,7 +385,13 @@ class VisentGRPOTrainer(SeamTrainer):
             normalizer=normalizer,
             max_completion_length=settings.max_completion_length,
             kl_normalizer=kl_normalizer,
+            surrogate=args.surrogate,
         )
+        if args.entropy_penalty_coef > 0.0:
+            # VPPO's / PAPO's sampled-token entropy penalty: lowers entropy (visent.core.perception_loss).
+            penalty = negative_logp_mean(logps, mask)
+            loss = loss + args.entropy_penalty_coef * penalty
+            metrics["entropy_penalty"] = penalty.detach()
         if coef != 0.0:
             loss = loss + coef * entropy_regularizer(entropies, mask)
         if self.mode == "train":
