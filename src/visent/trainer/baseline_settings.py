@@ -45,6 +45,8 @@ def _dynamic_sampling_error(c: Any) -> str | None:
         return f"dynamic_sampling_bounds must be [low, high] with 0 <= low < high <= 1; got {c.dynamic_sampling_bounds}"
     if c.dynamic_sampling_max_tries < 1:
         return f"dynamic_sampling_max_tries must be >= 1; got {c.dynamic_sampling_max_tries}"
+    if c.dynamic_sampling != "none" and c.scale_rewards == "batch" and c.multi_objective_aggregation != "sum_then_normalize":
+        return "dynamic_sampling with scale_rewards=batch recomputes advantages as sum_then_normalize: set multi_objective_aggregation=sum_then_normalize"
     metric = c.dynamic_sampling_metric
     if metric is not None and metric not in (c.reward_funcs or []):
         return (

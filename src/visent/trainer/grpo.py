@@ -104,6 +104,11 @@ class VisentGRPOTrainer(SeamTrainer):
         if self.model_adapter is None and self.args.needs_clean_stats:
             self.model_adapter = require_adapter(self.model, what="VisentGRPOTrainer")  # raises, one line
         self._set_image_budget()
+        if self.args.dynamic_sampling != "none" and self.accelerator.num_processes > 1:
+            raise ValueError(
+                "dynamic_sampling over several processes is not yet implemented (each process would filter its "
+                "own groups); run on one process or set dynamic_sampling: none"
+            )
         self.image_geometry = (
             self.model_adapter.image_geometry(self.processing_class) if self.model_adapter is not None else None
         )
@@ -124,6 +129,15 @@ class VisentGRPOTrainer(SeamTrainer):
         adapter.image_budget(self.processing_class, args.min_pixels, args.max_pixels)
 
     # ---------------------------------------------------------------- once per generation batch
+
+    def sample_batch(self, inputs: list[dict[str, Any]]) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """TRL's generation batch, or with ``dynamic_sampling`` one of informative groups only
+        (``visent.trainer.dynamic_sampling``; TRL's captured clean pass is not reused then)."""
+        if self.args.dynamic_sampling == "none" or not self.model.training:
+            return super().sample_batch(inputs)
+        from visent.trainer.dynamic_sampling import dynamic_batch
+
+        return dynamic_batch(self, inputs), None
 
     def wants_clean_hidden(self) -> bool:
         return self.args.needs_clean_stats
