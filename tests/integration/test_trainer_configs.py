@@ -59,7 +59,7 @@ def _weights(path):
 
 @pytest.mark.parametrize("name, kind", list(cases()))
 def test_config_trains_two_steps(name, kind, tmp_path):
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     out = tmp_path / "run"
     argv = [

@@ -139,7 +139,7 @@ def test_unknown_kind_and_bad_shapes(processed):
 def tiny_batch():
     from PIL import Image
 
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     model, processor = build_tiny("qwen2_5_vl", hidden_size=64, num_layers=2)
     rng = np.random.RandomState(1)

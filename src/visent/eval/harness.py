@@ -29,15 +29,16 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from visent.data.schema import Example
 from visent.eval.judge import combine_samples
-from visent.eval.report import markdown_table, summarize, write_atomic, write_json_atomic
+from visent.eval.report import markdown_table, summarize
 from visent.eval.sources import Benchmark
+from visent.io import json_lines, write_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -87,26 +88,12 @@ def _key(benchmark: str, example_id: str) -> str:
     return f"{benchmark}\x1f{example_id}"
 
 
-def prediction_lines(path: Path, errors: str = "strict") -> Iterator[tuple[int, Any]]:
-    """``(line number, parsed JSON)`` for each non-blank line of a ``predictions.jsonl``; the value is
-    ``None`` where a line is not valid JSON (a torn final write, which a resumed run redoes). ``errors`` is
-    the text decoding's error policy."""
-    with path.open(encoding="utf-8", errors=errors) as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except ValueError:
-                yield lineno, None
-
-
 def read_predictions(path: Path) -> list[dict[str, Any]]:
     """Records in ``predictions.jsonl``; unparsable lines (a torn final write) are skipped with a warning."""
     if not path.exists():
         return []
     records = []
-    for lineno, record in prediction_lines(path):
+    for lineno, record in json_lines(path, on_bad="none"):
         if record is None:
             logger.warning(
                 "%s line %d is not valid JSON (interrupted write?); that row will be redone", path, lineno

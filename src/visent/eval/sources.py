@@ -45,7 +45,7 @@ class EvalDataError(ValueError):
 
 
 def _lab(spec: str) -> tuple[str, list[Example]]:
-    from visent.lab.warmstart import heldout_examples
+    from visent.data.synthetic import heldout_examples
 
     parts = spec.split(":")
     if len(parts) < 2 or not parts[1]:
@@ -71,7 +71,7 @@ def write_examples_jsonl(path: str | Path, examples: list[Example]) -> None:
                 f"example {ex.id!r}: only image paths can be written to jsonl, not in-memory images"
             )
         lines.append(json.dumps(asdict(ex), ensure_ascii=False))
-    from visent.eval.report import write_atomic
+    from visent.io import write_atomic
 
     write_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
 

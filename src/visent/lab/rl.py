@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visent.lab.tasks import TASK_REWARD
+from visent.data.synthetic import TASK_REWARD
 
 __all__ = [
     "LAB_ENTROPY_COEF",
@@ -331,7 +331,7 @@ def _callbacks(
 
 def accuracy_block(accuracy: float, n: int) -> dict[str, Any]:
     """``{"accuracy", "n", "ci95"}`` with a Wilson interval (``visent.eval.report``)."""
-    from visent.eval.report import wilson_interval
+    from visent.intervals import wilson_interval
 
     return {"accuracy": accuracy, "n": n, "ci95": list(wilson_interval(accuracy * n, n))}
 
@@ -374,7 +374,7 @@ def run_method(
     import torch
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from visent.eval.report import write_json_atomic
+    from visent.io import write_json_atomic
     from visent.trainer.callbacks import read_metrics
     from visent.trainer.cli import build_trainer
 
@@ -465,6 +465,6 @@ def measure_before(model: Any, processor: Any, heldout: Sequence[Any], max_new_t
 
 def heldout_set(task: str, n: int, warm_seed: int) -> list[Any]:
     """The held-out clean examples of ``task`` (the warm-start's held-out stream, never trained on)."""
-    from visent.lab.warmstart import heldout_examples
+    from visent.data.synthetic import heldout_examples
 
     return heldout_examples((task,), n, warm_seed)

@@ -12,7 +12,7 @@ batch of 32):
   language model picks that up in tens of steps (a 4-quadrant count is learnt in ~60 steps). With small
   jittered objects inside 14-px cells, the same count sat at chance for 400+ steps whatever the learning
   rate (1e-3 … 1e-2), vision learning-rate multiplier, vision depth or merge size. So the lab tasks
-  (``visent.lab.tasks``) put one large object per merged token.
+  (``visent.data.synthetic``) put one large object per merged token.
 - Reading *where* something is is much slower than reading *what* or *how many*: rotary position
   embeddings are relative, so the model must learn position-selective attention from scratch.
   Grounding stays near chance within the warm-start budget (600 steps tried) even with a single
@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -66,25 +67,26 @@ from typing import Any
 import torch
 
 from visent.data.schema import Example
-from visent.lab.tasks import (
+from visent.data.synthetic import (
+    CHECK_SEED_OFFSET,
     TASK_MAKERS,
     TASKS_VERSION,
     TOKENIZER_TASKS,
-    make_examples,
+    check_examples,
+    heldout_examples,
+    mixed_examples,
     response_spans,
     target_response,
     task_texts,
     token_kinds,
 )
-from visent.lab.tiny import build_tiny, config_hash
+from visent.io import write_json_atomic
+from visent.models import build_tiny
 
-# Held-out examples come from a stream no training step ever draws from.
-HELDOUT_SEED_OFFSET = 1_000_003
-# The band rule's checks use a third stream, disjoint from the held-out set RL is evaluated on: stopping at
-# the first check that lands in the band selects a check that read high, and had the evaluation set been
-# that check set, the "before RL" accuracy would carry that luck and every "RL − warm-start" difference a
-# regression to the mean (measured: a warm-start stopped at 43.8% on its check set).
-CHECK_SEED_OFFSET = 2_000_003
+
+def config_hash(obj: Any) -> str:
+    """A short stable hash of a JSON-serialisable description (keys the cached warm-started models)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -298,7 +300,7 @@ def sft_batch(processor: Any, examples: Sequence[Example]) -> dict[str, torch.Te
 def fork_mask(processor: Any, examples: Sequence[Example], labels: torch.Tensor) -> torch.Tensor:
     """``(B, T)`` bool: label tokens of ``sft_batch`` that are wording forks of their target response.
 
-    A fork (``visent.lab.tasks.response_spans``) is a free choice the target happened to make, so no
+    A fork (``visent.data.synthetic.response_spans``) is a free choice the target happened to make, so no
     argmax can be expected to match it; tasks without forks give an all-False row.
     """
     from visent.viz.scoring import decode_tokens
@@ -334,25 +336,6 @@ def response_loss(
             hit = hit | ignore[:, 1:]
         exact = hit.all(dim=-1)
     return loss, exact
-
-
-def _mixed_examples(tasks: Sequence[str], n: int, seed: int, start: int) -> list[Example]:
-    """``n`` examples cycling over ``tasks``; index ``start + i`` of the mixed stream is task ``i % len``."""
-    out = []
-    for j in range(start, start + n):
-        task = tasks[j % len(tasks)]
-        out.append(make_examples(task, 1, seed, start=j // len(tasks))[0])
-    return out
-
-
-def heldout_examples(tasks: Sequence[str], n_per_task: int, seed: int = 0) -> list[Example]:
-    """Examples from the held-out stream of each task (never used for warm-start training)."""
-    return [ex for task in tasks for ex in make_examples(task, n_per_task, seed + HELDOUT_SEED_OFFSET)]
-
-
-def check_examples(tasks: Sequence[str], n_per_task: int, seed: int = 0) -> list[Example]:
-    """Examples of the band rule's check stream (never trained on; disjoint from ``heldout_examples``)."""
-    return [ex for task in tasks for ex in make_examples(task, n_per_task, seed + CHECK_SEED_OFFSET)]
 
 
 def _lr_at(step: int, cfg: WarmStartConfig) -> float:
@@ -603,7 +586,7 @@ def sft(
     bar = tqdm(total=cfg.max_steps, desc="warm-start SFT", disable=not progress, leave=False)
 
     def train_step(step: int, lr_scale: float = 1.0) -> dict[str, Any]:
-        batch = sft_batch(processor, _mixed_examples(cfg.tasks, cfg.batch_size, cfg.seed, step * cfg.batch_size))
+        batch = sft_batch(processor, mixed_examples(cfg.tasks, cfg.batch_size, cfg.seed, step * cfg.batch_size))
         lr = _lr_at(step, cfg) * lr_scale
         for group in opt.param_groups:
             group["lr"] = lr
@@ -780,8 +763,5 @@ def warm_start(
     model.save_pretrained(path)
     processor.save_pretrained(path)
     # Written last and atomically: its presence means the directory is complete.
-    tmp = info_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=1)
-    os.replace(tmp, info_path)
+    write_json_atomic(info_path, info, indent=1)
     return WarmStartResult(model, processor, path, info)

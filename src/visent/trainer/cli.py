@@ -186,11 +186,13 @@ def build_trainer(config, callbacks: list | None = None):
     from visent.models import UnsupportedModel, check_supported
     from visent.trainer.callbacks import MetricsJsonlCallback
     from visent.trainer.grpo import VisentGRPOTrainer
+    from visent.trainer.real_scale import check_real_scale
     from visent.trainer.sources import dataset_has_images, load_model, load_train_dataset, resolve_rewards
 
     # Token statistics (the counterfactual pass) need the family's adapter; GRPO-style configs train any
     # image-text-to-text model through TRL's own forward (visent.models.loading).
     need_adapter = config.needs_clean_stats
+    check_real_scale(config)  # FSDP with token statistics, vLLM colocate that cannot fit: refused before loading
     try:
         # A model visent cannot run is refused first, in one line (exit status 2), from its config alone.
         check_supported(config.model_name_or_path, need_adapter, **(config.model_init_kwargs or {}))
@@ -254,6 +256,8 @@ def latest_complete_checkpoint(output_dir: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from visent.trainer.precision import SetupRefused
+
     try:
         config = parse_config(argv)
         resume = config.resume_from_checkpoint
@@ -265,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"in {config.output_dir}"
                 )
         trainer = build_trainer(config)
-    except ConfigError as e:
+    except (ConfigError, SetupRefused) as e:  # SetupRefused: visent.trainer.precision / real_scale
         print(f"visent train: {e}", file=sys.stderr)
         return 2
     from visent.data.errors import DataError

@@ -254,6 +254,14 @@ class VisentConfig(GRPOConfig):
             "size). Unset = per_device_train_batch_size."
         ),
     )
+    counterfactual_forward: str = field(
+        default="prefix_cached",
+        metadata=_help(
+            "How the perturbed rows are forwarded: `prefix_cached` (each prompt once, its responses against its "
+            "cache; vision encoder once per image) or `full` (the clean pass's full-sequence forward, whose "
+            "bf16 rounding the clean states share: no floor under JSD and the gap; docs/metrics.md)."
+        ),
+    )
 
     # --- overridden GRPOConfig defaults ---
     bf16: bool | None = field(
@@ -287,6 +295,9 @@ class VisentConfig(GRPOConfig):
         one_of("perturbation", self.perturbation, list(PERTURBATIONS))
         one_of("entropy_schedule", self.entropy_schedule, list(SCHEDULES))
         one_of("loss_aggregation", self.loss_aggregation, list(AGGREGATIONS))
+        from visent.trainer.counterfactual import COUNTERFACTUAL_FORWARDS
+
+        one_of("counterfactual_forward", self.counterfactual_forward, list(COUNTERFACTUAL_FORWARDS))
 
         if not 0.0 < self.selection_ratio <= 1.0:
             raise ValueError(f"selection_ratio must be in (0, 1] (fraction of tokens kept); got {self.selection_ratio}")

@@ -61,17 +61,24 @@ from visent.core.stats import TokenStats, token_stats_from_hidden
 from visent.models.adapters import Adapter, ImageUnit, adapter_for, adapter_named, require_adapter
 
 __all__ = [
+    "COUNTERFACTUAL_FORWARDS",
     "completion_hidden",
     "counterfactual_stats",
     "distinct_responses",
     "image_row_spans",
     "image_spans",
     "length_parts",
+    "lockstep_forwards",
     "perturb_batch_images",
     "perturb_images",
     "prompt_groups",
     "prompt_seeds",
 ]
+
+#: ``counterfactual_forward`` values: ``prefix_cached`` takes the savings the adapter allows (module doc);
+#: ``full`` runs every row through the model's own full-sequence forward (pixels in, positions computed
+#: by the model), the path of TRL's clean forward, so in bf16 both passes round alike.
+COUNTERFACTUAL_FORWARDS = ("prefix_cached", "full")
 
 # Per-response keys that are (B, ...) tensors aligned with the rows.
 _ROW_KEYS = ("prompt_ids", "prompt_mask", "completion_ids", "completion_mask", "mm_token_type_ids", "token_type_ids")
@@ -689,6 +696,7 @@ def counterfactual_stats(
     min_forwards: int = 0,
     share_prefix: bool = True,
     lockstep: bool = False,
+    forward: str = "prefix_cached",
     groups: Sequence[int] | None = None,
     adapter: Adapter | None = None,
 ) -> TokenStats:
@@ -713,11 +721,17 @@ def counterfactual_stats(
             autocast); the statistics themselves are always computed in float32 outside it.
         min_forwards: run throw-away forwards until at least this many model calls were made. Under
             ZeRO-3 / FSDP every forward is a collective, so all processes must make the same number of
-            calls even when skipping left them different numbers of rows; pass ``lockstep=True`` there.
+            calls even when skipping left them different numbers of rows; pass ``lockstep=True`` there
+            and the maximum over processes of ``lockstep_forwards``.
         share_prefix: run each prompt once per pass and its responses against its cache (module doc),
             where the model takes precomputed image features and 3D rope positions are known.
         lockstep: make every chunk exactly one model call whatever a process's rows hold (sharded models):
-            no shared prefix and no separate vision-encoder call, whose count would depend on the rows.
+            no shared prefix and no separate vision-encoder call, whose count would depend on the rows;
+            a chunk without an image carries a throwaway image row so that every call runs the vision
+            encoder too (when the batch has images). Each process then issues: its forwards (equal in
+            number), then one LM-head gather (``gather_ctx``, entered once per call whatever the rows).
+        forward: a ``COUNTERFACTUAL_FORWARDS`` name; ``full`` switches off the vision cache, the shared
+            prefix and reused positions (the clean pass's path; its states round as the clean ones do).
         groups: ``prompt_groups(batch)`` if the caller has it (computed here otherwise).
         adapter: the model family's (``visent.models``); ``None`` looks it up from ``backbone``. Its
             ``vision_cache`` / ``shared_prefix`` / ``reuse_positions`` decide which savings run; a family
@@ -740,7 +754,6 @@ def counterfactual_stats(
         by_length = sorted(range(len(rows)), key=lambda j: lengths[j])
         new_pos = {old: new for new, old in enumerate(by_length)}
         rows, inverse = [rows[j] for j in by_length], [new_pos[j] for j in inverse]
-    parts: list[TokenStats] = []
     forwards = 0
     need_clean = clean_hidden is None
     need_pert = with_perturbed and perturbed_pixel_values is not None
@@ -751,13 +764,17 @@ def counterfactual_stats(
     first_of: dict[int, int] = {}
     for b in rows:
         first_of.setdefault(groups[b], b)
+    if forward not in COUNTERFACTUAL_FORWARDS:
+        raise ValueError(f"counterfactual forward {forward!r} is not known; valid: {', '.join(COUNTERFACTUAL_FORWARDS)}")
+    full = forward == "full"
     if lockstep:
         share_prefix = False  # every chunk must be exactly one model call (argument doc)
-    share_prefix = share_prefix and adapter.shared_prefix
-    if not adapter.reuse_positions:
+    share_prefix = share_prefix and adapter.shared_prefix and not full
+    reuse_positions = adapter.reuse_positions and not full
+    if not reuse_positions:
         clean_position_ids = None
     if (
-        has_images and rows and (need_clean or need_pert) and not lockstep
+        has_images and rows and (need_clean or need_pert) and not lockstep and not full
         and adapter.vision_cache and accepts_encoder_outputs(backbone)
     ):
         wanted = sorted({i for b in first_of.values() for i in range(*images.spans[b])})
@@ -784,40 +801,47 @@ def counterfactual_stats(
             inputs.update(images.inputs(idx, source))
         return _with_cached_images(inputs, images, idx, cache, which) if cache is not None else inputs
 
+    # Under lockstep every forward must run the same modules on every process (ZeRO-3 gathers each
+    # module's parameters as it runs): a chunk without an image gets a throwaway image row (``anchor``).
+    anchor = _anchor_row(images) if lockstep and has_images else None
+    if anchor is not None and pert_src is not None:
+        pert_src = {**{i: images.pixels(None, i) for i in range(*images.spans[anchor])}, **pert_src}
+    hidden: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (sel, clean, perturbed) per chunk
     for start in range(0, len(rows), batch_size):
         idx = rows[start : start + batch_size]
         sel = torch.as_tensor(idx, dtype=torch.long, device=mask_all.device)
+        fwd = idx + [anchor] if anchor is not None and not any(images.spans[b][1] > images.spans[b][0] for b in idx) else idx
+        n = len(idx)
         with forward_ctx() if forward_ctx is not None else _null():
             positions = None
             if clean_position_ids is not None:
-                positions = clean_position_ids[:, sel]
-            elif adapter.reuse_positions and (need_clean or need_pert) and (share_prefix or clean_hidden is None):
-                positions = _position_ids(backbone, _position_inputs(batch, idx, images))
+                positions = clean_position_ids[:, torch.as_tensor(fwd, dtype=torch.long, device=mask_all.device)]
+            elif reuse_positions and (need_clean or need_pert) and (share_prefix or clean_hidden is None):
+                positions = _position_ids(backbone, _position_inputs(batch, fwd, images))
             shared = share_prefix and cache is not None and positions is not None and positions.dim() == 3
             if clean_hidden is not None:
                 h_clean = clean_hidden[sel]
                 if with_perturbed and shared:
                     h_pert = _shared_prefix_hidden(backbone, batch, idx, groups, ["perturbed"], cache, positions, C, images)
                 elif with_perturbed:
-                    pert_inputs = inputs_for(idx, "perturbed")
+                    pert_inputs = inputs_for(fwd, "perturbed")
                     if positions is not None:
                         pert_inputs["position_ids"] = positions
-                    h_pert = completion_hidden(backbone, pert_inputs, C)
+                    h_pert = completion_hidden(backbone, pert_inputs, C)[:n]
                 else:
                     h_pert = h_clean
             elif shared:
                 names = ["clean", "perturbed"] if with_perturbed else ["clean"]
                 h = _shared_prefix_hidden(backbone, batch, idx, groups, names, cache, positions, C, images)
-                h_clean, h_pert = h[: len(idx)], h[-len(idx) :]
+                h_clean, h_pert = h[:n], h[-n:]
             elif with_perturbed:
-                clean_inputs = inputs_for(idx, "clean")
-                both = _stack(clean_inputs, inputs_for(idx, "perturbed"))
+                both = _stack(inputs_for(fwd, "clean"), inputs_for(fwd, "perturbed"))
                 if positions is not None:  # the perturbed rows have the clean rows' tokens and grids
                     both["position_ids"] = torch.cat([positions, positions], dim=1)
                 h = completion_hidden(backbone, both, C)
-                h_clean, h_pert = h[: len(idx)], h[len(idx) :]
+                h_clean, h_pert = h[:n], h[len(fwd) : len(fwd) + n]
             else:
-                h_clean = h_pert = completion_hidden(backbone, inputs_for(idx, "clean"), C)
+                h_clean = h_pert = completion_hidden(backbone, inputs_for(fwd, "clean"), C)[:n]
             unchanged = [j for j, b in enumerate(idx) if same_as_clean.get(b, False)]
             if unchanged and h_pert is not h_clean:
                 # Same inputs, same function: the clean states are the perturbed ones (bit for bit, which a
@@ -825,18 +849,22 @@ def counterfactual_stats(
                 h_pert = h_pert.clone()
                 h_pert[unchanged] = h_clean[unchanged]
         forwards += int(clean_hidden is None or with_perturbed)
-        ctx = gather_ctx(weight, bias) if gather_ctx is not None else _null()
-        with ctx:
-            parts.append(
-                token_stats_from_hidden(
-                    h_clean, h_pert, weight, mask_all[sel], temperature=temperature, chunk_size=chunk_size,
-                    lm_head_bias=bias,
-                )
-            )
+        hidden.append((sel, h_clean, h_pert))
+    pad = [anchor if anchor is not None else 0]
     while forwards < min_forwards and mask_all.size(0) > 0:
         with forward_ctx() if forward_ctx is not None else _null():
-            completion_hidden(backbone, inputs_for([0], "clean"), C)  # result unused: keeps collectives in step
+            completion_hidden(backbone, inputs_for(pad, "clean"), C)  # result unused: keeps collectives in step
         forwards += 1
+    # The LM head is gathered once per call, after every forward and whatever the rows held, so each
+    # process issues the same collectives: its forwards (equal in number), then this one gather.
+    with gather_ctx(weight, bias) if gather_ctx is not None else _null():
+        parts = [
+            token_stats_from_hidden(
+                h_clean, h_pert, weight, mask_all[sel], temperature=temperature, chunk_size=chunk_size,
+                lm_head_bias=bias,
+            )
+            for sel, h_clean, h_pert in hidden
+        ]
     if not parts:
         z = torch.zeros(0, C, device=mask_all.device)
         return TokenStats(entropy=z, entropy_perturbed=z, jsd=z, kl=z)
@@ -847,6 +875,21 @@ def counterfactual_stats(
         jsd=torch.cat([p.jsd for p in parts])[back],
         kl=torch.cat([p.kl for p in parts])[back],
     )
+
+
+def lockstep_forwards(num_rows: int, batch_size: int, reuses_clean: bool, with_perturbed: bool) -> int:
+    """Model calls ``counterfactual_stats(..., lockstep=True)`` makes at most for ``num_rows`` rows (fewer
+    when repeats merge): one per chunk, none when a reused clean forward leaves nothing to run. The
+    maximum of this over processes is every process's ``min_forwards``."""
+    if reuses_clean and not with_perturbed:
+        return 0
+    return -(-num_rows // batch_size)
+
+
+def _anchor_row(images: _Images) -> int:
+    """The first response with an image (0 if none): the throwaway row of lockstep chunks and padding
+    forwards, so that every lockstep forward runs the vision encoder when the batch has images."""
+    return next((b for b, (i0, i1) in enumerate(images.spans) if i1 > i0), 0)
 
 
 def _image_alias(spans, rows: Sequence[int], groups: Sequence[int], first_of: dict[int, int]) -> dict[int, int]:

@@ -60,10 +60,12 @@ from visent.trainer._trl_seam import (
 from visent.trainer.config import VisentConfig
 from visent.trainer.counterfactual import (
     counterfactual_stats,
+    lockstep_forwards,
     perturb_images,
     prompt_groups,
     prompt_seeds,
 )
+from visent.trainer.precision import check_update_precision
 
 __all__ = ["VisentGRPOTrainer"]
 
@@ -112,6 +114,7 @@ class VisentGRPOTrainer(SeamTrainer):
         self.image_geometry = (
             self.model_adapter.image_geometry(self.processing_class) if self.model_adapter is not None else None
         )
+        check_update_precision(self.model, self.args)  # bf16 weights an lr-sized step cannot move: refused
 
     def _set_image_budget(self) -> None:
         """``min_pixels`` / ``max_pixels`` into the processor through the family's adapter (refused where the
@@ -235,7 +238,8 @@ class VisentGRPOTrainer(SeamTrainer):
         if lockstep:
             # Skipping leaves processes with different numbers of rows; sharded models (ZeRO-3, FSDP) need
             # every process to make the same number of forward calls.
-            forwards = -(-len(rows) // batch_size) if (clean_hidden is None or with_perturbed) else 0
+            # Same count as the pass itself makes (lockstep_forwards); the gather below is one more collective.
+            forwards = lockstep_forwards(len(rows), batch_size, clean_hidden is not None, with_perturbed)
             forwards = int(self.accelerator.gather(torch.tensor([forwards], device=device)).max())
         with no_gradient_checkpointing(self):
             stats = counterfactual_stats(
@@ -252,6 +256,7 @@ class VisentGRPOTrainer(SeamTrainer):
                 batch_size=batch_size,
                 min_forwards=forwards,
                 lockstep=lockstep,
+                forward=args.counterfactual_forward,
                 groups=groups,
                 adapter=adapter,
                 gather_ctx=lm_head_gather_ctx,

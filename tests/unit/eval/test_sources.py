@@ -14,7 +14,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "data"
 
 
 def test_lab_spec_uses_the_heldout_stream():
-    from visent.lab.tasks import make_examples
+    from visent.data.synthetic import make_examples
 
     bench = resolve("lab:counting:3:5")
     assert bench.name == "lab-counting" and len(bench.examples) == 3

@@ -14,7 +14,7 @@ from visent.trainer._trl_seam import backbone_and_head
 
 @pytest.fixture(scope="module")
 def tiny():
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     return build_tiny("qwen2_5_vl", hidden_size=64, num_layers=2)
 
@@ -125,8 +125,8 @@ def test_reusing_a_clean_forward_matches_and_skips_the_clean_rows(tiny):
 def test_text_only_rows_fall_back_to_entropy(tiny, tmp_path):
     """Through the trainer's mask builder: text-only rows are selected by entropy and counted."""
     from visent.core.selection import select_tokens
-    from visent.lab.tasks import make_examples, to_trl_dataset
-    from visent.lab.tiny import build_tiny
+    from visent.data.synthetic import make_examples, to_trl_dataset
+    from visent.models import build_tiny
     from visent.rewards import REWARDS
     from visent.trainer.config import VisentConfig
     from visent.trainer.grpo import TOKEN_MASK, VisentGRPOTrainer
@@ -234,7 +234,7 @@ def test_vision_encoder_runs_once_per_distinct_image_with_the_same_statistics(ti
 
 @pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl"])
 def tiny_kind(request):
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     return build_tiny(request.param, hidden_size=64, num_layers=2)
 
@@ -366,3 +366,53 @@ def test_perturbed_images_are_drawn_once_per_prompt_and_not_copied(tiny):
     b = cf.counterfactual_stats(backbone, head, batch, rows, full, batch_size=3, share_prefix=False)
     for field in ("entropy", "entropy_perturbed", "jsd", "kl"):
         torch.testing.assert_close(getattr(a, field), getattr(b, field), atol=2e-6, rtol=1e-4)
+
+
+def _collectives(model, batch, rows, *, min_forwards, clean_hidden=None, perturbed=None):
+    """The sequence of collectives one simulated process issues in a lockstep pass: ``forward`` (a
+    backbone call, a collective under ZeRO-3 / FSDP), ``vision`` (the vision encoder running inside it,
+    whose parameters ZeRO-3 gathers too) and ``gather`` / ``release`` (the LM head)."""
+    import contextlib
+
+    backbone, head = backbone_and_head(model)
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def gather(weight, bias):
+        events.append("gather")
+        yield
+        events.append("release")
+
+    handles = [backbone.register_forward_pre_hook(lambda *a: events.append("forward")),
+               backbone.visual.register_forward_pre_hook(lambda *a: events.append("vision"))]
+    try:
+        cf.counterfactual_stats(backbone, head, batch, rows, perturbed, clean_hidden=clean_hidden, batch_size=2,
+                                min_forwards=min_forwards, lockstep=True, gather_ctx=gather)
+    finally:
+        for h in handles:
+            h.remove()
+    return events
+
+
+@pytest.mark.parametrize("reuse_clean", [False, True])
+def test_lockstep_processes_issue_the_same_collectives_whatever_their_rows(tiny, reuse_clean):
+    """Processes holding no rows, some, all, responses that merge (duplicate prompt and image, a repeated
+    response) and text-only rows issue the same sequence of forwards, vision-encoder calls and LM-head
+    gathers when each passes the maximum of ``lockstep_forwards`` as ``min_forwards`` (as the trainer does)."""
+    model, processor = tiny
+    batch = make_batch(processor, [0, 0, 1, None, None, 2])
+    batch["completion_ids"][1] = batch["completion_ids"][0]  # a repeat: rows 0 and 1 merge into one
+    batch["completion_mask"][1] = batch["completion_mask"][0]
+    seeds = cf.prompt_seeds(batch, 0, 0)
+    perturbed = cf.perturb_images(batch, seeds, "pixel_values_gaussian", None, PatchLayout.from_processor(processor))
+    clean = None
+    if reuse_clean:
+        clean = cf.completion_hidden(model.base_model, cf._rows(batch, range(6), batch["pixel_values"]), 6)
+    ranks = {"none": [], "some": [2], "all": [0, 1, 2, 3, 4, 5], "duplicates": [0, 1], "text_only": [3, 4],
+             "mixed": [3, 5, 4]}
+    need = max(cf.lockstep_forwards(len(r), 2, clean is not None, True) for r in ranks.values())
+    seen = {name: _collectives(model, batch, rows, min_forwards=need, clean_hidden=clean, perturbed=perturbed)
+            for name, rows in ranks.items()}
+    expected = ["forward", "vision"] * need + ["gather", "release"]
+    for name, events in seen.items():
+        assert events == expected, f"{name}: {events}"
