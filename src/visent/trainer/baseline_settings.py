@@ -29,10 +29,15 @@ def _coefficients_error(c: Any) -> str | None:
             return f"{name} must be >= 0 (the sign is part of the term); got {getattr(c, name)}"
     if c.trajectory_beta_min is not None and not 0.0 <= c.trajectory_beta_min <= 1.0:
         return f"trajectory_beta_min must be in [0, 1] (VPPO: 0.9); got {c.trajectory_beta_min}"
-    if c.trajectory_beta_min is not None or c.perception_kl_coef > 0:
+    if c.trajectory_beta_min is not None and c.token_score != "perception_kl":
+        return "trajectory_beta_min shapes advantages by VPPO's perception score: set token_score=perception_kl"
+    if c.perturbation_scope not in ("prompt", "response"):
+        return f"perturbation_scope={c.perturbation_scope!r} is not known; valid: prompt, response"
+    if c.perturbation_scope == "response" and not c.needs_perturbed_logps:
         return (
-            "trajectory_beta_min and perception_kl_coef are not yet implemented in the trainer "
-            "(the math is in visent.core.trajectory_shaping / perception_loss); leave them unset"
+            "perturbation_scope=response draws one image per response for VPPO's sampled-token pass "
+            "(token_score=perception_kl or perception_kl_coef > 0); VEPO's statistics score a prompt's responses "
+            "against one draw: use perturbation_scope=prompt"
         )
     return None
 

@@ -116,7 +116,8 @@ class VisentConfig(GRPOConfig):
         default="vepo",
         metadata=_help(
             "Per-token score that picks the tokens carrying the policy gradient: a name in "
-            "`visent.core.scores.SCORES` (vepo, entropy, jsd, random, ablations) or `none` (all tokens: plain GRPO)."
+            "`visent.core.scores.SCORES` (vepo, entropy, jsd, random, ablations), `perception_kl` (VPPO: "
+            "clamp(k3(π_old, π_old with the perturbed image), 0, 10) on the sampled token) or `none` (all tokens: GRPO)."
         ),
     )
     selection_ratio: float = field(
@@ -146,6 +147,13 @@ class VisentConfig(GRPOConfig):
         metadata=_help(
             "Strength of the perturbation (std, diffusion step or blackout fraction); unset = the kind's "
             "default (pixel_values_gaussian 2.0, pixel_gaussian 0.5, diffusion 500, patch_blackout 0.5)."
+        ),
+    )
+    perturbation_scope: str = field(
+        default="prompt",
+        metadata=_help(
+            "`prompt`: one perturbation draw shared by a prompt's responses (VEPO, PAPO); `response`: one draw per "
+            "response (VPPO; only for token_score=perception_kl / perception_kl_coef)."
         ),
     )
     perturbation_seed: int = field(
@@ -289,7 +297,7 @@ class VisentConfig(GRPOConfig):
             if value not in valid:
                 raise ValueError(f"{name}={value!r} is not known; valid: {', '.join(valid)}")
 
-        one_of("token_score", self.token_score, ["none", *SCORES])
+        one_of("token_score", self.token_score, ["none", *SCORES, "perception_kl"])
         one_of("selection_granularity", self.selection_granularity, list(GRANULARITIES))
         one_of("selection_mode", self.selection_mode, [*MODES, "weight"])
         one_of("perturbation", self.perturbation, list(PERTURBATIONS))
@@ -394,6 +402,11 @@ class VisentConfig(GRPOConfig):
             sapo_tau_neg=self.sapo_temperature_neg,
             sequence_level=self.importance_sampling_level == "sequence",
         )
+
+    @property
+    def needs_perturbed_logps(self) -> bool:
+        """Whether the sampled-token perception pass runs (VPPO's score, PAPO's term; trainer.perception_pass)."""
+        return self.token_score == "perception_kl" or self.perception_kl_coef > 0
 
     @property
     def needs_clean_stats(self) -> bool:

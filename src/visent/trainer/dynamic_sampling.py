@@ -74,7 +74,7 @@ def fill_batch(
             parts.append(select(batch, idx))
             stats.kept += int(take.numel())
         if stats.kept >= needed:
-            return (parts[0] if len(parts) == 1 else concat(parts)), stats
+            return concat(parts), stats
         if stats.tries >= max_tries:
             raise DynamicSamplingError(
                 f"dynamic sampling found {stats.kept} of {needed} groups whose responses disagree in "

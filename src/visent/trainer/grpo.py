@@ -47,7 +47,8 @@ from visent.core import guards
 from visent.core.policy_loss import entropy_regularizer, policy_loss
 from visent.core.schedules import entropy_coef, entropy_stage
 from visent.core.scores import token_scores
-from visent.core.perception_loss import negative_logp_mean
+from visent.core.perception_loss import implicit_perception_loss, negative_logp_mean
+from visent.core.trajectory_shaping import trajectory_alpha_from_normalized
 from visent.core.selection import keep_count, select_tokens, selection_weights
 from visent.core.stats import TokenStats
 from visent.models.adapters import adapter_for, require_adapter
@@ -58,6 +59,15 @@ from visent.trainer._trl_seam import (
     no_gradient_checkpointing,
 )
 from visent.trainer.config import VisentConfig
+from visent.trainer.perception_pass import (
+    LOGP_SCORES,
+    PERTURBED_LOGPS,
+    S_HAT,
+    SHAPED,
+    kl_mask_and_shaping,
+    perturbed_logps,
+    rows_with_image,
+)
 from visent.trainer.counterfactual import (
     counterfactual_stats,
     lockstep_forwards,
@@ -78,6 +88,7 @@ SELECTED_COUNT = "visent_selected_count"  # (B,) float: tokens each response cou
 COUNT_METRICS = frozenset({"vepo/skipped_responses", "vepo/no_image_responses"})
 SKIPPED = "visent_skipped"  # (B,) bool: counterfactual pass skipped (zero advantage)
 DEFERRED = "visent_mask_deferred"  # (B,) bool: mask to be built at the batch's update (see module doc)
+CLEAN_LOGPS = "visent_clean_logps"  # (B, C): θ_old log-probs from a deferred update's own forward
 
 
 def _seed(*parts: int) -> int:
@@ -143,7 +154,7 @@ class VisentGRPOTrainer(SeamTrainer):
         return dynamic_batch(self, inputs), None
 
     def wants_clean_hidden(self) -> bool:
-        return self.args.needs_clean_stats
+        return self.args.needs_clean_stats and self.args.token_score not in LOGP_SCORES
 
     def defers_mask(self) -> bool:
         """Whether a batch generated inside a training step gets its mask at its update (module doc, 1.):
@@ -167,6 +178,12 @@ class VisentGRPOTrainer(SeamTrainer):
             self._visent_in_training_step = False
 
     def after_generation(self, batch: dict[str, Any], clean_hidden: torch.Tensor | None) -> dict[str, Any]:
+        if self.args.needs_perturbed_logps:
+            # VPPO / PAPO: one no-grad forward with the perturbed images, now, under θ_old (perception_pass).
+            start = time.perf_counter()
+            with no_gradient_checkpointing(self), self.accelerator.autocast():
+                batch[PERTURBED_LOGPS] = perturbed_logps(self, batch, batch.get("old_per_token_logps"))
+            self.record_metric("time/perception_pass_s", time.perf_counter() - start)
         if getattr(self, "_visent_in_training_step", False) and clean_hidden is None and self.defers_mask():
             ids = batch["completion_ids"]
             batch[DEFERRED] = torch.ones(ids.size(0), dtype=torch.bool, device=ids.device)
@@ -199,6 +216,10 @@ class VisentGRPOTrainer(SeamTrainer):
         valid = self._valid_mask(batch)
         B, device = valid.size(0), valid.device
         skipped = torch.zeros(B, dtype=torch.bool, device=device)
+        if args.token_score in LOGP_SCORES:  # VPPO: scored from sampled-token log-probs (perception_pass)
+            mask = kl_mask_and_shaping(self, batch, self._old_logps(batch), valid)
+            self._record_pass_metrics(no_image=int((~rows_with_image(batch)).sum()), jsd=float("nan"), gap=float("nan"))
+            return mask, mask.sum(1), skipped
         if not args.selects_tokens:
             self._record_pass_metrics(no_image=0, jsd=float("nan"), gap=float("nan"))
             return valid, valid.sum(1), skipped
@@ -288,6 +309,15 @@ class VisentGRPOTrainer(SeamTrainer):
         )
         return mask, count, skipped
 
+    def _old_logps(self, batch: dict[str, Any]) -> torch.Tensor:
+        """``(B, C)`` θ_old log-probs: TRL's, a deferred update's own, or one no-grad forward now."""
+        for key in ("old_per_token_logps", CLEAN_LOGPS):
+            if batch.get(key) is not None:
+                return batch[key].detach().float()
+        with torch.no_grad(), no_gradient_checkpointing(self), self.accelerator.autocast():
+            logps, _ = self.forward_logps_and_entropies(self.model, batch, compute_entropy=False)
+        return logps.float()
+
     def _forwards_are_collective(self) -> bool:
         """Whether every model forward is a collective call across processes (parameters sharded by ZeRO-3
         or FSDP): then all processes must make the same number of calls in the counterfactual pass."""
@@ -368,6 +398,7 @@ class VisentGRPOTrainer(SeamTrainer):
         if inputs.get(DEFERRED) is not None and TOKEN_MASK not in inputs:
             # This update is the batch's only one: its forward is the clean pass (module doc, 1.).
             logps, entropies, clean_hidden, positions = self._forward_capturing_hidden(model, inputs)
+            inputs[CLEAN_LOGPS] = logps.detach()
             self._add_mask(inputs, clean_hidden, positions)
         else:
             logps, entropies = self.forward_logps_and_entropies(model, inputs, compute_entropy=True)
@@ -392,7 +423,7 @@ class VisentGRPOTrainer(SeamTrainer):
         loss, metrics = policy_loss(
             logps,
             old,
-            inputs["advantages"].reshape(-1),
+            self._shaped_advantages(inputs),
             mask,
             loss_mask,
             eps_low=settings.eps_low,
@@ -406,11 +437,7 @@ class VisentGRPOTrainer(SeamTrainer):
             kl_normalizer=kl_normalizer,
             surrogate=args.surrogate,
         )
-        if args.entropy_penalty_coef > 0.0:
-            # VPPO's / PAPO's sampled-token entropy penalty: lowers entropy (visent.core.perception_loss).
-            penalty = negative_logp_mean(logps, mask)
-            loss = loss + args.entropy_penalty_coef * penalty
-            metrics["entropy_penalty"] = penalty.detach()
+        loss = loss + self._perception_terms(inputs, logps, mask, metrics)
         if coef != 0.0:
             loss = loss + coef * entropy_regularizer(entropies, mask)
         if self.mode == "train":
@@ -419,6 +446,30 @@ class VisentGRPOTrainer(SeamTrainer):
 
         self._log_loss_metrics(inputs, entropies.detach(), mask, token_mask, metrics, coef, step, total)
         return loss
+
+    def _shaped_advantages(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """``(B,)`` advantages, times VPPO's α_i (μ over this update's rows) when trajectory shaping is on."""
+        advantages = inputs["advantages"].reshape(-1)
+        if inputs.get(S_HAT) is None:
+            return advantages
+        alpha = trajectory_alpha_from_normalized(inputs[S_HAT], inputs[SHAPED], self.args.trajectory_beta_min)
+        self.record_metric("vppo/alpha_max", float(alpha.max()) if alpha.numel() else float("nan"))
+        return advantages * alpha.to(advantages.dtype)
+
+    def _perception_terms(self, inputs, logps, mask, metrics) -> torch.Tensor | float:
+        """VPPO's / PAPO's entropy penalty and PAPO's implicit perception loss (``visent.core.perception_loss``)."""
+        args: VisentConfig = self.args
+        extra: torch.Tensor | float = 0.0
+        if args.entropy_penalty_coef > 0.0:
+            penalty = negative_logp_mean(logps, mask)  # + c·mean(−log π): lowers entropy
+            extra = extra + args.entropy_penalty_coef * penalty
+            metrics["entropy_penalty"] = penalty.detach()
+        if args.perception_kl_coef > 0.0:
+            term, kl = implicit_perception_loss(logps, inputs[PERTURBED_LOGPS], mask, args.perception_kl_coef)
+            extra = extra + term
+            metrics["perception_kl"] = kl
+            metrics["perturbed_nll"] = negative_logp_mean(inputs[PERTURBED_LOGPS], mask).detach()
+        return extra
 
     def _forward_capturing_hidden(self, model, inputs):
         """``forward_logps_and_entropies`` plus, from that forward, the detached ``(B, C, D)`` final hidden
