@@ -19,9 +19,9 @@ from visent.trainer.cli import main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
-FAST = {"grpo", "vepo", "two_stage", "vppo", "papo_g", "papo_d", "vepo_weight", "dapo", "dapo_verl", "vepo_dapo"}
+FAST = {"grpo", "vepo", "two_stage", "vppo", "papo_g", "papo_d", "vepo_weight", "dapo", "dapo_verl", "vepo_dapo", "cppo"}
 #: The perception-aware baselines run on tiny:qwen2_5_vl in the default suite, other families in the slow tier.
-FAST_KINDS_ONLY = {"vppo", "papo_g", "papo_d", "vepo_weight", "dapo", "dapo_verl", "vepo_dapo"}
+FAST_KINDS_ONLY = {"vppo", "papo_g", "papo_d", "vepo_weight", "dapo", "dapo_verl", "vepo_dapo", "cppo"}
 KINDS = ("qwen2_5_vl", "qwen2_vl")
 
 REQUIRED_KEYS = (
@@ -49,6 +49,7 @@ EXTRA_KEYS = {
     "papo_d": ("loss/perception_kl", "dynamic_sampling/kept_groups", "dynamic_sampling/dropped_groups"),
     "dapo": ("dynamic_sampling/kept_groups", "dynamic_sampling/dropped_groups", "dynamic_sampling/tries"),
     "dapo_verl": ("dynamic_sampling/tries",),
+    "cppo": ("loss/contrastive_perception", "loss/contrastive_selected_fraction", "loss/kl"),
     "vepo_dapo": ("dynamic_sampling/tries", "vepo/jsd_mean"),
 }
 

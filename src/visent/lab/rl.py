@@ -77,6 +77,7 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "papo_d": ("papo_d", {"min_pixels": 784, "max_pixels": 12544}),
     "vepo_weight": ("vepo_weight", {}),
     "dapo": ("dapo", {}),
+    "cppo": ("cppo", {}),
 }
 
 

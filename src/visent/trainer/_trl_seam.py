@@ -67,6 +67,7 @@ from trl import GRPOTrainer
 
 __all__ = [
     "GENERATION_KEYS",
+    "RAW_IMAGES",
     "PINNED_TRL",
     "PRIVATE_HOOKS",
     "PolicySettings",
@@ -78,6 +79,7 @@ __all__ = [
     "lm_head_gather_ctx",
     "load_checkpoint_weights",
     "no_gradient_checkpointing",
+    "raw_images",
     "transformers_model",
 ]
 
@@ -353,7 +355,13 @@ class SeamTrainer(GRPOTrainer):
         clean_hidden = torch.cat(captured, dim=0) if captured else None
         if clean_hidden is not None and clean_hidden.size(0) != batch["completion_ids"].size(0):
             clean_hidden = None  # defensive: never pair hidden states with the wrong rows
+        if self.wants_raw_images():
+            batch[RAW_IMAGES] = raw_images(inputs)
         return batch, self._seam_rewards, clean_hidden
+
+    def wants_raw_images(self) -> bool:
+        """Whether each row's dataset images (PIL) are kept in the batch as ``RAW_IMAGES`` (raw-image views)."""
+        return False
 
     def _generate_and_score_completions(self, inputs):
         batch, clean_hidden = self.sample_batch(inputs)
@@ -424,6 +432,19 @@ class SeamTrainer(GRPOTrainer):
 #: completion part right-padded (TRL extends the processor's per-token ids with zeros for the completion).
 _LEFT_PADDED = ("prompt_ids", "prompt_mask")
 _PROMPT_THEN_COMPLETION = ("token_type_ids", "mm_token_type_ids")
+
+
+#: Batch key of each row's raw dataset images: a list (one entry per row) of lists of PIL images (or []).
+RAW_IMAGES = "visent_raw_images"
+
+
+def raw_images(inputs: list[dict[str, Any]]) -> list[list[Any]]:
+    """Each dataset row's images as TRL 1.16 reads them (``images``, else ``[image]``), ``[]`` for none."""
+    out = []
+    for row in inputs:
+        images = row.get("images") if "images" in row else ([row["image"]] if row.get("image") is not None else [])
+        out.append(list(images or []))
+    return out
 
 
 def select_generation_rows(batch: dict[str, Any], idx: torch.Tensor) -> dict[str, Any]:

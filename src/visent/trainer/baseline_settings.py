@@ -24,7 +24,9 @@ def _selection_error(c: Any) -> str | None:
 
 
 def _coefficients_error(c: Any) -> str | None:
-    for name in ("entropy_penalty_coef", "perception_kl_coef"):
+    if not c.contrastive_perception_tau > 0 or not 0.0 < c.contrastive_perception_ratio <= 1.0:
+        return "contrastive_perception_tau must be > 0 and contrastive_perception_ratio in (0, 1]"
+    for name in ("entropy_penalty_coef", "perception_kl_coef", "contrastive_perception_coef"):
         if not getattr(c, name) >= 0:
             return f"{name} must be >= 0 (the sign is part of the term); got {getattr(c, name)}"
     if c.trajectory_beta_min is not None and not 0.0 <= c.trajectory_beta_min <= 1.0:
@@ -33,6 +35,14 @@ def _coefficients_error(c: Any) -> str | None:
         return "trajectory_beta_min shapes advantages by VPPO's perception score: set token_score=perception_kl"
     if c.perturbation_scope not in ("prompt", "response"):
         return f"perturbation_scope={c.perturbation_scope!r} is not known; valid: prompt, response"
+    from visent.image_views import RAW_VIEWS
+
+    stats_pass = c.needs_perturbed_pass and c.token_score != "perception_kl"  # VEPO's counterfactual statistics
+    if c.perturbation in RAW_VIEWS and (stats_pass or not c.needs_perturbed_logps):
+        return (
+            f"perturbation={c.perturbation!r} is drawn on the raw images for the sampled-token pass "
+            "(token_score=perception_kl, perception_kl_coef); VEPO's statistics perturb pixel_values: use e.g. patch_blackout"
+        )
     if c.perturbation_scope == "response" and not c.needs_perturbed_logps:
         return (
             "perturbation_scope=response draws one image per response for VPPO's sampled-token pass "

@@ -214,6 +214,20 @@ class VisentConfig(GRPOConfig):
             "so the policy is pushed to depend on the image (PAPO-G 0.02, PAPO-D 0.01)."
         ),
     )
+    contrastive_perception_coef: float = field(
+        default=0.0,
+        metadata=_help(
+            "CPPO's coefficient ≥ 0 (0.01) of its contrastive perception loss: two extra forwards WITH gradient per "
+            "update, on an information-preserving and an information-removing view of each prompt's raw images."
+        ),
+    )
+    contrastive_perception_tau: float = field(default=0.1, metadata=_help("CPPO's margin temperature τ > 0 (0.1)."))
+    contrastive_perception_ratio: float = field(
+        default=0.5, metadata=_help("CPPO: fraction in (0, 1] of each response's entropy-rising tokens in the loss (0.5).")
+    )
+    contrastive_perception_gate: bool = field(
+        default=True, metadata=_help("CPPO: the contrastive loss acts only on tokens of responses with A > 0.")
+    )
     dual_clip: float | None = field(
         default=None, metadata=_help("Dual-clip bound c > 1: the loss of a token with A < 0 is at most −c·A (VPPO 3).")
     )
@@ -300,7 +314,9 @@ class VisentConfig(GRPOConfig):
         one_of("token_score", self.token_score, ["none", *SCORES, "perception_kl"])
         one_of("selection_granularity", self.selection_granularity, list(GRANULARITIES))
         one_of("selection_mode", self.selection_mode, [*MODES, "weight"])
-        one_of("perturbation", self.perturbation, list(PERTURBATIONS))
+        from visent.image_views import RAW_VIEWS
+
+        one_of("perturbation", self.perturbation, [*PERTURBATIONS, *RAW_VIEWS])
         one_of("entropy_schedule", self.entropy_schedule, list(SCHEDULES))
         one_of("loss_aggregation", self.loss_aggregation, list(AGGREGATIONS))
         from visent.trainer.counterfactual import COUNTERFACTUAL_FORWARDS

@@ -153,6 +153,13 @@ class VisentGRPOTrainer(SeamTrainer):
 
         return dynamic_batch(self, inputs), None
 
+    def wants_raw_images(self) -> bool:
+        from visent.image_views import RAW_VIEWS
+
+        return (self.args.needs_perturbed_logps and self.args.perturbation in RAW_VIEWS) or (
+            self.args.contrastive_perception_coef > 0
+        )
+
     def wants_clean_hidden(self) -> bool:
         return self.args.needs_clean_stats and self.args.token_score not in LOGP_SCORES
 
@@ -178,6 +185,7 @@ class VisentGRPOTrainer(SeamTrainer):
             self._visent_in_training_step = False
 
     def after_generation(self, batch: dict[str, Any], clean_hidden: torch.Tensor | None) -> dict[str, Any]:
+        self._mark_views(batch)
         if self.args.needs_perturbed_logps:
             # VPPO / PAPO: one no-grad forward with the perturbed images, now, under θ_old (perception_pass).
             start = time.perf_counter()
@@ -190,6 +198,12 @@ class VisentGRPOTrainer(SeamTrainer):
             return batch
         self._add_mask(batch, clean_hidden)
         return batch
+
+    def _mark_views(self, batch: dict[str, Any]) -> None:
+        if self.args.contrastive_perception_coef > 0:  # CPPO: its views are drawn once per generation batch
+            from visent.trainer.contrastive_pass import CPPO_SEED, view_seeds
+
+            batch[CPPO_SEED] = view_seeds(self, batch)
 
     def _add_mask(
         self, batch: dict[str, Any], clean_hidden: torch.Tensor | None, clean_positions: torch.Tensor | None = None
@@ -438,6 +452,10 @@ class VisentGRPOTrainer(SeamTrainer):
             surrogate=args.surrogate,
         )
         loss = loss + self._perception_terms(inputs, logps, mask, metrics)
+        if args.contrastive_perception_coef > 0:
+            from visent.trainer.contrastive_pass import contrastive_term
+
+            loss = loss + contrastive_term(self, model, inputs, logps, entropies, mask, metrics)
         if coef != 0.0:
             loss = loss + coef * entropy_regularizer(entropies, mask)
         if self.mode == "train":

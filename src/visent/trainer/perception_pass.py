@@ -31,9 +31,12 @@ import torch
 from visent.core.kl_scores import perception_kl_score
 from visent.core.selection import select_tokens
 from visent.core.trajectory_shaping import normalized_trajectory_scores
+from visent.image_views import RAW_VIEWS, perturb_raw_images
+from visent.trainer._trl_seam import RAW_IMAGES
 from visent.trainer.counterfactual import perturb_batch_images, prompt_seeds
 
 __all__ = [
+    "raw_view_pixels",
     "LOGP_SCORES", "PERTURBED_LOGPS", "S_HAT", "SHAPED", "kl_mask_and_shaping", "perturbed_logps", "rows_with_image",
 ]
 
@@ -74,15 +77,46 @@ def perturbed_logps(trainer: Any, batch: dict[str, Any], clean_logps: torch.Tens
     if args.perturbation_scope == "response":
         seeds = [None if s is None else _response_seed(s, b) for b, s in enumerate(seeds)]
         groups = list(range(B))
-    pixels = perturb_batch_images(
-        batch, seeds, args.perturbation, args.perturbation_strength, trainer.image_geometry, groups=groups,
-        adapter=adapter,
-    )  # fmt: skip
+    if args.perturbation in RAW_VIEWS:  # drawn on the raw images, then through the processor (PAPO)
+        pixels = raw_view_pixels(trainer, batch, args.perturbation, args.perturbation_strength, seeds)
+    else:
+        pixels = perturb_batch_images(
+            batch, seeds, args.perturbation, args.perturbation_strength, trainer.image_geometry, groups=groups,
+            adapter=adapter,
+        )  # fmt: skip
     aug = _forward(trainer, {**batch, "pixel_values": pixels})
     if not bool(with_image.all()):
         clean = clean_logps.float() if clean_logps is not None else _forward(trainer, batch)
         aug = torch.where(with_image[:, None], aug, clean)
     return aug
+
+
+def raw_view_pixels(
+    trainer: Any, batch: dict[str, Any], kind: str, strength: float | None, seeds: list[int | None]
+) -> torch.Tensor:
+    """``pixel_values`` of the batch with every row's raw images through the view ``kind``
+    (:mod:`visent.image_views`), seeded by ``seeds[row]`` (rows with one seed share one draw), re-processed by
+    the processor's image processor; same layout as ``batch["pixel_values"]`` (the views keep image sizes)."""
+    rows = batch.get(RAW_IMAGES)
+    if rows is None:
+        raise ValueError(f"perturbation {kind!r} needs the batch's raw images (trainer.wants_raw_images())")
+    drawn: dict[int, list[Any]] = {}
+    flat: list[Any] = []
+    for b, images in enumerate(rows):
+        if not images:
+            continue
+        if seeds[b] not in drawn:
+            drawn[seeds[b]] = perturb_raw_images(images, kind, seeds[b], strength)
+        flat.extend(drawn[seeds[b]])
+    clean = batch["pixel_values"]
+    out = trainer.processing_class.image_processor(images=flat, return_tensors="pt")["pixel_values"]
+    if tuple(out.shape) != tuple(clean.shape):
+        raise ValueError(
+            f"perturbation {kind!r}: the processor made pixel_values of shape {tuple(out.shape)} from the perturbed "
+            f"raw images, the batch has {tuple(clean.shape)}; this family's processor does not re-process images "
+            "alone the same way: use a pixel_values perturbation (e.g. patch_blackout)"
+        )
+    return out.to(device=clean.device, dtype=clean.dtype)
 
 
 def _forward(trainer: Any, batch: dict[str, Any]) -> torch.Tensor:
