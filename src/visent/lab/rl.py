@@ -70,6 +70,14 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "entropy_max": ("entropy_max", _TWO_STAGE_COEFS),
     "min_then_max": ("min_then_max", _TWO_STAGE_COEFS),
     "two_stage": ("two_stage", _TWO_STAGE_COEFS),
+    # Perception-aware baselines (PAPERS.md); `visent study --methods vppo papo_g ...`. Their configs' real-scale
+    # image budget (200,704-1,003,520 px) is replaced by the lab images' own size (at most 112 × 112).
+    "vppo": ("vppo", {"min_pixels": 784, "max_pixels": 12544}),
+    "papo_g": ("papo_g", {"min_pixels": 784, "max_pixels": 12544}),
+    "papo_d": ("papo_d", {"min_pixels": 784, "max_pixels": 12544}),
+    "vepo_weight": ("vepo_weight", {}),
+    "dapo": ("dapo", {}),
+    "cppo": ("cppo", {}),
 }
 
 
