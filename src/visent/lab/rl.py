@@ -247,13 +247,12 @@ def lab_config(
 def train_command(
     method: str, settings: RLSettings, *, model_path: str, noise: float, seed: int, output_dir: str
 ) -> str:
-    """The equivalent ``visent train`` command line (for reports)."""
+    """The equivalent ``visent train`` command line (for reports); a shipped config by its name."""
+    from visent.configs import CONFIG_DIR
+
     config = method_config_path(method)
-    try:
-        config = config.relative_to(Path.cwd())
-    except ValueError:
-        pass
-    argv = ["visent", "train", "--config", str(config)]
+    shown = METHODS[method][0] if config.parent == CONFIG_DIR else str(config)
+    argv = ["visent", "train", "--config", shown]
     argv += lab_overrides(
         settings, model_path=model_path, noise=noise, seed=seed, output_dir=output_dir, method=method
     )
