@@ -75,7 +75,8 @@ def test_vepo_trains_under_zero3_with_two_processes(tmp_path):
                 proc.kill()
                 proc.wait()
             log = log_path.read_text()
-            pytest.fail(f"ZeRO-3 run did not finish in {TIMEOUT_S} s (processes out of step in a collective?):\n" + log[-3000:])
+            pytest.fail(f"ZeRO-3 run did not finish in {TIMEOUT_S} s (processes out of step in a collective?):\n"
+                        + log[-3000:])
     log = log_path.read_text()
     assert proc.returncode == 0, log[-3000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
