@@ -2,7 +2,8 @@
 
 - ``config.py``        ``VisentConfig`` (TRL's ``GRPOConfig`` + visent's knobs)
 - ``grpo.py``          ``VisentGRPOTrainer`` (token mask once per generation batch, own loss)
-- ``counterfactual.py`` the clean/perturbed teacher-forced pass → token statistics
+- ``counterfactual/``  the clean/perturbed teacher-forced pass → token statistics (units → grouping →
+                       images → forward → stats)
 - ``_trl_seam.py``     every use of TRL's private API, pinned to TRL 1.16
 - ``callbacks.py``     ``metrics.jsonl``
 - ``sources.py``       model / dataset / reward names → objects

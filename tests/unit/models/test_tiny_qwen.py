@@ -6,8 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from visent.lab.tasks import make_examples, target_response
-from visent.lab.tiny import KINDS, SPECIAL_TOKENS, build_tiny, load_model_and_processor
+from visent.data.synthetic import make_examples, target_response
+from visent.models import build_tiny, load_model_and_processor
+from visent.models.tiny.qwen import SPECIAL_TOKENS
+
+# The lab's kinds (its warm-start cache keys and studies use these two).
+KINDS = ("qwen2_5_vl", "qwen2_vl")
 
 
 @pytest.fixture(scope="module", params=KINDS)

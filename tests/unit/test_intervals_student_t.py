@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from visent.student_t import t_cdf, t_quantile
+from visent.intervals import t_cdf, t_quantile
 
 
 def _cdf_by_integration(t: float, df: float) -> float:

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from visent.lab.spread import nested_difference, t_quantile
+from visent.intervals import nested_difference, t_quantile
 
 
 def test_t_quantiles_match_the_printed_tables():

@@ -7,15 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from visent.lab.tasks import (
-    COLORS,
-    DISTRACTOR_MODES,
-    GRAY,
-    TASK_MAKERS,
-    make_examples,
-    target_response,
-    to_trl_dataset,
-)
+from visent.data.synthetic import TASK_MAKERS, make_examples, target_response, to_trl_dataset
+from visent.data.synthetic.shapes import COLORS, DISTRACTOR_MODES, GRAY
 
 
 def _pixels(ex) -> np.ndarray:
