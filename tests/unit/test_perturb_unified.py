@@ -14,6 +14,7 @@ import torch
 
 from visent.perturb import PERTURBATIONS, PatchLayout, TileLayout, perturb_image_tiles, perturb_pixel_values
 
+
 @pytest.fixture(scope="module")
 def patch_rows():
     """Two images of different sizes through the real Qwen2-VL image processor."""
