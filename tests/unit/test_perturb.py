@@ -168,8 +168,11 @@ def _stats(tiny_batch, kind, seed=0):
     from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images, prompt_seeds
 
     model, processor, batch = tiny_batch
-    seeds = prompt_seeds(batch, seed, step=0)
-    perturbed = perturb_batch_images(batch, seeds, kind, None, PatchLayout.from_processor(processor))
+    from visent.models import adapter_for
+
+    adapter = adapter_for(model)
+    seeds = prompt_seeds(batch, seed, step=0, adapter=adapter)
+    perturbed = perturb_batch_images(batch, seeds, kind, None, PatchLayout.from_processor(processor), adapter=adapter)
     backbone, head = backbone_and_head(model)
     return counterfactual_stats(backbone, head, batch, [0, 1], perturbed, batch_size=2), perturbed
 

@@ -458,6 +458,34 @@ def set_pixel_budget(processor: Any, min_pixels: int | None, max_pixels: int | N
     size.pop("min_pixels", None)
     size.pop("max_pixels", None)
     ip.size = type(ip.size)(**size) if hasattr(ip.size, "__dataclass_fields__") else size
+def slice_mrope(positions: torch.Tensor, rows: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
+    """Rows ``rows`` and positions ``columns`` of M-RoPE position ids ``(3, B, L)``."""
+    return positions[:, rows, columns]
+
+
+def join_mrope(parts: Sequence[torch.Tensor | None], rows: int) -> torch.Tensor | None:
+    """M-RoPE position ids ``(3, B_i, L)`` of consecutive forwards joined along the responses, ``None``
+    unless they are ``rows`` responses of that layout."""
+    if not parts or any(p is None or p.dim() != 3 for p in parts):
+        return None
+    out = torch.cat(list(parts), dim=1)
+    return out if out.size(1) == rows else None
+
+
+def patch_row_spans(batch: dict[str, Any]) -> list[tuple[int, int, int, int]]:
+    """Per response b ``(row_start, row_end, img_start, img_end)`` into a patch-rows batch's
+    ``pixel_values`` / ``image_grid_thw`` (all zeros when the batch has no images)."""
+    n = batch["completion_ids"].size(0)
+    num_images, grid = batch.get("num_images"), batch.get("image_grid_thw")
+    if num_images is None or grid is None or batch.get("pixel_values") is None:
+        return [(0, 0, 0, 0)] * n
+    rows_per_image = grid.prod(-1).tolist()
+    spans, row, img = [], 0, 0
+    for k in num_images:
+        r = sum(rows_per_image[img : img + k])
+        spans.append((row, row + r, img, img + k))
+        row, img = row + r, img + k
+    return spans
 
 
 def _adapter(name: str, processor_class: str, *, shared_prefix: bool, notes: str, normalisation: str) -> Adapter:
@@ -483,6 +511,8 @@ def _adapter(name: str, processor_class: str, *, shared_prefix: bool, notes: str
         encoder_outputs=encoder_outputs_patch_rows,
         rope_positions=mrope_positions,
         image_budget=set_pixel_budget,
+        slice_positions=slice_mrope,
+        join_positions=join_mrope,
         vision_modules=("visual",),  # the encoder and its patch merger (the projection into the decoder)
         notes=notes,
     )

@@ -139,7 +139,7 @@ def check_update_precision(model: torch.nn.Module, args: Any) -> None:
     dtype = str(params[0].dtype).replace("torch.", "")
     n = sum(p.numel() for p in params)
     lr = float(args.learning_rate)
-    optim = str(getattr(args, "optim", "")).lower()
+    optim = str(getattr(getattr(args, "optim", ""), "value", getattr(args, "optim", ""))).lower()  # an enum in HF
     fix = (
         "load the model in float32 (visent's default: drop model_init_kwargs.dtype) and train under bf16 "
         "autocast (bf16: true)"

@@ -317,7 +317,7 @@ def score_responses(
 
 def _display_images(batch, perturbed, layout, adapter) -> list[tuple[list[Any], list[Any]]]:
     """Per response: ``(clean, perturbed)`` pictures of its images (module docstring)."""
-    from visent.trainer.counterfactual import image_row_spans
+    from visent.models.qwen import patch_row_spans as image_row_spans
 
     B = batch["completion_ids"].size(0)
     if batch.get("pixel_values") is None:

@@ -220,9 +220,13 @@ def test_optimised_counterfactual_pass_equals_the_plain_one_with_padding_tiles(n
     perturbed = cf.perturb_images(batch, seeds, "pixel_gaussian", None, adapter.image_geometry(processor), adapter=adapter)
     backbone, head = backbone_and_head(model)
     fast = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=3, adapter=adapter)
-    monkeypatch.setattr(cf, "accepts_encoder_outputs", lambda backbone: False)
-    monkeypatch.setattr(cf, "_position_ids", lambda backbone, inputs: None)
-    monkeypatch.setattr(cf, "distinct_responses", lambda batch, rows, groups: (list(rows), list(range(len(rows)))))
+    from visent.trainer.counterfactual import forward as cf_forward
+    from visent.trainer.counterfactual import grouping as cf_grouping
+    from visent.trainer.counterfactual import images as cf_images
+
+    monkeypatch.setattr(cf_images, "accepts_encoder_outputs", lambda backbone: False)
+    monkeypatch.setattr(cf_forward, "position_ids", lambda *args: None)
+    monkeypatch.setattr(cf_grouping, "distinct_responses", lambda batch, rows, groups: (list(rows), list(range(len(rows)))))
     plain = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=3, adapter=adapter,
                                     share_prefix=False)
     assert bool((plain.jsd.sum(1) > 0).all())

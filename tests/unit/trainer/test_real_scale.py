@@ -76,7 +76,7 @@ def test_colocate_fits_or_not():
 def test_model_size_counts_the_real_model(tmp_path):
     from visent.trainer.sources import load_model
 
-    model, processor = load_model("tiny:qwen2_5_vl")
+    model, _ = load_model("tiny:qwen2_5_vl")
     model.save_pretrained(tmp_path)
     size = model_size(str(tmp_path))
     assert size.total == sum(p.numel() for p in model.parameters())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_counterfactual import make_batch
+from test_counterfactual import QWEN, full_inputs, make_batch
 
 from visent.perturb import PatchLayout
 from visent.trainer import counterfactual as cf
@@ -27,7 +27,7 @@ CACHED_FLOOR_BOUND_CPU = 0.0
 
 @pytest.fixture(scope="module")
 def bf16_tiny():
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     model, processor = build_tiny("qwen2_5_vl", hidden_size=64, num_layers=2)
     return model.to(torch.bfloat16), processor
@@ -39,10 +39,11 @@ def floors(model, processor, forward: str, clean_model=None) -> dict[str, float]
     batch = make_batch(processor, [0, 0, 1, 1, 2, 0], completion_len=8)
     backbone, head = backbone_and_head(model)
     rows = list(range(6))
-    seeds = cf.prompt_seeds(batch, 0, 0)
-    perturbed = cf.perturb_images(batch, seeds, "pixel_values_gaussian", 1e-6, PatchLayout.from_processor(processor))
+    seeds = cf.prompt_seeds(batch, 0, 0, adapter=QWEN)
+    perturbed = cf.perturb_images(batch, seeds, "pixel_values_gaussian", 1e-6, PatchLayout.from_processor(processor),
+                                 adapter=QWEN)
     clean_backbone = backbone if clean_model is None else backbone_and_head(clean_model)[0]
-    clean = cf.completion_hidden(clean_backbone, cf._rows(batch, rows, batch["pixel_values"]), 8).to(torch.bfloat16)
+    clean = cf.completion_hidden(clean_backbone, full_inputs(batch, rows), 8).to(torch.bfloat16)
     stats = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, clean_hidden=clean, batch_size=6,
                                     forward=forward)
     valid = batch["completion_mask"].bool()
