@@ -18,7 +18,7 @@ from visent.trainer.perception_pass import PERTURBED_LOGPS, S_HAT, SHAPED  # noq
 
 VPPO = dict(
     token_score="perception_kl", selection_ratio=0.4, loss_aggregation="token_mean", trajectory_beta_min=0.9,
-    perturbation="patch_blackout", perturbation_strength=0.5, perturbation_scope="response",
+    perturbation="blackout_14px", perturbation_strength=0.5, perturbation_scope="response",
 )
 
 
