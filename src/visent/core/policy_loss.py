@@ -110,6 +110,22 @@ def _log_ratio(logps, old_logps, valid, use, sequence_level: bool) -> torch.Tens
     return torch.where(use, seq + token, torch.zeros_like(logps))
 
 
+def _usable(logps, old_logps, advantages, valid, on_policy, importance_weights, ref_logps, beta):
+    """``(advantages with non-finite ones zeroed, (B, T) bool policy tokens whose inputs are all finite)``;
+    valid tokens left out for a non-finite input are counted as ``guard/nonfinite_loss_terms``."""
+    advantages = advantages.to(logps.dtype)
+    finite_adv = torch.isfinite(advantages)
+    advantages = torch.where(finite_adv, advantages, torch.zeros_like(advantages))
+    ok = torch.isfinite(logps) & torch.isfinite(old_logps) & finite_adv
+    if importance_weights is not None:
+        ok = ok & torch.isfinite(importance_weights)
+    bad = on_policy & ~ok
+    if beta > 0.0:
+        bad = bad | ((valid != 0) & ~(torch.isfinite(logps) & torch.isfinite(ref_logps)))
+    guards.count("guard/nonfinite_loss_terms", bad)
+    return advantages, on_policy & ok
+
+
 def _count_empty(valid: torch.Tensor) -> None:
     """Count responses without a valid token, and batches without any (their loss is exactly 0)."""
     per_row = valid.sum(dim=1)  # (B,)
@@ -124,6 +140,50 @@ def _masked_fraction(indicator: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def _check(name: str, x: torch.Tensor | None, shape: torch.Size) -> None:
     if x is not None and x.shape != shape:
         raise ValueError(f"{name} must have the shape of logps {tuple(shape)}, got {tuple(x.shape)}")
+
+
+def _validate(logps, old_logps, mask, token_mask, ref_logps, importance_weights, *, aggregation, eps_low,
+              eps_high, beta, normalizer, kl_normalizer, max_completion_length) -> None:
+    """The argument checks of :func:`policy_loss` (each a ``ValueError`` saying what is wrong)."""
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
+    if logps.dim() != 2:
+        raise ValueError(f"logps must be (B, T), got shape {tuple(logps.shape)}")
+    shape = logps.shape
+    for name, x in (
+        ("old_logps", old_logps),
+        ("mask", mask),
+        ("token_mask", token_mask),
+        ("ref_logps", ref_logps),
+        ("importance_weights", importance_weights),
+    ):
+        _check(name, x, shape)
+    if not (0.0 <= eps_low < 1.0) or eps_high < 0.0:
+        raise ValueError(
+            f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}"
+        )
+    if beta < 0.0:
+        raise ValueError(f"beta (KL coefficient) must be >= 0, got {beta}")
+    if beta > 0.0 and ref_logps is None:
+        raise ValueError("beta > 0 needs ref_logps (log-probs of the reference policy)")
+    for name, value in (("normalizer", normalizer), ("kl_normalizer", kl_normalizer)):
+        # tensors (e.g. a count gathered across ranks) are trusted: checking them would sync with the host
+        if isinstance(value, (int, float)) and not value > 0:
+            raise ValueError(f"{name} must be > 0, got {value}")
+    if max_completion_length is not None and max_completion_length < 1:
+        raise ValueError(f"max_completion_length must be >= 1, got {max_completion_length}")
+    if (
+        beta > 0.0
+        and normalizer is not None
+        and kl_normalizer is None
+        and token_mask is not None
+        and aggregation in ("selected_mean", "sequence_mean")
+    ):
+        raise ValueError(
+            f"with aggregation={aggregation!r}, a token mask and beta > 0, the KL term (all valid tokens) needs "
+            "its own global denominator: pass kl_normalizer as well as normalizer"
+        )
+
 
 
 def policy_loss(
@@ -174,45 +234,12 @@ def policy_loss(
         ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean`` (fractions of the
         policy tokens clipped below with A < 0, above with A > 0, either; as TRL defines them).
     """
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
-    if logps.dim() != 2:
-        raise ValueError(f"logps must be (B, T), got shape {tuple(logps.shape)}")
+    _validate(
+        logps, old_logps, mask, token_mask, ref_logps, importance_weights, aggregation=aggregation, eps_low=eps_low,
+        eps_high=eps_high, beta=beta, normalizer=normalizer, kl_normalizer=kl_normalizer,
+        max_completion_length=max_completion_length,
+    )  # fmt: skip
     shape = logps.shape
-    for name, x in (
-        ("old_logps", old_logps),
-        ("mask", mask),
-        ("token_mask", token_mask),
-        ("ref_logps", ref_logps),
-        ("importance_weights", importance_weights),
-    ):
-        _check(name, x, shape)
-    if not (0.0 <= eps_low < 1.0) or eps_high < 0.0:
-        raise ValueError(
-            f"need 0 <= eps_low < 1 and eps_high >= 0, got eps_low={eps_low}, eps_high={eps_high}"
-        )
-    if beta < 0.0:
-        raise ValueError(f"beta (KL coefficient) must be >= 0, got {beta}")
-    if beta > 0.0 and ref_logps is None:
-        raise ValueError("beta > 0 needs ref_logps (log-probs of the reference policy)")
-    for name, value in (("normalizer", normalizer), ("kl_normalizer", kl_normalizer)):
-        # tensors (e.g. a count gathered across ranks) are trusted: checking them would sync with the host
-        if isinstance(value, (int, float)) and not value > 0:
-            raise ValueError(f"{name} must be > 0, got {value}")
-    if max_completion_length is not None and max_completion_length < 1:
-        raise ValueError(f"max_completion_length must be >= 1, got {max_completion_length}")
-    if (
-        beta > 0.0
-        and normalizer is not None
-        and kl_normalizer is None
-        and token_mask is not None
-        and aggregation in ("selected_mean", "sequence_mean")
-    ):
-        raise ValueError(
-            f"with aggregation={aggregation!r}, a token mask and beta > 0, the KL term (all valid tokens) needs "
-            "its own global denominator: pass kl_normalizer as well as normalizer"
-        )
-
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)  # (B, 1)
     if advantages.shape not in ((shape[0], 1), shape):
@@ -235,17 +262,7 @@ def policy_loss(
     # than 0 · NaN. Log-ratios are clamped so that exp() cannot overflow (ratio·A would be inf, or NaN
     # for A = 0).
     _count_empty(valid)
-    advantages = advantages.to(logps.dtype)
-    finite_adv = torch.isfinite(advantages)
-    advantages = torch.where(finite_adv, advantages, torch.zeros_like(advantages))
-    policy_inputs_ok = torch.isfinite(logps) & torch.isfinite(old_logps) & finite_adv
-    if importance_weights is not None:
-        policy_inputs_ok = policy_inputs_ok & torch.isfinite(importance_weights)
-    bad = on_policy & ~policy_inputs_ok
-    use = on_policy & policy_inputs_ok
-    if beta > 0.0:
-        bad = bad | ((valid != 0) & ~(torch.isfinite(logps) & torch.isfinite(ref_logps)))
-    guards.count("guard/nonfinite_loss_terms", bad)
+    advantages, use = _usable(logps, old_logps, advantages, valid, on_policy, importance_weights, ref_logps, beta)
 
     surrogate = surrogate or Surrogate()
     log_ratio = _log_ratio(logps, old_logps, valid, use, surrogate.sequence_level)
@@ -262,20 +279,31 @@ def policy_loss(
 
     metrics: dict[str, torch.Tensor] = {"policy_loss": policy.detach()}
     if beta > 0.0:
-        kl_ok = (valid != 0) & torch.isfinite(logps) & torch.isfinite(ref_logps)
-        delta = _clamp_log_ratio(torch.where(kl_ok, ref_logps - logps, torch.zeros_like(logps)))
-        per_token_kl = torch.exp(delta) - delta - 1.0  # (B, T), 0 at padding
         kl_denominator = kl_normalizer if kl_normalizer is not None else normalizer
-        kl = agg(per_token_kl, valid, valid, kl_denominator, max_completion_length)
+        kl = _kl_term(logps, ref_logps, valid, agg, kl_denominator, max_completion_length)
         loss = loss + beta * kl
         metrics["kl"] = kl.detach()
+    metrics.update(_clip_fractions(ratio, advantages, w, eps_low, eps_high))
+    return loss, metrics
 
+
+def _kl_term(logps, ref_logps, valid, agg, denominator, max_len) -> torch.Tensor:
+    """k3 KL to the reference policy over all valid tokens, aggregated like the policy term."""
+    kl_ok = (valid != 0) & torch.isfinite(logps) & torch.isfinite(ref_logps)
+    delta = _clamp_log_ratio(torch.where(kl_ok, ref_logps - logps, torch.zeros_like(logps)))
+    per_token_kl = torch.exp(delta) - delta - 1.0  # (B, T), 0 at padding
+    return agg(per_token_kl, valid, valid, denominator, max_len)
+
+
+def _clip_fractions(ratio, advantages, w, eps_low, eps_high) -> dict[str, torch.Tensor]:
+    """Fractions of the policy tokens clipped below (A < 0), above (A > 0), either (TRL's definitions)."""
     low = (ratio < 1.0 - eps_low) & (advantages < 0)
     high = (ratio > 1.0 + eps_high) & (advantages > 0)
-    metrics["clip_ratio/low_mean"] = _masked_fraction(low, w)
-    metrics["clip_ratio/high_mean"] = _masked_fraction(high, w)
-    metrics["clip_ratio/region_mean"] = _masked_fraction(low | high, w)
-    return loss, metrics
+    return {
+        "clip_ratio/low_mean": _masked_fraction(low, w),
+        "clip_ratio/high_mean": _masked_fraction(high, w),
+        "clip_ratio/region_mean": _masked_fraction(low | high, w),
+    }
 
 
 def entropy_regularizer(entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
