@@ -63,3 +63,30 @@ def test_image_budget_refused_where_the_family_has_none(tmp_path):
         VisentGRPOTrainer(model=model, reward_funcs=resolve_rewards(["random"]), args=config,
                           train_dataset=load_train_dataset("lab:counting", 8, 0), processing_class=processor)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "family", [pytest.param(f, marks=() if f == "qwen2_5_vl" else pytest.mark.slow) for f in ("qwen2_5_vl", *QWEN, *OTHERS)]
+)
+def test_raw_views_rebuild_the_batch_pixels_exactly(family, tmp_path):
+    """A raw-image view that changes nothing (blackout with p = 0) gives back the batch's own pixel_values: the
+    raw path re-processes images in the batch's layout for every family, or refuses in one line."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, os.path.dirname(__file__))
+    from test_trainer import make_trainer, rows_for
+
+    from visent.trainer.perception_pass import raw_view_pixels
+
+    trainer = make_trainer(tmp_path, kind=family, token_score="none", perception_kl_coef=0.01,
+                           perturbation="raw_blackout", perturbation_strength=0.0)
+    batch = trainer.generation_batch(rows_for(trainer, 2))
+    n = batch["completion_ids"].size(0)
+    try:
+        pixels = raw_view_pixels(trainer, batch, "raw_blackout", 0.0, list(range(n)))
+    except ValueError as e:
+        assert "\n" not in str(e) and "use a pixel_values perturbation" in str(e)
+        return
+    torch.testing.assert_close(pixels, batch["pixel_values"], atol=1e-6, rtol=0)
