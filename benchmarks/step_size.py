@@ -98,25 +98,25 @@ def _update_norm_callback(path: str):
 
 
 def _install_diagnostics() -> None:
-    """Add the update-norm callback to every trainer ``run_method`` builds (``<output_dir>/steps.jsonl``).
+    """Add the update-norm callback to every trainer ``run_method`` builds (``<output_dir>/steps.jsonl``),
+    through ``visent.trainer.build``'s extension point."""
+    from visent.trainer.build import register_extension
 
-    ``run_method`` imports ``build_trainer`` from ``visent.trainer.cli`` when it runs, so wrapping the
-    module attribute reaches it without changing the lab code.
-    """
-    from visent.trainer import cli
-
-    if getattr(cli.build_trainer, "_step_size_wrapped", False):
+    global _diagnostics_installed
+    if _diagnostics_installed:
         return
-    original = cli.build_trainer
 
-    def build_trainer(config, callbacks=None):
+    def update_norm(config):
         path = os.path.join(config.output_dir, "steps.jsonl")
         if os.path.exists(path):
             os.remove(path)  # a rerun starts afresh
-        return original(config, callbacks=[*(callbacks or []), _update_norm_callback(path)])
+        return [_update_norm_callback(path)]
 
-    build_trainer._step_size_wrapped = True  # type: ignore[attr-defined]
-    cli.build_trainer = build_trainer
+    register_extension(update_norm)
+    _diagnostics_installed = True
+
+
+_diagnostics_installed = False
 
 
 def label_for(method: str, lr: float | None, max_grad_norm: float | None = None) -> str:
@@ -126,14 +126,13 @@ def label_for(method: str, lr: float | None, max_grad_norm: float | None = None)
 
 def _set_max_grad_norm(value: float) -> None:
     """Every lab run of this process trains with ``max_grad_norm=value`` (0 = no clipping; default 1.0)."""
-    from visent.lab import rl
+    from visent.trainer.build import register_extension
 
-    original = rl.lab_overrides
+    def clip(config):
+        config.max_grad_norm = value
+        return []
 
-    def lab_overrides(*a, **kw):
-        return [*original(*a, **kw), "--max_grad_norm", str(value)]
-
-    rl.lab_overrides = lab_overrides
+    register_extension(clip)
 
 
 def _prepare_start(out: str, name: str) -> dict[str, Any]:

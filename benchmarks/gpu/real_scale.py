@@ -6,8 +6,9 @@ Parts (``--parts``, all by default), each printing one or a few ``[part]`` lines
   fine-tuning lr) from a real gradient, applied to the language model's weights held in float32 (visent's
   default: fp32 master weights, ``visent.trainer.precision``) and in bfloat16 (a released checkpoint loaded
   as stored): the fraction of weights that changed, and the fraction the half-ulp formula predicts.
-- ``steps``: for each of ``--methods`` (names of ``configs/<name>.yaml``: grpo, vepo, vppo, papo_g, cppo by
-  default; random rewards and no dynamic-sampling refills, so every method steps the same rows), training steps through the real ``VisentGRPOTrainer`` on the 3B (fp32 master weights, bf16
+- ``steps``: for each of ``--methods`` (method config names, ``src/visent/configs/<name>.yaml``: grpo, vepo,
+  vppo, papo_g, cppo by default; random rewards and no dynamic-sampling refills, so every method steps the
+  same rows), training steps through the real ``VisentGRPOTrainer`` on the 3B (fp32 master weights, bf16
   autocast on a GPU), with generation (transformers, ``--K`` responses of ``--C`` tokens for ``--prompts``
   prompts of ``lab:counting``, random rewards): median step time after a warm-up step, the
   counterfactual pass's share, peak CUDA memory.
@@ -175,7 +176,7 @@ def part_steps(model, processor, methods: list[str], args) -> None:
     for method in methods:
         out = tempfile.mkdtemp(prefix=f"real_scale_{method}_")
         argv = [
-            "--config", os.path.join(ROOT, "configs", f"{method}.yaml"), "--model_name_or_path", "tiny:qwen2_5_vl",
+            "--config", method, "--model_name_or_path", "tiny:qwen2_5_vl",
             "--dataset", "lab:counting", "--output_dir", out, "--report_to", "none", "--save_strategy", "no",
             "--max_steps", str(1 + args.steps), "--num_generations", str(args.K), "--per_device_train_batch_size",
             str(args.K * args.prompts), "--gradient_accumulation_steps", "1", "--max_completion_length", str(args.C),
@@ -271,7 +272,8 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=["update", "steps", "cf7b", "floor"],
                     choices=["update", "steps", "cf7b", "floor"])
     ap.add_argument("--methods", nargs="+", default=["grpo", "vepo", "vppo", "papo_g", "cppo"],
-                    help="configs/<name>.yaml to step (CPPO's two extra passes carry gradient: the most memory)")
+                    help="method config names (src/visent/configs/<name>.yaml) to step; CPPO's two extra passes "
+                    "carry gradient (the most memory)")
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--K", type=int, default=8, help="responses per prompt")
     ap.add_argument("--prompts", type=int, default=2, help="prompts per step")

@@ -17,11 +17,11 @@ import os
 import pytest
 import torch
 
+from visent.models.unwrap import backbone_and_head
 from visent.trainer import counterfactual as cf
 from visent.trainer import grpo
-from visent.trainer._trl_seam import backbone_and_head
+from visent.trainer.build import build_trainer
 from visent.trainer.callbacks import read_metrics
-from visent.trainer.cli import build_trainer
 from visent.trainer.config import VisentConfig
 from visent.trainer.grpo import DEFERRED, SELECTED_COUNT, SKIPPED, TOKEN_MASK
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import visent.trainer.grpo as grpo_module
-from visent.trainer.cli import freeze_vision_tower
+from visent.trainer.build import freeze_vision_tower
 from visent.trainer.config import VisentConfig
 from visent.trainer.grpo import VisentGRPOTrainer
 from visent.trainer.precision import SetupRefused

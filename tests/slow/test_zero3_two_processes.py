@@ -1,4 +1,4 @@
-"""`configs/vepo.yaml` under DeepSpeed ZeRO-3 with two CPU processes (``torch.distributed.run``, gloo).
+"""The shipped `vepo` config under DeepSpeed ZeRO-3 with two CPU processes (``torch.distributed.run``, gloo).
 
 Slow, and skipped where DeepSpeed is not installed (it is not a dependency: ``pip install deepspeed
 --no-build-isolation`` builds its sdist against the installed torch). Under ZeRO-3 every forward and every
@@ -51,7 +51,7 @@ def test_vepo_trains_under_zero3_with_two_processes(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
         str(29600 + os.getpid() % 1000), "-m", "visent.cli", "train", "--use_cpu", "true", "--bf16", "false",
-        "--deepspeed", str(ds_config), "--config", "configs/vepo.yaml", "--model_name_or_path", str(checkpoint),
+        "--deepspeed", str(ds_config), "--config", "vepo", "--model_name_or_path", str(checkpoint),
         "--dataset", "lab:counting", "--dataset_size", "32", "--max_steps", "3", "--per_device_train_batch_size",
         "4", "--gradient_accumulation_steps", "1", "--num_generations", "2", "--max_completion_length", "6",
         "--reward_funcs", "random", "--output_dir", str(out), "--logging_steps", "1", "--save_steps", "3",

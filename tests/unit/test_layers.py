@@ -4,8 +4,8 @@ The graph is built from the source with ``ast`` and counts imports inside functi
 visent's imports are there, and a cycle through one never shows up as an import-time error). The layers,
 bottom to top (docs/architecture.md):
 
-    0  core, perturb, image_views, data, rewards,    pure math, perturbations, data, verifiers, shared helpers
-       intervals, io
+    0  core, perturb, data, rewards, intervals, io,  pure math, data, verifiers, shared helpers,
+       configs                                       the shipped method configs
     1  models                                        family adapters, loading, tiny models
     2  trainer, eval                                 training on TRL; evaluation (neither imports the other)
     3  viz                                           pictures and inspection of saved responses
@@ -28,11 +28,12 @@ LAYERS: dict[str, int] = {
     "visent": 0,  # the package's own __init__ (a docstring and a version)
     "core": 0,
     "perturb": 0,
-    "image_views": 0,
+    "image_views": 0,  # raw-image views (PAPO blackout, CPPO views) applied before the processor
     "data": 0,
     "rewards": 0,
     "intervals": 0,
     "io": 0,
+    "configs": 0,  # package data (the method YAMLs) and the name -> file lookup
     "models": 1,
     "trainer": 2,
     "eval": 2,

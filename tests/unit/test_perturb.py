@@ -164,7 +164,7 @@ def tiny_batch():
 
 
 def _stats(tiny_batch, kind, seed=0):
-    from visent.trainer._trl_seam import backbone_and_head
+    from visent.models.unwrap import backbone_and_head
     from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images, prompt_seeds
 
     model, processor, batch = tiny_batch

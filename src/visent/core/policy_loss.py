@@ -110,22 +110,6 @@ def _log_ratio(logps, old_logps, valid, use, sequence_level: bool) -> torch.Tens
     return torch.where(use, seq + token, torch.zeros_like(logps))
 
 
-def _usable(logps, old_logps, advantages, valid, on_policy, importance_weights, ref_logps, beta):
-    """``(advantages with non-finite ones zeroed, (B, T) bool policy tokens whose inputs are all finite)``;
-    valid tokens left out for a non-finite input are counted as ``guard/nonfinite_loss_terms``."""
-    advantages = advantages.to(logps.dtype)
-    finite_adv = torch.isfinite(advantages)
-    advantages = torch.where(finite_adv, advantages, torch.zeros_like(advantages))
-    ok = torch.isfinite(logps) & torch.isfinite(old_logps) & finite_adv
-    if importance_weights is not None:
-        ok = ok & torch.isfinite(importance_weights)
-    bad = on_policy & ~ok
-    if beta > 0.0:
-        bad = bad | ((valid != 0) & ~(torch.isfinite(logps) & torch.isfinite(ref_logps)))
-    guards.count("guard/nonfinite_loss_terms", bad)
-    return advantages, on_policy & ok
-
-
 def _count_empty(valid: torch.Tensor) -> None:
     """Count responses without a valid token, and batches without any (their loss is exactly 0)."""
     per_row = valid.sum(dim=1)  # (B,)
@@ -142,9 +126,24 @@ def _check(name: str, x: torch.Tensor | None, shape: torch.Size) -> None:
         raise ValueError(f"{name} must have the shape of logps {tuple(shape)}, got {tuple(x.shape)}")
 
 
-def _validate(logps, old_logps, mask, token_mask, ref_logps, importance_weights, *, aggregation, eps_low,
-              eps_high, beta, normalizer, kl_normalizer, max_completion_length) -> None:
-    """The argument checks of :func:`policy_loss` (each a ``ValueError`` saying what is wrong)."""
+def _checked_advantages(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    token_mask: torch.Tensor | None,
+    ref_logps: torch.Tensor | None,
+    importance_weights: torch.Tensor | None,
+    *,
+    eps_low: float,
+    eps_high: float,
+    aggregation: str,
+    beta: float,
+    normalizer: float | None,
+    kl_normalizer: float | None,
+    max_completion_length: int | None,
+) -> torch.Tensor:
+    """Validate ``policy_loss``'s arguments (one clear ``ValueError`` each); advantages as ``(B, 1)`` or ``(B, T)``."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
     if logps.dim() != 2:
@@ -184,6 +183,13 @@ def _validate(logps, old_logps, mask, token_mask, ref_logps, importance_weights,
             "its own global denominator: pass kl_normalizer as well as normalizer"
         )
 
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)  # (B, 1)
+    if advantages.shape not in ((shape[0], 1), shape):
+        raise ValueError(
+            f"advantages must be (B,) or (B, T) with B, T = {tuple(shape)}, got {tuple(advantages.shape)}"
+        )
+    return advantages
 
 
 def policy_loss(
@@ -234,19 +240,11 @@ def policy_loss(
         ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean`` (fractions of the
         policy tokens clipped below with A < 0, above with A > 0, either; as TRL defines them).
     """
-    _validate(
-        logps, old_logps, mask, token_mask, ref_logps, importance_weights, aggregation=aggregation, eps_low=eps_low,
-        eps_high=eps_high, beta=beta, normalizer=normalizer, kl_normalizer=kl_normalizer,
-        max_completion_length=max_completion_length,
-    )  # fmt: skip
-    shape = logps.shape
-    if advantages.dim() == 1:
-        advantages = advantages.unsqueeze(1)  # (B, 1)
-    if advantages.shape not in ((shape[0], 1), shape):
-        raise ValueError(
-            f"advantages must be (B,) or (B, T) with B, T = {tuple(shape)}, got {tuple(advantages.shape)}"
-        )
-
+    advantages = _checked_advantages(
+        logps, old_logps, advantages, mask, token_mask, ref_logps, importance_weights, eps_low=eps_low,
+        eps_high=eps_high, aggregation=aggregation, beta=beta, normalizer=normalizer,
+        kl_normalizer=kl_normalizer, max_completion_length=max_completion_length,
+    )
     if logps.dtype in (torch.float16, torch.bfloat16):
         # Half-precision sums over thousands of tokens round badly; the loss is reduced in float32
         # (the gradient still flows back to the half-precision log-probs).
@@ -257,12 +255,11 @@ def policy_loss(
     if old_logps is None:
         old_logps = logps.detach()
 
-    # Guards (counted in visent.core.guards). A valid token with a non-finite input is left out of the
-    # loss; it is replaced *before* any arithmetic, so its gradient from the loss is exactly zero rather
-    # than 0 · NaN. Log-ratios are clamped so that exp() cannot overflow (ratio·A would be inf, or NaN
-    # for A = 0).
+    # Guards (counted in visent.core.guards): a valid token with a non-finite input is left out of the
+    # loss. Log-ratios are clamped so that exp() cannot overflow (ratio·A would be inf, or NaN for A = 0).
     _count_empty(valid)
-    advantages, use = _usable(logps, old_logps, advantages, valid, on_policy, importance_weights, ref_logps, beta)
+    advantages, use = _finite_inputs(logps, old_logps, advantages, valid, on_policy, ref_logps,
+                                     importance_weights, beta)
 
     surrogate = surrogate or Surrogate()
     log_ratio = _log_ratio(logps, old_logps, valid, use, surrogate.sequence_level)
@@ -280,30 +277,49 @@ def policy_loss(
     metrics: dict[str, torch.Tensor] = {"policy_loss": policy.detach()}
     if beta > 0.0:
         kl_denominator = kl_normalizer if kl_normalizer is not None else normalizer
-        kl = _kl_term(logps, ref_logps, valid, agg, kl_denominator, max_completion_length)
+        kl = agg(_k3_per_token(logps, ref_logps, valid), valid, valid, kl_denominator, max_completion_length)
         loss = loss + beta * kl
         metrics["kl"] = kl.detach()
-    metrics.update(_clip_fractions(ratio, advantages, w, eps_low, eps_high))
+
+    low = (ratio < 1.0 - eps_low) & (advantages < 0)
+    high = (ratio > 1.0 + eps_high) & (advantages > 0)
+    metrics["clip_ratio/low_mean"] = _masked_fraction(low, w)
+    metrics["clip_ratio/high_mean"] = _masked_fraction(high, w)
+    metrics["clip_ratio/region_mean"] = _masked_fraction(low | high, w)
     return loss, metrics
 
 
-def _kl_term(logps, ref_logps, valid, agg, denominator, max_len) -> torch.Tensor:
-    """k3 KL to the reference policy over all valid tokens, aggregated like the policy term."""
+def _finite_inputs(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    valid: torch.Tensor,
+    on_policy: torch.Tensor,
+    ref_logps: torch.Tensor | None,
+    importance_weights: torch.Tensor | None,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(advantages, use)``: non-finite advantages zeroed, and the ``(B, T)`` policy tokens whose inputs
+    are all finite. A token left out is replaced *before* any arithmetic, so its gradient from the loss is
+    exactly zero rather than 0 · NaN. Counts ``guard/nonfinite_loss_terms``."""
+    advantages = advantages.to(logps.dtype)
+    finite_adv = torch.isfinite(advantages)
+    advantages = torch.where(finite_adv, advantages, torch.zeros_like(advantages))
+    policy_inputs_ok = torch.isfinite(logps) & torch.isfinite(old_logps) & finite_adv
+    if importance_weights is not None:
+        policy_inputs_ok = policy_inputs_ok & torch.isfinite(importance_weights)
+    bad = on_policy & ~policy_inputs_ok
+    if beta > 0.0:
+        bad = bad | ((valid != 0) & ~(torch.isfinite(logps) & torch.isfinite(ref_logps)))
+    guards.count("guard/nonfinite_loss_terms", bad)
+    return advantages, on_policy & policy_inputs_ok
+
+
+def _k3_per_token(logps: torch.Tensor, ref_logps: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` k3 estimate of KL(π‖π_ref) per valid token, 0 at padding and at non-finite inputs."""
     kl_ok = (valid != 0) & torch.isfinite(logps) & torch.isfinite(ref_logps)
     delta = _clamp_log_ratio(torch.where(kl_ok, ref_logps - logps, torch.zeros_like(logps)))
-    per_token_kl = torch.exp(delta) - delta - 1.0  # (B, T), 0 at padding
-    return agg(per_token_kl, valid, valid, denominator, max_len)
-
-
-def _clip_fractions(ratio, advantages, w, eps_low, eps_high) -> dict[str, torch.Tensor]:
-    """Fractions of the policy tokens clipped below (A < 0), above (A > 0), either (TRL's definitions)."""
-    low = (ratio < 1.0 - eps_low) & (advantages < 0)
-    high = (ratio > 1.0 + eps_high) & (advantages > 0)
-    return {
-        "clip_ratio/low_mean": _masked_fraction(low, w),
-        "clip_ratio/high_mean": _masked_fraction(high, w),
-        "clip_ratio/region_mean": _masked_fraction(low | high, w),
-    }
+    return torch.exp(delta) - delta - 1.0
 
 
 def entropy_regularizer(entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

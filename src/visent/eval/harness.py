@@ -247,6 +247,31 @@ class EvalOutcome:
     out: Path
 
 
+def _check_run(benchmarks: Sequence[Benchmark], settings: EvalSettings, batch_size: int) -> None:
+    """Refuse, before anything is generated, what ``run_eval`` cannot do (``EvalConfigError``)."""
+    from visent.rewards import TASK_REWARDS, get_reward
+
+    names = [b.name for b in benchmarks]
+    if len(set(names)) != len(names):
+        raise EvalConfigError(
+            f"benchmark names must be unique, got {names}; name them with --data NAME=SOURCE"
+        )
+    for reward_name in settings.rewards.values():
+        try:
+            get_reward(reward_name)
+        except KeyError as exc:
+            raise EvalConfigError(str(exc.args[0])) from None
+    for bench in benchmarks:
+        unscorable = sorted({ex.task for ex in bench.examples} - set(TASK_REWARDS) - set(settings.rewards))
+        if unscorable:
+            raise EvalConfigError(
+                f"benchmark {bench.name!r} has tasks without a verifier: {unscorable}; set --task or --reward TASK=NAME"
+            )
+    if batch_size < 1:
+        raise EvalConfigError(f"batch_size must be >= 1, got {batch_size}")
+    check_sampling(settings)
+
+
 def run_eval(
     benchmarks: Sequence[Benchmark],
     generate: Generate,
@@ -272,29 +297,9 @@ def run_eval(
     """
     from tqdm.auto import tqdm
 
-    from visent.rewards import TASK_REWARDS, get_reward
-
     # run.json records the judge that actually scores, so the resume check covers it.
     settings = replace(settings, judge=None if judge is None else judge.settings())
-    names = [b.name for b in benchmarks]
-    if len(set(names)) != len(names):
-        raise EvalConfigError(
-            f"benchmark names must be unique, got {names}; name them with --data NAME=SOURCE"
-        )
-    for reward_name in settings.rewards.values():
-        try:
-            get_reward(reward_name)
-        except KeyError as exc:
-            raise EvalConfigError(str(exc.args[0])) from None
-    for bench in benchmarks:
-        unscorable = sorted({ex.task for ex in bench.examples} - set(TASK_REWARDS) - set(settings.rewards))
-        if unscorable:
-            raise EvalConfigError(
-                f"benchmark {bench.name!r} has tasks without a verifier: {unscorable}; set --task or --reward TASK=NAME"
-            )
-    if batch_size < 1:
-        raise EvalConfigError(f"batch_size must be >= 1, got {batch_size}")
-    check_sampling(settings)
+    _check_run(benchmarks, settings, batch_size)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

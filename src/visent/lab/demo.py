@@ -13,7 +13,7 @@ Stages:
    clean set, and (on a task with token labels, ``tally`` by default) VEPO's premise is measured on the
    warm-start and on every trained model (``visent.lab.premise``);
 4. **artefacts** — ``report.md`` (a plain-language verdict per comparison with this run's paired 95%
-   intervals beside the study's numbers from ``docs/lab-study-<task>.json`` — warm-starts × RL seeds,
+   intervals beside the study's numbers from ``visent/lab/summaries/study-<task>.json`` — warm-starts × RL seeds,
    nested intervals — saying whether this run agrees with the study and, where not, whether its
    difference is inside the spread the study expects for one run (``comparability``, ``_verdict``); the premise
    numbers; accuracy before/after per method, commands, seeds, steps, wall time), ``curves.png`` (reward,
@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=DEFAULT_TASK, help="lab task RL trains and is evaluated on")
     p.add_argument(
         "--study", default=None,
-        help="study summary JSON to quote beside this run (default: docs/lab-study-<task>.json of the checkout)",
+        help="study summary JSON to quote beside this run (default: the one shipped in visent/lab/summaries/)",
     )
     p.add_argument("--heldout", type=int, default=None, help=f"held-out examples (default {DEFAULT_HELDOUT})")
     p.add_argument(
@@ -154,10 +154,10 @@ def paired_interval(a: list[float], b: list[float]) -> tuple[float, float, float
 
 
 def study_summary_path(task: str) -> str:
-    """``docs/lab-study-<task>.json`` of the checkout this module runs from."""
+    """The study summary shipped with visent for ``task`` (package data: ``visent/lab/summaries/``)."""
     from pathlib import Path
 
-    return str(Path(__file__).resolve().parents[3] / "docs" / f"lab-study-{task}.json")
+    return str(Path(__file__).resolve().parent / "summaries" / f"study-{task}.json")
 
 
 def load_study(path: str | None, task: str) -> dict[str, Any] | None:

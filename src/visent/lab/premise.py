@@ -145,7 +145,7 @@ def measure_premise(
 ) -> tuple[dict[str, float], list[TokenRecord]]:
     """``(premise_metrics, records)`` on the greedy responses of ``model`` to ``examples``.
 
-    The perturbation is VEPO's (``configs/vepo.yaml``: Gaussian noise of std 2.0 on the normalised
+    The perturbation is VEPO's (``src/visent/configs/vepo.yaml``: Gaussian noise of std 2.0 on the normalised
     ``pixel_values``), drawn per prompt from ``seed`` as in training.
     """
     from visent.viz.scoring import score_responses

@@ -1,8 +1,8 @@
 """One lab RL run: a method's config file, lab-sized settings, the real trainer, held-out accuracy.
 
 The demo and the study both train through exactly what ``visent train`` runs: the method's YAML file in
-``configs/`` is parsed by ``visent.trainer.cli.parse_config`` with command-line style overrides, and
-``visent.trainer.cli.build_trainer`` builds the ``VisentGRPOTrainer``. The lab only overrides the
+``visent.configs`` is parsed by ``visent.trainer.cli.parse_config`` with command-line style overrides, and
+``visent.trainer.build.build_trainer`` builds the ``VisentGRPOTrainer``. The lab only overrides the
 settings that a 2-core CPU cannot afford at paper scale (model, data, group size, completion length,
 learning rate, steps); the method's own knobs (token score, selection, perturbation, entropy schedule,
 aggregation) come from the YAML file unchanged, except the entropy coefficients of the two-stage
@@ -50,7 +50,7 @@ __all__ = [
 # identically to every method of that family. VEPO's own 1e-3 bonus is left as its config says.
 LAB_ENTROPY_COEF = 0.05
 
-# Lab method name -> (YAML file in configs/ without .yaml, lab-specific overrides of method knobs).
+# Lab method name -> (shipped config name (visent.configs), lab-specific overrides of method knobs).
 _TWO_STAGE_COEFS = {"entropy_coef_max": LAB_ENTROPY_COEF, "entropy_coef_min": LAB_ENTROPY_COEF}
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "grpo": ("grpo", {}),
@@ -101,7 +101,6 @@ TASK_RL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 # Per-task overrides of method knobs. tally: the two-stage family switches at half-way, so that the
 # exploitation stage (λ_min) lasts as long as the exploration stage instead of the configs' last 20%.
-_TWO_STAGE_FAMILY = ("entropy_min", "entropy_max", "min_then_max", "two_stage")
 TASK_METHOD_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "tally": {m: {"entropy_switch": 0.5} for m in ("min_then_max", "two_stage")},
 }
@@ -113,17 +112,13 @@ def _check_method(name: str) -> None:
 
 
 def configs_dir() -> Path:
-    """The repository's ``configs/`` folder (``VISENT_CONFIGS`` overrides it)."""
+    """The method configs shipped with visent (``visent.configs``; ``VISENT_CONFIGS=DIR`` overrides it)."""
+    from visent.configs import CONFIG_DIR
+
     env = os.environ.get("VISENT_CONFIGS")
-    if env:
-        path = Path(env)
-    else:
-        # src layout: <repo>/src/visent/lab/rl.py -> <repo>/configs
-        path = Path(__file__).resolve().parents[3] / "configs"
+    path = Path(env) if env else CONFIG_DIR
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"method configs folder {path} not found: run from a visent checkout or set VISENT_CONFIGS=DIR"
-        )
+        raise FileNotFoundError(f"method configs folder {path} not found (VISENT_CONFIGS={env!r})")
     return path
 
 
@@ -252,13 +247,12 @@ def lab_config(
 def train_command(
     method: str, settings: RLSettings, *, model_path: str, noise: float, seed: int, output_dir: str
 ) -> str:
-    """The equivalent ``visent train`` command line (for reports)."""
+    """The equivalent ``visent train`` command line (for reports); a shipped config by its name."""
+    from visent.configs import CONFIG_DIR
+
     config = method_config_path(method)
-    try:
-        config = config.relative_to(Path.cwd())
-    except ValueError:
-        pass
-    argv = ["visent", "train", "--config", str(config)]
+    shown = METHODS[method][0] if config.parent == CONFIG_DIR else str(config)
+    argv = ["visent", "train", "--config", shown]
     argv += lab_overrides(
         settings, model_path=model_path, noise=noise, seed=seed, output_dir=output_dir, method=method
     )
@@ -383,8 +377,8 @@ def run_method(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from visent.io import write_json_atomic
+    from visent.trainer.build import build_trainer
     from visent.trainer.callbacks import read_metrics
-    from visent.trainer.cli import build_trainer
 
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)

@@ -84,7 +84,6 @@ _LABELS = {
 }
 
 STUDY_FILE = "study.json"
-BASELINE_FILE = "baseline.json"
 RESULT_FILE = "result.json"
 TABLES_FILE = "results.md"
 SUMMARY_FILE = "summary.json"
@@ -683,7 +682,7 @@ def study_summary(
     task: str,
     command: str,
 ) -> dict[str, Any]:
-    """The numbers ``visent demo`` quotes beside its single run (``summary.json``; docs/lab-study-<task>.json).
+    """The numbers ``visent demo`` quotes beside its single run (``summary.json``; shipped as visent/lab/summaries/study-<task>.json).
 
     ``pairs["<a>|<b>|<noise>"]`` holds ``paired_differences`` (points) for every ``PAIRS`` entry and for
     every method against the warm-start (``b`` = ``warm-start``); ``seeds`` is the largest number of RL

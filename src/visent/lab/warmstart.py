@@ -80,6 +80,7 @@ from visent.data.synthetic import (
     task_texts,
     token_kinds,
 )
+from visent.eval.generation import TransformersBackend, chat_prompt
 from visent.io import write_json_atomic
 from visent.models import build_tiny
 
@@ -254,18 +255,10 @@ class WarmStartResult:
 # Batching
 
 
-def _messages(prompt: str, n_images: int) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]}]
-
-
 def prompt_texts(processor: Any, examples: Sequence[Example]) -> list[str]:
-    """Chat-template prompts (with image placeholders and the assistant header) for ``examples``."""
-    return [
-        processor.apply_chat_template(
-            _messages(ex.prompt, len(ex.images)), add_generation_prompt=True, tokenize=False
-        )
-        for ex in examples
-    ]
+    """Chat-template prompts (with image placeholders and the assistant header) for ``examples``: the
+    plain template without system prompt, as ``visent eval`` renders them (``chat_prompt``)."""
+    return [chat_prompt(processor, ex, "plain") for ex in examples]
 
 
 def sft_batch(processor: Any, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
@@ -387,34 +380,15 @@ def _default_scorer(examples: Sequence[Example], responses: Sequence[str]) -> li
     return scores
 
 
-@torch.no_grad()
 def greedy_responses(
     model: Any, processor: Any, examples: Sequence[Example], batch_size: int = 32, max_new_tokens: int = 32
 ) -> list[str]:
-    """Greedy completions (decoded, special tokens skipped) for ``examples``, in order."""
-    was_training = model.training
-    model.eval()
-    tok = processor.tokenizer
+    """Greedy completions (decoded, special tokens skipped) for ``examples``, in order: ``visent eval``'s
+    generation path (``visent.eval.generation``), plain template, no system prompt."""
+    generate = TransformersBackend(model, processor, max_new_tokens=max_new_tokens)
     out: list[str] = []
     for i in range(0, len(examples), batch_size):
-        chunk = examples[i : i + batch_size]
-        enc = processor(
-            text=prompt_texts(processor, chunk),
-            images=[list(ex.images) for ex in chunk],
-            return_tensors="pt",
-            padding=True,
-            padding_side="left",
-        )
-        gen = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            # A sampled image placeholder would not match any image features (TRL suppresses it too).
-            suppress_tokens=[model.config.image_token_id],
-            pad_token_id=tok.pad_token_id,
-        )
-        out.extend(tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
-    model.train(was_training)
+        out.extend(generate(examples[i : i + batch_size]))
     return out
 
 

@@ -204,11 +204,11 @@ class Adapter:
         rope_positions: ``(backbone, inputs) -> (k, b, L)`` position ids the decoder would compute for
             ``inputs`` (ids, mask, per-token inputs, image inputs without pixels), or ``None``; needed by
             ``reuse_positions``.
+        slice_positions / join_positions: the layout of ``rope_positions``' output (module docstring).
+        copy_cache / reorder_cache: the decoder cache's copy and row selection (module docstring).
         image_budget: ``(processor, min_pixels, max_pixels) -> None`` sets the pixel budget the processor resizes
             each image into (either bound may be None: kept); None for a family whose processor has no such
             budget (fixed-size or tiled images), where ``min_pixels`` / ``max_pixels`` are refused.
-        slice_positions / join_positions: the layout of ``rope_positions``' output (module docstring).
-        copy_cache / reorder_cache: the decoder cache's copy and row selection (module docstring).
         vision_modules: submodules of the inner model (``model.model``) that ``freeze_vision_tower``
             freezes: the vision encoder and its projection into the decoder (Qwen's ``visual`` holds both;
             Gemma 3 / LLaVA: ``vision_tower`` + ``multi_modal_projector``; Idefics3: ``vision_model`` +
@@ -235,11 +235,11 @@ class Adapter:
     encode_images: Callable[[torch.nn.Module, Sequence[ImageUnit]], list[Any]] | None = None
     encoder_outputs: Callable[[Sequence[Any]], Any] | None = None
     rope_positions: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor | None] | None = None
-    image_budget: Callable[[Any, int | None, int | None], None] | None = None
     slice_positions: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor] = slice_positions
     join_positions: Callable[[Sequence[torch.Tensor | None], int], torch.Tensor | None] = join_positions
     copy_cache: Callable[[Any], Any | None] = copy_layered_cache
     reorder_cache: Callable[[Any, torch.Tensor], Any] = reorder_cache
+    image_budget: Callable[[Any, int | None, int | None], None] | None = None
     vision_modules: tuple[str, ...] = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "connector")
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

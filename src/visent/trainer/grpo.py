@@ -52,12 +52,8 @@ from visent.core.trajectory_shaping import trajectory_alpha_from_normalized
 from visent.core.selection import keep_count, select_tokens, selection_weights
 from visent.core.stats import TokenStats
 from visent.models.adapters import adapter_for, require_adapter
-from visent.trainer._trl_seam import (
-    SeamTrainer,
-    backbone_and_head,
-    lm_head_gather_ctx,
-    no_gradient_checkpointing,
-)
+from visent.models.unwrap import backbone_and_head
+from visent.trainer._trl_seam import SeamTrainer, lm_head_gather_ctx, no_gradient_checkpointing
 from visent.trainer.config import VisentConfig
 from visent.trainer.perception_pass import (
     LOGP_SCORES,

@@ -179,7 +179,7 @@ def check_real_scale(config: Any) -> None:
         raise SetupRefused(
             f"FSDP with token_score {config.token_score!r}: visent's counterfactual pass does not run under FSDP "
             "(it calls the decoder directly and reads the sharded lm_head); use DeepSpeed ZeRO-3 "
-            "(configs/accelerate/zero3.yaml), or a config without token statistics"
+            "(src/visent/configs/accelerate/zero3.yaml), or a config without token statistics"
         )
     if config.use_vllm:
         _check_vllm(config)

@@ -46,7 +46,7 @@ def test_examples_jsonl_round_trip_and_errors(tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "x", "task": "math", "prompt": "p", "answer": "1"}) + "\n{broken\n")
-    with pytest.raises(EvalDataError, match=r"bad.jsonl line 2: not valid JSON"):
+    with pytest.raises(EvalDataError, match=r"bad.jsonl, line 2: not valid JSON"):
         read_examples_jsonl(bad)
     bad.write_text(
         json.dumps({"id": "x", "task": "math", "prompt": "p", "answer": "1", "images": [3]}) + "\n"

@@ -17,12 +17,13 @@ from family_batches import make_batch
 
 from visent.core.stats import token_stats_from_hidden
 from visent.models import all_adapters
+from visent.models.unwrap import backbone_and_head
 from visent.perturb import PERTURBATIONS
 from visent.trainer import counterfactual as cf
 from visent.trainer.counterfactual import forward as cf_forward
 from visent.trainer.counterfactual import grouping as cf_grouping
 from visent.trainer.counterfactual import images as cf_images
-from visent.trainer._trl_seam import backbone_and_head
+from visent.models.unwrap import backbone_and_head
 
 ADAPTERS = {a.name: a for a in all_adapters()}
 FIELDS = ("entropy", "entropy_perturbed", "jsd", "kl")

@@ -200,8 +200,8 @@ def test_every_kind_but_identity_moves_the_next_token_distribution(name, built):
 def test_optimised_counterfactual_pass_equals_the_plain_one_with_padding_tiles(name, built, monkeypatch):
     """As the table-wide test, on images of mixed aspect ratios: SmolVLM rows then carry padding tiles and
     OneVision images letterboxed tiles and padding slots, and each prompt appears twice (K = 2)."""
+    from visent.models.unwrap import backbone_and_head
     from visent.trainer import counterfactual as cf
-    from visent.trainer._trl_seam import backbone_and_head
 
     model, processor = built[name]
     adapter = adapter_named(name)

@@ -8,7 +8,7 @@ from PIL import Image
 
 from visent.data.synthetic import make_examples, target_response
 from visent.models import build_tiny, load_model_and_processor
-from visent.models.qwen import SPECIAL_TOKENS
+from visent.models.tiny.qwen import SPECIAL_TOKENS
 
 # The lab's kinds (its warm-start cache keys and studies use these two).
 KINDS = ("qwen2_5_vl", "qwen2_vl")

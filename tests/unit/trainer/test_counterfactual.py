@@ -22,7 +22,7 @@ QWEN = adapter_named("qwen2_5_vl")
 def full_inputs(batch, rows, adapter=QWEN):
     """Model inputs of responses ``rows`` in full, with their clean images."""
     return cf.row_inputs(batch, rows, cf.BatchImages(batch, adapter), with_images=True)
-from visent.trainer._trl_seam import backbone_and_head
+from visent.models.unwrap import backbone_and_head
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from test_counterfactual import make_batch
 
 from visent.models import UnsupportedModel, adapter_named, adapters, qwen
 from visent.trainer import counterfactual as cf
-from visent.trainer._trl_seam import backbone_and_head
+from visent.models.unwrap import backbone_and_head
 from visent.trainer.counterfactual import forward as cf_forward
 from visent.trainer.counterfactual import grouping as cf_grouping
 

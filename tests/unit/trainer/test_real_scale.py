@@ -3,8 +3,6 @@ line before loading; the memory arithmetic matches hand-computed numbers (docs/t
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from visent.trainer.cli import main, parse_config
@@ -17,7 +15,6 @@ from visent.trainer.real_scale import (
     training_state_bytes,
 )
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 TINY = ["--model_name_or_path", "tiny:qwen2_5_vl", "--dataset", "lab:counting"]
 # Qwen2.5-VL-7B: 8,291,249,152 parameters, 676,550,144 of them in the vision tower (counted from its config
 # on the meta device, benchmarks/gpu/real_scale.py); KV: 28 layers x 2 x 4 heads x 128 x 2 bytes per token.
@@ -27,19 +24,19 @@ GPU = 80e9
 
 
 def _config(name, *extra):
-    return parse_config(["--config", os.path.join(ROOT, "configs", f"{name}.yaml"), *TINY, *extra])
+    return parse_config(["--config", name, *TINY, *extra])
 
 
 def test_fsdp_with_token_statistics_is_refused_in_one_line(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
-    code = main(["--config", os.path.join(ROOT, "configs", "vepo.yaml"), *TINY, "--output_dir", str(tmp_path)])
+    code = main(["--config", "vepo", *TINY, "--output_dir", str(tmp_path)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "FSDP" in err and "ZeRO-3" in err
     check_real_scale(_config("grpo"))  # no token statistics: TRL's own forward, not refused
 
 
 def test_vllm_colocate_without_max_model_length_is_refused_before_loading(capsys, tmp_path):
-    argv = ["--config", os.path.join(ROOT, "configs", "grpo.yaml"), *TINY, "--use_vllm", "true",
+    argv = ["--config", "grpo", *TINY, "--use_vllm", "true",
             "--output_dir", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

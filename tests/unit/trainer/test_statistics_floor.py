@@ -14,9 +14,9 @@ import pytest
 import torch
 from test_counterfactual import QWEN, full_inputs, make_batch
 
+from visent.models.unwrap import backbone_and_head
 from visent.perturb import PatchLayout
 from visent.trainer import counterfactual as cf
-from visent.trainer._trl_seam import backbone_and_head
 
 #: Measured floors (max JSD and max |gap| over valid tokens) on CPU, both 0: CPU kernels compute each row
 #: and each query position the same way whatever else is in the call, so the cached path's bf16 states are

@@ -42,8 +42,6 @@ from visent.data.schema import TASKS, Example
 
 CANONICAL = ("prompt", "answer", "images", "image", "id", "task", "choices", "image_size")
 
-_MISSING = object()
-
 
 def lookup(row: dict, column: str) -> Any:
     """``row[column]``, or a walk through nested objects and lists for a dotted column name:
