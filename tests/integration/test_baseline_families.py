@@ -12,10 +12,10 @@ import os
 import pytest
 import yaml
 
+from visent.configs import resolve_config
 from visent.trainer.callbacks import read_metrics
 from visent.trainer.cli import main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 METHODS = ("vppo", "papo_g", "papo_d", "cppo", "dapo", "vepo_weight")
 QWEN = ("qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5")
 OTHERS = ("gemma3", "smolvlm", "llava_onevision")
@@ -23,7 +23,7 @@ TINY_BUDGET = {"min_pixels": 784, "max_pixels": 12544}
 
 
 def _run(method: str, family: str, tmp_path) -> int:
-    with open(os.path.join(ROOT, "configs", f"{method}.yaml")) as f:
+    with open(resolve_config(method)) as f:
         data = yaml.safe_load(f)
     for key in ("min_pixels", "max_pixels"):
         data.pop(key, None)
