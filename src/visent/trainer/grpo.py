@@ -287,7 +287,7 @@ class VisentGRPOTrainer(SeamTrainer):
                 batch_size=batch_size,
                 min_forwards=forwards,
                 lockstep=lockstep,
-                counterfactual_forward=args.counterfactual_forward,
+                forward=args.counterfactual_forward,
                 groups=groups,
                 adapter=adapter,
                 gather_ctx=lm_head_gather_ctx,

@@ -105,8 +105,7 @@ def test_a_family_registered_as_an_adapter_entry_gets_the_optimised_pass(fake_fa
     assert CALLS["rope_positions"] and CALLS["slice_positions"] and CALLS["copy_cache"] and CALLS["reorder_cache"]
     with monkeypatch.context() as m:
         m.setattr(cf_grouping, "distinct_responses", lambda batch, rows, groups: (list(rows), list(range(len(rows)))))
-        plain = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=5,
-                                        counterfactual_forward="full")
+        plain = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=5, forward="full")
     assert float(plain.jsd.sum()) > 0
     for field in ("entropy", "entropy_perturbed", "jsd", "kl"):
         torch.testing.assert_close(getattr(fast, field), getattr(plain, field), atol=1e-5, rtol=0)

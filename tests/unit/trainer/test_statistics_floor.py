@@ -2,9 +2,9 @@
 
 A perturbation of 1e-6 in normalised pixel units leaves the bf16 model's input unchanged, so every bit of
 JSD and entropy gap it reports is rounding: the clean states come from a full-sequence forward (TRL's),
-the perturbed ones from the counterfactual pass. With ``counterfactual_forward="prefix_cached"`` the perturbed rows take
+the perturbed ones from the counterfactual pass. With ``forward="prefix_cached"`` the perturbed rows take
 another path (vision encoder once per image, prompt once with its responses against its cache), which in
-bf16 may round differently; with ``counterfactual_forward="full"`` they take the clean pass's path. The floors are printed
+bf16 may round differently; with ``forward="full"`` they take the clean pass's path. The floors are printed
 (``pytest -s``) and recorded in docs/metrics.md.
 """
 
@@ -45,7 +45,7 @@ def floors(model, processor, forward: str, clean_model=None) -> dict[str, float]
     clean_backbone = backbone if clean_model is None else backbone_and_head(clean_model)[0]
     clean = cf.completion_hidden(clean_backbone, full_inputs(batch, rows), 8).to(torch.bfloat16)
     stats = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, clean_hidden=clean, batch_size=6,
-                                    counterfactual_forward=forward)
+                                    forward=forward)
     valid = batch["completion_mask"].bool()
     return {"jsd": float(stats.jsd[valid].max()), "gap": float(stats.gap[valid].abs().max())}
 
@@ -76,4 +76,4 @@ def test_an_unknown_forward_is_refused(bf16_tiny):
     batch = make_batch(processor, [0])
     backbone, head = backbone_and_head(model)
     with pytest.raises(ValueError, match="prefix_cached, full"):
-        cf.counterfactual_stats(backbone, head, batch, [0], None, counterfactual_forward="fast")
+        cf.counterfactual_stats(backbone, head, batch, [0], None, forward="fast")

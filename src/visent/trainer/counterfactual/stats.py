@@ -19,7 +19,7 @@ results differ from the plain path by summation order only, ~1e-6 in float32; te
   states as its perturbed ones, so its JSD is exactly 0 even where a kernel's float result depends on the
   batch row.
 
-``counterfactual_forward="full"`` switches the savings of the perturbed rows off: they run through the model's own
+``forward="full"`` switches the savings of the perturbed rows off: they run through the model's own
 full-sequence forward, the path of TRL's clean forward, so in bf16 both round alike (docs/metrics.md).
 """
 
@@ -204,7 +204,7 @@ def counterfactual_stats(
     min_forwards: int = 0,
     share_prefix: bool = True,
     lockstep: bool = False,
-    counterfactual_forward: str = "prefix_cached",
+    forward: str = "prefix_cached",
     groups: Sequence[int] | None = None,
     adapter: Adapter | None = None,
 ) -> TokenStats:
@@ -240,15 +240,13 @@ def counterfactual_stats(
             chunk without an image carries a throwaway image row so every call runs the vision encoder
             too (when the batch has images). Each process then issues its forwards (equal in number),
             then one LM-head gather.
-        counterfactual_forward: a ``COUNTERFACTUAL_FORWARDS`` name (module docstring; the config knob).
+        forward: a ``COUNTERFACTUAL_FORWARDS`` name (module docstring).
         groups: ``prompt_groups(batch, rows, adapter=...)`` if the caller has it (computed otherwise).
         adapter: the model family's (``visent.models``); ``None`` looks it up from ``backbone``, and a
             model no adapter serves is refused (``UnsupportedModel``).
     """
-    if counterfactual_forward not in COUNTERFACTUAL_FORWARDS:
-        raise ValueError(
-            f"counterfactual_forward={counterfactual_forward!r} is not known; valid: {', '.join(COUNTERFACTUAL_FORWARDS)}"
-        )
+    if forward not in COUNTERFACTUAL_FORWARDS:
+        raise ValueError(f"counterfactual forward {forward!r} is not known; valid: {', '.join(COUNTERFACTUAL_FORWARDS)}")
     adapter = require_adapter(backbone, what="counterfactual pass") if adapter is None else adapter
     mask = batch["completion_mask"]
     groups = grouping.prompt_groups(batch, rows, adapter=adapter) if groups is None else list(groups)
@@ -258,7 +256,7 @@ def counterfactual_stats(
     run = _Pass(
         backbone, batch, unique, perturbed_pixel_values, groups, adapter, clean_hidden=clean_hidden,
         clean_position_ids=clean_position_ids, with_perturbed=with_perturbed, forward_ctx=forward_ctx,
-        share_prefix=share_prefix, lockstep=lockstep, full=counterfactual_forward == "full",
+        share_prefix=share_prefix, lockstep=lockstep, full=forward == "full",
     )
     hidden = [run.chunk_hidden(idx) for idx in chunks]
     forwards = len(chunks) if (clean_hidden is None or with_perturbed) else 0
