@@ -24,7 +24,7 @@ import math
 import os
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,6 +153,9 @@ class RLSettings:
         learning_rate: AdamW learning rate (constant; the tiny model was warm-started at 3e-3).
         temperature: sampling temperature τ.
         eval_points: held-out evaluations during training (evenly spaced, the last at ``steps``).
+        freeze_vision_tower: ``None`` keeps the method config's choice (the configs freeze it, as the
+            papers do with a pretrained tower); ``False`` trains the lab's tiny, only warm-started tower
+            during RL (docs/lab-diagnosis.md).
     """
 
     task: str = "counting"
@@ -166,6 +169,7 @@ class RLSettings:
     learning_rate: float = 1e-4
     temperature: float = 1.0
     eval_points: int = 3
+    freeze_vision_tower: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompts_per_step", "num_generations", "max_completion_length", "eval_points"):
@@ -186,9 +190,19 @@ class RLSettings:
 
 
 def lab_overrides(
-    settings: RLSettings, *, model_path: str, noise: float, seed: int, output_dir: str, method: str
+    settings: RLSettings,
+    *,
+    model_path: str,
+    noise: float,
+    seed: int,
+    output_dir: str,
+    method: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """``--key value`` tokens overriding the method YAML with the lab's settings (see ``RLSettings``)."""
+    """``--key value`` tokens overriding the method YAML with the lab's settings (see ``RLSettings``).
+
+    ``extra``: further ``VisentConfig`` fields (``{"learning_rate": 3e-4}``), applied last.
+    """
     s = settings
     pairs: dict[str, Any] = {
         "model_name_or_path": model_path,
@@ -219,8 +233,10 @@ def lab_overrides(
         "bf16": False,
         "output_dir": output_dir,
         "gradient_checkpointing": False,
+        **({} if s.freeze_vision_tower is None else {"freeze_vision_tower": s.freeze_vision_tower}),
         **METHODS[method][1],
         **TASK_METHOD_OVERRIDES.get(s.task, {}).get(method, {}),
+        **(extra or {}),
     }
     tokens: list[str] = []
     for key, value in pairs.items():
@@ -229,20 +245,35 @@ def lab_overrides(
 
 
 def lab_config(
-    method: str, settings: RLSettings, *, model_path: str, noise: float, seed: int, output_dir: str
+    method: str,
+    settings: RLSettings,
+    *,
+    model_path: str,
+    noise: float,
+    seed: int,
+    output_dir: str,
+    extra: Mapping[str, Any] | None = None,
 ):
     """The ``VisentConfig`` of one lab run, through ``visent train``'s own parser."""
     from visent.trainer.cli import parse_config
 
     argv = ["--config", str(method_config_path(method))]
     argv += lab_overrides(
-        settings, model_path=model_path, noise=noise, seed=seed, output_dir=output_dir, method=method
+        settings, model_path=model_path, noise=noise, seed=seed, output_dir=output_dir, method=method,
+        extra=extra,
     )
     return parse_config(argv)
 
 
 def train_command(
-    method: str, settings: RLSettings, *, model_path: str, noise: float, seed: int, output_dir: str
+    method: str,
+    settings: RLSettings,
+    *,
+    model_path: str,
+    noise: float,
+    seed: int,
+    output_dir: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
     """The equivalent ``visent train`` command line (for reports)."""
     config = method_config_path(method)
@@ -252,7 +283,8 @@ def train_command(
         pass
     argv = ["visent", "train", "--config", str(config)]
     argv += lab_overrides(
-        settings, model_path=model_path, noise=noise, seed=seed, output_dir=output_dir, method=method
+        settings, model_path=model_path, noise=noise, seed=seed, output_dir=output_dir, method=method,
+        extra=extra,
     )
     return shlex.join(argv)
 
@@ -358,6 +390,8 @@ def run_method(
     keep_model: bool = False,
     desc: str | None = None,
     premise_examples: Sequence[Any] = (),
+    extra: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train ``method`` from the warm-start at ``model_path`` and evaluate it on ``heldout``.
 
@@ -368,6 +402,10 @@ def run_method(
             (not serialised).
         premise_examples: examples on which the trained model's greedy responses are scored for VEPO's
             premise (``visent.lab.premise``) into ``result["premise"]``; empty: not measured.
+        extra: further ``VisentConfig`` fields over the lab's settings (``lab_overrides``); recorded in
+            ``result["extra"]`` and the run's command.
+        callbacks: further ``transformers.TrainerCallback`` objects handed to the trainer (benchmarks
+            use them to observe a run instead of patching the trainer factory).
 
     Returns the ``result.json`` dict (also written to ``out_dir/result.json``).
     """
@@ -385,7 +423,9 @@ def run_method(
         f.write(json.dumps({"step": 0, "heldout/accuracy": before["accuracy"]}) + "\n")
 
     t0 = time.perf_counter()
-    config = lab_config(method, settings, model_path=model_path, noise=noise, seed=seed, output_dir=out_dir)
+    config = lab_config(
+        method, settings, model_path=model_path, noise=noise, seed=seed, output_dir=out_dir, extra=extra
+    )
     held_cb, bar_cb = _callbacks(
         None,
         heldout,
@@ -395,7 +435,7 @@ def run_method(
         progress,
         desc or f"{method} (noise {noise:g}, seed {seed})",
     )
-    trainer = build_trainer(config, callbacks=[held_cb, bar_cb])
+    trainer = build_trainer(config, callbacks=[held_cb, bar_cb, *callbacks])
     # The callback needs the processor the trainer built; the default bars would print every log dict.
     held_cb.processor = trainer.processing_class
     for cb in (PrinterCallback, ProgressCallback):
@@ -419,8 +459,9 @@ def run_method(
         "steps": settings.steps,
         "settings": dataclasses.asdict(settings),
         "command": train_command(
-            method, settings, model_path=model_path, noise=noise, seed=seed, output_dir=out_dir
+            method, settings, model_path=model_path, noise=noise, seed=seed, output_dir=out_dir, extra=extra
         ),
+        "extra": dict(extra or {}),
         "before": accuracy_block(before["accuracy"], before["n"]),
         "after": accuracy_block(final["accuracy"], final["n"]),
         "after_per_task": final["per_task"],

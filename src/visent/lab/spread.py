@@ -25,6 +25,13 @@ estimated by the method of moments (the classical nested ANOVA):
 - ``predict95``: where one *new* run (a new warm-start and RL seed) is expected to land,
   ``mean ± t · √(se² + σ̂_b² + σ̂_e²)`` — what ``visent demo``'s single run is compared with.
 
+**Power.** ``min_detectable`` turns measured spreads into the smallest true difference a design of ``W``
+warm-starts × ``S`` RL seeds detects with a two-sided 95% test at 80% power:
+``(t(0.975, df) + t(0.80, df)) · √(σ_b²/W + σ_e²/(W·S))``, with the same degrees of freedom as the
+interval (``W − 1`` when a between-warm-start spread is present, else ``W(S − 1)``). The held-out set
+enters through σ_e: the evaluation's own sampling noise is part of the within-warm-start spread, and
+``within_at_heldout`` rescales that part to another held-out size.
+
 ``tests/unit/lab/test_spread.py`` checks the estimator against an exact-arithmetic reference and its
 coverage on simulated nested data with known μ, σ_b, σ_e.
 """
@@ -36,7 +43,7 @@ from collections.abc import Mapping
 
 from visent.student_t import t_quantile
 
-__all__ = ["nested_difference", "t_quantile"]
+__all__ = ["min_detectable", "nested_difference", "t_quantile", "within_at_heldout"]
 
 
 def nested_difference(d: Mapping[int, Mapping[int, float]]) -> dict[str, float | list[float]] | None:
@@ -100,3 +107,33 @@ def nested_difference(d: Mapping[int, Mapping[int, float]]) -> dict[str, float |
         "ties": float(sum(abs(x) <= 1e-9 for x in runs)),
         "losses": float(sum(x < -1e-9 for x in runs)),
     }
+
+
+def min_detectable(
+    sd_between: float, sd_within: float, n_warm: int, n_seeds: int, *, alpha: float = 0.05, power: float = 0.8
+) -> float:
+    """Smallest true mean difference (points) the nested design detects (module docstring, *Power*).
+
+    ``sd_between`` NaN (not measured) counts as 0. Returns NaN when the design has no degrees of freedom
+    (one warm-start and one seed).
+    """
+    if n_warm < 1 or n_seeds < 1:
+        raise ValueError(f"min_detectable: n_warm and n_seeds must be >= 1, got {n_warm}, {n_seeds}")
+    var_b = 0.0 if math.isnan(sd_between) else sd_between**2
+    var_e = sd_within**2
+    df = float(n_warm - 1) if var_b > 0 else float(n_warm * (n_seeds - 1))
+    if df <= 0 or math.isnan(var_e):
+        return float("nan")
+    se = math.sqrt(var_b / n_warm + var_e / (n_warm * n_seeds))
+    return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * se
+
+
+def within_at_heldout(sd_within: float, sd_eval: float, n_from: int, n_to: int) -> float:
+    """The within-warm-start spread if the held-out set had ``n_to`` examples instead of ``n_from``.
+
+    ``sd_eval``: the part of ``sd_within`` that is the evaluation's sampling noise at ``n_from`` (for a
+    paired difference of two models on the same examples, √(discordant share / n) · 100); it scales as
+    1/√n, the training-seed part does not.
+    """
+    train = max(0.0, sd_within**2 - sd_eval**2)
+    return math.sqrt(train + sd_eval**2 * n_from / n_to)
