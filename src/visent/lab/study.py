@@ -527,7 +527,21 @@ def paired_differences(
     d: dict[int, dict[int, float]] = {}
     for w, s in keys:
         d.setdefault(w, {})[s] = by[a][(w, s)] - other[(w, s)]
-    return nested_difference(d)
+    out = nested_difference(d)
+    if out is not None:
+        out["mdd"] = detectable(out)
+    return out
+
+
+def detectable(d: Mapping[str, Any]) -> float:
+    """Smallest true difference (points) this design detects at 95% / 80% power, from ``d``'s measured spreads."""
+    from visent.lab.spread import min_detectable
+
+    n_warm = int(d.get("n_warm") or 0)
+    if n_warm < 1 or math.isnan(d.get("sd_within", float("nan"))):
+        return float("nan")
+    seeds = max(1, round(d["n"] / n_warm))
+    return min_detectable(d.get("sd_between", float("nan")), d["sd_within"], n_warm, seeds)
 
 
 def verdict_word(d: Mapping[str, Any]) -> str:
@@ -545,8 +559,11 @@ def _fmt_pair(d: Mapping[str, Any]) -> str:
     lo, hi = d["ci95"]
     ci = "" if math.isnan(lo) else f" [{lo:+.1f}, {hi:+.1f}]"
     mark = {"yes": " ↑", "worse": " ↓", "not distinguishable": ""}[verdict_word(d)]
+    mdd = d.get("mdd", float("nan"))
+    detect = "" if math.isnan(mdd) else f"; detects ≥ {mdd:.1f}"
     return (
-        f"{d['mean']:+.1f}{se}{ci}{mark} ({int(d['wins'])}/{int(d['ties'])}/{int(d['losses'])} of {int(d['n'])})"
+        f"{d['mean']:+.1f}{se}{ci}{mark} ({int(d['wins'])}/{int(d['ties'])}/{int(d['losses'])} of {int(d['n'])}"
+        f"{detect})"
     )
 
 
@@ -582,7 +599,9 @@ def paired_table(
         (
             "Nested estimate over warm-starts and RL seeds (`visent.lab.spread`): the mean of the per-warm-start "
             "means; the standard error and the t interval count both the spread between warm-starts and the "
-            "spread between RL seeds. ↑ / ↓: the 95% interval excludes zero."
+            "spread between RL seeds. ↑ / ↓: the 95% interval excludes zero. *detects ≥ x*: the smallest true "
+            "difference this design detects (two-sided 95%, 80% power) at the measured spreads "
+            "(`visent.lab.spread.min_detectable`)."
         ),
         "",
         "| comparison | " + " | ".join(f"noise {100 * n:g}%" for n in noises) + " |",
@@ -925,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
     expected = sum(len(ms) for ms in cells.values()) * args.seeds * len(warm_seeds)
     command = f"visent study {' '.join(argv)}"
 
-    def write_tables() -> None:
+    def write_tables() -> dict[str, Any]:
         results = [r for r in _load_results(root) if int(r["warm_seed"]) in baselines]
         body = results_tables(results, baselines, noises, methods, expected_runs=expected)
         accs = ", ".join(f"{100 * b['accuracy']:.1f}%" for _, b in sorted(baselines.items()))
@@ -939,6 +958,7 @@ def main(argv: list[str] | None = None) -> int:
         write_atomic(os.path.join(root, TABLES_FILE), head + body)
         summary = study_summary(results, baselines, noises, methods, task=rl.task, command=command)
         write_json_atomic(os.path.join(root, SUMMARY_FILE), summary)
+        return summary
 
     if args.tables_only:
         write_tables()
@@ -964,9 +984,30 @@ def main(argv: list[str] | None = None) -> int:
         failures = _pool_map(_run_job, jobs, n_workers, finished)
         bar.close()
         print(f"   {len(jobs) - failures} runs in {time.perf_counter() - t0:.0f} s", flush=True)
-    write_tables()
+    summary = write_tables()
     print(f"== tables: {os.path.join(root, TABLES_FILE)}", flush=True)
+    for line in power_lines(summary):
+        print(line, flush=True)
     return 1 if failures else 0
+
+
+def power_lines(summary: Mapping[str, Any]) -> list[str]:
+    """One line per noise rate: the smallest method-vs-method difference the study detects (95%, 80% power)."""
+    by_noise: dict[str, list[tuple[float, str]]] = {}
+    for key, d in summary.get("pairs", {}).items():
+        a, b, noise = key.split("|")
+        mdd = d.get("mdd", float("nan"))
+        if b != "warm-start" and isinstance(mdd, (int, float)) and not math.isnan(mdd):
+            by_noise.setdefault(noise, []).append((mdd, f"{_plain(a)} − {_plain(b)}"))
+    lines = []
+    for noise, items in sorted(by_noise.items(), key=lambda kv: float(kv[0])):
+        items.sort()
+        lines.append(
+            f"   power, noise {100 * float(noise):g}%: method-vs-method differences of "
+            f"{items[0][0]:.1f}–{items[-1][0]:.1f} points are detected (two-sided 95%, 80% power; "
+            f"worst: {items[-1][1]})"
+        )
+    return lines
 
 
 if __name__ == "__main__":
