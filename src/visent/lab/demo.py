@@ -90,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
         default=1,
         help="torch CPU threads (1 is fastest on a shared machine: more threads oversubscribe)",
     )
+    p.add_argument(
+        "--workers",
+        default="auto",
+        help="RL runs in parallel processes: a number, or auto (one per CPU core, at most the 5 runs)",
+    )
     p.add_argument("--quick", action="store_true", help="minimal version for tests (numbers are meaningless)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
@@ -607,6 +612,22 @@ def _report(
     return "\n".join(lines)
 
 
+def _rl_job(job: dict[str, Any]) -> dict[str, Any]:
+    """One demo RL run (in this process or a worker): ``run_method`` on the job's settings."""
+    import torch
+
+    from visent.lab.rl import RLSettings, heldout_set, run_method
+
+    torch.set_num_threads(job["threads"])
+    settings = RLSettings(**job["settings"])
+    heldout = heldout_set(job["task"], job["heldout_n"], job["warm_seed"])
+    return run_method(
+        job["method"], settings, model_path=job["model_path"], heldout=heldout, before=job["before"],
+        noise=job["noise"], seed=job["seed"], out_dir=job["out_dir"], progress=job["progress"],
+        desc=f"{job['name']:>19}", premise_examples=heldout[: job["premise_n"]],
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
@@ -630,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     from visent.eval.report import write_atomic
-    from visent.lab.rl import heldout_set, measure_before, run_method
+    from visent.lab.rl import heldout_set, measure_before
     from visent.lab.warmstart import warm_start
     from visent.viz.curves import plot_curves
     from visent.viz.heatmap import write_tokens_html
@@ -696,27 +717,38 @@ def main(argv: list[str] | None = None) -> int:
 
     _header(3, n_stages, f"RL: {len(DEMO_RUNS)} runs × {rl.steps} steps through VisentGRPOTrainer")
     t = time.perf_counter()
+    from visent.lab.pool import pool_map, workers
+
+    jobs = [
+        {
+            "name": label, "method": method, "noise": noise, "settings": asdict(rl), "model_path": ws.path,
+            "task": rl.task, "heldout_n": n_heldout, "warm_seed": ws_cfg.seed, "before": before,
+            "seed": args.seed, "out_dir": os.path.join(out, "rl", label), "premise_n": len(premise_examples),
+            "threads": max(1, args.threads),
+        }
+        for label, method, noise in DEMO_RUNS
+    ]
+    n_workers = workers(args.workers, len(jobs), prog="visent demo")
+    # One worker: in this process with bars; several: one spawned process per run, no bars (they would
+    # interleave), a line per finished run.
+    for job in jobs:
+        job["progress"] = progress and n_workers == 1
     results: dict[str, dict[str, Any]] = {}
-    for label, method, noise in DEMO_RUNS:
-        res = run_method(
-            method,
-            rl,
-            model_path=ws.path,
-            heldout=heldout,
-            before=before,
-            noise=noise,
-            seed=args.seed,
-            out_dir=os.path.join(out, "rl", label),
-            progress=progress,
-            desc=f"{label:>19}",
-            premise_examples=premise_examples,
-        )
-        results[label] = res
+
+    def finished(job: dict[str, Any], get) -> None:
+        res = get()
+        results[job["name"]] = res
         print(
-            f"   {label}: held-out accuracy {_pct(res['before']['accuracy'])} -> {_pct(res['after']['accuracy'])} "
-            f"({res['wall_s']:.0f} s)",
+            f"   {job['name']}: held-out accuracy {_pct(res['before']['accuracy'])} -> "
+            f"{_pct(res['after']['accuracy'])} ({res['wall_s']:.0f} s)",
             flush=True,
         )
+
+    print(f"   {len(jobs)} runs on {n_workers} worker(s)", flush=True)
+    if pool_map(_rl_job, jobs, n_workers, finished, init=False):
+        print("visent demo: an RL run failed (see above)", file=sys.stderr)
+        return 1
+    results = {label: results[label] for label, _, _ in DEMO_RUNS}  # report order
     timings["rl"] = time.perf_counter() - t
 
     _header(4, n_stages, "artefacts: curves.png, tokens.html, report.md")

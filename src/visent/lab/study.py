@@ -37,6 +37,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
+from visent.lab.pool import pool_map, workers
+
 __all__ = [
     "DEFAULT_METHODS",
     "PAIRS",
@@ -196,30 +198,8 @@ def _parse_cells(specs: Sequence[str]) -> dict[float, list[str]]:
     return cells
 
 
-def _workers(value: str, n_jobs: int) -> int:
-    if value == "auto":
-        n = os.cpu_count() or 1
-    else:
-        try:
-            n = int(value)
-        except ValueError:
-            raise SystemExit(f"visent study: --workers must be a number or 'auto', got {value!r}") from None
-        if n < 1:
-            raise SystemExit("visent study: --workers must be >= 1")
-    return max(1, min(n, n_jobs))
-
-
 # --------------------------------------------------------------------------------------------------
 # Worker side
-
-
-def _init_worker() -> None:
-    import torch
-    import transformers
-
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def _warm_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -775,34 +755,6 @@ def _check_study_file(root: str, fixed: dict[str, Any]) -> None:
     write_json_atomic(path, {"fixed": fixed, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
-def _pool_map(fn, jobs: Sequence[dict[str, Any]], n_workers: int, done) -> int:
-    """Run ``fn`` over ``jobs`` (in-process for one worker), calling ``done(job, get_result)``; returns failures."""
-    failures = 0
-
-    def call(job, get):
-        nonlocal failures
-        try:
-            done(job, get)
-        except Exception as e:  # noqa: BLE001 (one broken run must not lose the others' results)
-            failures += 1
-            print(f"   {job.get('name', '?')}: FAILED: {type(e).__name__}: {e}", flush=True)
-
-    if n_workers <= 1:
-        # In this process: a spawned worker would pay the torch/transformers/trl imports again.
-        _init_worker()
-        for job in jobs:
-            call(job, lambda job=job: fn(job))
-        return failures
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(fn, job): job for job in jobs}
-        for fut in as_completed(futures):
-            call(futures[fut], fut.result)
-    return failures
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
@@ -889,7 +841,7 @@ def main(argv: list[str] | None = None) -> int:
                 baselines[job["config"]["seed"]] = json.load(f)
     todo = [j for j in warm_jobs if j["config"]["seed"] not in baselines]
     if todo and not args.tables_only:
-        n = _workers(n_workers_max, len(todo))
+        n = workers(n_workers_max, len(todo))
         print(f"== {len(todo)} warm-start(s) to train and measure on {n} worker(s)", flush=True)
 
         def warm_done(job, get):
@@ -902,7 +854,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-        if _pool_map(_warm_job, todo, n, warm_done):
+        if pool_map(_warm_job, todo, n, warm_done):
             print("visent study: a warm-start failed; its runs are skipped", file=sys.stderr)
     for w, b in sorted(baselines.items()):
         print(f"   warm-start {w}: held-out accuracy {100 * b['accuracy']:.1f}% (n={b['n']})", flush=True)
@@ -964,7 +916,7 @@ def main(argv: list[str] | None = None) -> int:
         write_tables()
         print(f"== tables only ({len(jobs)} runs not run): {os.path.join(root, TABLES_FILE)}", flush=True)
         return 0
-    n_workers = _workers(n_workers_max, len(jobs)) if jobs else 0
+    n_workers = workers(n_workers_max, len(jobs)) if jobs else 0
     print(f"== {len(jobs)} runs to do ({skipped} already finished) on {n_workers} worker(s)", flush=True)
     failures = 0
     if jobs:
@@ -981,7 +933,7 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update(1)
                 write_tables()
 
-        failures = _pool_map(_run_job, jobs, n_workers, finished)
+        failures = pool_map(_run_job, jobs, n_workers, finished)
         bar.close()
         print(f"   {len(jobs) - failures} runs in {time.perf_counter() - t0:.0f} s", flush=True)
     summary = write_tables()
