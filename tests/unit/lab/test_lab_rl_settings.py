@@ -1,0 +1,31 @@
+"""`RLSettings.freeze_vision_tower` and `run_method`'s extra overrides reach the trainer's config."""
+
+from __future__ import annotations
+
+from visent.lab import rl
+
+
+def _config(settings, **kw):
+    return rl.lab_config(
+        "vepo", settings, model_path="tiny:qwen2_5_vl", noise=0.0, seed=0, output_dir="/tmp/x", **kw
+    )
+
+
+def test_freeze_vision_tower_none_keeps_the_config_and_a_bool_overrides_it():
+    assert _config(rl.RLSettings(task="tally")).freeze_vision_tower is True  # configs/vepo.yaml
+    assert _config(rl.RLSettings(task="tally", freeze_vision_tower=False)).freeze_vision_tower is False
+
+
+def test_extra_overrides_apply_last_and_show_in_the_command():
+    settings = rl.RLSettings(task="tally", learning_rate=1e-4)
+    config = _config(settings, extra={"learning_rate": 3e-4, "beta": 0.04})
+    assert config.learning_rate == 3e-4 and config.beta == 0.04
+    command = rl.train_command(
+        "vepo", settings, model_path="m", noise=0.0, seed=0, output_dir="o", extra={"beta": 0.04}
+    )
+    assert command.endswith("--beta 0.04")
+
+
+def test_task_defaults_carry_the_tower_setting():
+    tally = rl.RLSettings.for_task("tally")
+    assert tally.freeze_vision_tower == rl.TASK_RL_DEFAULTS["tally"].get("freeze_vision_tower")
