@@ -280,8 +280,15 @@ def _verdict(
     return " ".join(parts)
 
 
+# RL settings a study and a demo run must share to be compared (the rest — eval points — only changes
+# when the curve is sampled).
+_COMPARED_RL = ("task", "steps", "prompts_per_step", "num_generations", "max_completion_length",
+                "learning_rate", "temperature", "freeze_vision_tower")
+
+
 def comparability(
-    ws_info: dict[str, Any], before: dict[str, Any], study: dict[str, Any] | None
+    ws_info: dict[str, Any], before: dict[str, Any], study: dict[str, Any] | None,
+    rl: dict[str, Any] | None = None,
 ) -> str | None:
     """Why this run's numbers must not be set against the study's (``None``: they may be).
 
@@ -327,6 +334,18 @@ def comparability(
                 f"the study's warm-starts were stopped in the band {100 * s_band[0]:.0f}–{100 * s_band[1]:.0f}%, "
                 f"this run's in {100 * lo:.0f}–{100 * hi:.0f}%."
             )
+        if rl is not None:
+            s_rl = study.get("rl_settings")
+            if not s_rl:
+                return (
+                    "the study summary does not record its RL settings (it predates issue #21's recipe): rerun "
+                    "`visent study` under this run's settings to compare."
+                )
+            differ = [k for k in _COMPARED_RL if s_rl.get(k) != rl.get(k)]
+            if differ:
+                return "the study ran RL with other settings (" + ", ".join(
+                    f"{k} {s_rl.get(k)} vs {rl.get(k)}" for k in differ
+                ) + ")."
     return None
 
 
@@ -412,7 +431,7 @@ def _report(
     cmd = shlex.join(["visent", "demo", *argv])
     b = accuracy_block(before["accuracy"], before["n"])
     by_method = {(res["method"], float(res["noise"])): res for res in results.values()}
-    not_comparable = comparability(ws_info, before, study)
+    not_comparable = comparability(ws_info, before, study, asdict(rl))
     if study:
         n_warm = int(study.get("warm_seeds", 1) or 1)
         design = (

@@ -681,6 +681,7 @@ def study_summary(
     *,
     task: str,
     command: str,
+    rl_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The numbers ``visent demo`` quotes beside its single run (``summary.json``; docs/lab-study-<task>.json).
 
@@ -722,6 +723,8 @@ def study_summary(
         "warm_seeds": int(max((d.get("n_warm", 1) for d in pairs.values()), default=0)),
         "runs": len(results),
         "estimator": "nested (warm-start × RL seed), visent.lab.spread.nested_difference",
+        # The shared RL settings (``RLSettings``): the demo compares its run only under the same ones.
+        "rl_settings": dict(rl_settings) if rl_settings is not None else None,
         "band": list(next(iter(bands))) if len(bands) == 1 else None,
         "warmstarts": warm_list,
         "warmstart_accuracy": sum(accs) / len(accs) if accs else None,
@@ -908,7 +911,9 @@ def main(argv: list[str] | None = None) -> int:
             f"RL seeds 0..{args.seeds - 1}.\n\n"
         )
         write_atomic(os.path.join(root, TABLES_FILE), head + body)
-        summary = study_summary(results, baselines, noises, methods, task=rl.task, command=command)
+        summary = study_summary(
+            results, baselines, noises, methods, task=rl.task, command=command, rl_settings=asdict(rl)
+        )
         write_json_atomic(os.path.join(root, SUMMARY_FILE), summary)
         return summary
 

@@ -29,3 +29,19 @@ def test_extra_overrides_apply_last_and_show_in_the_command():
 def test_task_defaults_carry_the_tower_setting():
     tally = rl.RLSettings.for_task("tally")
     assert tally.freeze_vision_tower == rl.TASK_RL_DEFAULTS["tally"].get("freeze_vision_tower")
+
+
+def test_demo_compares_with_a_study_only_under_the_same_rl_settings():
+    from dataclasses import asdict
+
+    from visent.lab.demo import comparability
+
+    ws_info = {"band": {"band": [0.4, 0.6], "reached": True, "accuracy": 0.5}}
+    before = {"accuracy": 0.5, "n": 128}
+    mine = asdict(rl.RLSettings.for_task("tally"))
+    study = {"band": [0.4, 0.6], "rl_settings": dict(mine)}
+    assert comparability(ws_info, before, study, mine) is None
+    assert "does not record its RL settings" in comparability(ws_info, before, {"band": [0.4, 0.6]}, mine)
+    other = {**mine, "steps": mine["steps"] + 1, "freeze_vision_tower": True}
+    why = comparability(ws_info, before, {"band": [0.4, 0.6], "rl_settings": other}, mine)
+    assert "other settings" in why and "steps" in why and "freeze_vision_tower" in why
