@@ -45,7 +45,7 @@ EAGER = """
 import sys
 import visent.trainer.sources as sources
 from visent.data.loaders import load_examples
-from visent.lab.tasks import to_trl_dataset
+from visent.data.synthetic import to_trl_dataset
 
 def eager(spec, size=64, seed=0, label_noise=0.0):
     examples, report = load_examples(spec)

@@ -34,6 +34,9 @@ import sys
 import time
 from typing import Any
 
+from visent.intervals import paired_interval
+from visent.io import read_jsonl
+
 TASK = "tally"
 HELDOUT_N = 128
 PREMISE_N = 32
@@ -95,25 +98,25 @@ def _update_norm_callback(path: str):
 
 
 def _install_diagnostics() -> None:
-    """Add the update-norm callback to every trainer ``run_method`` builds (``<output_dir>/steps.jsonl``).
+    """Add the update-norm callback to every trainer ``run_method`` builds (``<output_dir>/steps.jsonl``),
+    through ``visent.trainer.build``'s extension point."""
+    from visent.trainer.build import register_extension
 
-    ``run_method`` imports ``build_trainer`` from ``visent.trainer.cli`` when it runs, so wrapping the
-    module attribute reaches it without changing the lab code.
-    """
-    from visent.trainer import cli
-
-    if getattr(cli.build_trainer, "_step_size_wrapped", False):
+    global _diagnostics_installed
+    if _diagnostics_installed:
         return
-    original = cli.build_trainer
 
-    def build_trainer(config, callbacks=None):
+    def update_norm(config):
         path = os.path.join(config.output_dir, "steps.jsonl")
         if os.path.exists(path):
             os.remove(path)  # a rerun starts afresh
-        return original(config, callbacks=[*(callbacks or []), _update_norm_callback(path)])
+        return [_update_norm_callback(path)]
 
-    build_trainer._step_size_wrapped = True  # type: ignore[attr-defined]
-    cli.build_trainer = build_trainer
+    register_extension(update_norm)
+    _diagnostics_installed = True
+
+
+_diagnostics_installed = False
 
 
 def label_for(method: str, lr: float | None, max_grad_norm: float | None = None) -> str:
@@ -123,19 +126,18 @@ def label_for(method: str, lr: float | None, max_grad_norm: float | None = None)
 
 def _set_max_grad_norm(value: float) -> None:
     """Every lab run of this process trains with ``max_grad_norm=value`` (0 = no clipping; default 1.0)."""
-    from visent.lab import rl
+    from visent.trainer.build import register_extension
 
-    original = rl.lab_overrides
+    def clip(config):
+        config.max_grad_norm = value
+        return []
 
-    def lab_overrides(*a, **kw):
-        return [*original(*a, **kw), "--max_grad_norm", str(value)]
-
-    rl.lab_overrides = lab_overrides
+    register_extension(clip)
 
 
 def _prepare_start(out: str, name: str) -> dict[str, Any]:
     """Warm-start ``name`` (cached under ``out/ws``) and its held-out baseline (``out/<name>/baseline.json``)."""
-    from visent.eval.report import write_json_atomic
+    from visent.io import write_json_atomic
     from visent.lab.rl import RLSettings, heldout_set, measure_before
     from visent.lab.warmstart import warm_start
 
@@ -212,22 +214,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ summary
 
 
-def _read_jsonl(path: str) -> list[dict[str, Any]]:
-    if not os.path.exists(path):
-        return []
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _mean(xs: list[float]) -> float | None:
     xs = [x for x in xs if isinstance(x, (int, float)) and math.isfinite(x)]
     return sum(xs) / len(xs) if xs else None
-
-
-def _t975(df: int) -> float:
-    # Two-sided 95% Student t quantiles for small n (df 1..10), then the normal value.
-    table = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]
-    return table[df - 1] if 1 <= df <= len(table) else 1.96
 
 
 def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
@@ -236,15 +225,10 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict[str, Any] | None:
     if not seeds:
         return None
     d = [a[s] - b[s] for s in seeds]
-    m = sum(d) / len(d)
-    if len(d) > 1:
-        sd = math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1))
-        half = _t975(len(d) - 1) * sd / math.sqrt(len(d))
-        ci = [m - half, m + half]
-    else:
-        sd, ci = float("nan"), None
+    est = paired_interval(d)
     return {
-        "mean": m, "sd": sd, "ci95": ci, "n": len(d), "diffs": d, "seeds": seeds,
+        "mean": est["mean"], "sd": float("nan") if est["sd"] is None else est["sd"], "ci95": est["ci"], "n": len(d),
+        "diffs": d, "seeds": seeds,
         "wins": sum(x > 1e-9 for x in d), "ties": sum(abs(x) <= 1e-9 for x in d), "losses": sum(x < -1e-9 for x in d),
     }
 
@@ -253,8 +237,8 @@ def run_summary(run_dir: str) -> dict[str, Any]:
     """One run's accuracy and the mean of its per-step diagnostics (first step, all steps, last 10)."""
     with open(os.path.join(run_dir, "result.json"), encoding="utf-8") as f:
         res = json.load(f)
-    metrics = [r for r in _read_jsonl(os.path.join(run_dir, "metrics.jsonl")) if "loss/policy_loss" in r or "reward" in r]
-    steps = _read_jsonl(os.path.join(run_dir, "steps.jsonl"))
+    metrics = [r for r in read_jsonl(os.path.join(run_dir, "metrics.jsonl"), missing_ok=True) if "loss/policy_loss" in r or "reward" in r]
+    steps = read_jsonl(os.path.join(run_dir, "steps.jsonl"), missing_ok=True)
 
     def col(rows, key):
         return [r.get(key) for r in rows]
@@ -276,7 +260,7 @@ def run_summary(run_dir: str) -> dict[str, Any]:
     diag["update_norm"] = {"first": _mean(u[:1]), "mean": _mean(u), "last10": _mean(u[-10:])}
     # Per-token weight of a selected token relative to GRPO's 1/N_valid: 1/fraction under selected_mean.
     premise = res.get("premise") or {}
-    heldout = _read_jsonl(os.path.join(run_dir, "heldout.jsonl"))
+    heldout = read_jsonl(os.path.join(run_dir, "heldout.jsonl"), missing_ok=True)
     return {
         "after": res["after"]["accuracy"],
         "mid": next((r["heldout/accuracy"] for r in heldout if r["step"] == 15), None),
@@ -452,8 +436,8 @@ def cmd_onestep(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
     from visent.core.selection import select_tokens
+    from visent.data.synthetic import response_spans, target_response, token_kinds
     from visent.lab.rl import RLSettings, heldout_set
-    from visent.lab.tasks import response_spans, target_response, token_kinds
     from visent.lab.warmstart import sft_batch, warm_start
     from visent.viz.scoring import score_responses
 

@@ -1,7 +1,7 @@
 """Step time of VEPO versus plain GRPO on the lab's tiny Qwen2.5-VL, side by side in one process (CPU).
 
-Two ``VisentGRPOTrainer`` s are built from the same weights, one with ``configs/grpo.yaml`` (all tokens)
-and one with ``configs/vepo.yaml`` (token selection from the counterfactual pass), both overridden with
+Two ``VisentGRPOTrainer`` s are built from the same weights, one with ``src/visent/configs/grpo.yaml`` (all tokens)
+and one with ``src/visent/configs/vepo.yaml`` (token selection from the counterfactual pass), both overridden with
 the lab's RL settings (8 prompts × 8 responses per step, 28 completion tokens, lab reward). Each
 measured step is a full training step through TRL's ``training_step`` — sampling, rewards, advantages,
 (VEPO) the counterfactual pass and mask, the policy loss, backward — and an AdamW step; and every step
@@ -42,6 +42,8 @@ import time
 
 import torch
 
+from visent.configs import CONFIG_DIR
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -71,7 +73,8 @@ def load_lab_model(spec: str, warmstart_dir: str):
 
 
 def make_trainer(config_name: str, model, processor, dataset, args, out_dir: str, extra: list[str] = ()):
-    from visent.trainer.cli import freeze_vision_tower, parse_config
+    from visent.trainer.build import freeze_vision_tower
+    from visent.trainer.cli import parse_config
     from visent.trainer.grpo import VisentGRPOTrainer
     from visent.trainer.sources import resolve_rewards
 
@@ -83,7 +86,7 @@ def make_trainer(config_name: str, model, processor, dataset, args, out_dir: str
         "use_cpu": True, "bf16": False, "gradient_checkpointing": False, "output_dir": out_dir,
         "logging_steps": 1000,
     }
-    argv = ["--config", os.path.join(REPO, "configs", config_name)]
+    argv = ["--config", os.path.join(CONFIG_DIR, config_name)]
     for k, v in overrides.items():
         argv += [f"--{k}", str(v).lower() if isinstance(v, bool) else str(v)]
     for item in extra:  # KEY=VALUE overrides of this trainer's config
@@ -221,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs of each step per trainer; the fastest counts (interference only adds time)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--vepo-set", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="overrides of configs/vepo.yaml, e.g. entropy_schedule=none to leave out its entropy bonus")
+                        help="overrides of src/visent/configs/vepo.yaml, e.g. entropy_schedule=none to leave out its entropy bonus")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     import transformers
@@ -234,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# task lab:{args.task}, {args.prompts} prompts x {args.K} responses, max {args.C} completion tokens, "
           f"{args.warmup} warm-up + {args.steps} measured steps per trainer, interleaved, "
           + (f"fastest of {args.repeats} runs of each" if args.repeats > 1 else "one run of each"))
-    print(f"# configs/grpo.yaml vs configs/vepo.yaml{' with ' + ' '.join(args.vepo_set) if args.vepo_set else ''}")
+    print(f"# src/visent/configs/grpo.yaml vs src/visent/configs/vepo.yaml{' with ' + ' '.join(args.vepo_set) if args.vepo_set else ''}")
     ratios = {noise: measure(noise, model, processor, args) for noise in args.noise}
     print("vepo/grpo step-time ratio: " + " ".join(f"noise{n:g}={r:.3f}" for n, r in ratios.items()))
     return 0

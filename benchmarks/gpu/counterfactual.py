@@ -72,7 +72,7 @@ def patch_size(name: str) -> int:
 def build_model(name: str, smoke: bool = False):
     import transformers
 
-    a = dict(SMOKE, family=family(name)) if smoke else ARCHS[name]
+    a = dict(SMOKE if smoke else ARCHS[name], family=family(name))  # 3b/7b leave "family" to family()
     text = dict(vocab_size=VOCAB, hidden_size=a["hidden_size"], intermediate_size=a["intermediate_size"],
                 num_hidden_layers=a["num_hidden_layers"], num_attention_heads=a["num_attention_heads"],
                 num_key_value_heads=a["num_key_value_heads"], max_position_embeddings=32768)

@@ -4,12 +4,14 @@ VEPO scores each response token by how much its next-token distribution moves wh
 perturbed. All K responses of a prompt are scored against the *same* perturbed image, and the
 perturbation is seeded: the caller passes one ``torch.Generator`` per prompt.
 
-Two layouts of normalised pixels are handled here; the per-family adapters (``visent.models``) cut
-their processors' outputs into one of them:
+One representation, each kind written once. ``perturb_image_set`` perturbs an ``ImageSet``: one prompt's
+images as normalised float32 frames ``(F, C, H, W)`` per image, with a mask of real pixels, the
+normalisation and blackout cell (``TileLayout``) and how many consecutive frames are copies of one still
+image. Each family's layout is converted to and from it (the adapters in ``visent.models`` call these):
 
 1. Patch rows (Qwen-VL), ``perturb_pixel_values`` and ``PatchLayout``, described next.
 2. Whole images or tiles ``(N, C, H, W)`` (Gemma 3, SmolVLM2 / Idefics3, LLaVA-OneVision, ...),
-   ``perturb_image_tiles`` and ``TileLayout``, described after the table of kinds.
+   ``perturb_image_tiles``, described after the table of kinds.
 
 Patch rows: what the Qwen2-VL / Qwen2.5-VL processor hands the model:
 
@@ -22,12 +24,12 @@ Patch layout (``transformers`` ``Qwen2VLImageProcessor.patchify``). For one imag
 ``(t, h/m, w/m, m, m)`` — the 2×2 blocks that the vision merger later fuses into one token are
 contiguous — and each row is ``(C, tp, p, p)`` flattened. A still image is repeated ``tp`` times along
 the temporal axis, so the ``tp`` copies inside a row are identical. ``unflatten_patches`` inverts
-this into frames ``(t · tp, C, h · p, w · p)``; ``flatten_patches`` goes back.
+this into frames ``(t · tp, C, h · p, w · p)`` (``tp`` copies per still); ``flatten_patches`` goes back.
+A blackout cell is a merged patch, ``m · p`` pixels on a side.
 
 Pixel-space kinds (``pixel_gaussian``, ``diffusion``) un-normalise with the image processor's
 ``image_mean``/``image_std`` (pixels in [0, 1] after the processor's 1/255 rescale), perturb, and
-normalise again; the same noise is added to the ``tp`` temporal copies so the image stays a still
-image.
+normalise again; the same noise is added to the copies of a still so the image stays a still image.
 
 Kinds (``PERTURBATIONS``), ``strength`` meaning and default:
 
@@ -35,38 +37,39 @@ Kinds (``PERTURBATIONS``), ``strength`` meaning and default:
 kind                        strength                                                    default
 ==========================  ==========================================================  =======
 ``pixel_values_gaussian``   std of Gaussian noise added to normalised ``pixel_values``,   2.0
-                            no clipping (the VEPO authors' code default)
+                            no clipping (the VEPO authors' code default); every stored
+                            value gets its own draw, in the family's storage order
 ``pixel_gaussian``          std of Gaussian noise in [0, 1] pixel units, clipped to       0.5
                             [0, 1] (a real image)
 ``diffusion``               step t of a 1000-step linear-β DDPM schedule (β 1e-4 → 0.02); 500
                             ``x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε`` with x_0 in [−1, 1] (≈ 0.48
                             noise std in [0, 1] units at t = 500); not clipped
-``patch_blackout``          fraction of (merged) patches set to black                     0.5
-``no_image``                ignored: ``pixel_values`` set to zeros (the mean colour)        —
+``patch_blackout``          fraction of each still's cells (merged patches / the pixels   0.5
+                            behind one image token) with a real pixel, set to black
+``no_image``                ignored: real pixels set to zero (the mean colour)             —
 ``identity``                ignored: no change (a control; JSD is then exactly 0)           —
 ==========================  ==========================================================  =======
 
+Random draws: the normalised-space noise is one draw in the family's storage order (``ImageSet.
+storage_noise``; by default one draw per image entry); pixel-space noise one draw per image entry over
+its stills; blackout one permutation per still. So a draw depends only on the generator and the stored
+shape, as before the kinds were written once (``tests/unit/test_perturb_unified.py``).
+
 Whole images or tiles ``(N, C, H, W)``: ``N`` normalised images of one prompt — for a tiling
 processor, its tiles / crops (SmolVLM's splits and global view, LLaVA-OneVision's base image and anyres
-tiles), each perturbed as an image of its own. An optional ``valid`` mask ``(N, H, W)`` marks the real
-pixels: padding pixels (SmolVLM's ``pixel_attention_mask`` == 0, LLaVA-OneVision's letterbox around the
-resized image) and whole padding tiles (all False: the zero-filled slots that pad a row to the batch's
+tiles), each perturbed as a still image of its own. An optional ``valid`` mask ``(N, H, W)`` marks the
+real pixels: padding pixels (SmolVLM's ``pixel_attention_mask`` == 0, LLaVA-OneVision's letterbox around
+the resized image) and whole padding tiles (all False: the zero-filled slots that pad a row to the batch's
 tile count) keep their input values bit for bit, so padding never becomes signal and a model that
-detects padding by its value (Idefics3 drops all-zero images) still finds it. The kinds mean the same
-as above, with these per-layout details:
+detects padding by its value (Idefics3 drops all-zero images) still finds it. Per-layout details:
 
-- pixel-space kinds un-normalise with ``TileLayout.image_mean`` / ``image_std`` (the family's own
-  image processor's), perturb in [0, 1] units, and normalise again;
-- ``patch_blackout`` blacks out a ``strength`` fraction of each tile's *cells*: squares of
-  ``TileLayout.cell`` pixels, one per language-model image token (Gemma 3's pooled token grid,
-  SmolVLM's pixel-shuffled patch grid, LLaVA-OneVision's vision patches); only cells holding a real
-  pixel are candidates, and only their real pixels are blackened;
+- ``patch_blackout``'s cells are squares of ``TileLayout.cell`` pixels, one per language-model image
+  token (Gemma 3's pooled token grid, SmolVLM's pixel-shuffled patch grid, LLaVA-OneVision's vision
+  patches); only cells holding a real pixel are candidates, and only their real pixels are blackened;
 - ``no_image`` sets the real pixels to zero, the mean colour, except where ``TileLayout.zero_is_padding``
   (Idefics3 / SmolVLM: an all-zero image is taken for padding and dropped, which would change the
   number of image tokens): there they are set to ``NO_IMAGE_OFFSET`` (1e-3 in normalised units, under
   one grey level away from the mean colour).
-
-There is no temporal axis in this layout, so a still image stays a still image by construction.
 """
 
 from __future__ import annotations
@@ -81,10 +84,12 @@ __all__ = [
     "DEFAULT_STRENGTH",
     "NO_IMAGE_OFFSET",
     "PERTURBATIONS",
+    "ImageSet",
     "PatchLayout",
     "TileLayout",
     "diffusion_alpha_bar",
     "flatten_patches",
+    "perturb_image_set",
     "perturb_image_tiles",
     "perturb_pixel_values",
     "unflatten_patches",
@@ -94,10 +99,34 @@ __all__ = [
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
+#: ``no_image`` value of real pixels where an all-zero image means padding (``TileLayout.zero_is_padding``).
+NO_IMAGE_OFFSET = 1e-3
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """How a family normalised its images, and the blackout cell: what every kind needs to know.
+
+    Attributes:
+        image_mean / image_std: per-channel normalisation of [0, 1] pixels (the image processor's).
+        cell: side in pixels of one ``patch_blackout`` cell: the square of pixels behind one
+            language-model image token.
+        zero_is_padding: the model treats an all-zero image as padding (Idefics3 / SmolVLM).
+    """
+
+    image_mean: tuple[float, ...]
+    image_std: tuple[float, ...]
+    cell: int
+    zero_is_padding: bool = False
+
+    @property
+    def channels(self) -> int:
+        return len(self.image_mean)
+
 
 @dataclass(frozen=True)
 class PatchLayout:
-    """How the image processor flattened images into ``pixel_values`` rows.
+    """How the Qwen-VL image processor flattened images into ``pixel_values`` rows.
 
     Attributes:
         patch_size: p, pixels per patch side (14 for Qwen2/2.5-VL).
@@ -118,6 +147,11 @@ class PatchLayout:
     def row_dim(self) -> int:
         return self.channels * self.temporal_patch_size * self.patch_size**2
 
+    @property
+    def images(self) -> TileLayout:
+        """The normalisation and blackout cell (a merged patch, ``m · p`` pixels) of the frames."""
+        return TileLayout(self.image_mean, self.image_std, cell=self.merge_size * self.patch_size)
+
     @classmethod
     def from_processor(cls, processor) -> PatchLayout:
         """Read the layout from a Qwen2-VL-style processor (or its ``image_processor``)."""
@@ -137,6 +171,179 @@ class PatchLayout:
             image_mean=mean,
             image_std=std,
         )
+
+
+@dataclass
+class ImageSet:
+    """One prompt's images in the representation every kind works on.
+
+    Attributes:
+        frames: per image entry, ``(F, C, H, W)`` float32 normalised with ``layout``'s mean / std.
+        valid: per entry, ``(F, H, W)`` bool real pixels, or ``None`` (all real). Others keep their values.
+        layout: normalisation, blackout cell and padding convention.
+        copies: consecutive frames that are copies of one still image (Qwen's temporal patch size; 1 for
+            images and tiles). F is a multiple of it.
+        storage_noise: ``generator -> frames-shaped noise`` drawn in the family's storage order (one draw
+            over the stored tensor, rearranged as ``frames``), for ``pixel_values_gaussian``; ``None``: one
+            draw per entry in ``frames`` order.
+    """
+
+    frames: list[torch.Tensor]
+    valid: list[torch.Tensor | None]
+    layout: TileLayout
+    copies: int = 1
+    storage_noise: Callable[[torch.Generator], list[torch.Tensor]] | None = None
+
+    def stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, std)`` as ``(1, C, 1, 1)`` float32 tensors on ``like``'s device."""
+        shape = (1, self.layout.channels, 1, 1)
+        mean = torch.tensor(self.layout.image_mean, dtype=torch.float32, device=like.device).view(shape)
+        std = torch.tensor(self.layout.image_std, dtype=torch.float32, device=like.device).view(shape)
+        return mean, std
+
+
+def _randn(shape, generator: torch.Generator, device) -> torch.Tensor:
+    # Draw on the generator's device, then move: the same seed gives the same noise on CPU and GPU.
+    return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
+
+
+def diffusion_alpha_bar(step: int, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> float:
+    """``ᾱ_t = Π_{s≤t} (1 − β_s)`` of the linear-β DDPM schedule, steps counted from 1."""
+    if not 0 <= step <= num_steps:
+        raise ValueError(f"diffusion step must be in [0, {num_steps}], got {step}")
+    betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
+    return float(torch.prod(1.0 - betas[:step]))
+
+
+def _pixel_space(images: ImageSet, generator: torch.Generator, perturb: Callable) -> list[torch.Tensor]:
+    """Un-normalise each entry to [0, 1] pixels, apply ``perturb(stills (S, C, H, W), noise)`` to one copy
+    of each still (noise: one draw per entry), repeat it over the copies, and normalise again."""
+    out = []
+    for x in images.frames:
+        mean, std = images.stats(x)
+        pixels = x * std + mean
+        f, c, h, w = pixels.shape
+        pixels = pixels.reshape(f // images.copies, images.copies, c, h, w)
+        stills = pixels[:, :1]
+        noisy = perturb(stills, _randn(stills.shape, generator, x.device)).expand_as(pixels).reshape(f, c, h, w)
+        out.append((noisy - mean) / std)
+    return out
+
+
+# --- the kinds, each once: (images, generator, strength) -> frames per entry -------------------------------
+
+
+def identity(images: ImageSet, generator, strength):
+    """No change: a control under which the clean and perturbed passes are bit-identical."""
+    return [x.clone() for x in images.frames]
+
+
+def pixel_values_gaussian(images: ImageSet, generator, strength):
+    """Add ``N(0, strength²)`` to the normalised values; no clipping (VEPO code default 2.0)."""
+    if images.storage_noise is not None:
+        noise = images.storage_noise(generator)
+    else:
+        noise = [_randn(x.shape, generator, x.device) for x in images.frames]
+    return [x + strength * n for x, n in zip(images.frames, noise)]
+
+
+def pixel_gaussian(images: ImageSet, generator, strength):
+    """Add ``N(0, strength²)`` in [0, 1] pixel units and clip to [0, 1]."""
+    return _pixel_space(images, generator, lambda pixels, noise: (pixels + strength * noise).clamp(0.0, 1.0))
+
+
+def diffusion(images: ImageSet, generator, strength):
+    """Forward-noise to step ``strength`` (int, ≤ 1000) of the linear-β schedule, in [−1, 1] image units."""
+    if float(strength) != int(strength):
+        raise ValueError(f"diffusion strength is a step number; got {strength}")
+    alpha_bar = diffusion_alpha_bar(int(strength))
+
+    def noisy(pixels, noise):
+        xt = math.sqrt(alpha_bar) * (pixels * 2.0 - 1.0) + math.sqrt(1.0 - alpha_bar) * noise
+        return (xt + 1.0) / 2.0
+
+    return _pixel_space(images, generator, noisy)
+
+
+def patch_blackout(images: ImageSet, generator, strength):
+    """Black out a random ``strength`` fraction of each still's cells that hold a real pixel."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"patch_blackout strength is a fraction in [0, 1]; got {strength}")
+    c = images.layout.cell
+    out = []
+    for x, valid in zip(images.frames, images.valid):
+        f, _, h, w = x.shape
+        if h % c or w % c:
+            raise ValueError(f"patch_blackout: image side ({h}, {w}) is not a multiple of the cell side {c}")
+        real = valid if valid is not None else torch.ones(f, h, w, dtype=torch.bool, device=x.device)
+        # (stills, H/c, W/c): cells holding a real pixel in any copy of the still
+        cells = real.reshape(f // images.copies, images.copies, h // c, c, w // c, c).any(5).any(3).any(1)
+        black = torch.zeros_like(cells)
+        for i in range(cells.size(0)):
+            candidates = cells[i].reshape(-1).nonzero().squeeze(1)
+            k = round(strength * candidates.numel())
+            order = torch.randperm(candidates.numel(), generator=generator, device=generator.device)[:k]
+            black[i].view(-1)[candidates[order.to(candidates.device)]] = True
+        pixels = black.repeat_interleave(c, 1).repeat_interleave(c, 2).repeat_interleave(images.copies, 0)
+        # Black (0 in pixel space) normalised, −mean/std per channel, rounded once from float64.
+        colour = torch.tensor([-m / s for m, s in zip(images.layout.image_mean, images.layout.image_std)],
+                              dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        out.append(torch.where(pixels[:, None], colour, x))
+    return out
+
+
+def no_image(images: ImageSet, generator, strength):
+    """Replace the image by zeros in normalised space (the dataset-mean colour): no visual content."""
+    value = NO_IMAGE_OFFSET if images.layout.zero_is_padding else 0.0
+    return [torch.full_like(x, value) for x in images.frames]
+
+
+PERTURBATIONS: dict[str, Callable[[ImageSet, torch.Generator, float], list[torch.Tensor]]] = {
+    "pixel_values_gaussian": pixel_values_gaussian,
+    "pixel_gaussian": pixel_gaussian,
+    "diffusion": diffusion,
+    "patch_blackout": patch_blackout,
+    "no_image": no_image,
+    "identity": identity,
+}
+
+#: Strength used when the config leaves ``perturbation_strength`` unset.
+DEFAULT_STRENGTH: dict[str, float] = {
+    "pixel_values_gaussian": 2.0,
+    "pixel_gaussian": 0.5,
+    "diffusion": 500,
+    "patch_blackout": 0.5,
+    "no_image": 0.0,
+    "identity": 0.0,
+}
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in PERTURBATIONS:
+        raise ValueError(f"unknown perturbation {kind!r}; valid: {', '.join(PERTURBATIONS)}")
+
+
+def perturb_image_set(
+    kind: str, images: ImageSet, generator: torch.Generator, strength: float | None = None
+) -> list[torch.Tensor]:
+    """Perturb the images of ONE prompt (module docstring).
+
+    Args:
+        kind: a key of ``PERTURBATIONS``.
+        images: the prompt's images in the one representation (``ImageSet``).
+        generator: seeded per prompt, so all K responses see the same perturbed images.
+        strength: see the table in the module docstring; ``None`` uses ``DEFAULT_STRENGTH[kind]``.
+
+    Returns:
+        Perturbed frames per entry, float32, same shapes; pixels outside ``valid`` keep their values.
+    """
+    _check_kind(kind)
+    strength = DEFAULT_STRENGTH[kind] if strength is None else float(strength)
+    out = PERTURBATIONS[kind](images, generator, strength)
+    return [y if v is None else torch.where(v[:, None], y, x) for x, y, v in zip(images.frames, out, images.valid)]
+
+
+# --- layouts converted to and from the representation --------------------------------------------------
 
 
 def _check(pixel_values: torch.Tensor, grid_thw: torch.Tensor, layout: PatchLayout) -> list[int]:
@@ -174,137 +381,6 @@ def flatten_patches(frames: torch.Tensor, grid: Sequence[int], layout: PatchLayo
     return x.reshape(t * h * w, c * tp * p * p)
 
 
-def _stats(layout: PatchLayout, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = (1, layout.channels, 1, 1)
-    mean = torch.tensor(layout.image_mean, dtype=torch.float32, device=like.device).view(shape)
-    std = torch.tensor(layout.image_std, dtype=torch.float32, device=like.device).view(shape)
-    return mean, std
-
-
-def _randn(shape, generator: torch.Generator, device) -> torch.Tensor:
-    # Draw on the generator's device, then move: the same seed gives the same noise on CPU and GPU.
-    return torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32).to(device)
-
-
-def _pixel_space(
-    pixel_values: torch.Tensor,
-    grid_thw: torch.Tensor,
-    layout: PatchLayout,
-    generator: torch.Generator,
-    perturb_frames: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
-) -> torch.Tensor:
-    """Un-normalise every image to [0, 1] pixels, apply ``perturb_frames`` to ``(t, 1, C, H, W)``, re-normalise."""
-    sizes = _check(pixel_values, grid_thw, layout)
-    out = []
-    for rows, grid in zip(torch.split(pixel_values, sizes), grid_thw.tolist()):
-        frames = unflatten_patches(rows.float(), grid, layout)  # (t·tp, C, H, W)
-        mean, std = _stats(layout, frames)
-        pixels = frames * std + mean
-        t, tp = grid[0], layout.temporal_patch_size
-        pixels = pixels.reshape(t, tp, *pixels.shape[1:])
-        # Perturb the first copy of each temporal patch and repeat it: a still image stays still.
-        noisy = perturb_frames(pixels[:, :1], generator).expand_as(pixels)
-        noisy = noisy.reshape(t * tp, *pixels.shape[2:])
-        out.append(flatten_patches((noisy - mean) / std, grid, layout))
-    return torch.cat(out).to(pixel_values.dtype) if out else pixel_values.clone()
-
-
-# --- the perturbations: (pixel_values, image_grid_thw, layout, generator, strength) -> pixel_values ---
-
-
-def identity(pixel_values, grid_thw, layout, generator, strength):
-    """No change: a control under which the clean and perturbed passes are bit-identical."""
-    _check(pixel_values, grid_thw, layout)
-    return pixel_values.clone()
-
-
-def pixel_values_gaussian(pixel_values, grid_thw, layout, generator, strength):
-    """Add ``N(0, strength²)`` to the normalised ``pixel_values``; no clipping (VEPO code default 2.0)."""
-    _check(pixel_values, grid_thw, layout)
-    noise = _randn(pixel_values.shape, generator, pixel_values.device)
-    return (pixel_values.float() + strength * noise).to(pixel_values.dtype)
-
-
-def pixel_gaussian(pixel_values, grid_thw, layout, generator, strength):
-    """Add ``N(0, strength²)`` in [0, 1] pixel units and clip to [0, 1]."""
-
-    def noisy(pixels, gen):
-        return (pixels + strength * _randn(pixels.shape, gen, pixels.device)).clamp(0.0, 1.0)
-
-    return _pixel_space(pixel_values, grid_thw, layout, generator, noisy)
-
-
-def diffusion_alpha_bar(step: int, num_steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> float:
-    """``ᾱ_t = Π_{s≤t} (1 − β_s)`` of the linear-β DDPM schedule, steps counted from 1."""
-    if not 0 <= step <= num_steps:
-        raise ValueError(f"diffusion step must be in [0, {num_steps}], got {step}")
-    betas = torch.linspace(beta_start, beta_end, num_steps, dtype=torch.float64)
-    return float(torch.prod(1.0 - betas[:step]))
-
-
-def diffusion(pixel_values, grid_thw, layout, generator, strength):
-    """Forward-noise to step ``strength`` (int, ≤ 1000) of the linear-β schedule, in [−1, 1] image units."""
-    if float(strength) != int(strength):
-        raise ValueError(f"diffusion strength is a step number; got {strength}")
-    alpha_bar = diffusion_alpha_bar(int(strength))
-
-    def noisy(pixels, gen):
-        x0 = pixels * 2.0 - 1.0
-        xt = math.sqrt(alpha_bar) * x0 + math.sqrt(1.0 - alpha_bar) * _randn(pixels.shape, gen, pixels.device)
-        return (xt + 1.0) / 2.0
-
-    return _pixel_space(pixel_values, grid_thw, layout, generator, noisy)
-
-
-def patch_blackout(pixel_values, grid_thw, layout, generator, strength):
-    """Black out a random ``strength`` fraction of each image's merged patches (the vision tokens)."""
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"patch_blackout strength is a fraction in [0, 1]; got {strength}")
-    sizes = _check(pixel_values, grid_thw, layout)
-    out = pixel_values.clone()
-    # Black (0 in pixel space) normalised: (0 − mean) / std per channel, broadcast over (tp, p, p).
-    black = torch.tensor(
-        [-m / s for m, s in zip(layout.image_mean, layout.image_std)], dtype=pixel_values.dtype
-    ).to(pixel_values.device)
-    black_row = black.repeat_interleave(layout.temporal_patch_size * layout.patch_size**2)
-    group = layout.merge_size**2  # rows of one merged patch are contiguous (see module docstring)
-    start = 0
-    for n in sizes:
-        n_merged = n // group
-        k = round(strength * n_merged)
-        order = torch.randperm(n_merged, generator=generator, device=generator.device)[:k].to(pixel_values.device)
-        rows = (order[:, None] * group + torch.arange(group, device=pixel_values.device)).reshape(-1)
-        out[start + rows] = black_row
-        start += n
-    return out
-
-
-def no_image(pixel_values, grid_thw, layout, generator, strength):
-    """Replace the image by zeros in normalised space (the dataset-mean colour): no visual content."""
-    _check(pixel_values, grid_thw, layout)
-    return torch.zeros_like(pixel_values)
-
-
-PERTURBATIONS: dict[str, Callable] = {
-    "pixel_values_gaussian": pixel_values_gaussian,
-    "pixel_gaussian": pixel_gaussian,
-    "diffusion": diffusion,
-    "patch_blackout": patch_blackout,
-    "no_image": no_image,
-    "identity": identity,
-}
-
-#: Strength used when the config leaves ``perturbation_strength`` unset.
-DEFAULT_STRENGTH: dict[str, float] = {
-    "pixel_values_gaussian": 2.0,
-    "pixel_gaussian": 0.5,
-    "diffusion": 500,
-    "patch_blackout": 0.5,
-    "no_image": 0.0,
-    "identity": 0.0,
-}
-
-
 def perturb_pixel_values(
     kind: str,
     pixel_values: torch.Tensor,
@@ -313,7 +389,7 @@ def perturb_pixel_values(
     strength: float | None = None,
     layout: PatchLayout | None = None,
 ) -> torch.Tensor:
-    """Perturb the images of ONE prompt.
+    """Perturb the patch rows of ONE prompt's images (Qwen-VL): rows → ``ImageSet`` → rows.
 
     Args:
         kind: a key of ``PERTURBATIONS``.
@@ -326,51 +402,27 @@ def perturb_pixel_values(
     Returns:
         Perturbed ``pixel_values``, same shape and dtype.
     """
-    if kind not in PERTURBATIONS:
-        raise ValueError(f"unknown perturbation {kind!r}; valid: {', '.join(PERTURBATIONS)}")
+    _check_kind(kind)
     layout = layout or PatchLayout()
-    strength = DEFAULT_STRENGTH[kind] if strength is None else float(strength)
-    return PERTURBATIONS[kind](pixel_values, image_grid_thw, layout, generator, strength)
+    sizes = _check(pixel_values, image_grid_thw, layout)
+    grids = image_grid_thw.tolist()
+    rows = torch.split(pixel_values.float(), sizes)
 
+    def storage_noise(gen: torch.Generator) -> list[torch.Tensor]:
+        noise = torch.split(_randn(pixel_values.shape, gen, pixel_values.device), sizes)
+        return [unflatten_patches(n, g, layout) for n, g in zip(noise, grids)]
 
-# --- whole images / tiles (N, C, H, W) -------------------------------------------------------------------
-
-#: ``no_image`` value of real pixels where an all-zero image means padding (``TileLayout.zero_is_padding``).
-NO_IMAGE_OFFSET = 1e-3
-
-
-@dataclass(frozen=True)
-class TileLayout:
-    """How a whole-image or tiling processor normalised its ``(N, C, H, W)`` images or tiles.
-
-    Attributes:
-        image_mean / image_std: per-channel normalisation of [0, 1] pixels (the image processor's).
-        cell: side in pixels of one ``patch_blackout`` cell: the square of pixels behind one
-            language-model image token.
-        zero_is_padding: the model treats an all-zero image as padding (Idefics3 / SmolVLM).
-    """
-
-    image_mean: tuple[float, ...]
-    image_std: tuple[float, ...]
-    cell: int
-    zero_is_padding: bool = False
-
-    @property
-    def channels(self) -> int:
-        return len(self.image_mean)
-
-
-def _tile_stats(layout: TileLayout, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = (1, layout.channels, 1, 1)
-    mean = torch.tensor(layout.image_mean, dtype=torch.float32, device=like.device).view(shape)
-    std = torch.tensor(layout.image_std, dtype=torch.float32, device=like.device).view(shape)
-    return mean, std
-
-
-def _tile_cells(valid: torch.Tensor, cell: int) -> torch.Tensor:
-    """``(N, H/cell, W/cell)`` bool: cells holding at least one real pixel (H, W multiples of ``cell``)."""
-    n, h, w = valid.shape
-    return valid.reshape(n, h // cell, cell, w // cell, cell).any(4).any(2)
+    images = ImageSet(
+        frames=[unflatten_patches(r, g, layout) for r, g in zip(rows, grids)],
+        valid=[None] * len(sizes),
+        layout=layout.images,
+        copies=layout.temporal_patch_size,
+        storage_noise=storage_noise,
+    )
+    out = perturb_image_set(kind, images, generator, strength)
+    if not out:
+        return pixel_values.clone()
+    return torch.cat([flatten_patches(f, g, layout) for f, g in zip(out, grids)]).to(pixel_values.dtype)
 
 
 def perturb_image_tiles(
@@ -381,7 +433,8 @@ def perturb_image_tiles(
     layout: TileLayout | None = None,
     valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Perturb the ``(N, C, H, W)`` normalised images / tiles of ONE prompt (module docstring).
+    """Perturb the ``(N, C, H, W)`` normalised images / tiles of ONE prompt (module docstring), each a
+    still of its own, as one ``ImageSet`` entry.
 
     Args:
         kind: a key of ``PERTURBATIONS``.
@@ -395,8 +448,7 @@ def perturb_image_tiles(
         Perturbed ``pixel_values``, same shape and dtype. Noise is drawn for the whole ``(N, C, H, W)``
         tensor in one call whatever ``valid`` says, so a draw depends only on the generator and the shape.
     """
-    if kind not in PERTURBATIONS:
-        raise ValueError(f"unknown perturbation {kind!r}; valid: {', '.join(PERTURBATIONS)}")
+    _check_kind(kind)
     if layout is None:
         raise ValueError("perturb_image_tiles needs the family's TileLayout (mean/std and blackout cell)")
     if pixel_values.dim() != 4 or pixel_values.shape[1] != layout.channels:
@@ -404,46 +456,9 @@ def perturb_image_tiles(
             f"pixel_values must be (N, C={layout.channels}, H, W) images or tiles; got {tuple(pixel_values.shape)}"
         )
     n, _, h, w = pixel_values.shape
-    if valid is None:
-        valid = torch.ones(n, h, w, dtype=torch.bool, device=pixel_values.device)
-    elif tuple(valid.shape) != (n, h, w):
-        raise ValueError(f"valid must be (N, H, W) = {(n, h, w)}; got {tuple(valid.shape)}")
-    valid = valid.to(pixel_values.device, torch.bool)
-    strength = DEFAULT_STRENGTH[kind] if strength is None else float(strength)
-    x = pixel_values.float()
-    mean, std = _tile_stats(layout, x)
-    if kind == "identity":
-        return pixel_values.clone()
-    if kind == "pixel_values_gaussian":
-        out = x + strength * _randn(x.shape, generator, x.device)
-    elif kind in ("pixel_gaussian", "diffusion"):
-        pixels = x * std + mean
-        noise = _randn(x.shape, generator, x.device)
-        if kind == "pixel_gaussian":
-            noisy = (pixels + strength * noise).clamp(0.0, 1.0)
-        else:
-            if float(strength) != int(strength):
-                raise ValueError(f"diffusion strength is a step number; got {strength}")
-            alpha_bar = diffusion_alpha_bar(int(strength))
-            xt = math.sqrt(alpha_bar) * (pixels * 2.0 - 1.0) + math.sqrt(1.0 - alpha_bar) * noise
-            noisy = (xt + 1.0) / 2.0
-        out = (noisy - mean) / std
-    elif kind == "no_image":
-        value = NO_IMAGE_OFFSET if layout.zero_is_padding else 0.0
-        out = torch.full_like(x, value)
-    else:  # patch_blackout
-        if not 0.0 <= strength <= 1.0:
-            raise ValueError(f"patch_blackout strength is a fraction in [0, 1]; got {strength}")
-        c = layout.cell
-        if h % c or w % c:
-            raise ValueError(f"patch_blackout: image side ({h}, {w}) is not a multiple of the cell side {c}")
-        cells = _tile_cells(valid, c)  # (N, H/c, W/c)
-        black_cells = torch.zeros_like(cells)
-        for i in range(n):
-            candidates = cells[i].reshape(-1).nonzero().squeeze(1)
-            k = round(strength * candidates.numel())
-            order = torch.randperm(candidates.numel(), generator=generator, device=generator.device)[:k]
-            black_cells[i].view(-1)[candidates[order.to(candidates.device)]] = True
-        black_pixels = black_cells.repeat_interleave(c, 1).repeat_interleave(c, 2)  # (N, H, W)
-        out = torch.where(black_pixels[:, None], (0.0 - mean) / std, x)
-    return torch.where(valid[:, None], out, x).to(pixel_values.dtype)
+    if valid is not None:
+        if tuple(valid.shape) != (n, h, w):
+            raise ValueError(f"valid must be (N, H, W) = {(n, h, w)}; got {tuple(valid.shape)}")
+        valid = valid.to(pixel_values.device, torch.bool)
+    images = ImageSet(frames=[pixel_values.float()], valid=[valid], layout=layout)
+    return perturb_image_set(kind, images, generator, strength)[0].to(pixel_values.dtype)

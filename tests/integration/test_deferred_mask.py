@@ -39,7 +39,7 @@ def test_deferred_mask_equals_the_eager_mask_and_saves_the_clean_forward(tmp_pat
         del backbone.get_rope_index
     B = len(skipped)
     scored = (~shuffled[SKIPPED]).nonzero().squeeze(1).tolist()
-    groups = cf.prompt_groups(shuffled)
+    groups = cf.prompt_groups(shuffled, adapter=trainer.model_adapter)
     distinct = cf.distinct_responses(shuffled, scored, groups)[0]
     # The training forward, then per chunk the distinct prompts and the distinct responses, perturbed only:
     # no clean pass.

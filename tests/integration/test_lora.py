@@ -17,11 +17,11 @@ import os
 import pytest
 import torch
 
+from visent.models.unwrap import backbone_and_head
 from visent.trainer import counterfactual as cf
 from visent.trainer import grpo
-from visent.trainer._trl_seam import backbone_and_head
+from visent.trainer.build import build_trainer
 from visent.trainer.callbacks import read_metrics
-from visent.trainer.cli import build_trainer
 from visent.trainer.config import VisentConfig
 from visent.trainer.grpo import DEFERRED, SELECTED_COUNT, SKIPPED, TOKEN_MASK
 
@@ -199,9 +199,10 @@ def test_the_reused_clean_forward_is_the_adapted_policy_not_the_reference(tmp_pa
     C = batch["completion_ids"].size(1)
     backbone, _ = backbone_and_head(trainer.model)
     with torch.no_grad():
-        adapted = cf.completion_hidden(backbone, cf._rows(batch, rows, batch["pixel_values"]), C)
+        inputs = cf.row_inputs(batch, rows, cf.BatchImages(batch, trainer.model_adapter), with_images=True)
+        adapted = cf.completion_hidden(backbone, inputs, C)
         with trainer.model.disable_adapter():
-            base = cf.completion_hidden(backbone, cf._rows(batch, rows, batch["pixel_values"]), C)
+            base = cf.completion_hidden(backbone, inputs, C)
     valid = batch["completion_mask"].bool()
     torch.testing.assert_close(seen["clean_hidden"][valid], adapted[valid], atol=1e-5, rtol=1e-4)
     assert (base[valid] - adapted[valid]).abs().max() > 1e-3

@@ -1,6 +1,6 @@
 """`visent train` on every family in the adapter table (``visent.models.all_adapters()``), and refusals.
 
-For each family: ``--config configs/vepo.yaml --model_name_or_path tiny:<family> --dataset lab:counting
+For each family: ``--config vepo --model_name_or_path tiny:<family> --dataset lab:counting
 --max_steps 2`` trains and logs a finite, non-zero ``vepo/jsd_mean`` (default suite); ``grpo.yaml`` and
 ``two_stage.yaml`` train too (slow tier: the Qwen2/2.5-VL rows of those two run in the default suite in
 ``test_trainer_configs.py``). Overrides keep it fast on CPU and give every group reward variance (a real
@@ -21,11 +21,11 @@ import os
 import pytest
 import torch
 
+from visent.configs import CONFIG_DIR
 from visent.models import all_adapters
 from visent.trainer.callbacks import read_metrics
 from visent.trainer.cli import main as train_main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FAMILIES = [a.name for a in all_adapters()]
 FAST_ARGS = [
     "--dataset", "lab:counting", "--max_steps", "2", "--reward_funcs", "random", "--num_generations", "4",
@@ -36,7 +36,7 @@ FAST_ARGS = [
 
 
 def _train(config: str, model: str, out) -> list[dict]:
-    argv = ["--config", os.path.join(ROOT, "configs", f"{config}.yaml"), "--model_name_or_path", model,
+    argv = ["--config", os.path.join(CONFIG_DIR, f"{config}.yaml"), "--model_name_or_path", model,
             "--output_dir", str(out), *FAST_ARGS]
     assert train_main(argv) == 0
     rows = read_metrics(str(out))
@@ -114,7 +114,7 @@ def test_unsupported_model_is_refused_by_train_eval_and_inspect(text_only_checkp
     from visent.eval.cli import main as eval_main
     from visent.viz.cli import main as inspect_main
 
-    code = train_main(["--config", os.path.join(ROOT, "configs", "vepo.yaml"),
+    code = train_main(["--config", os.path.join(CONFIG_DIR, "vepo.yaml"),
                        "--model_name_or_path", text_only_checkpoint, "--output_dir", str(tmp_path / "t"),
                        *FAST_ARGS])
     _one_line_exit_2(capsys, code, "train")
@@ -125,7 +125,7 @@ def test_unsupported_model_is_refused_by_train_eval_and_inspect(text_only_checkp
 
 
 def test_unknown_tiny_family_is_refused_with_the_valid_names(tmp_path, capsys):
-    code = train_main(["--config", os.path.join(ROOT, "configs", "grpo.yaml"), "--model_name_or_path",
+    code = train_main(["--config", os.path.join(CONFIG_DIR, "grpo.yaml"), "--model_name_or_path",
                        "tiny:nope", "--output_dir", str(tmp_path / "t"), *FAST_ARGS])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "tiny:qwen3_vl" in err[0]
@@ -153,7 +153,7 @@ def llava_without_adapter(tmp_path_factory):
     ``model_type`` visent has no adapter for), with its real processor class, saved to disk."""
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-    from visent.models.qwen import CHAT_TEMPLATE
+    from visent.models.tiny.qwen import CHAT_TEMPLATE
     from visent.models.tokenizer import build_tokenizer
 
     tok = build_tokenizer(None, ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"), eos_token="<|im_end|>",
@@ -201,7 +201,7 @@ def test_a_vlm_without_adapter_trains_grpo_and_evaluates_but_vepo_and_inspect_ar
     assert changed and not any("vision_tower" in n or "multi_modal_projector" in n for n in changed)
     capsys.readouterr()
 
-    code = train_main(["--config", os.path.join(ROOT, "configs", "vepo.yaml"), "--model_name_or_path",
+    code = train_main(["--config", os.path.join(CONFIG_DIR, "vepo.yaml"), "--model_name_or_path",
                        llava_without_adapter, "--output_dir", str(tmp_path / "vepo"), *FAST_ARGS])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "'llava' has no visent adapter" in err[0] and "qwen3_vl" in err[0]

@@ -27,7 +27,7 @@ def test_counts_are_summed_over_processes(tmp_path):
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(PROCESSES), "--master_port",
         str(29500 + os.getpid() % 1000), "-m", "visent.cli", "train", "--use_cpu", "true",
-        "--gradient_accumulation_steps", "1", "--config", "configs/vepo.yaml", "--model_name_or_path", "tiny:qwen2_5_vl",
+        "--gradient_accumulation_steps", "1", "--config", "vepo", "--model_name_or_path", "tiny:qwen2_5_vl",
         "--dataset", "lab:counting", "--dataset_size", "32", "--max_steps", "3", "--per_device_train_batch_size",
         str(PER_DEVICE), "--num_generations", str(K), "--max_completion_length", "6", "--reward_funcs", "format",
         "--output_dir", str(out), "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",

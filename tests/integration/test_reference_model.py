@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from visent.trainer.build import build_trainer
 from visent.trainer.callbacks import read_metrics
-from visent.trainer.cli import build_trainer, parse_config
+from visent.trainer.cli import parse_config
 from visent.trainer.sources import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _argv(model: str, out) -> list[str]:
     return [
-        "--config", "configs/grpo.yaml",
+        "--config", "grpo",
         "--model_name_or_path", model,
         "--dataset", "lab:counting",
         "--dataset_size", "8",
@@ -53,7 +54,6 @@ def _shares_storage(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 # LLaVA-OneVision: TRL's reference forward also gets the processor's ``batch_num_images`` (the seam drops it).
 @pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_onevision"])
 def test_tiny_model_trains_with_kl_to_a_frozen_copy_of_the_initial_policy(tmp_path, monkeypatch, family):
-    monkeypatch.chdir(ROOT)  # configs/ is repo-relative
     trainer = build_trainer(parse_config(_argv(f"tiny:{family}", tmp_path)))
     ref = trainer.ref_model
     assert ref is not None and ref is not trainer.model

@@ -1,4 +1,4 @@
-"""Every YAML in configs/ trains 2 steps on a tiny model through `visent train`, for both tiny kinds.
+"""Every shipped config (visent.configs) trains 2 steps on a tiny model through `visent train`, for both tiny kinds.
 
 Overrides beyond the issue's `--model_name_or_path tiny:… --dataset lab:counting --max_steps 2` keep it
 fast on CPU (4 responses per prompt, 12 completion tokens) and give reward variance on an untrained model
@@ -14,11 +14,11 @@ import os
 import pytest
 import torch
 
+from visent.configs import config_names
 from visent.trainer.callbacks import read_metrics
 from visent.trainer.cli import main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CONFIGS = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+CONFIGS = config_names()
 FAST = {"grpo", "vepo", "two_stage"}
 KINDS = ("qwen2_5_vl", "qwen2_vl")
 
@@ -59,11 +59,11 @@ def _weights(path):
 
 @pytest.mark.parametrize("name, kind", list(cases()))
 def test_config_trains_two_steps(name, kind, tmp_path):
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     out = tmp_path / "run"
     argv = [
-        "--config", os.path.join(ROOT, "configs", f"{name}.yaml"),
+        "--config", name,
         "--model_name_or_path", f"tiny:{kind}", "--dataset", "lab:counting", "--max_steps", "2",
         "--output_dir", str(out), "--reward_funcs", "random", "--num_generations", "4",
         "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1", "--max_completion_length", "12",

@@ -140,7 +140,7 @@ def test_checkpoint_weights_are_restored_under_their_saved_names(tmp_path):
     """transformers 5 saves Qwen2.5-VL weights under legacy names (``model.layers.*``) and its resume path
     loads them non-strictly under the in-memory names (``model.language_model.layers.*``), silently
     keeping whatever weights the model had. The trainer's loader must restore every tensor."""
-    from visent.trainer._trl_seam import load_checkpoint_weights
+    from visent.models.checkpoint import load_checkpoint_weights
     from visent.trainer.sources import load_model
 
     model, _ = load_model("tiny:qwen2_5_vl")

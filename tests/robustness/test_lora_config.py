@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from visent.trainer.cli import freeze_vision_tower
+from visent.trainer.build import freeze_vision_tower
 from visent.trainer.cli import main as train_main
 from visent.trainer.config import VisentConfig
 from visent.trainer.lora import language_model_targets, lora_config_for, matched_modules

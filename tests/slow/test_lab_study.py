@@ -72,7 +72,7 @@ def _answer_variant(example):
 
 
 def test_image_dependent_tokens_have_higher_jsd_than_template_tokens(warm, heldout):
-    from visent.lab.tasks import target_response
+    from visent.data.synthetic import target_response
     from visent.viz.scoring import score_responses
 
     tok = warm.processor.tokenizer

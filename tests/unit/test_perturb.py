@@ -139,7 +139,7 @@ def test_unknown_kind_and_bad_shapes(processed):
 def tiny_batch():
     from PIL import Image
 
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     model, processor = build_tiny("qwen2_5_vl", hidden_size=64, num_layers=2)
     rng = np.random.RandomState(1)
@@ -164,12 +164,15 @@ def tiny_batch():
 
 
 def _stats(tiny_batch, kind, seed=0):
-    from visent.trainer._trl_seam import backbone_and_head
+    from visent.models.unwrap import backbone_and_head
     from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images, prompt_seeds
 
     model, processor, batch = tiny_batch
-    seeds = prompt_seeds(batch, seed, step=0)
-    perturbed = perturb_batch_images(batch, seeds, kind, None, PatchLayout.from_processor(processor))
+    from visent.models import adapter_for
+
+    adapter = adapter_for(model)
+    seeds = prompt_seeds(batch, seed, step=0, adapter=adapter)
+    perturbed = perturb_batch_images(batch, seeds, kind, None, PatchLayout.from_processor(processor), adapter=adapter)
     backbone, head = backbone_and_head(model)
     return counterfactual_stats(backbone, head, batch, [0, 1], perturbed, batch_size=2), perturbed
 

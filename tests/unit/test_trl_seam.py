@@ -87,31 +87,6 @@ def test_gradient_checkpointing_helper_exists():
     ], FIX
 
 
-def test_backbone_and_head_on_a_wrapped_model():
-    class Head(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = torch.nn.Linear(2, 2)
-            self.lm_head = torch.nn.Linear(2, 5)
-            self.base_model_prefix = "model"
-
-        @property
-        def base_model(self):
-            return self.model
-
-        def get_output_embeddings(self):
-            return self.lm_head
-
-    class Wrapper(torch.nn.Module):  # DDP-like
-        def __init__(self, module):
-            super().__init__()
-            self.module = module
-
-    inner = Head()
-    backbone, head = seam.backbone_and_head(Wrapper(inner))
-    assert backbone is inner.model and head is inner.lm_head
-
-
 def test_reference_model_is_still_built_through_create_model_from_path():
     # SeamTrainer.__init__ hands TRL a copy of an in-memory policy by patching this call (module docstring).
     from trl.trainer import grpo_trainer

@@ -109,51 +109,24 @@ def _check(name: str, x: torch.Tensor | None, shape: torch.Size) -> None:
         raise ValueError(f"{name} must have the shape of logps {tuple(shape)}, got {tuple(x.shape)}")
 
 
-def policy_loss(
+def _checked_advantages(
     logps: torch.Tensor,
     old_logps: torch.Tensor | None,
     advantages: torch.Tensor,
     mask: torch.Tensor,
-    token_mask: torch.Tensor | None = None,
+    token_mask: torch.Tensor | None,
+    ref_logps: torch.Tensor | None,
+    importance_weights: torch.Tensor | None,
     *,
-    eps_low: float = 0.2,
-    eps_high: float = 0.2,
-    aggregation: str = "selected_mean",
-    ref_logps: torch.Tensor | None = None,
-    beta: float = 0.0,
-    importance_weights: torch.Tensor | None = None,
-    normalizer: float | None = None,
-    max_completion_length: int | None = None,
-    kl_normalizer: float | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Clipped surrogate loss over the selected tokens plus ``β ×`` k3 KL over all valid tokens.
-
-    Args:
-        logps: ``(B, T)`` log-probs of the sampled tokens under the current policy (carries the gradient).
-        old_logps: ``(B, T)`` log-probs under the sampling policy; None means on-policy
-            (``logps.detach()``, ratio 1).
-        advantages: ``(B,)`` (broadcast over tokens) or ``(B, T)``.
-        mask: ``(B, T)`` 1 for valid completion tokens, 0 for padding.
-        token_mask: ``(B, T)`` 0/1 selection (:func:`visent.core.selection.select_tokens`); None = all.
-        eps_low, eps_high: clip range ``[1 - eps_low, 1 + eps_high]``.
-        aggregation: a key of :data:`AGGREGATIONS`.
-        ref_logps: ``(B, T)`` reference-policy log-probs; required when ``beta > 0``.
-        beta: KL coefficient (VEPO: 0).
-        importance_weights: ``(B, T)`` per-token factors on the policy term (e.g. TRL's vLLM
-            truncated-importance-sampling correction); not applied to the KL term.
-        normalizer: replaces the aggregation's denominator (see module docstring); a number or 0-d tensor.
-        max_completion_length: ``L`` of ``dr_grpo`` (default T).
-        kl_normalizer: replaces the KL term's denominator. Needed with ``normalizer``, ``beta > 0`` and a
-            token mask under ``selected_mean``/``sequence_mean``, where the KL term (all valid tokens) and
-            the policy term (selected tokens) have different denominators; otherwise defaults to
-            ``normalizer``.
-
-    Returns:
-        ``(loss, metrics)``: ``loss`` a 0-d tensor; ``metrics`` detached 0-d tensors:
-        ``policy_loss`` (aggregated policy term), ``kl`` (aggregated k3 term before β; only when β > 0),
-        ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean`` (fractions of the
-        policy tokens clipped below with A < 0, above with A > 0, either; as TRL defines them).
-    """
+    eps_low: float,
+    eps_high: float,
+    aggregation: str,
+    beta: float,
+    normalizer: float | None,
+    kl_normalizer: float | None,
+    max_completion_length: int | None,
+) -> torch.Tensor:
+    """Validate ``policy_loss``'s arguments (one clear ``ValueError`` each); advantages as ``(B, 1)`` or ``(B, T)``."""
     if aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {aggregation!r}; valid: {', '.join(AGGREGATIONS)}")
     if logps.dim() != 2:
@@ -199,7 +172,59 @@ def policy_loss(
         raise ValueError(
             f"advantages must be (B,) or (B, T) with B, T = {tuple(shape)}, got {tuple(advantages.shape)}"
         )
+    return advantages
 
+
+def policy_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor | None,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    token_mask: torch.Tensor | None = None,
+    *,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    aggregation: str = "selected_mean",
+    ref_logps: torch.Tensor | None = None,
+    beta: float = 0.0,
+    importance_weights: torch.Tensor | None = None,
+    normalizer: float | None = None,
+    max_completion_length: int | None = None,
+    kl_normalizer: float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped surrogate loss over the selected tokens plus ``β ×`` k3 KL over all valid tokens.
+
+    Args:
+        logps: ``(B, T)`` log-probs of the sampled tokens under the current policy (carries the gradient).
+        old_logps: ``(B, T)`` log-probs under the sampling policy; None means on-policy
+            (``logps.detach()``, ratio 1).
+        advantages: ``(B,)`` (broadcast over tokens) or ``(B, T)``.
+        mask: ``(B, T)`` 1 for valid completion tokens, 0 for padding.
+        token_mask: ``(B, T)`` 0/1 selection (:func:`visent.core.selection.select_tokens`); None = all.
+        eps_low, eps_high: clip range ``[1 - eps_low, 1 + eps_high]``.
+        aggregation: a key of :data:`AGGREGATIONS`.
+        ref_logps: ``(B, T)`` reference-policy log-probs; required when ``beta > 0``.
+        beta: KL coefficient (VEPO: 0).
+        importance_weights: ``(B, T)`` per-token factors on the policy term (e.g. TRL's vLLM
+            truncated-importance-sampling correction); not applied to the KL term.
+        normalizer: replaces the aggregation's denominator (see module docstring); a number or 0-d tensor.
+        max_completion_length: ``L`` of ``dr_grpo`` (default T).
+        kl_normalizer: replaces the KL term's denominator. Needed with ``normalizer``, ``beta > 0`` and a
+            token mask under ``selected_mean``/``sequence_mean``, where the KL term (all valid tokens) and
+            the policy term (selected tokens) have different denominators; otherwise defaults to
+            ``normalizer``.
+
+    Returns:
+        ``(loss, metrics)``: ``loss`` a 0-d tensor; ``metrics`` detached 0-d tensors:
+        ``policy_loss`` (aggregated policy term), ``kl`` (aggregated k3 term before β; only when β > 0),
+        ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean`` (fractions of the
+        policy tokens clipped below with A < 0, above with A > 0, either; as TRL defines them).
+    """
+    advantages = _checked_advantages(
+        logps, old_logps, advantages, mask, token_mask, ref_logps, importance_weights, eps_low=eps_low,
+        eps_high=eps_high, aggregation=aggregation, beta=beta, normalizer=normalizer,
+        kl_normalizer=kl_normalizer, max_completion_length=max_completion_length,
+    )
     if logps.dtype in (torch.float16, torch.bfloat16):
         # Half-precision sums over thousands of tokens round badly; the loss is reduced in float32
         # (the gradient still flows back to the half-precision log-probs).
@@ -210,22 +235,11 @@ def policy_loss(
     if old_logps is None:
         old_logps = logps.detach()
 
-    # Guards (counted in visent.core.guards). A valid token with a non-finite input is left out of the
-    # loss; it is replaced *before* any arithmetic, so its gradient from the loss is exactly zero rather
-    # than 0 · NaN. Log-ratios are clamped so that exp() cannot overflow (ratio·A would be inf, or NaN
-    # for A = 0).
+    # Guards (counted in visent.core.guards): a valid token with a non-finite input is left out of the
+    # loss. Log-ratios are clamped so that exp() cannot overflow (ratio·A would be inf, or NaN for A = 0).
     _count_empty(valid)
-    advantages = advantages.to(logps.dtype)
-    finite_adv = torch.isfinite(advantages)
-    advantages = torch.where(finite_adv, advantages, torch.zeros_like(advantages))
-    policy_inputs_ok = torch.isfinite(logps) & torch.isfinite(old_logps) & finite_adv
-    if importance_weights is not None:
-        policy_inputs_ok = policy_inputs_ok & torch.isfinite(importance_weights)
-    bad = on_policy & ~policy_inputs_ok
-    use = on_policy & policy_inputs_ok
-    if beta > 0.0:
-        bad = bad | ((valid != 0) & ~(torch.isfinite(logps) & torch.isfinite(ref_logps)))
-    guards.count("guard/nonfinite_loss_terms", bad)
+    advantages, use = _finite_inputs(logps, old_logps, advantages, valid, on_policy, ref_logps,
+                                     importance_weights, beta)
 
     log_ratio = torch.where(use, logps - old_logps, torch.zeros_like(logps))
     log_ratio = _clamp_log_ratio(log_ratio)
@@ -243,11 +257,8 @@ def policy_loss(
 
     metrics: dict[str, torch.Tensor] = {"policy_loss": policy.detach()}
     if beta > 0.0:
-        kl_ok = (valid != 0) & torch.isfinite(logps) & torch.isfinite(ref_logps)
-        delta = _clamp_log_ratio(torch.where(kl_ok, ref_logps - logps, torch.zeros_like(logps)))
-        per_token_kl = torch.exp(delta) - delta - 1.0  # (B, T), 0 at padding
         kl_denominator = kl_normalizer if kl_normalizer is not None else normalizer
-        kl = agg(per_token_kl, valid, valid, kl_denominator, max_completion_length)
+        kl = agg(_k3_per_token(logps, ref_logps, valid), valid, valid, kl_denominator, max_completion_length)
         loss = loss + beta * kl
         metrics["kl"] = kl.detach()
 
@@ -257,6 +268,39 @@ def policy_loss(
     metrics["clip_ratio/high_mean"] = _masked_fraction(high, w)
     metrics["clip_ratio/region_mean"] = _masked_fraction(low | high, w)
     return loss, metrics
+
+
+def _finite_inputs(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    valid: torch.Tensor,
+    on_policy: torch.Tensor,
+    ref_logps: torch.Tensor | None,
+    importance_weights: torch.Tensor | None,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(advantages, use)``: non-finite advantages zeroed, and the ``(B, T)`` policy tokens whose inputs
+    are all finite. A token left out is replaced *before* any arithmetic, so its gradient from the loss is
+    exactly zero rather than 0 · NaN. Counts ``guard/nonfinite_loss_terms``."""
+    advantages = advantages.to(logps.dtype)
+    finite_adv = torch.isfinite(advantages)
+    advantages = torch.where(finite_adv, advantages, torch.zeros_like(advantages))
+    policy_inputs_ok = torch.isfinite(logps) & torch.isfinite(old_logps) & finite_adv
+    if importance_weights is not None:
+        policy_inputs_ok = policy_inputs_ok & torch.isfinite(importance_weights)
+    bad = on_policy & ~policy_inputs_ok
+    if beta > 0.0:
+        bad = bad | ((valid != 0) & ~(torch.isfinite(logps) & torch.isfinite(ref_logps)))
+    guards.count("guard/nonfinite_loss_terms", bad)
+    return advantages, on_policy & policy_inputs_ok
+
+
+def _k3_per_token(logps: torch.Tensor, ref_logps: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """``(B, T)`` k3 estimate of KL(π‖π_ref) per valid token, 0 at padding and at non-finite inputs."""
+    kl_ok = (valid != 0) & torch.isfinite(logps) & torch.isfinite(ref_logps)
+    delta = _clamp_log_ratio(torch.where(kl_ok, ref_logps - logps, torch.zeros_like(logps)))
+    return torch.exp(delta) - delta - 1.0
 
 
 def entropy_regularizer(entropy: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,9 @@ is. Inside a chunk the two passes each take ``rows = 2·chunk_size/5`` rows of l
 and the element-wise work runs on sub-blocks of at most ``rows/8`` rows with at most four temporaries
 (2·rows + 4·rows/8 = chunk_size rows in all). Padding positions are never computed.
 
-Numerics. Every chunk is converted to float32 before the softmax, so bf16/fp16 inputs are safe.
+Numerics. Every chunk is converted to float32 before the softmax, so bf16/fp16 inputs are safe. From
+hidden states, the logits themselves are computed in float32 (half-precision LM-head weights are upcast
+a block of vocabulary rows at a time), so they are not rounded to the half-precision grid first.
 Log-probabilities are clamped at the smallest finite float32 so that masked vocabulary entries
 (−inf logits) give ``0 · log 0 = 0`` instead of NaN. A token whose distribution is undefined (a NaN
 or +inf logit, or every logit −inf) gets all-zero statistics and is counted as
@@ -244,22 +246,28 @@ def _chunked(
     return _scatter(_repair(values), valid, (B, T))
 
 
-def _project(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, sub: int) -> torch.Tensor:
-    """float32 logits ``(n, V)`` for hidden rows ``(n, D)``, computed in the weight's dtype.
+def _project(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, budget: int) -> torch.Tensor:
+    """float32 logits ``(n, V)`` for hidden rows ``(n, D)``, multiplied in float32 whatever the dtypes.
 
-    Half-precision weights are never copied to float32 (that would be a ``(V, D)`` temporary per
-    chunk); their matmul runs in sub-blocks whose half-precision output is copied into the buffer.
+    A half-precision matmul would round every logit to 8 (bf16) or 11 (fp16) mantissa bits before the
+    float32 softmax: a floor under JSD and the entropy gap of two nearly equal passes (issue 20, item 5).
+    Half-precision weights are never copied to float32 whole (a ``(V, D)`` temporary): they are upcast
+    a block of vocabulary rows at a time, each block at most ``budget`` values (the chunk's own size).
     """
-    h = h.to(weight.dtype)
+    h = h.float()
     if weight.dtype == torch.float32:
         out = h @ weight.T
         return out.add_(bias) if bias is not None else out
-    out = torch.empty(h.shape[0], weight.shape[0], dtype=torch.float32, device=h.device)
-    for i in range(0, h.shape[0], sub):
-        block = h[i : i + sub] @ weight.T
-        if bias is not None:
-            block = block + bias
-        out[i : i + sub].copy_(block)
+    V, D = weight.shape
+    step = max(1, min(V, budget // max(1, D)))
+    if step == V:
+        out = h @ weight.float().T
+    else:
+        out = torch.empty(h.shape[0], V, dtype=torch.float32, device=h.device)
+        for v in range(0, V, step):
+            out[:, v : v + step] = h @ weight[v : v + step].float().T  # (n, step)
+    if bias is not None:
+        out.add_(bias.float())
     return out
 
 
@@ -303,7 +311,7 @@ def token_stats_from_hidden(
 
     def log_probs(h: torch.Tensor, which: int, sub: int) -> torch.Tensor:
         # the projection's output is the buffer; log-softmax then runs in place on it
-        z = _project(h, lm_head_weight, lm_head_bias, sub)
+        z = _project(h, lm_head_weight, lm_head_bias, budget=h.shape[0] * lm_head_weight.shape[0])
         return _log_softmax_into(z, z, temperature, sub)
 
     return _chunked(

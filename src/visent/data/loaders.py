@@ -2,7 +2,7 @@
 
     examples, report = load_examples("shared/data/mathvision/data/testmini.jsonl")   # format detected
     examples, report = load_examples("hiyouga/geometry3k", format="geometry3k", split="train")  # Hub id
-    examples, report = FORMATS["screenspot_pro"](path, image_root="screenshots/", strict=True)
+    examples, report = load_examples(path, format="screenspot_pro", image_root="screenshots/", strict=True)
 
 Bad rows (missing/corrupt image, box outside the image, missing answer, malformed JSON line) raise a
 :class:`~visent.data.errors.DataError` naming file, row and field when ``strict=True``; otherwise they are
@@ -302,6 +302,6 @@ def load_examples(
     return examples, report
 
 
-# name -> format (each is also callable: FORMATS["mathvision"](path, strict=True)).
+# name -> format (load one with load_examples(path, format=name)).
 FORMATS: dict[str, Format] = {**math.FORMATS, **gui.FORMATS, **classification.FORMATS, **chat.FORMATS,
                                **generic.FORMATS}

@@ -15,7 +15,7 @@ paths. The file is memory-mapped afterwards and cached under a key of source and
 (:mod:`visent.data.cache`), so a second load of an unchanged source opens it in well under a second.
 
 The Arrow columns are those of TRL's conversational image format (what
-:func:`visent.lab.tasks.to_trl_dataset` builds for the lab's in-memory examples): ``prompt``
+:func:`visent.data.synthetic.to_trl_dataset` builds for the lab's in-memory examples): ``prompt``
 (``[{"role": "user", "content": text}]``), ``images`` (``{bytes, path}`` structs, in prompt order),
 ``answer``, ``clean_answer``, ``is_noisy``, ``task``, ``id``, ``meta`` (JSON text).
 """

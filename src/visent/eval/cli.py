@@ -151,22 +151,17 @@ def _make_backend(args: argparse.Namespace, max_images: int) -> Any:
     return TransformersBackend(model, processor, **common)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["compare"]:  # `visent eval compare A B`: no model, its own options
-        from visent.eval.compare import main as compare_main
+def _checked_settings(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(EvalSettings, judge or None)`` from the arguments; every check that needs no data or weights.
 
-        return compare_main(argv[1:])
-    from visent.eval.judge import JudgeUnavailable, judge_from_args
-
-    args = build_parser().parse_args(argv)
-    from visent.data.errors import DataError
+    Raises ``ValueError`` / ``DataError`` with a one-line message (the CLI exits 2).
+    """
     from visent.data.formats.generic import parse_mapping
-    from visent.eval.generation import LazyBackend, render_template
-    from visent.eval.harness import EvalConfigError, EvalSettings, check_sampling, pending, run_eval
-    from visent.eval.sources import EvalDataError, resolve
-    from visent.eval.suites import SUITES, SuiteDataMissing, resolve_suite
-    from visent.models import UnsupportedModel, check_supported
+    from visent.eval.generation import render_template
+    from visent.eval.harness import EvalSettings, check_sampling
+    from visent.eval.judge import judge_from_args
+    from visent.eval.suites import SUITES
+    from visent.models import check_supported
 
     settings = EvalSettings(
         model=args.model,
@@ -180,36 +175,40 @@ def main(argv: list[str] | None = None) -> int:
         top_p=args.top_p,
         seed=args.seed,
     )
+    if not args.data and args.suite is None:
+        raise ValueError("give --data SOURCE (repeatable) and/or --suite NAME")
+    if args.suite is not None and args.suite not in SUITES:
+        raise ValueError(f"unknown suite {args.suite!r}; suites: {', '.join(SUITES)}")
+    if args.mapping is not None:
+        parse_mapping(args.mapping)  # a bad entry is refused here, before anything is read
+    check_sampling(settings)
+    # Generation only: any image-text-to-text model; a text-only or unknown one is refused in one line
+    # (status 2), from its config, before any data is read or weight loaded.
     try:
-        if not args.data and args.suite is None:
-            raise ValueError("give --data SOURCE (repeatable) and/or --suite NAME")
-        if args.suite is not None and args.suite not in SUITES:
-            raise ValueError(f"unknown suite {args.suite!r}; suites: {', '.join(SUITES)}")
-        if args.mapping is not None:
-            parse_mapping(args.mapping)  # a bad entry is refused here, before anything is read
-        check_sampling(settings)
-        # Generation only: any image-text-to-text model; a text-only or unknown one is refused in one line
-        # (status 2), from its config, before any data is read or weight loaded.
-        try:
-            check_supported(args.model, need_adapter=False)
-        except OSError:
-            pass  # no such folder, or offline: reported when the model is loaded, as before
-        rewards = _parse_rewards(args.reward)
-        settings.rewards = rewards
-        render_template(args.template, "")
-        judge = judge_from_args(args)  # a bad --judge URL or a missing --judge-model: status 2
-        if args.batch_size < 1 or args.max_new_tokens < 1:
-            raise ValueError("--batch-size and --max-new-tokens must be >= 1")
-        if args.limit is not None and args.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {args.limit}")
-    except (ValueError, DataError) as exc:  # EvalConfigError and a bad --map are ValueErrors too
-        print(f"visent eval: {exc}", file=sys.stderr)
-        return 2
+        check_supported(args.model, need_adapter=False)
+    except OSError:
+        pass  # no such folder, or offline: reported when the model is loaded, as before
+    settings.rewards = _parse_rewards(args.reward)
+    render_template(args.template, "")
+    judge = judge_from_args(args)  # a bad --judge URL or a missing --judge-model: status 2
+    if args.batch_size < 1 or args.max_new_tokens < 1:
+        raise ValueError("--batch-size and --max-new-tokens must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    return settings, judge
 
+
+def _load_benchmarks(args: argparse.Namespace) -> list[Any]:
+    """The suite's and ``--data``'s benchmarks, label noise injected; one stderr line per noisy benchmark.
+
+    The loaders log a multi-line report of skipped rows; here each benchmark gets one line instead (the
+    caller prints it), and a load that keeps nothing is one error.
+    """
     import logging
 
-    # The loaders log a multi-line report of skipped rows; here each benchmark gets one line instead (below),
-    # and a load that keeps nothing is one error line.
+    from visent.eval.sources import resolve
+    from visent.eval.suites import resolve_suite
+
     data_logger = logging.getLogger("visent.data")
     level = data_logger.level
     data_logger.setLevel(logging.ERROR)
@@ -232,25 +231,20 @@ def main(argv: list[str] | None = None) -> int:
                     bench.examples, report = bench.examples.with_label_noise(args.noise, args.noise_seed)
                 else:
                     bench.examples, report = inject_label_noise(bench.examples, args.noise, args.noise_seed)
-                print(
-                    f"{bench.name}: {report.summary()}",
-                    file=sys.stderr,
-                )
-    except SuiteDataMissing as exc:
-        for line in exc.lines:  # every missing benchmark at once, one line each
-            print(f"visent eval: {line}", file=sys.stderr)
-        return 2
-    except (EvalDataError, ValueError) as exc:
-        # Bad input found before anything is generated: nothing in --out has been touched.
-        print(f"visent eval: {exc}", file=sys.stderr)
-        return 2
+                print(f"{bench.name}: {report.summary()}", file=sys.stderr)
     finally:
         data_logger.setLevel(level)
-    for bench in benchmarks:
-        if bench.skipped:
-            reasons = ", ".join(f"{count} x {reason}" for reason, count in sorted(bench.skipped.items()))
-            print(f"visent eval: {bench.name}: skipped {sum(bench.skipped.values())} row(s) ({reasons}); "
-                  f"`visent data inspect {bench.source}` lists them", file=sys.stderr)
+    return benchmarks
+
+
+def _generate_and_report(args: argparse.Namespace, benchmarks: list[Any], settings: Any, judge: Any) -> int:
+    """Run the (resumable) evaluation into ``--out`` and print its table; the exit status."""
+    from visent.eval.generation import LazyBackend
+    from visent.eval.harness import EvalConfigError, pending, run_eval
+    from visent.eval.judge import JudgeUnavailable
+    from visent.eval.report import markdown_table
+    from visent.eval.sources import EvalDataError
+    from visent.models import UnsupportedModel
 
     out = Path(args.out)
     if args.overwrite:
@@ -288,8 +282,6 @@ def main(argv: list[str] | None = None) -> int:
         # before it is kept, so the rerun resumes.
         print(f"visent eval: {exc}", file=sys.stderr)
         return 1
-    from visent.eval.report import markdown_table
-
     print(markdown_table(outcome.summary), end="")
     print(
         f"wrote {outcome.out / 'results.json'} and results.md ({outcome.generated} generated, {outcome.reused} reused)",
@@ -299,6 +291,40 @@ def main(argv: list[str] | None = None) -> int:
         print(f"judge: {judge.calls} request(s) this run, {judge.failures} without a usable verdict "
               "(scored by the rule; see judge/judge_clean in predictions.jsonl)", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["compare"]:  # `visent eval compare A B`: no model, its own options
+        from visent.eval.compare import main as compare_main
+
+        return compare_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from visent.data.errors import DataError
+    from visent.eval.sources import EvalDataError
+    from visent.eval.suites import SuiteDataMissing
+
+    try:
+        settings, judge = _checked_settings(args)
+    except (ValueError, DataError) as exc:  # EvalConfigError and a bad --map are ValueErrors too
+        print(f"visent eval: {exc}", file=sys.stderr)
+        return 2
+    try:
+        benchmarks = _load_benchmarks(args)
+    except SuiteDataMissing as exc:
+        for line in exc.lines:  # every missing benchmark at once, one line each
+            print(f"visent eval: {line}", file=sys.stderr)
+        return 2
+    except (EvalDataError, ValueError) as exc:
+        # Bad input found before anything is generated: nothing in --out has been touched.
+        print(f"visent eval: {exc}", file=sys.stderr)
+        return 2
+    for bench in benchmarks:
+        if bench.skipped:
+            reasons = ", ".join(f"{count} x {reason}" for reason, count in sorted(bench.skipped.items()))
+            print(f"visent eval: {bench.name}: skipped {sum(bench.skipped.values())} row(s) ({reasons}); "
+                  f"`visent data inspect {bench.source}` lists them", file=sys.stderr)
+    return _generate_and_report(args, benchmarks, settings, judge)
 
 
 if __name__ == "__main__":

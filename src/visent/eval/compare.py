@@ -44,9 +44,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from visent.eval.harness import prediction_lines
-from visent.eval.report import Z95
-from visent.student_t import t_quantile
+from visent.eval.report import pct
+from visent.intervals import Z95, mcnemar_exact, paired_interval
+from visent.io import json_lines
 
 METRICS = ("score_clean", "score")
 PASS_FIELD = {"score": "pass", "score_clean": "pass_clean"}
@@ -54,38 +54,6 @@ PASS_FIELD = {"score": "pass", "score_clean": "pass_clean"}
 
 class CompareError(ValueError):
     """An input ``visent eval compare`` cannot use; the message names the folder, file, line and field."""
-
-
-def paired_interval(diffs: Sequence[float], level: float = 0.95) -> dict[str, Any]:
-    """Mean of paired differences with its Student-t interval.
-
-    Args:
-        diffs: per-example differences ``B - A`` (any real numbers).
-        level: coverage of the two-sided interval.
-
-    Returns:
-        ``{"n", "mean", "sd", "se", "ci": [lo, hi] or None}``; ``ci`` is None for fewer than 2 pairs.
-    """
-    n = len(diffs)
-    if n == 0:
-        return {"n": 0, "mean": None, "sd": None, "se": None, "ci": None}
-    mean = math.fsum(diffs) / n
-    if n < 2:
-        return {"n": 1, "mean": mean, "sd": None, "se": None, "ci": None}
-    sd = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
-    se = sd / math.sqrt(n)
-    half = t_quantile(0.5 + level / 2.0, n - 1) * se
-    return {"n": n, "mean": mean, "sd": sd, "se": se, "ci": [mean - half, mean + half]}
-
-
-def mcnemar_exact(a_only: int, b_only: int) -> float:
-    """Two-sided exact McNemar p-value: the discordant pairs against Binomial(a_only + b_only, 1/2)."""
-    n = a_only + b_only
-    if n == 0:
-        return 1.0
-    k = min(a_only, b_only)
-    tail = math.fsum(math.comb(n, i) for i in range(k + 1)) / 2.0**n
-    return min(1.0, 2.0 * tail)
 
 
 # -- reading runs ---------------------------------------------------------------------------------------
@@ -131,7 +99,7 @@ def load_run(folder: str | Path, metric: str = "score_clean") -> Run:
         except (ValueError, AttributeError):
             settings = None
     run = Run(path, settings)
-    for lineno, record in prediction_lines(pred, errors="replace"):
+    for lineno, record in json_lines(pred, on_bad="none", errors="replace"):
         if record is None:
             run.unreadable.append(lineno)  # a torn write: the harness redoes that row on resume
             continue
@@ -268,10 +236,6 @@ def compare_runs(a: Run, b: Run) -> dict[str, Any]:
 # -- output ---------------------------------------------------------------------------------------------
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
 def _diff(d: dict[str, Any]) -> str:
     if d.get("mean") is None:
         return "-"
@@ -316,9 +280,9 @@ def format_table(result: dict[str, Any], metric: str) -> str:
         disc = blk.get("discordant")
         disc_text = f"{disc['a_only']} / {disc['b_only']}" if disc else "-"
         pk = blk.get("pass_at_k")
-        pass_text = f"{_pct(pk['a'])} | {_pct(pk['b'])} | {_diff(pk['diff'])} | " if pk else "- | - | - | "
+        pass_text = f"{pct(pk['a'])} | {pct(pk['b'])} | {_diff(pk['diff'])} | " if pk else "- | - | - | "
         return (
-            f"| {name} | {blk['n']} | {_k(blk['k_a'])}/{_k(blk['k_b'])} | {_pct(blk['a'])} | {_pct(blk['b'])} | "
+            f"| {name} | {blk['n']} | {_k(blk['k_a'])}/{_k(blk['k_b'])} | {pct(blk['a'])} | {pct(blk['b'])} | "
             f"{_diff(blk['diff'])} | {disc_text} | {pass_text if with_pass else ''}"
             f"{blk['unpaired_a']}/{blk['unpaired_b']} |"
         )
@@ -329,7 +293,7 @@ def format_table(result: dict[str, Any], metric: str) -> str:
     macro = result["mean_of_benchmarks"]
     if macro["benchmarks"] > 1:  # with one benchmark it repeats the row above
         lines.append(
-            f"| **mean of {macro['benchmarks']} benchmarks** | | | {_pct(macro['a'])} | {_pct(macro['b'])} | "
+            f"| **mean of {macro['benchmarks']} benchmarks** | | | {pct(macro['a'])} | {pct(macro['b'])} | "
             f"{_diff(macro['diff'])} | |" + (" | | |" if with_pass else "") + " |"
         )
     notes = []

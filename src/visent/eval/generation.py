@@ -79,6 +79,69 @@ def chat_prompt(processor: Any, example: Example, template: str, system_prompt: 
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
+def encode_prompts(
+    processor: Any, examples: Sequence[Example], template: str = "plain", system_prompt: str | None = None
+) -> tuple[Any, list[int]]:
+    """The processor's left-padded batch for ``examples`` and the number of images of each prompt.
+
+    Prompts are ``chat_prompt`` (the model's chat template); images are opened with ``load_images``.
+    Returns ``(enc, num_images)``: ``enc`` holds ``input_ids`` / ``attention_mask`` ``(B, T)`` and the
+    family's image inputs (``pixel_values``, ``image_grid_thw``, ...), on the CPU.
+    """
+    texts = [chat_prompt(processor, ex, template, system_prompt) for ex in examples]
+    images = [load_images(ex) for ex in examples]
+    kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True, "padding_side": "left"}
+    if any(images):
+        # One list per prompt: Gemma 3 and SmolVLM processors match images to prompts by nesting.
+        kwargs["images"] = images
+    return processor(**kwargs), [len(per) for per in images]
+
+
+def generation_kwargs(
+    model: Any,
+    tokenizer: Any,
+    max_new_tokens: int,
+    *,
+    samples: int = 1,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+) -> dict[str, Any]:
+    """``model.generate`` arguments: greedy when ``temperature == 0`` and ``samples == 1``, else ``samples``
+    sampled sequences per prompt (pure temperature / top-p sampling: ``top_k=0``).
+
+    The one place that decides image-token suppression: a family whose config names an
+    ``image_token_id`` never generates it (a generated image placeholder would have no image features
+    behind it; TRL suppresses it too).
+    """
+    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
+    if samples > 1 or temperature > 0:
+        kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0, num_return_sequences=samples)
+    image_token_id = getattr(model.config, "image_token_id", None)
+    if image_token_id is not None:
+        kwargs["suppress_tokens"] = [image_token_id]
+    if tokenizer.pad_token_id is not None:
+        kwargs["pad_token_id"] = tokenizer.pad_token_id
+    return kwargs
+
+
+def generate_ids(model: Any, enc: Any, gen_kwargs: dict[str, Any]) -> Any:
+    """``(B·K, T_new)`` generated token ids after the prompts of ``enc`` (moved to the model's device).
+
+    Runs in eval mode without gradients and restores the model's training flag afterwards.
+    """
+    import torch
+
+    enc = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()}
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model.generate(**enc, **gen_kwargs)
+    finally:
+        model.train(was_training)
+    return out[:, enc["input_ids"].shape[1] :]
+
+
 class TransformersBackend:
     """Decoding with ``model.generate`` (left padding): batched greedy by default; with a temperature, K
     samples per example (``num_return_sequences``), each example under its own seed."""
@@ -120,39 +183,14 @@ class TransformersBackend:
         return out
 
     def _generate(self, examples: Sequence[Example], sample: bool = False) -> list[str]:
-        import torch
-
         tok = self.processor.tokenizer
-        texts = [chat_prompt(self.processor, ex, self.template, self.system_prompt) for ex in examples]
-        images = [load_images(ex) for ex in examples]
-        kwargs: dict[str, Any] = {
-            "text": texts,
-            "return_tensors": "pt",
-            "padding": True,
-            "padding_side": "left",
-        }
-        if any(images):
-            # One list per prompt: Gemma 3 and SmolVLM processors match images to prompts by nesting.
-            kwargs["images"] = images
-        enc = self.processor(**kwargs).to(self.model.device)
-        gen_kwargs: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "do_sample": False}
+        enc, _ = encode_prompts(self.processor, examples, self.template, self.system_prompt)
         if sample:
-            gen_kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=0,
-                              num_return_sequences=self.samples)
-        image_token_id = getattr(self.model.config, "image_token_id", None)
-        if image_token_id is not None:
-            # A generated image placeholder would have no image features behind it.
-            gen_kwargs["suppress_tokens"] = [image_token_id]
-        if tok.pad_token_id is not None:
-            gen_kwargs["pad_token_id"] = tok.pad_token_id
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.no_grad():
-                out = self.model.generate(**enc, **gen_kwargs)
-        finally:
-            self.model.train(was_training)
-        return tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            gen_kwargs = generation_kwargs(self.model, tok, self.max_new_tokens, samples=self.samples,
+                                           temperature=self.temperature, top_p=self.top_p)
+        else:
+            gen_kwargs = generation_kwargs(self.model, tok, self.max_new_tokens)
+        return tok.batch_decode(generate_ids(self.model, enc, gen_kwargs), skip_special_tokens=True)
 
 
 class VLLMBackend:

@@ -29,15 +29,16 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from visent.data.schema import Example
 from visent.eval.judge import combine_samples
-from visent.eval.report import markdown_table, summarize, write_atomic, write_json_atomic
+from visent.eval.report import markdown_table, summarize
 from visent.eval.sources import Benchmark
+from visent.io import json_lines, write_atomic, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -87,26 +88,12 @@ def _key(benchmark: str, example_id: str) -> str:
     return f"{benchmark}\x1f{example_id}"
 
 
-def prediction_lines(path: Path, errors: str = "strict") -> Iterator[tuple[int, Any]]:
-    """``(line number, parsed JSON)`` for each non-blank line of a ``predictions.jsonl``; the value is
-    ``None`` where a line is not valid JSON (a torn final write, which a resumed run redoes). ``errors`` is
-    the text decoding's error policy."""
-    with path.open(encoding="utf-8", errors=errors) as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except ValueError:
-                yield lineno, None
-
-
 def read_predictions(path: Path) -> list[dict[str, Any]]:
     """Records in ``predictions.jsonl``; unparsable lines (a torn final write) are skipped with a warning."""
     if not path.exists():
         return []
     records = []
-    for lineno, record in prediction_lines(path):
+    for lineno, record in json_lines(path, on_bad="none"):
         if record is None:
             logger.warning(
                 "%s line %d is not valid JSON (interrupted write?); that row will be redone", path, lineno
@@ -260,6 +247,31 @@ class EvalOutcome:
     out: Path
 
 
+def _check_run(benchmarks: Sequence[Benchmark], settings: EvalSettings, batch_size: int) -> None:
+    """Refuse, before anything is generated, what ``run_eval`` cannot do (``EvalConfigError``)."""
+    from visent.rewards import TASK_REWARDS, get_reward
+
+    names = [b.name for b in benchmarks]
+    if len(set(names)) != len(names):
+        raise EvalConfigError(
+            f"benchmark names must be unique, got {names}; name them with --data NAME=SOURCE"
+        )
+    for reward_name in settings.rewards.values():
+        try:
+            get_reward(reward_name)
+        except KeyError as exc:
+            raise EvalConfigError(str(exc.args[0])) from None
+    for bench in benchmarks:
+        unscorable = sorted({ex.task for ex in bench.examples} - set(TASK_REWARDS) - set(settings.rewards))
+        if unscorable:
+            raise EvalConfigError(
+                f"benchmark {bench.name!r} has tasks without a verifier: {unscorable}; set --task or --reward TASK=NAME"
+            )
+    if batch_size < 1:
+        raise EvalConfigError(f"batch_size must be >= 1, got {batch_size}")
+    check_sampling(settings)
+
+
 def run_eval(
     benchmarks: Sequence[Benchmark],
     generate: Generate,
@@ -285,29 +297,9 @@ def run_eval(
     """
     from tqdm.auto import tqdm
 
-    from visent.rewards import TASK_REWARDS, get_reward
-
     # run.json records the judge that actually scores, so the resume check covers it.
     settings = replace(settings, judge=None if judge is None else judge.settings())
-    names = [b.name for b in benchmarks]
-    if len(set(names)) != len(names):
-        raise EvalConfigError(
-            f"benchmark names must be unique, got {names}; name them with --data NAME=SOURCE"
-        )
-    for reward_name in settings.rewards.values():
-        try:
-            get_reward(reward_name)
-        except KeyError as exc:
-            raise EvalConfigError(str(exc.args[0])) from None
-    for bench in benchmarks:
-        unscorable = sorted({ex.task for ex in bench.examples} - set(TASK_REWARDS) - set(settings.rewards))
-        if unscorable:
-            raise EvalConfigError(
-                f"benchmark {bench.name!r} has tasks without a verifier: {unscorable}; set --task or --reward TASK=NAME"
-            )
-    if batch_size < 1:
-        raise EvalConfigError(f"batch_size must be >= 1, got {batch_size}")
-    check_sampling(settings)
+    _check_run(benchmarks, settings, batch_size)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Turning scored predictions into numbers and files: Wilson intervals, per-benchmark summaries, tables.
+"""Turning scored predictions into numbers and tables: per-benchmark summaries (intervals from
+``visent.intervals``), Markdown tables.
 
 A record is one scored example as stored in ``predictions.jsonl`` (see ``harness``): a dict with at least
 ``benchmark``, ``task``, ``score`` (against ``answer``), ``score_clean`` (against ``clean_answer``),
@@ -8,59 +9,10 @@ for mAP.
 
 from __future__ import annotations
 
-import json
-import math
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any
 
-from visent.student_t import t_quantile
-
-Z95 = 1.959963984540054  # the 97.5% standard-normal quantile
-
-
-def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion ``successes / n`` (95% by default).
-
-    ``successes`` may be fractional (a mean of scores in [0, 1], e.g. detection IoU rewards); the interval
-    is then the usual approximation treating the mean as a proportion. ``n = 0`` gives ``(0, 1)``: nothing
-    is known.
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must be in [0, n={n}], got {successes}")
-    p = successes / n
-    z2 = z * z
-    denom = 1.0 + z2 / n
-    centre = (p + z2 / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def example_mean_interval(values: Sequence[float]) -> tuple[float, float]:
-    """95% interval for the mean of per-example scores in [0, 1], each the mean of its K samples.
-
-    The unit of independence is the example: the K samples of one example share its difficulty, so
-    treating the n*K samples as independent would understate the width. The per-example means are
-    independent draws from the benchmark, so a Student-t interval over them (n - 1 degrees of freedom)
-    is the cluster-robust interval for avg@K. When every example has the same mean (sd 0, e.g. all wrong)
-    the t interval collapses to a point; there we report the Wilson interval over the n examples, which
-    bounds the variance by p(1 - p) (any score in [0, 1] has at most that variance). Clipped to [0, 1].
-    """
-    n = len(values)
-    if n == 0:
-        return 0.0, 1.0
-    mean = float(sum(values)) / n
-    if n == 1:
-        return wilson_interval(mean, 1)
-    var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    if var <= 1e-24:
-        return wilson_interval(mean * n, n)
-    half = t_quantile(0.975, n - 1) * math.sqrt(var / n)
-    return max(0.0, mean - half), min(1.0, mean + half)
+from visent.intervals import example_mean_interval, wilson_interval
 
 
 def _accuracy_block(scores: Sequence[float], sampled: bool = False) -> dict[str, Any]:
@@ -131,13 +83,14 @@ def summarize(records: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}"
+def pct(x: float | None, digits: int = 1, *, suffix: str = "", missing: str = "-") -> str:
+    """``0.531 -> "53.1"`` (``suffix="%"``: ``"53.1%"``); ``missing`` for ``None``. Every report's percent."""
+    return missing if x is None else f"{100 * x:.{digits}f}{suffix}"
 
 
 def _with_ci(value: float, ci: Sequence[float]) -> str:
     """``"53.1 [44.5, 61.5]"``: a rate and its interval, in percent."""
-    return f"{_pct(value)} [{_pct(ci[0])}, {_pct(ci[1])}]"
+    return f"{pct(value)} [{pct(ci[0])}, {pct(ci[1])}]"
 
 
 def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
@@ -163,37 +116,10 @@ def markdown_table(summary: dict[str, dict[str, Any]]) -> str:
             best = _with_ci(b["pass_at_k_clean"], b["ci95_pass_clean"]) if "pass_at_k_clean" in b else acc
             acc = f"{b.get('k', 1)} | {acc} | {best}"
         elif "map50_clean" in b:
-            acc += f"; mAP@0.5 {_pct(b['map50_clean'])}"
+            acc += f"; mAP@0.5 {pct(b['map50_clean'])}"
         noisy = _with_ci(b["accuracy"], b["ci95"]) if b["n_noisy"] else "same"
         lines.append(
             f"| {name} | {', '.join(b['tasks'])} | {b['n']} | {acc} | {noisy} | {b['n_noisy']} | "
-            f"{_pct(b['parse_fail_rate'])} |"
+            f"{pct(b['parse_fail_rate'])} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``.
-
-    Readers see the old file or the new one, never a half-written file; on error the temporary file is
-    removed and the old file is left untouched.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")

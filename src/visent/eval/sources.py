@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from visent.data.schema import Example
+from visent.io import JsonlError, json_lines
 
 DEFAULT_LAB_N = 64
 _GENERIC_STEMS = {"test", "testmini", "train", "val", "validation", "data", "dev"}
@@ -45,7 +46,7 @@ class EvalDataError(ValueError):
 
 
 def _lab(spec: str) -> tuple[str, list[Example]]:
-    from visent.lab.warmstart import heldout_examples
+    from visent.data.synthetic import heldout_examples
 
     parts = spec.split(":")
     if len(parts) < 2 or not parts[1]:
@@ -71,7 +72,7 @@ def write_examples_jsonl(path: str | Path, examples: list[Example]) -> None:
                 f"example {ex.id!r}: only image paths can be written to jsonl, not in-memory images"
             )
         lines.append(json.dumps(asdict(ex), ensure_ascii=False))
-    from visent.eval.report import write_atomic
+    from visent.io import write_atomic
 
     write_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
 
@@ -79,48 +80,41 @@ def write_examples_jsonl(path: str | Path, examples: list[Example]) -> None:
 def _looks_like_examples(path: Path) -> bool:
     if path.suffix != ".jsonl" or not path.is_file():
         return False
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    return False
-                return isinstance(row, dict) and _EXAMPLE_KEYS <= set(row)
+    for _, row in json_lines(path, on_bad="none"):
+        return isinstance(row, dict) and _EXAMPLE_KEYS <= set(row)
     return False
 
 
 def read_examples_jsonl(path: Path) -> list[Example]:
+    try:
+        rows = list(json_lines(path))
+    except JsonlError as exc:
+        raise EvalDataError(str(exc)) from None
     examples = []
     base = path.parent
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {lineno}"
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise EvalDataError(f"{where}: not valid JSON ({exc})") from None
-            missing = sorted(_EXAMPLE_KEYS - set(row))
-            if missing:
-                raise EvalDataError(f"{where}: missing field(s) {', '.join(map(repr, missing))}")
-            images = row.get("images") or []
-            if not isinstance(images, list) or not all(isinstance(im, str) for im in images):
-                raise EvalDataError(f"{where}, field 'images': expected a list of file paths")
-            images = [im if Path(im).is_absolute() else str(base / im) for im in images]
-            examples.append(
-                Example(
-                    id=str(row["id"]),
-                    task=str(row["task"]),
-                    prompt=str(row["prompt"]),
-                    images=images,
-                    answer=str(row["answer"]),
-                    clean_answer=row.get("clean_answer"),
-                    is_noisy=bool(row.get("is_noisy", False)),
-                    meta=dict(row.get("meta") or {}),
-                )
+    for lineno, row in rows:
+        where = f"{path}, line {lineno}"
+        if not isinstance(row, dict):
+            raise EvalDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
+        missing = sorted(_EXAMPLE_KEYS - set(row))
+        if missing:
+            raise EvalDataError(f"{where}: missing field(s) {', '.join(map(repr, missing))}")
+        images = row.get("images") or []
+        if not isinstance(images, list) or not all(isinstance(im, str) for im in images):
+            raise EvalDataError(f"{where}, field 'images': expected a list of file paths")
+        images = [im if Path(im).is_absolute() else str(base / im) for im in images]
+        examples.append(
+            Example(
+                id=str(row["id"]),
+                task=str(row["task"]),
+                prompt=str(row["prompt"]),
+                images=images,
+                answer=str(row["answer"]),
+                clean_answer=row.get("clean_answer"),
+                is_noisy=bool(row.get("is_noisy", False)),
+                meta=dict(row.get("meta") or {}),
             )
+        )
     return examples
 
 

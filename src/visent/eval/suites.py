@@ -69,9 +69,8 @@ class BenchmarkSpec:
     hub_id: str
     split: str
     layouts: tuple[Layout, ...]
-    rows: int | None = None  # rows in the published split, for the docs and a sanity note
+    rows: int | None = None  # rows in the published split (the docs table's "rows" column)
     post: Callable[[Example], Example] | None = None
-    verifier: str = "math"
     source: str = ""
     note: str = ""
 
@@ -337,12 +336,13 @@ def load_benchmark(spec: BenchmarkSpec, layout: Layout, path: Path, root: Path, 
 
 def suite_table_markdown() -> str:
     """The suites as a Markdown table (what ``docs/eval.md`` shows)."""
-    lines = ["| key | benchmark | Hub id | split | local path under ROOT | suites | notes |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| key | benchmark | Hub id | split | rows | local path under ROOT | suites | notes |",
+             "|---|---|---|---|---:|---|---|---|"]
     for key, spec in BENCHMARKS.items():
         suites = ", ".join(s for s, keys in SUITES.items() if key in keys)
         paths = "<br>".join(f"`{layout.path}`" for layout in spec.layouts)
-        lines.append(f"| {key} | {spec.title} | {spec.hub_id} | {spec.split} | {paths} | {suites} | {spec.note} |")
+        rows = f"{spec.rows:,}" if spec.rows is not None else "-"
+        lines.append(f"| {key} | {spec.title} | {spec.hub_id} | {spec.split} | {rows} | {paths} | {suites} | {spec.note} |")
     return "\n".join(lines) + "\n"
 
 

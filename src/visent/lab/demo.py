@@ -13,7 +13,7 @@ Stages:
    clean set, and (on a task with token labels, ``tally`` by default) VEPO's premise is measured on the
    warm-start and on every trained model (``visent.lab.premise``);
 4. **artefacts** — ``report.md`` (a plain-language verdict per comparison with this run's paired 95%
-   intervals beside the study's numbers from ``docs/lab-study-<task>.json`` — warm-starts × RL seeds,
+   intervals beside the study's numbers from ``visent/lab/summaries/study-<task>.json`` — warm-starts × RL seeds,
    nested intervals — saying whether this run agrees with the study and, where not, whether its
    difference is inside the spread the study expects for one run (``comparability``, ``_verdict``); the premise
    numbers; accuracy before/after per method, commands, seeds, steps, wall time), ``curves.png`` (reward,
@@ -39,6 +39,8 @@ import time
 import warnings
 from dataclasses import asdict
 from typing import Any
+
+from visent.eval.report import pct
 
 __all__ = ["DEMO_RUNS", "main"]
 
@@ -81,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default=DEFAULT_TASK, help="lab task RL trains and is evaluated on")
     p.add_argument(
         "--study", default=None,
-        help="study summary JSON to quote beside this run (default: docs/lab-study-<task>.json of the checkout)",
+        help="study summary JSON to quote beside this run (default: the one shipped in visent/lab/summaries/)",
     )
     p.add_argument("--heldout", type=int, default=None, help=f"held-out examples (default {DEFAULT_HELDOUT})")
     p.add_argument(
@@ -125,47 +127,42 @@ def _settings(args: argparse.Namespace):
     return ws, rl, args.heldout or DEFAULT_HELDOUT
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
 def _ci(block: dict[str, Any]) -> str:
     lo, hi = block["ci95"]
-    return f"{_pct(block['accuracy'])} [{_pct(lo)}, {_pct(hi)}]"
+    return f"{pct(block['accuracy'], suffix='%')} [{pct(lo, suffix='%')}, {pct(hi, suffix='%')}]"
 
 
 def _merged_rows(run_dir: str) -> list[dict[str, Any]]:
     """The trainer's metrics rows plus the held-out accuracy rows (separate rows, same ``step`` key)."""
+    from visent.io import read_jsonl
     from visent.trainer.callbacks import read_metrics
 
     rows = read_metrics(run_dir)
-    with open(os.path.join(run_dir, "heldout.jsonl"), encoding="utf-8") as f:
-        rows += [json.loads(line) for line in f if line.strip()]
+    rows += read_jsonl(os.path.join(run_dir, "heldout.jsonl"))
     return rows
 
 
 def paired_interval(a: list[float], b: list[float]) -> tuple[float, float, float]:
     """``(mean, lo, hi)`` of ``a − b`` in points: per-example paired differences on one held-out set.
 
-    Normal-approximation 95% interval of the mean difference (``1.96 · sd / √n``); both lists score the
-    same examples in the same order (0/1 each for the lab's verifiers).
+    Student-t 95% interval of the mean difference (``visent.intervals.paired_interval``); both lists score
+    the same examples in the same order (0/1 each for the lab's verifiers). One example: a point.
     """
+    from visent import intervals
 
     if len(a) != len(b) or not a:
         raise ValueError(f"paired_interval: need two equal-length, non-empty score lists (got {len(a)}, {len(b)})")
-    d = [100.0 * (x - y) for x, y in zip(a, b)]
-    n = len(d)
-    m = sum(d) / n
-    sd = math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1)) if n > 1 else 0.0
-    half = 1.96 * sd / math.sqrt(n)
-    return m, m - half, m + half
+    est = intervals.paired_interval([100.0 * (x - y) for x, y in zip(a, b)])
+    m = est["mean"]
+    lo, hi = est["ci"] or (m, m)
+    return m, lo, hi
 
 
 def study_summary_path(task: str) -> str:
-    """``docs/lab-study-<task>.json`` of the checkout this module runs from."""
+    """The study summary shipped with visent for ``task`` (package data: ``visent/lab/summaries/``)."""
     from pathlib import Path
 
-    return str(Path(__file__).resolve().parents[3] / "docs" / f"lab-study-{task}.json")
+    return str(Path(__file__).resolve().parent / "summaries" / f"study-{task}.json")
 
 
 def load_study(path: str | None, task: str) -> dict[str, Any] | None:
@@ -297,7 +294,7 @@ def comparability(
     own held-out set is another sample of the same model (±8.5 points at n = 128), so it is only refused
     when its Wilson 95% interval misses the band altogether.
     """
-    from visent.eval.report import wilson_interval
+    from visent.intervals import wilson_interval
 
     band_info = ws_info.get("band") or {}
     band = band_info.get("band")
@@ -540,7 +537,7 @@ def _report(
             unit = f"{int(sp['n'])} runs, {int(sp['n_warm'])} warm-starts" if sp.get("n_warm", 1) > 1 else f"{int(sp['n'])} seeds"
             st = f"{sp['mean']:+.1f} ± {sp['se']:.1f} ({unit})"
         lines.append(
-            f"| {label} | {_PRETTY.get(res['method'], res['method'])} | {_pct(res['noise'])} | {res['seed']} | "
+            f"| {label} | {_PRETTY.get(res['method'], res['method'])} | {pct(res['noise'], suffix='%')} | {res['seed']} | "
             f"{_ci(res['before'])} | {_ci(res['after'])} | {m:+.1f} pts [{lo:+.1f}, {hi:+.1f}] | {st} | "
             f"{'n/a' if reward is None else f'{reward:.3f}'} | {res['wall_s']:.0f} s |"
         )
@@ -560,7 +557,7 @@ def _report(
             "",
             (
                 f"On the greedy responses to {int(premise_before['n_responses'])} held-out examples, each token is "
-                "labelled from the task's grammar (`visent.lab.tasks.label_response`): *image-anchored* = the two "
+                "labelled from the task's grammar (`visent.data.synthetic.label_response`): *image-anchored* = the two "
                 "counts read from the image (the asked colour's and the gray one), *forks* = the seven free wording "
                 "choices (opening word, verb, two nouns, side remark, closing word, answer noun), *copied* = the "
                 "closing count and the answer. Entropy and JSD (clean vs perturbed image, VEPO's Gaussian pixel "
@@ -653,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None and args.steps < 1:
         print("visent demo: --steps must be >= 1", file=sys.stderr)
         return 2
-    from visent.lab.tasks import LABELLED_TASKS, TASK_MAKERS
+    from visent.data.synthetic import LABELLED_TASKS, TASK_MAKERS
 
     if args.task not in TASK_MAKERS:
         print(f"visent demo: unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}", file=sys.stderr)
@@ -669,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from visent.eval.report import write_atomic
+    from visent.io import write_atomic
     from visent.lab.rl import heldout_set, measure_before
     from visent.lab.warmstart import warm_start
     from visent.viz.curves import plot_curves
@@ -724,13 +721,13 @@ def main(argv: list[str] | None = None) -> int:
             ws.model, ws.processor, premise_examples, seed=args.seed, max_new_tokens=rl.max_completion_length
         )
     timings["baseline"] = time.perf_counter() - t
-    print(f"   warm-start accuracy {_pct(before['accuracy'])} ({timings['baseline']:.0f} s)", flush=True)
+    print(f"   warm-start accuracy {pct(before['accuracy'], suffix='%')} ({timings['baseline']:.0f} s)", flush=True)
     if premise_before:
         print(
             f"   premise: entropy anchored {premise_before['entropy_anchor']:.2f} vs forks "
             f"{premise_before['entropy_fork']:.2f} nats; anchored share of entropy top-20% "
-            f"{_pct(premise_before['anchor_share_entropy_top'])} vs VEPO top-20% "
-            f"{_pct(premise_before['anchor_share_vepo_top'])}",
+            f"{pct(premise_before['anchor_share_entropy_top'], suffix='%')} vs VEPO top-20% "
+            f"{pct(premise_before['anchor_share_vepo_top'], suffix='%')}",
             flush=True,
         )
 
@@ -758,8 +755,8 @@ def main(argv: list[str] | None = None) -> int:
         res = get()
         results[job["name"]] = res
         print(
-            f"   {job['name']}: held-out accuracy {_pct(res['before']['accuracy'])} -> "
-            f"{_pct(res['after']['accuracy'])} ({res['wall_s']:.0f} s)",
+            f"   {job['name']}: held-out accuracy {pct(res['before']['accuracy'], suffix='%')} -> "
+            f"{pct(res['after']['accuracy'], suffix='%')} ({res['wall_s']:.0f} s)",
             flush=True,
         )
 
@@ -833,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
         "results": results,
         "tokens_summary": summary,
     }
-    from visent.eval.report import write_json_atomic
+    from visent.io import write_json_atomic
 
     write_json_atomic(os.path.join(out, "demo.json"), summary_json)
     print(f"   wrote {out}/report.md, curves.png, tokens.html — total {timings['total']:.0f} s", flush=True)

@@ -4,7 +4,7 @@ VEPO (METHOD.md §1) argues that the tokens that read the image carry *low* entr
 top-20% tokens by entropy trains the image-independent "forks" instead, while its counterfactual score
 (entropy coupled with the JSD under a perturbed image) finds the image-anchored ones. On a lab task whose
 generator marks which characters of a response are forks and which are read from the image
-(``visent.lab.tasks.label_response``: the ``tally`` task), that claim can be measured on the model's own
+(``visent.data.synthetic.label_response``: the ``tally`` task), that claim can be measured on the model's own
 responses instead of assumed:
 
 - mean entropy and mean JSD of anchored tokens vs the rest (and vs the forks alone);
@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from visent.lab.tasks import label_response, token_kinds
+from visent.data.synthetic import label_response, token_kinds
+from visent.eval.report import pct
 from visent.viz.records import TokenRecord, score_signal
 
 __all__ = ["PREMISE_KEYS", "format_premise", "measure_premise", "premise_metrics", "record_kinds"]
@@ -144,7 +145,7 @@ def measure_premise(
 ) -> tuple[dict[str, float], list[TokenRecord]]:
     """``(premise_metrics, records)`` on the greedy responses of ``model`` to ``examples``.
 
-    The perturbation is VEPO's (``configs/vepo.yaml``: Gaussian noise of std 2.0 on the normalised
+    The perturbation is VEPO's (``src/visent/configs/vepo.yaml``: Gaussian noise of std 2.0 on the normalised
     ``pixel_values``), drawn per prompt from ``seed`` as in training.
     """
     from visent.viz.scoring import score_responses
@@ -186,7 +187,7 @@ def format_premise(m: dict[str, Any]) -> list[str]:
         ),
         (
             f"| share of all tokens | {f('anchor_share_all', True)} | "
-            f"{_pct(m.get('n_fork'), m.get('n_tokens'))} | — | — |"
+            f"{pct(_share(m.get('n_fork'), m.get('n_tokens')), 0, suffix='%', missing='—')} | — | — |"
         ),
         (
             f"| share of the entropy top-20% | {f('anchor_share_entropy_top', True)} | "
@@ -199,8 +200,8 @@ def format_premise(m: dict[str, Any]) -> list[str]:
     ]
 
 
-def _pct(a: Any, b: Any) -> str:
+def _share(a: Any, b: Any) -> float | None:
     try:
-        return f"{100 * float(a) / float(b):.0f}%"
+        return float(a) / float(b)
     except (TypeError, ValueError, ZeroDivisionError):
-        return "—"
+        return None

@@ -1,8 +1,8 @@
 """One lab RL run: a method's config file, lab-sized settings, the real trainer, held-out accuracy.
 
 The demo and the study both train through exactly what ``visent train`` runs: the method's YAML file in
-``configs/`` is parsed by ``visent.trainer.cli.parse_config`` with command-line style overrides, and
-``visent.trainer.cli.build_trainer`` builds the ``VisentGRPOTrainer``. The lab only overrides the
+``visent.configs`` is parsed by ``visent.trainer.cli.parse_config`` with command-line style overrides, and
+``visent.trainer.build.build_trainer`` builds the ``VisentGRPOTrainer``. The lab only overrides the
 settings that a 2-core CPU cannot afford at paper scale (model, data, group size, completion length,
 learning rate, steps); the method's own knobs (token score, selection, perturbation, entropy schedule,
 aggregation) come from the YAML file unchanged, except the entropy coefficients of the two-stage
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visent.lab.tasks import TASK_REWARD
+from visent.data.synthetic import TASK_REWARD
 
 __all__ = [
     "LAB_ENTROPY_COEF",
@@ -50,7 +50,7 @@ __all__ = [
 # identically to every method of that family. VEPO's own 1e-3 bonus is left as its config says.
 LAB_ENTROPY_COEF = 0.05
 
-# Lab method name -> (YAML file in configs/ without .yaml, lab-specific overrides of method knobs).
+# Lab method name -> (shipped config name (visent.configs), lab-specific overrides of method knobs).
 _TWO_STAGE_COEFS = {"entropy_coef_max": LAB_ENTROPY_COEF, "entropy_coef_min": LAB_ENTROPY_COEF}
 METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "grpo": ("grpo", {}),
@@ -96,7 +96,6 @@ TASK_RL_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 # Per-task overrides of method knobs. tally: the two-stage family switches at half-way, so that the
 # exploitation stage (λ_min) lasts as long as the exploration stage instead of the configs' last 20%.
-_TWO_STAGE_FAMILY = ("entropy_min", "entropy_max", "min_then_max", "two_stage")
 TASK_METHOD_OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {
     "tally": {m: {"entropy_switch": 0.5} for m in ("min_then_max", "two_stage")},
 }
@@ -108,17 +107,13 @@ def _check_method(name: str) -> None:
 
 
 def configs_dir() -> Path:
-    """The repository's ``configs/`` folder (``VISENT_CONFIGS`` overrides it)."""
+    """The method configs shipped with visent (``visent.configs``; ``VISENT_CONFIGS=DIR`` overrides it)."""
+    from visent.configs import CONFIG_DIR
+
     env = os.environ.get("VISENT_CONFIGS")
-    if env:
-        path = Path(env)
-    else:
-        # src layout: <repo>/src/visent/lab/rl.py -> <repo>/configs
-        path = Path(__file__).resolve().parents[3] / "configs"
+    path = Path(env) if env else CONFIG_DIR
     if not path.is_dir():
-        raise FileNotFoundError(
-            f"method configs folder {path} not found: run from a visent checkout or set VISENT_CONFIGS=DIR"
-        )
+        raise FileNotFoundError(f"method configs folder {path} not found (VISENT_CONFIGS={env!r})")
     return path
 
 
@@ -366,7 +361,7 @@ def _callbacks(
 
 def accuracy_block(accuracy: float, n: int) -> dict[str, Any]:
     """``{"accuracy", "n", "ci95"}`` with a Wilson interval (``visent.eval.report``)."""
-    from visent.eval.report import wilson_interval
+    from visent.intervals import wilson_interval
 
     return {"accuracy": accuracy, "n": n, "ci95": list(wilson_interval(accuracy * n, n))}
 
@@ -415,9 +410,9 @@ def run_method(
     import torch
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from visent.eval.report import write_json_atomic
+    from visent.io import write_json_atomic
+    from visent.trainer.build import build_trainer
     from visent.trainer.callbacks import read_metrics
-    from visent.trainer.cli import build_trainer
 
     out_dir = os.fspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -509,6 +504,6 @@ def measure_before(model: Any, processor: Any, heldout: Sequence[Any], max_new_t
 
 def heldout_set(task: str, n: int, warm_seed: int) -> list[Any]:
     """The held-out clean examples of ``task`` (the warm-start's held-out stream, never trained on)."""
-    from visent.lab.warmstart import heldout_examples
+    from visent.data.synthetic import heldout_examples
 
     return heldout_examples((task,), n, warm_seed)

@@ -8,7 +8,7 @@ Two method families, as in the two papers (every run goes through ``visent.lab.r
 
 Every (method, noise) cell runs from ``--warm-seeds`` warm-starts (SFT seeds; with the task's recipe,
 each stopped on measured held-out greedy accuracy inside its band, ``visent.lab.warmstart``) × ``--seeds``
-RL seeds, and each comparison's verdict uses both sources of spread (``visent.lab.spread``): a single
+RL seeds, and each comparison's verdict uses both sources of spread (``visent.intervals``): a single
 warm-start can sit anywhere in the band — or, before the band existed, 45 points higher on another CPU
 (issue #17) — so seed-to-seed spread from one warm-start is not the whole uncertainty.
 
@@ -86,7 +86,6 @@ _LABELS = {
 }
 
 STUDY_FILE = "study.json"
-BASELINE_FILE = "baseline.json"
 RESULT_FILE = "result.json"
 TABLES_FILE = "results.md"
 SUMMARY_FILE = "summary.json"
@@ -204,7 +203,7 @@ def _parse_cells(specs: Sequence[str]) -> dict[float, list[str]]:
 
 def _warm_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train (or reload) one warm-start and measure its held-out baseline; returns ``warm-<w>.json``'s dict."""
-    from visent.eval.report import write_json_atomic
+    from visent.io import write_json_atomic
     from visent.lab.rl import heldout_set, measure_before
     from visent.lab.warmstart import WarmStartConfig, warm_start
 
@@ -480,12 +479,12 @@ def paired_differences(
 ) -> dict[str, Any] | None:
     """Paired difference ``a − b`` of held-out accuracy (points) over the (warm-start, RL seed) runs both have.
 
-    Returns ``visent.lab.spread.nested_difference`` of ``d[warm][seed]`` — ``{"mean", "se", "df", "ci95",
+    Returns ``visent.intervals.nested_difference`` of ``d[warm][seed]`` — ``{"mean", "se", "df", "ci95",
     "predict95", "sd_between", "sd_within", "n", "n_warm", "warm_seeds", "warm_means", "wins", "ties",
     "losses"}`` — or ``None`` when no run has both. ``b=None`` compares with the accuracy of the run's own
     warm-start (``baseline``: ``{warm_seed: {"accuracy", ...}}``).
     """
-    from visent.lab.spread import nested_difference
+    from visent.intervals import nested_difference
 
     baselines = _as_baselines(baseline)
     by: dict[str, dict[tuple[int, int], float]] = {}
@@ -515,7 +514,7 @@ def paired_differences(
 
 def detectable(d: Mapping[str, Any]) -> float:
     """Smallest true difference (points) this design detects at 95% / 80% power, from ``d``'s measured spreads."""
-    from visent.lab.spread import min_detectable
+    from visent.intervals import min_detectable
 
     n_warm = int(d.get("n_warm") or 0)
     if n_warm < 1 or math.isnan(d.get("sd_within", float("nan"))):
@@ -577,11 +576,11 @@ def paired_table(
         ),
         "",
         (
-            "Nested estimate over warm-starts and RL seeds (`visent.lab.spread`): the mean of the per-warm-start "
+            "Nested estimate over warm-starts and RL seeds (`visent.intervals`): the mean of the per-warm-start "
             "means; the standard error and the t interval count both the spread between warm-starts and the "
             "spread between RL seeds. ↑ / ↓: the 95% interval excludes zero. *detects ≥ x*: the smallest true "
             "difference this design detects (two-sided 95%, 80% power) at the measured spreads "
-            "(`visent.lab.spread.min_detectable`)."
+            "(`visent.intervals.min_detectable`)."
         ),
         "",
         "| comparison | " + " | ".join(f"noise {100 * n:g}%" for n in noises) + " |",
@@ -683,7 +682,7 @@ def study_summary(
     command: str,
     rl_settings: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The numbers ``visent demo`` quotes beside its single run (``summary.json``; docs/lab-study-<task>.json).
+    """The numbers ``visent demo`` quotes beside its single run (``summary.json``; shipped as visent/lab/summaries/study-<task>.json).
 
     ``pairs["<a>|<b>|<noise>"]`` holds ``paired_differences`` (points) for every ``PAIRS`` entry and for
     every method against the warm-start (``b`` = ``warm-start``); ``seeds`` is the largest number of RL
@@ -722,7 +721,7 @@ def study_summary(
         "seeds": math.ceil(max(per_warm, default=0)),
         "warm_seeds": int(max((d.get("n_warm", 1) for d in pairs.values()), default=0)),
         "runs": len(results),
-        "estimator": "nested (warm-start × RL seed), visent.lab.spread.nested_difference",
+        "estimator": "nested (warm-start × RL seed), visent.intervals.nested_difference",
         # The shared RL settings (``RLSettings``): the demo compares its run only under the same ones.
         "rl_settings": dict(rl_settings) if rl_settings is not None else None,
         "band": list(next(iter(bands))) if len(bands) == 1 else None,
@@ -738,7 +737,7 @@ def study_summary(
 
 
 def _check_study_file(root: str, fixed: dict[str, Any]) -> None:
-    from visent.eval.report import write_json_atomic
+    from visent.io import write_json_atomic
 
     path = os.path.join(root, STUDY_FILE)
     if os.path.exists(path):
@@ -761,8 +760,8 @@ def _check_study_file(root: str, fixed: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
+    from visent.data.synthetic import LABELLED_TASKS, TASK_MAKERS
     from visent.lab.rl import METHODS
-    from visent.lab.tasks import LABELLED_TASKS, TASK_MAKERS
 
     if args.cells is not None:
         try:
@@ -806,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     transformers.logging.set_verbosity_error()
-    from visent.eval.report import write_atomic, write_json_atomic
+    from visent.io import write_atomic, write_json_atomic
 
     root = os.path.abspath(args.out)
     os.makedirs(root, exist_ok=True)

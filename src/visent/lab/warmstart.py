@@ -12,7 +12,7 @@ batch of 32):
   language model picks that up in tens of steps (a 4-quadrant count is learnt in ~60 steps). With small
   jittered objects inside 14-px cells, the same count sat at chance for 400+ steps whatever the learning
   rate (1e-3 … 1e-2), vision learning-rate multiplier, vision depth or merge size. So the lab tasks
-  (``visent.lab.tasks``) put one large object per merged token.
+  (``visent.data.synthetic``) put one large object per merged token.
 - Reading *where* something is is much slower than reading *what* or *how many*: rotary position
   embeddings are relative, so the model must learn position-selective attention from scratch.
   Grounding stays near chance within the warm-start budget (600 steps tried) even with a single
@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -66,25 +67,27 @@ from typing import Any
 import torch
 
 from visent.data.schema import Example
-from visent.lab.tasks import (
+from visent.data.synthetic import (
+    CHECK_SEED_OFFSET,
     TASK_MAKERS,
     TASKS_VERSION,
     TOKENIZER_TASKS,
-    make_examples,
+    check_examples,
+    heldout_examples,
+    mixed_examples,
     response_spans,
     target_response,
     task_texts,
     token_kinds,
 )
-from visent.lab.tiny import build_tiny, config_hash
+from visent.eval.generation import TransformersBackend, chat_prompt
+from visent.io import write_json_atomic
+from visent.models import build_tiny
 
-# Held-out examples come from a stream no training step ever draws from.
-HELDOUT_SEED_OFFSET = 1_000_003
-# The band rule's checks use a third stream, disjoint from the held-out set RL is evaluated on: stopping at
-# the first check that lands in the band selects a check that read high, and had the evaluation set been
-# that check set, the "before RL" accuracy would carry that luck and every "RL − warm-start" difference a
-# regression to the mean (measured: a warm-start stopped at 43.8% on its check set).
-CHECK_SEED_OFFSET = 2_000_003
+
+def config_hash(obj: Any) -> str:
+    """A short stable hash of a JSON-serialisable description (keys the cached warm-started models)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -252,18 +255,10 @@ class WarmStartResult:
 # Batching
 
 
-def _messages(prompt: str, n_images: int) -> list[dict[str, Any]]:
-    return [{"role": "user", "content": [{"type": "image"}] * n_images + [{"type": "text", "text": prompt}]}]
-
-
 def prompt_texts(processor: Any, examples: Sequence[Example]) -> list[str]:
-    """Chat-template prompts (with image placeholders and the assistant header) for ``examples``."""
-    return [
-        processor.apply_chat_template(
-            _messages(ex.prompt, len(ex.images)), add_generation_prompt=True, tokenize=False
-        )
-        for ex in examples
-    ]
+    """Chat-template prompts (with image placeholders and the assistant header) for ``examples``: the
+    plain template without system prompt, as ``visent eval`` renders them (``chat_prompt``)."""
+    return [chat_prompt(processor, ex, "plain") for ex in examples]
 
 
 def sft_batch(processor: Any, examples: Sequence[Example]) -> dict[str, torch.Tensor]:
@@ -298,7 +293,7 @@ def sft_batch(processor: Any, examples: Sequence[Example]) -> dict[str, torch.Te
 def fork_mask(processor: Any, examples: Sequence[Example], labels: torch.Tensor) -> torch.Tensor:
     """``(B, T)`` bool: label tokens of ``sft_batch`` that are wording forks of their target response.
 
-    A fork (``visent.lab.tasks.response_spans``) is a free choice the target happened to make, so no
+    A fork (``visent.data.synthetic.response_spans``) is a free choice the target happened to make, so no
     argmax can be expected to match it; tasks without forks give an all-False row.
     """
     from visent.viz.scoring import decode_tokens
@@ -334,25 +329,6 @@ def response_loss(
             hit = hit | ignore[:, 1:]
         exact = hit.all(dim=-1)
     return loss, exact
-
-
-def _mixed_examples(tasks: Sequence[str], n: int, seed: int, start: int) -> list[Example]:
-    """``n`` examples cycling over ``tasks``; index ``start + i`` of the mixed stream is task ``i % len``."""
-    out = []
-    for j in range(start, start + n):
-        task = tasks[j % len(tasks)]
-        out.append(make_examples(task, 1, seed, start=j // len(tasks))[0])
-    return out
-
-
-def heldout_examples(tasks: Sequence[str], n_per_task: int, seed: int = 0) -> list[Example]:
-    """Examples from the held-out stream of each task (never used for warm-start training)."""
-    return [ex for task in tasks for ex in make_examples(task, n_per_task, seed + HELDOUT_SEED_OFFSET)]
-
-
-def check_examples(tasks: Sequence[str], n_per_task: int, seed: int = 0) -> list[Example]:
-    """Examples of the band rule's check stream (never trained on; disjoint from ``heldout_examples``)."""
-    return [ex for task in tasks for ex in make_examples(task, n_per_task, seed + CHECK_SEED_OFFSET)]
 
 
 def _lr_at(step: int, cfg: WarmStartConfig) -> float:
@@ -404,34 +380,15 @@ def _default_scorer(examples: Sequence[Example], responses: Sequence[str]) -> li
     return scores
 
 
-@torch.no_grad()
 def greedy_responses(
     model: Any, processor: Any, examples: Sequence[Example], batch_size: int = 32, max_new_tokens: int = 32
 ) -> list[str]:
-    """Greedy completions (decoded, special tokens skipped) for ``examples``, in order."""
-    was_training = model.training
-    model.eval()
-    tok = processor.tokenizer
+    """Greedy completions (decoded, special tokens skipped) for ``examples``, in order: ``visent eval``'s
+    generation path (``visent.eval.generation``), plain template, no system prompt."""
+    generate = TransformersBackend(model, processor, max_new_tokens=max_new_tokens)
     out: list[str] = []
     for i in range(0, len(examples), batch_size):
-        chunk = examples[i : i + batch_size]
-        enc = processor(
-            text=prompt_texts(processor, chunk),
-            images=[list(ex.images) for ex in chunk],
-            return_tensors="pt",
-            padding=True,
-            padding_side="left",
-        )
-        gen = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            # A sampled image placeholder would not match any image features (TRL suppresses it too).
-            suppress_tokens=[model.config.image_token_id],
-            pad_token_id=tok.pad_token_id,
-        )
-        out.extend(tok.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True))
-    model.train(was_training)
+        out.extend(generate(examples[i : i + batch_size]))
     return out
 
 
@@ -603,7 +560,7 @@ def sft(
     bar = tqdm(total=cfg.max_steps, desc="warm-start SFT", disable=not progress, leave=False)
 
     def train_step(step: int, lr_scale: float = 1.0) -> dict[str, Any]:
-        batch = sft_batch(processor, _mixed_examples(cfg.tasks, cfg.batch_size, cfg.seed, step * cfg.batch_size))
+        batch = sft_batch(processor, mixed_examples(cfg.tasks, cfg.batch_size, cfg.seed, step * cfg.batch_size))
         lr = _lr_at(step, cfg) * lr_scale
         for group in opt.param_groups:
             group["lr"] = lr
@@ -780,8 +737,5 @@ def warm_start(
     model.save_pretrained(path)
     processor.save_pretrained(path)
     # Written last and atomically: its presence means the directory is complete.
-    tmp = info_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=1)
-    os.replace(tmp, info_path)
+    write_json_atomic(info_path, info, indent=1)
     return WarmStartResult(model, processor, path, info)

@@ -18,7 +18,13 @@ from visent.models.adapters import (
     require_adapter,
     supported_families,
 )
-from visent.models.loading import TINY_PREFIX, check_supported, load_model_and_processor, tiny_names
+from visent.models.loading import (
+    TINY_PREFIX,
+    build_tiny,
+    check_supported,
+    load_model_and_processor,
+    tiny_names,
+)
 
 __all__ = [
     "TINY_PREFIX",
@@ -28,6 +34,7 @@ __all__ = [
     "adapter_for",
     "adapter_named",
     "all_adapters",
+    "build_tiny",
     "check_supported",
     "load_model_and_processor",
     "require_adapter",

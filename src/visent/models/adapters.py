@@ -41,6 +41,20 @@ clean-plus-perturbed forward):
 - ``reuse_positions``: the perturbed rows reuse the clean rows' (3D) rope positions
   (``get_rope_index``), which depend on tokens and image grids only.
 
+Hooks for the family-specific mechanics of those savings (the pass calls only these; each has a plain
+default, so a family that needs nothing special sets nothing):
+
+- ``rope_positions(backbone, inputs) -> positions | None``: the position ids the decoder would compute.
+- ``slice_positions(positions, rows, columns) -> positions``: responses ``rows`` (a long tensor) and token
+  positions ``columns`` (a slice) of a positions tensor. Default: ``(B, L)``; Qwen's M-RoPE: ``(3, B, L)``.
+- ``join_positions(parts, rows) -> positions | None``: positions captured from several forwards joined
+  along the responses, or ``None`` when they are not ``rows`` responses in this family's layout.
+- ``copy_cache(kv) -> kv | None``: a cache sharing ``kv``'s tensors whose reordering leaves ``kv``
+  usable (``None``: this cache cannot be copied; the pass then does not split a chunk by length).
+  Default: transformers' layered ``Cache`` (a shallow copy per layer).
+- ``reorder_cache(kv, index) -> kv``: ``kv`` with its rows replaced by rows ``index`` (a long tensor).
+  Default: transformers' ``Cache.reorder_cache``.
+
 A model whose ``model_type`` has no adapter: ``adapter_for`` returns ``None`` and ``require_adapter``
 raises ``UnsupportedModel`` with one line naming the supported families. What runs without one is decided
 in ``visent.models.loading``: an image-text-to-text model trains with configs that compute no token
@@ -55,6 +69,9 @@ Adding a family (no other file needs a branch on its name):
 2. add the module's name to ``FAMILY_MODULES`` below;
 3. the parametrised tests over ``all_adapters()`` then build its tiny model and check the counterfactual
    statistics, the perturbations and a short training run.
+
+The pass and the trainer need no edit: ``tests/unit/trainer/test_new_family.py`` registers a family in
+the test alone and gets every saving and a VEPO training step through its hooks.
 """
 
 from __future__ import annotations
@@ -76,7 +93,11 @@ __all__ = [
     "adapter_named",
     "all_adapters",
     "concat_units",
+    "copy_layered_cache",
+    "join_positions",
+    "reorder_cache",
     "require_adapter",
+    "slice_positions",
     "split_by_image",
     "supported_families",
 ]
@@ -115,6 +136,47 @@ def concat_units(units: Sequence[Sequence[ImageUnit]]) -> dict[str, torch.Tensor
     return {key: torch.cat([u[key] for u in flat]) for key in flat[0]}
 
 
+def slice_positions(positions: torch.Tensor, rows: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
+    """Rows ``rows`` and positions ``columns`` of ``(B, L)`` position ids (the plain 1D rope layout)."""
+    return positions[rows][:, columns]
+
+
+def join_positions(parts: Sequence[torch.Tensor | None], rows: int) -> torch.Tensor | None:
+    """``(B, L)`` position ids of consecutive forwards joined along the responses, ``None`` unless they are
+    ``rows`` responses of this layout."""
+    if not parts or any(p is None or p.dim() != 2 for p in parts):
+        return None
+    out = torch.cat(list(parts), dim=0)
+    return out if out.size(0) == rows else None
+
+
+def copy_layered_cache(kv: Any) -> Any | None:
+    """A transformers ``Cache`` sharing ``kv``'s tensors whose ``reorder_cache`` leaves ``kv`` untouched
+    (reordering replaces each layer's tensors, it does not write into them). Layers that keep tensors in
+    lists or dicts (a recurrent layer's conv / recurrent states) get their own containers, which
+    reordering rebinds. ``None`` for a cache without ``layers`` (another cache API: not copied)."""
+    import copy
+
+    if not hasattr(kv, "layers"):
+        return None
+    part = copy.copy(kv)
+    part.layers = []
+    for layer in kv.layers:
+        own = copy.copy(layer)
+        for name, value in vars(layer).items():
+            if isinstance(value, (list, dict)):
+                setattr(own, name, copy.copy(value))
+        part.layers.append(own)
+    return part
+
+
+def reorder_cache(kv: Any, index: torch.Tensor) -> Any:
+    """``kv`` (a transformers ``Cache``) with its batch rows replaced by rows ``index``: each response's copy
+    of its prompt's keys and values (``(rows, heads, P, d)`` per layer)."""
+    kv.reorder_cache(index)
+    return kv
+
+
 def _no_perturb(kind, units, generator, strength, geometry):  # pragma: no cover - replaced per family
     raise NotImplementedError("this adapter defines no perturbation")
 
@@ -142,6 +204,8 @@ class Adapter:
         rope_positions: ``(backbone, inputs) -> (k, b, L)`` position ids the decoder would compute for
             ``inputs`` (ids, mask, per-token inputs, image inputs without pixels), or ``None``; needed by
             ``reuse_positions``.
+        slice_positions / join_positions: the layout of ``rope_positions``' output (module docstring).
+        copy_cache / reorder_cache: the decoder cache's copy and row selection (module docstring).
         vision_modules: submodules of the inner model (``model.model``) that ``freeze_vision_tower``
             freezes: the vision encoder and its projection into the decoder (Qwen's ``visual`` holds both;
             Gemma 3 / LLaVA: ``vision_tower`` + ``multi_modal_projector``; Idefics3: ``vision_model`` +
@@ -168,6 +232,10 @@ class Adapter:
     encode_images: Callable[[torch.nn.Module, Sequence[ImageUnit]], list[Any]] | None = None
     encoder_outputs: Callable[[Sequence[Any]], Any] | None = None
     rope_positions: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor | None] | None = None
+    slice_positions: Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor] = slice_positions
+    join_positions: Callable[[Sequence[torch.Tensor | None], int], torch.Tensor | None] = join_positions
+    copy_cache: Callable[[Any], Any | None] = copy_layered_cache
+    reorder_cache: Callable[[Any, torch.Tensor], Any] = reorder_cache
     vision_modules: tuple[str, ...] = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "connector")
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

@@ -38,7 +38,7 @@ from visent.models.adapters import (
     supported_families,
 )
 
-__all__ = ["TINY_PREFIX", "check_supported", "is_image_text_to_text", "load_model_and_processor", "tiny_names"]
+__all__ = ["TINY_PREFIX", "build_tiny", "check_supported", "is_image_text_to_text", "load_model_and_processor", "tiny_names"]
 
 TINY_PREFIX = "tiny:"
 
@@ -49,6 +49,18 @@ _CONFIG_KWARGS = ("revision", "trust_remote_code", "token", "cache_dir", "local_
 def tiny_names() -> list[str]:
     """``["tiny:qwen2_5_vl", ...]``: every family's tiny model name."""
     return [TINY_PREFIX + a.name for a in all_adapters() if a.build_tiny is not None]
+
+
+def build_tiny(family: str = "qwen2_5_vl", **kw: Any) -> tuple[Any, Any]:
+    """``(model, processor)`` of ``tiny:<family>``, built by the family's builder with ``kw``."""
+    try:
+        adapter = adapter_named(family)
+    except KeyError:
+        valid = ", ".join(a.name for a in all_adapters())
+        raise ValueError(f"unknown tiny model family {family!r}; valid: {valid}") from None
+    if adapter.build_tiny is None:
+        raise UnsupportedModel(f"{TINY_PREFIX}{family}: family {adapter.name} has no tiny builder")
+    return adapter.build_tiny(**kw)
 
 
 def is_image_text_to_text(model_type: str | None) -> bool:
@@ -134,10 +146,7 @@ def load_model_and_processor(
         check_supported(name_or_path, need_adapter, **kw)
     if name_or_path.startswith(TINY_PREFIX):
         check_supported(name_or_path)  # an unknown tiny name is refused whatever require_supported says
-        adapter = adapter_named(name_or_path[len(TINY_PREFIX):])
-        if adapter.build_tiny is None:
-            raise UnsupportedModel(f"{name_or_path}: family {adapter.name} has no tiny builder")
-        return adapter.build_tiny(**kw)
+        return build_tiny(name_or_path[len(TINY_PREFIX):], **kw)
     if os.path.isdir(name_or_path):
         _checkpoint_model_type(name_or_path)  # a folder without config.json: a clear error, not transformers'
     from transformers import AutoModelForImageTextToText, AutoProcessor

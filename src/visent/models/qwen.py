@@ -33,11 +33,7 @@ sequence in real arithmetic (float32 differences of a few 1e-6 on the tiny model
 tests allow: ``tests/unit/models/test_adapters_counterfactual.py``, with and without length splits).
 Left padding contributes nothing (padded positions are zeroed before the convolution and recurrence).
 
-Tiny builders: random weights, the real processor class around ``visent.models.tokenizer``'s local
-tokenizer with Qwen's special tokens, a chat template in ChatML form without a default system prompt, and
-an image processor whose pixel range is capped at ``max_image_side²`` so the lab's small images keep
-their size (exactly for p = 14, where 56 and 84 px are multiples of the 28 px merge factor; for p = 16 an
-image is resized to the nearest multiple of 32 px, as the real processor would).
+The tiny builder is in ``visent.models.tiny.qwen``.
 """
 
 from __future__ import annotations
@@ -48,318 +44,9 @@ from typing import Any
 import torch
 
 from visent.models.adapters import Adapter, ImageUnit, concat_units
-from visent.models.tiny import seeded_model
+from visent.models.tiny.qwen import MODEL_CLASSES, build_tiny
 
-__all__ = [
-    "ADAPTERS",
-    "CHAT_TEMPLATE",
-    "KINDS",
-    "SPECIAL_TOKENS",
-    "build_processor",
-    "build_qwen_tokenizer",
-    "build_tiny",
-    "tiny_config",
-]
-
-SPECIAL_TOKENS: tuple[str, ...] = (
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-)
-
-# Jinja chat template in Qwen's ChatML form. An image block (TRL inserts `{"type": "image"}` parts) becomes
-# `<|vision_start|><|image_pad|><|vision_end|>`; the processor then expands the single `<|image_pad|>` to
-# one token per merged patch of that image.
-CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "<|im_start|>{{ message['role'] }}{{ '\\n' }}"
-    "{%- if message['content'] is string -%}"
-    "{{ message['content'] }}"
-    "{%- else -%}"
-    "{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' -%}<|vision_start|><|image_pad|><|vision_end|>"
-    "{%- elif part['type'] == 'video' -%}<|vision_start|><|video_pad|><|vision_end|>"
-    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- endif -%}"
-    "<|im_end|>{{ '\\n' }}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}<|im_start|>assistant{{ '\\n' }}{%- endif -%}"
-)
-
-KINDS: tuple[str, ...] = ("qwen2_5_vl", "qwen2_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5")
-
-# OpenAI CLIP statistics (Qwen2/2.5-VL) and the 0.5/0.5 of the Qwen3-generation preprocessor configs.
-_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-_HALF = (0.5, 0.5, 0.5)
-_QWEN3 = ("qwen3_vl", "qwen3_vl_moe", "qwen3_5")
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown tiny Qwen model kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-
-
-def default_patch_size(kind: str) -> int:
-    return 16 if kind in _QWEN3 else 14
-
-
-def build_qwen_tokenizer(texts: Sequence[str] | None = None, vocab_size: int = 512, with_lab_texts: bool = True) -> Any:
-    """The local BPE tokenizer with Qwen's special tokens (``visent.models.tokenizer.build_tokenizer``)."""
-    from visent.models.tokenizer import build_tokenizer
-
-    return build_tokenizer(
-        texts,
-        SPECIAL_TOKENS,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        vocab_size=vocab_size,
-        with_lab_texts=with_lab_texts,
-    )
-
-
-def build_processor(
-    kind: str, tokenizer: Any, *, max_image_side: int = 112, patch_size: int | None = None, merge_size: int = 2
-) -> Any:
-    """The family's real processor class around ``tokenizer`` and a small-pixel-range image processor."""
-    import transformers
-    from transformers import Qwen2VLImageProcessor
-
-    _check_kind(kind)
-    patch_size = patch_size or default_patch_size(kind)
-    mean, std = (_HALF, _HALF) if kind in _QWEN3 else (_CLIP_MEAN, _CLIP_STD)
-    factor = patch_size * merge_size
-    image_processor = Qwen2VLImageProcessor(
-        min_pixels=factor * factor,
-        max_pixels=max(max_image_side, factor) ** 2,
-        patch_size=patch_size,
-        merge_size=merge_size,
-        temporal_patch_size=2,
-        image_mean=list(mean),
-        image_std=list(std),
-    )
-    # The processor classes require a video processor; the lab never feeds videos.
-    video_cls = transformers.Qwen3VLVideoProcessor if kind in _QWEN3 else transformers.Qwen2VLVideoProcessor
-    video_processor = video_cls(patch_size=patch_size, merge_size=merge_size, temporal_patch_size=2)
-    processor_cls = {
-        "qwen2_5_vl": transformers.Qwen2_5_VLProcessor,
-        "qwen2_vl": transformers.Qwen2VLProcessor,
-    }.get(kind, transformers.Qwen3VLProcessor)
-    return processor_cls(
-        image_processor=image_processor,
-        tokenizer=tokenizer,
-        video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
-    )
-
-
-def tiny_config(
-    kind: str,
-    tokenizer: Any,
-    *,
-    hidden_size: int = 128,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
-    intermediate_size: int | None = None,
-    vision_hidden_size: int = 64,
-    vision_depth: int = 2,
-    vision_heads: int = 2,
-    patch_size: int | None = None,
-    merge_size: int = 2,
-) -> Any:
-    """A small config of the family whose token ids match ``tokenizer``."""
-    import transformers
-
-    _check_kind(kind)
-    patch_size = patch_size or default_patch_size(kind)
-    if hidden_size % num_heads or (hidden_size // num_heads) % 8:
-        raise ValueError(
-            f"hidden_size ({hidden_size}) / num_heads ({num_heads}) must be a multiple of 8 (M-RoPE splits "
-            "the head dimension into temporal/height/width sections)"
-        )
-    head_dim = hidden_size // num_heads
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    text: dict[str, Any] = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": hidden_size,
-        "intermediate_size": intermediate_size or 2 * hidden_size,
-        "num_hidden_layers": num_layers,
-        "num_attention_heads": num_heads,
-        "num_key_value_heads": num_kv_heads,
-        "max_position_embeddings": 2048,
-        "bos_token_id": ids["<|endoftext|>"],
-        "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"],
-    }
-    common = {
-        "image_token_id": ids["<|image_pad|>"],
-        "video_token_id": ids["<|video_pad|>"],
-        "vision_start_token_id": ids["<|vision_start|>"],
-        "vision_end_token_id": ids["<|vision_end|>"],
-        "tie_word_embeddings": False,
-    }
-    if kind in ("qwen2_vl", "qwen2_5_vl"):
-        # M-RoPE: the rotary half of a head (head_dim / 2) split over (t, h, w) like Qwen's [16, 24, 24].
-        half = head_dim // 2
-        hw = (half * 3) // 8
-        text["rope_parameters"] = {
-            "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [half - 2 * hw, hw, hw]
-        }
-    if kind == "qwen2_5_vl":
-        vision = {
-            "depth": vision_depth,
-            "hidden_size": vision_hidden_size,
-            "intermediate_size": 2 * vision_hidden_size,
-            "num_heads": vision_heads,
-            "out_hidden_size": hidden_size,
-            "patch_size": patch_size,
-            "spatial_merge_size": merge_size,
-            "temporal_patch_size": 2,
-            # Windows of 112 px: the lab's images fit in one, as small real screenshots do.
-            "window_size": 112,
-            "fullatt_block_indexes": [vision_depth - 1],
-        }
-        return transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
-    if kind == "qwen2_vl":
-        vision = {
-            "depth": vision_depth,
-            "embed_dim": vision_hidden_size,
-            "hidden_size": hidden_size,
-            "mlp_ratio": 2,
-            "num_heads": vision_heads,
-            "patch_size": patch_size,
-            "spatial_merge_size": merge_size,
-            "temporal_patch_size": 2,
-        }
-        return transformers.Qwen2VLConfig(text_config=text, vision_config=vision, **common)
-
-    # Qwen3 generation: interleaved M-RoPE over (t, h, w); sections as in the releases ([24, 20, 20] of 64)
-    # scaled to the rotary half of this head.
-    text["head_dim"] = head_dim
-    vision = {
-        "depth": vision_depth,
-        "hidden_size": vision_hidden_size,
-        "intermediate_size": 2 * vision_hidden_size,
-        "num_heads": vision_heads,
-        "out_hidden_size": hidden_size,
-        "patch_size": patch_size,
-        "spatial_merge_size": merge_size,
-        "temporal_patch_size": 2,
-        # A 16×16 grid of learnt position embeddings, interpolated to each image's grid (as the real 48×48).
-        "num_position_embeddings": 256,
-    }
-    if kind == "qwen3_5":
-        # Qwen3.5 rotates a quarter of each head (partial_rotary_factor 0.25 in the release).
-        rot_half = head_dim // 8
-        hw = (rot_half * 3) // 8
-        text["rope_parameters"] = {
-            "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [rot_half - 2 * hw, hw, hw],
-            "mrope_interleaved": True, "partial_rotary_factor": 0.25,
-        }
-        text.update(
-            {
-                # Three linear-attention (gated delta net) layers to one full-attention layer, as released.
-                "layer_types": [
-                    "full_attention" if (i + 1) % 4 == 0 else "linear_attention" for i in range(num_layers)
-                ],
-                "linear_conv_kernel_dim": 4,
-                "linear_key_head_dim": 16,
-                "linear_value_head_dim": 16,
-                "linear_num_key_heads": 2,
-                "linear_num_value_heads": 4,
-            }
-        )
-        return transformers.Qwen3_5Config(text_config=text, vision_config=vision, **common)
-    half = head_dim // 2
-    hw = (half * 5) // 16
-    text["rope_parameters"] = {
-        "rope_type": "default", "rope_theta": 10000.0, "mrope_section": [half - 2 * hw, hw, hw],
-        "mrope_interleaved": True,
-    }
-    # Deepstack: features of the first encoder layer(s) are added to the decoder's first layer(s).
-    vision["deepstack_visual_indexes"] = list(range(min(vision_depth - 1, 1) or 1))
-    if kind == "qwen3_vl_moe":
-        text.update(
-            {
-                "num_experts": 4,
-                "num_experts_per_tok": 2,
-                "moe_intermediate_size": hidden_size,
-                "decoder_sparse_step": 1,
-                "mlp_only_layers": [],
-            }
-        )
-        return transformers.Qwen3VLMoeConfig(text_config=text, vision_config=vision, **common)
-    return transformers.Qwen3VLConfig(text_config=text, vision_config=vision, **common)
-
-
-_MODEL_CLASSES = {
-    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
-    "qwen2_vl": "Qwen2VLForConditionalGeneration",
-    "qwen3_vl": "Qwen3VLForConditionalGeneration",
-    "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
-    "qwen3_5": "Qwen3_5ForConditionalGeneration",
-}
-
-
-def build_tiny(
-    kind: str = "qwen2_5_vl",
-    *,
-    texts: Sequence[str] | None = None,
-    hidden_size: int = 128,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    num_kv_heads: int = 2,
-    vision_hidden_size: int = 64,
-    vision_depth: int = 2,
-    vision_heads: int = 2,
-    vocab_size: int = 512,
-    max_image_side: int = 112,
-    patch_size: int | None = None,
-    merge_size: int = 2,
-    seed: int = 0,
-) -> tuple[Any, Any]:
-    """``(model, processor)``: a random-weight tiny model of the Qwen family ``kind`` and its processor.
-
-    The tokenizer is trained on the lab corpus plus ``texts`` (``visent.models.tokenizer``). Weights are
-    drawn from ``torch.manual_seed(seed)`` without disturbing the caller's global RNG state, so the same
-    arguments give identical weights and an identical tokenizer. About a second on CPU.
-    """
-    import transformers
-
-    _check_kind(kind)
-    tokenizer = build_qwen_tokenizer(texts, vocab_size=vocab_size)
-    processor = build_processor(
-        kind, tokenizer, max_image_side=max_image_side, patch_size=patch_size, merge_size=merge_size
-    )
-    config = tiny_config(
-        kind,
-        tokenizer,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        num_kv_heads=num_kv_heads,
-        vision_hidden_size=vision_hidden_size,
-        vision_depth=vision_depth,
-        vision_heads=vision_heads,
-        patch_size=patch_size,
-        merge_size=merge_size,
-    )
-    model = seeded_model(
-        getattr(transformers, _MODEL_CLASSES[kind]),
-        config,
-        seed,
-        # Like Qwen's instruct checkpoints: a turn ends at <|im_end|> or <|endoftext|>; pad with <|endoftext|>.
-        eos_token_ids=[config.text_config.eos_token_id, config.text_config.pad_token_id],
-    )
-    return model, processor
-
+__all__ = ["ADAPTERS"]
 
 # ----------------------------------------------------------------------------- the patch-rows layout
 
@@ -443,13 +130,43 @@ def mrope_positions(backbone: torch.nn.Module, inputs: dict[str, Any]) -> torch.
     return positions
 
 
+def slice_mrope(positions: torch.Tensor, rows: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
+    """Rows ``rows`` and positions ``columns`` of M-RoPE position ids ``(3, B, L)``."""
+    return positions[:, rows, columns]
+
+
+def join_mrope(parts: Sequence[torch.Tensor | None], rows: int) -> torch.Tensor | None:
+    """M-RoPE position ids ``(3, B_i, L)`` of consecutive forwards joined along the responses, ``None``
+    unless they are ``rows`` responses of that layout."""
+    if not parts or any(p is None or p.dim() != 3 for p in parts):
+        return None
+    out = torch.cat(list(parts), dim=1)
+    return out if out.size(1) == rows else None
+
+
+def patch_row_spans(batch: dict[str, Any]) -> list[tuple[int, int, int, int]]:
+    """Per response b ``(row_start, row_end, img_start, img_end)`` into a patch-rows batch's
+    ``pixel_values`` / ``image_grid_thw`` (all zeros when the batch has no images)."""
+    n = batch["completion_ids"].size(0)
+    num_images, grid = batch.get("num_images"), batch.get("image_grid_thw")
+    if num_images is None or grid is None or batch.get("pixel_values") is None:
+        return [(0, 0, 0, 0)] * n
+    rows_per_image = grid.prod(-1).tolist()
+    spans, row, img = [], 0, 0
+    for k in num_images:
+        r = sum(rows_per_image[img : img + k])
+        spans.append((row, row + r, img, img + k))
+        row, img = row + r, img + k
+    return spans
+
+
 def _adapter(name: str, processor_class: str, *, shared_prefix: bool, notes: str, normalisation: str) -> Adapter:
     from functools import partial
 
     return Adapter(
         name=name,
         model_types=(name,),
-        model_class=_MODEL_CLASSES[name],
+        model_class=MODEL_CLASSES[name],
         processor_class=processor_class,
         layout="patch_rows",
         image_keys=("pixel_values", "image_grid_thw"),
@@ -465,6 +182,8 @@ def _adapter(name: str, processor_class: str, *, shared_prefix: bool, notes: str
         encode_images=encode_patch_rows,
         encoder_outputs=encoder_outputs_patch_rows,
         rope_positions=mrope_positions,
+        slice_positions=slice_mrope,
+        join_positions=join_mrope,
         vision_modules=("visual",),  # the encoder and its patch merger (the projection into the decoder)
         notes=notes,
     )

@@ -2,13 +2,12 @@
 
 Nothing is downloaded: a byte-level BPE vocabulary of a few hundred tokens is learnt from a corpus, with
 the family's special tokens added. The default corpus is the lab tasks' prompts and target responses
-(``visent.lab.tasks.task_texts()``), so the lab's tasks tokenize compactly on every tiny model and a
+(``visent.data.synthetic.task_texts()``), so the lab's tasks tokenize compactly on every tiny model and a
 task added to the lab joins it without touching this module.
 
-Dependency direction: ``visent.lab`` builds on ``visent.models``, not the other way round. The one
-reverse use, the default corpus, is resolved when a tokenizer is built (``default_corpus()``), never at
-import time, so ``import visent.models`` does not import the lab, and a caller who passes its own
-``texts`` (and ``with_lab_texts=False``) does not need it at all.
+The corpus comes from ``visent.data.synthetic`` (a layer below ``visent.models``); it is read when a
+tokenizer is built, never at import time, and a caller who passes its own ``texts`` (and
+``with_lab_texts=False``) does not need it at all.
 """
 
 from __future__ import annotations
@@ -26,8 +25,8 @@ ROLE_TEXT: tuple[str, ...] = ("user\n", "assistant\n", "system\n")
 
 
 def default_corpus() -> list[str]:
-    """The lab tasks' prompts and target responses (imported here, at call time: module docstring)."""
-    from visent.lab.tasks import task_texts
+    """The synthetic tasks' prompts and target responses (imported at call time: it renders images)."""
+    from visent.data.synthetic import task_texts
 
     return list(task_texts())
 

@@ -2,11 +2,14 @@
 
 - ``config.py``        ``VisentConfig`` (TRL's ``GRPOConfig`` + visent's knobs)
 - ``grpo.py``          ``VisentGRPOTrainer`` (token mask once per generation batch, own loss)
-- ``counterfactual.py`` the clean/perturbed teacher-forced pass → token statistics
+- ``counterfactual/``  the clean/perturbed teacher-forced pass → token statistics (units → grouping →
+                       images → forward → stats)
 - ``_trl_seam.py``     every use of TRL's private API, pinned to TRL 1.16
 - ``callbacks.py``     ``metrics.jsonl``
 - ``sources.py``       model / dataset / reward names → objects
 - ``cli.py``           ``visent train``
+- ``precision.py``     fp32 master weights; bf16 weights an lr-sized step cannot move are refused
+- ``real_scale.py``    FSDP / vLLM setups that cannot work, refused before loading
 
 Imports are lazy: ``import visent.trainer`` does not import TRL.
 """

@@ -25,9 +25,10 @@ TRL 1.16 private hook / attribute            what the seam offers instead
 ==========================================  =====================================================
 
 ``generation_batch(rows)`` runs the whole generation path on a list of dataset rows (tools, tests).
-``backbone_and_head``, ``lm_head_gather_ctx`` and ``no_gradient_checkpointing`` wrap TRL/transformers
-internals the counterfactual pass needs (the decoder TRL's fused LM head calls, ZeRO-3 gathering);
-``transformers_model`` sees through DDP and PEFT wrappers (a LoRA adapter stays active in it).
+``lm_head_gather_ctx`` and ``no_gradient_checkpointing`` wrap TRL internals the counterfactual pass needs
+(ZeRO-3 gathering of the LM head, TRL's gradient-checkpointing switch). Helpers that only need
+transformers/PEFT live in ``visent.models``: ``models.unwrap`` (``transformers_model``,
+``backbone_and_head``, ``adapters_disabled``) and ``models.checkpoint`` (``load_checkpoint_weights``).
 
 ``_tokenize_prompts(prompts)`` is overridden so that a batch mixing image and text-only prompts works
 with transformers generation: TRL marks a text-only prompt's images as ``None``, which the Hugging Face
@@ -56,8 +57,6 @@ with a message pointing to this file when a TRL upgrade changes one.
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,18 +64,17 @@ import torch
 import trl
 from trl import GRPOTrainer
 
+from visent.models.checkpoint import load_checkpoint_weights
+from visent.models.unwrap import adapters_disabled, backbone_and_head, transformers_model
+
 __all__ = [
     "GENERATION_KEYS",
     "PINNED_TRL",
     "PRIVATE_HOOKS",
     "PolicySettings",
     "SeamTrainer",
-    "adapters_disabled",
-    "backbone_and_head",
     "lm_head_gather_ctx",
-    "load_checkpoint_weights",
     "no_gradient_checkpointing",
-    "transformers_model",
 ]
 
 PINNED_TRL = "1.16"
@@ -162,41 +160,6 @@ class PolicySettings:
     vllm_is_correction: bool
     max_completion_length: int
     temperature: float
-
-
-def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model under DDP/DeepSpeed (``.module``) and PEFT (``get_base_model``) wrappers.
-
-    Use it wherever code reaches ``.model``, ``.lm_head``, ``.visual`` or ``.config`` of the policy. PEFT
-    injects its LoRA layers into this model's modules in place, so forwards through it (and through any
-    submodule) run with the adapter active, exactly as forwards through the ``PeftModel`` do.
-    """
-    while hasattr(model, "module") and isinstance(model.module, torch.nn.Module):
-        model = model.module
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return model
-
-
-def adapters_disabled(model: torch.nn.Module) -> bool:
-    """Whether ``model`` holds PEFT adapter layers that are switched off right now (TRL's reference forward
-    of a LoRA policy runs under ``disable_adapter()``)."""
-    try:
-        from peft.tuners.tuners_utils import BaseTunerLayer
-    except ImportError:
-        return False
-    return any(isinstance(m, BaseTunerLayer) and m.disable_adapters for m in model.modules())
-
-
-def backbone_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
-    """The decoder backbone (returns ``last_hidden_state``, post final norm) and the LM head of a causal VLM.
-
-    Unwraps DDP/DeepSpeed and PEFT (``transformers_model``; a LoRA adapter stays active). The backbone is
-    the module TRL's fused LM head calls (``model.base_model`` in transformers 5), so hidden states match
-    TRL's log-probs.
-    """
-    model = transformers_model(model)
-    return model.base_model, model.get_output_embeddings()
 
 
 def _needs_reference_copy(model: Any, args: Any, peft_config: Any) -> bool:
@@ -391,50 +354,6 @@ class SeamTrainer(GRPOTrainer):
         if plain and load_checkpoint_weights(target, resume_from_checkpoint):
             return None
         return super()._load_from_checkpoint(resume_from_checkpoint, model)
-
-
-def load_checkpoint_weights(model: torch.nn.Module, checkpoint_dir: str) -> bool:
-    """Load the safetensors weights of a ``save_pretrained`` folder into ``model``, strictly, by name.
-
-    ``save_pretrained`` renames weights to the checkpoint format (``revert_weight_conversion``); this
-    applies the same renaming to the model's own ``state_dict`` to pair every saved tensor with its
-    parameter. Returns ``False`` (caller falls back to transformers) when the folder has no safetensors
-    weights or the conversion is more than a renaming. Raises ``RuntimeError`` naming the keys when the
-    checkpoint does not cover the model exactly: a resume must never silently keep initial weights.
-    """
-    from safetensors.torch import load_file
-    from transformers.core_model_loading import revert_weight_conversion
-
-    single = os.path.join(checkpoint_dir, "model.safetensors")
-    index = os.path.join(checkpoint_dir, "model.safetensors.index.json")
-    if os.path.isfile(single):
-        files = [single]
-    elif os.path.isfile(index):
-        with open(index) as f:
-            files = [os.path.join(checkpoint_dir, n) for n in sorted(set(json.load(f)["weight_map"].values()))]
-    else:
-        return False
-    current = model.state_dict()
-    by_id = {id(t): k for k, t in current.items()}
-    saved_view = revert_weight_conversion(model, dict(current))
-    if any(id(t) not in by_id for t in saved_view.values()):
-        return False  # a real conversion (fused/split tensors), not a renaming
-    saved_to_model = {k: by_id[id(t)] for k, t in saved_view.items()}
-
-    loaded: dict[str, torch.Tensor] = {}
-    for path in files:
-        for key, tensor in load_file(path).items():
-            loaded[saved_to_model.get(key, key)] = tensor
-    unexpected = sorted(k for k in loaded if k not in current)
-    covered = {id(current[k]) for k in loaded if k in current}
-    missing = sorted(k for k, t in current.items() if id(t) not in covered)
-    if unexpected or missing:
-        raise RuntimeError(
-            f"checkpoint {checkpoint_dir} does not match the model: missing {missing[:5]}"
-            f"{' …' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}"
-        )
-    model.load_state_dict(loaded, strict=False)  # strictness checked above (tied weights share a tensor)
-    return True
 
 
 def lm_head_gather_ctx(weight: torch.Tensor, bias: torch.Tensor | None):

@@ -14,6 +14,8 @@ import os
 
 from transformers import TrainerCallback
 
+from visent.io import read_jsonl
+
 __all__ = ["METRICS_FILE", "MetricsJsonlCallback", "read_metrics"]
 
 METRICS_FILE = "metrics.jsonl"
@@ -27,8 +29,7 @@ def _clean(value):
 
 def read_metrics(output_dir: str) -> list[dict]:
     """The rows of ``output_dir/metrics.jsonl``."""
-    with open(os.path.join(output_dir, METRICS_FILE)) as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(os.path.join(output_dir, METRICS_FILE))
 
 
 class MetricsJsonlCallback(TrainerCallback):

@@ -1,15 +1,18 @@
-"""``visent train --config FILE.yaml [--key value ...]``: train with GRPO / VEPO / two-stage entropy.
+"""``visent train --config NAME|FILE.yaml [--key value ...]``: train with GRPO / VEPO / two-stage entropy.
 
-The YAML file holds ``VisentConfig`` fields (TRL's ``GRPOConfig`` fields plus visent's); ``--key value``
+``--config`` takes a YAML file or the name of a config shipped with visent (``visent.configs``: ``vepo``,
+``grpo``, ``two_stage``, ...). The YAML file holds ``VisentConfig`` fields (TRL's ``GRPOConfig`` fields plus visent's); ``--key value``
 pairs override it (later wins), as in TRL's own scripts. Booleans take ``true``/``false`` (a bare
 ``--flag`` means true), lists take several values (``--reward_funcs counting format``), dicts a JSON string.
 
 Examples::
 
-    visent train --config configs/vepo.yaml --model_name_or_path tiny:qwen2_5_vl --dataset lab:counting --max_steps 2
-    accelerate launch --config_file zero3.yaml -m visent.cli train --config configs/vepo.yaml   # multi-GPU
+    visent train --config vepo --model_name_or_path tiny:qwen2_5_vl --dataset lab:counting --max_steps 2
+    visent train --config my_method.yaml --model_name_or_path Qwen/Qwen2.5-VL-3B-Instruct --dataset data/train.jsonl
+    accelerate launch --config_file zero3.yaml -m visent.cli train --config vepo   # multi-GPU
 
 A bad config (unknown key, bad value, inconsistent settings) exits with status 2 and one message, no traceback.
+This module parses arguments only; ``visent.trainer.build`` constructs the trainer.
 """
 
 from __future__ import annotations
@@ -20,11 +23,9 @@ import sys
 from dataclasses import fields
 from typing import Any
 
-__all__ = ["ConfigError", "build_trainer", "latest_complete_checkpoint", "main", "parse_config"]
+from visent.trainer.build import ConfigError, build_trainer
 
-
-class ConfigError(ValueError):
-    """A problem with the user's configuration: reported as one line, exit status 2."""
+__all__ = ["ConfigError", "latest_complete_checkpoint", "main", "parse_config"]
 
 
 def _split_overrides(argv: list[str]) -> tuple[str | None, list[tuple[str, list[str]]], bool]:
@@ -48,7 +49,7 @@ def _split_overrides(argv: list[str]) -> tuple[str | None, list[tuple[str, list[
         key = key.replace("-", "_")
         if key == "config":
             if len(values) != 1:
-                raise ConfigError("--config takes exactly one YAML file")
+                raise ConfigError("--config takes exactly one YAML file or shipped config name")
             config_path = values[0]
         else:
             pairs.append((key, values))
@@ -66,8 +67,6 @@ def _is_number(token: str) -> bool:
 def _load_yaml(path: str) -> dict[str, Any]:
     import yaml
 
-    if not os.path.exists(path):
-        raise ConfigError(f"config file {path} does not exist")
     try:
         with open(path) as f:
             data = yaml.safe_load(f)
@@ -116,6 +115,13 @@ def parse_config(argv: list[str]):
         parser.print_help()
         raise SystemExit(0)
     known = set(config_field_names())
+    if config_path:
+        from visent.configs import resolve_config
+
+        try:
+            config_path = str(resolve_config(config_path))
+        except FileNotFoundError as e:
+            raise ConfigError(str(e)) from None
     data = _load_yaml(config_path) if config_path else {}
     where = config_path or "command line"
     for key in data:
@@ -160,79 +166,6 @@ def parse_config(argv: list[str]):
     return config
 
 
-def freeze_vision_tower(model) -> int:
-    """Freeze the vision encoder and its projection into the decoder (the family adapter's
-    ``vision_modules``); returns how many tensors were frozen."""
-    import torch
-
-    from visent.models.adapters import Adapter, adapter_for
-
-    adapter = adapter_for(model)
-    names = adapter.vision_modules if adapter is not None else Adapter.__dataclass_fields__["vision_modules"].default
-    inner = getattr(model, "model", model)
-    n = 0
-    for name in names:
-        module = getattr(inner, name, None) or getattr(model, name, None)
-        if not isinstance(module, torch.nn.Module):
-            continue
-        for p in module.parameters():
-            p.requires_grad_(False)
-            n += 1
-    return n
-
-
-def build_trainer(config, callbacks: list | None = None):
-    """Model, data and rewards resolved from ``config``, wrapped in a ``VisentGRPOTrainer``."""
-    from visent.models import UnsupportedModel, check_supported
-    from visent.trainer.callbacks import MetricsJsonlCallback
-    from visent.trainer.grpo import VisentGRPOTrainer
-    from visent.trainer.sources import dataset_has_images, load_model, load_train_dataset, resolve_rewards
-
-    # Token statistics (the counterfactual pass) need the family's adapter; GRPO-style configs train any
-    # image-text-to-text model through TRL's own forward (visent.models.loading).
-    need_adapter = config.needs_clean_stats
-    try:
-        # A model visent cannot run is refused first, in one line (exit status 2), from its config alone.
-        check_supported(config.model_name_or_path, need_adapter, **(config.model_init_kwargs or {}))
-    except (UnsupportedModel, OSError) as e:  # OSError: no such folder, or a Hub id that cannot be fetched
-        raise ConfigError(f"model_name_or_path: {e}") from None
-    try:
-        dataset = load_train_dataset(config.dataset, config.dataset_size, config.dataset_seed, config.label_noise)
-        rewards = resolve_rewards(list(config.reward_funcs), config.dataset)
-    except (ValueError, KeyError) as e:
-        # KeyError's str() wraps the message in quotes
-        raise ConfigError(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)) from None
-    # From the Arrow column's list lengths: reading dataset["images"] would decode every image.
-    if config.needs_perturbed_pass and not dataset_has_images(dataset):
-        raise ConfigError(
-            f"token_score={config.token_score!r} compares each token under the real and a perturbed image "
-            f"(perturbation={config.perturbation!r}), but dataset {config.dataset!r} has no image in any row; "
-            "use token_score: entropy (or random / none) for text-only data"
-        )
-    try:
-        model, processor = load_model(config.model_name_or_path, config.model_init_kwargs, need_adapter)
-    except UnsupportedModel as e:
-        raise ConfigError(str(e)) from None
-    config.model_init_kwargs = None  # used above; TRL would only warn that the model is already built
-    if config.freeze_vision_tower:
-        freeze_vision_tower(model)
-    from visent.trainer.lora import lora_config_for
-
-    try:
-        peft_config = lora_config_for(config, model)  # None without use_peft; after freezing (it checks that)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    return VisentGRPOTrainer(
-        model=model,
-        peft_config=peft_config,
-        reward_funcs=rewards,
-        args=config,
-        train_dataset=dataset,
-        processing_class=processor,
-        callbacks=[MetricsJsonlCallback(), *(callbacks or [])],
-    )
-
-
 def latest_complete_checkpoint(output_dir: str) -> str | None:
     """The newest ``checkpoint-N`` folder of ``output_dir`` that was completely written, or ``None``.
 
@@ -254,6 +187,8 @@ def latest_complete_checkpoint(output_dir: str) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from visent.trainer.precision import SetupRefused
+
     try:
         config = parse_config(argv)
         resume = config.resume_from_checkpoint
@@ -265,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"in {config.output_dir}"
                 )
         trainer = build_trainer(config)
-    except ConfigError as e:
+    except (ConfigError, SetupRefused) as e:  # SetupRefused: visent.trainer.precision / real_scale
         print(f"visent train: {e}", file=sys.stderr)
         return 2
     from visent.data.errors import DataError

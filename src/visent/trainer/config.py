@@ -18,7 +18,7 @@ Clipping (``epsilon``, ``epsilon_high``), KL (``beta``), sampling (``temperature
 TRL's ``loss_type``, ``top_entropy_quantile`` and ``entropy_coef`` are superseded by the knobs above;
 setting them to anything but their defaults is an error rather than silently ignored.
 
-The field ``help`` strings are the CLI help (``visent train --help``). YAML files in ``configs/`` are
+The field ``help`` strings are the CLI help (``visent train --help``). YAML files in ``visent/configs/`` are
 plain serialisations of this dataclass.
 """
 
@@ -41,6 +41,22 @@ _SUPERSEDED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 
 def _help(text: str) -> dict:
     return {"help": text}
+
+
+# Integer settings that must be >= 1 when set (None means "derive it"; see _validate_visent).
+_POSITIVE_FIELDS = (
+    "max_completion_length",
+    "num_generations",
+    "num_generations_eval",
+    "generation_batch_size",
+    "steps_per_generation",
+    "num_iterations",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "vllm_max_model_length",
+    "dataset_size",
+    "stats_chunk_size",
+)
 
 
 @dataclass
@@ -199,6 +215,14 @@ class VisentConfig(GRPOConfig):
             "size). Unset = per_device_train_batch_size."
         ),
     )
+    counterfactual_forward: str = field(
+        default="prefix_cached",
+        metadata=_help(
+            "How the perturbed rows are forwarded: `prefix_cached` (each prompt once, its responses against its "
+            "cache; vision encoder once per image) or `full` (the clean pass's full-sequence forward, whose "
+            "bf16 rounding the clean states share: no floor under JSD and the gap; docs/metrics.md)."
+        ),
+    )
 
     # --- overridden GRPOConfig defaults ---
     bf16: bool | None = field(
@@ -232,6 +256,9 @@ class VisentConfig(GRPOConfig):
         one_of("perturbation", self.perturbation, list(PERTURBATIONS))
         one_of("entropy_schedule", self.entropy_schedule, list(SCHEDULES))
         one_of("loss_aggregation", self.loss_aggregation, list(AGGREGATIONS))
+        from visent.trainer.counterfactual import COUNTERFACTUAL_FORWARDS
+
+        one_of("counterfactual_forward", self.counterfactual_forward, list(COUNTERFACTUAL_FORWARDS))
 
         if not 0.0 < self.selection_ratio <= 1.0:
             raise ValueError(f"selection_ratio must be in (0, 1] (fraction of tokens kept); got {self.selection_ratio}")
@@ -248,8 +275,12 @@ class VisentConfig(GRPOConfig):
                 )
         if self.perturbation_strength is not None and self.perturbation_strength < 0:
             raise ValueError(f"perturbation_strength must be >= 0; got {self.perturbation_strength}")
-        if self.stats_chunk_size < 1:
-            raise ValueError(f"stats_chunk_size must be >= 1; got {self.stats_chunk_size}")
+        # Lengths and counts that must be positive: left to TRL / transformers, 0 fails deep inside a run
+        # (a generate() ValueError for max_completion_length 0, a ZeroDivisionError for num_generations 0).
+        for name in _POSITIVE_FIELDS:
+            value = getattr(self, name, None)
+            if value is not None and not isinstance(value, bool) and value < 1:
+                raise ValueError(f"{name} must be >= 1; got {value}")
         if self.counterfactual_batch_size is not None and self.counterfactual_batch_size < 1:
             raise ValueError(f"counterfactual_batch_size must be >= 1; got {self.counterfactual_batch_size}")
         if not 0.0 <= self.label_noise <= 1.0:

@@ -50,19 +50,17 @@ from visent.core.scores import token_scores
 from visent.core.selection import keep_count, select_tokens
 from visent.core.stats import TokenStats
 from visent.models.adapters import adapter_for, require_adapter
-from visent.trainer._trl_seam import (
-    SeamTrainer,
-    backbone_and_head,
-    lm_head_gather_ctx,
-    no_gradient_checkpointing,
-)
+from visent.models.unwrap import backbone_and_head
+from visent.trainer._trl_seam import SeamTrainer, lm_head_gather_ctx, no_gradient_checkpointing
 from visent.trainer.config import VisentConfig
 from visent.trainer.counterfactual import (
     counterfactual_stats,
+    lockstep_forwards,
     perturb_images,
     prompt_groups,
     prompt_seeds,
 )
+from visent.trainer.precision import check_update_precision
 
 __all__ = ["VisentGRPOTrainer"]
 
@@ -105,6 +103,7 @@ class VisentGRPOTrainer(SeamTrainer):
         self.image_geometry = (
             self.model_adapter.image_geometry(self.processing_class) if self.model_adapter is not None else None
         )
+        check_update_precision(self.model, self.args)  # bf16 weights an lr-sized step cannot move: refused
 
     # ---------------------------------------------------------------- once per generation batch
 
@@ -188,13 +187,13 @@ class VisentGRPOTrainer(SeamTrainer):
         has_image = torch.tensor([num_images[i] > 0 for i in rows], dtype=torch.bool, device=device)
 
         adapter = self.model_adapter
-        groups = prompt_groups(batch, rows, adapter)
+        groups = prompt_groups(batch, rows, adapter=adapter)
         perturbed = None
         if args.needs_perturbed_pass and batch.get("pixel_values") is not None:
-            seeds = prompt_seeds(batch, args.perturbation_seed, step, groups, rows, adapter)
+            seeds = prompt_seeds(batch, args.perturbation_seed, step, groups, rows, adapter=adapter)
             perturbed = perturb_images(
                 batch, seeds, args.perturbation, args.perturbation_strength, self.image_geometry, rows, groups,
-                adapter,
+                adapter=adapter,
             )
         backbone, head = backbone_and_head(self.model)
         batch_size = args.counterfactual_batch_size or args.per_device_train_batch_size
@@ -204,7 +203,8 @@ class VisentGRPOTrainer(SeamTrainer):
         if lockstep:
             # Skipping leaves processes with different numbers of rows; sharded models (ZeRO-3, FSDP) need
             # every process to make the same number of forward calls.
-            forwards = -(-len(rows) // batch_size) if (clean_hidden is None or with_perturbed) else 0
+            # Same count as the pass itself makes (lockstep_forwards); the gather below is one more collective.
+            forwards = lockstep_forwards(len(rows), batch_size, clean_hidden is not None, with_perturbed)
             forwards = int(self.accelerator.gather(torch.tensor([forwards], device=device)).max())
         with no_gradient_checkpointing(self):
             stats = counterfactual_stats(
@@ -221,6 +221,7 @@ class VisentGRPOTrainer(SeamTrainer):
                 batch_size=batch_size,
                 min_forwards=forwards,
                 lockstep=lockstep,
+                forward=args.counterfactual_forward,
                 groups=groups,
                 adapter=adapter,
                 gather_ctx=lm_head_gather_ctx,
@@ -378,8 +379,9 @@ class VisentGRPOTrainer(SeamTrainer):
     def _forward_capturing_hidden(self, model, inputs):
         """``forward_logps_and_entropies`` plus, from that forward, the detached ``(B, C, D)`` final hidden
         states predicting the completion tokens (position t predicts token t+1) and the position ids the
-        model computed for its language model (Qwen-VL's 3D rope ``(3, B, L)``; ``None`` if unavailable),
-        which the perturbed rows share since only their pixels differ."""
+        model computed for its language model (in the layout of the family's adapter, e.g. Qwen-VL's
+        M-RoPE ``(3, B, L)``; ``None`` if unavailable or the family does not reuse them), which the
+        perturbed rows share since only their pixels differ."""
         backbone, _ = backbone_and_head(model)
         C = inputs["completion_ids"].size(1)
         B = inputs["completion_ids"].size(0)
@@ -395,7 +397,8 @@ class VisentGRPOTrainer(SeamTrainer):
 
         handles = [backbone.register_forward_hook(hidden_hook)]
         language_model = getattr(backbone, "language_model", None)
-        if isinstance(language_model, torch.nn.Module):
+        reuse = self.model_adapter is not None and self.model_adapter.reuse_positions
+        if reuse and isinstance(language_model, torch.nn.Module):
             handles.append(language_model.register_forward_pre_hook(position_hook, with_kwargs=True))
         try:
             logps, entropies = self.forward_logps_and_entropies(model, inputs, compute_entropy=True)
@@ -406,10 +409,8 @@ class VisentGRPOTrainer(SeamTrainer):
         if clean_hidden is not None and clean_hidden.size(0) != B:
             clean_hidden = None  # defensive: _token_mask then runs the clean pass itself
         pos = None
-        if positions and all(p is not None and p.dim() == 3 for p in positions):
-            pos = torch.cat([p.detach() for p in positions], dim=1)
-            if pos.size(1) != B:
-                pos = None
+        if positions and all(p is not None for p in positions):
+            pos = self.model_adapter.join_positions([p.detach() for p in positions], B)
         return logps, entropies, clean_hidden, pos
 
     def _log_loss_metrics(self, inputs, entropies, mask, token_mask, metrics, coef, step, total) -> None:

@@ -3,7 +3,7 @@
 - model: ``tiny:<family>`` (built locally, offline; families in ``visent.models``) or a Hub id / local
   checkpoint (``visent.models.load_model_and_processor``; ``model_init_kwargs`` are passed to
   ``from_pretrained``). A model visent cannot run raises ``visent.models.UnsupportedModel``.
-- dataset: ``lab:<task>`` (``visent.lab.tasks``: counting, tally, grounding, classification; ``dataset_size``
+- dataset: ``lab:<task>`` (``visent.data.synthetic``: counting, tally, grounding, classification; ``dataset_size``
   examples from ``dataset_seed``) or a path / Hub id streamed by ``visent.data.table.load_table`` into a
   cached, memory-mapped Arrow table (the cache folder is printed on stderr).
   ``label_noise`` corrupts that fraction of labels (``visent.data.noise``), keeping the clean label.
@@ -23,14 +23,16 @@ def load_model(name: str, model_init_kwargs: dict | None = None, need_adapter: b
     """``(model, processor)`` for a model name (see module docstring). ``need_adapter``: whether the run
     computes token statistics, which only a family with an adapter supports (``visent.models.loading``)."""
     from visent.models import load_model_and_processor
+    from visent.trainer.precision import training_load_kwargs
 
-    kwargs = {} if name.startswith("tiny:") else dict(model_init_kwargs or {})
+    # float32 unless model_init_kwargs sets a dtype: fp32 master weights (visent.trainer.precision)
+    kwargs = {} if name.startswith("tiny:") else training_load_kwargs(model_init_kwargs)
     return load_model_and_processor(name, need_adapter=need_adapter, **kwargs)
 
 
 def load_examples_for(spec: str, size: int, seed: int) -> list:
     if spec.startswith(LAB_PREFIX):
-        from visent.lab.tasks import TASK_MAKERS, make_examples
+        from visent.data.synthetic import TASK_MAKERS, make_examples
 
         task = spec[len(LAB_PREFIX):]
         if task not in TASK_MAKERS:
@@ -52,12 +54,12 @@ def load_table_for(spec: str):
 def load_train_dataset(spec: str, size: int = 64, seed: int = 0, label_noise: float = 0.0):
     """A ``datasets.Dataset`` in TRL's conversational image format.
 
-    ``lab:`` tasks are generated in memory (``visent.lab.tasks.to_trl_dataset``); anything else is
+    ``lab:`` tasks are generated in memory (``visent.data.synthetic.to_trl_dataset``); anything else is
     streamed into a cached Arrow table (``visent.data.table``) whose images are decoded per batch, so
     memory does not grow with the number of rows.
     """
     if spec.startswith(LAB_PREFIX):
-        from visent.lab.tasks import to_trl_dataset
+        from visent.data.synthetic import to_trl_dataset
 
         examples = load_examples_for(spec, size, seed)
         if label_noise > 0:
@@ -84,13 +86,13 @@ def dataset_has_images(dataset) -> bool:
 def resolve_rewards(names: list[str], dataset: str | None = None) -> list:
     """Reward callables for names in ``visent.rewards.REWARDS`` (unknown names fail listing the valid ones).
 
-    No names and a ``lab:<task>`` dataset: the task's reward (``visent.lab.tasks.TASK_REWARD``: accuracy +
+    No names and a ``lab:<task>`` dataset: the task's reward (``visent.data.synthetic.TASK_REWARD``: accuracy +
     format, e.g. ``r1_counting`` for counting and tally).
     """
     from visent.rewards import REWARDS
 
     if not names and dataset and dataset.startswith(LAB_PREFIX):
-        from visent.lab.tasks import TASK_REWARD
+        from visent.data.synthetic import TASK_REWARD
 
         default = TASK_REWARD.get(dataset[len(LAB_PREFIX):])
         if default in REWARDS:

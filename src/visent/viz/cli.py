@@ -96,11 +96,11 @@ def _check(args: argparse.Namespace) -> None:
 
 def _read_responses(path: str, ids: list[str]) -> list[str]:
     """Responses for ``ids`` from a jsonl of ``{id, response}`` rows; fails naming the file, line, field."""
-    from visent.viz.jsonl import json_lines
+    from visent.io import json_lines
 
     found: dict[str, str] = {}
     try:
-        rows = json_lines(path)
+        rows = list(json_lines(path))  # read whole first: a read error surfaces before any row is used
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"--responses {path!r}: cannot read ({exc})") from None
     for n, row in rows:

@@ -26,7 +26,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from visent.viz.jsonl import json_lines
+from visent.io import json_lines
 
 __all__ = ["PANEL_KEYS", "detect_switch_steps", "plot_curves", "read_metrics_rows"]
 

@@ -33,6 +33,7 @@ from visent.core.scores import SCORES, token_scores
 from visent.core.selection import select_tokens
 from visent.core.stats import DEFAULT_CHUNK_SIZE
 from visent.data.schema import Example
+from visent.eval.generation import encode_prompts, generate_ids, generation_kwargs
 from visent.perturb import DEFAULT_STRENGTH, PERTURBATIONS, PatchLayout, unflatten_patches
 from visent.viz.records import TokenRecord, score_signal
 
@@ -110,33 +111,14 @@ def pixel_values_to_images(pixel_values: torch.Tensor, grid_thw: torch.Tensor, l
     return images
 
 
-def _encode_prompts(processor: Any, examples: Sequence[Example], template: str, system_prompt: str | None):
-    from visent.eval.generation import chat_prompt, load_images
-
-    texts = [chat_prompt(processor, ex, template, system_prompt) for ex in examples]
-    images = [load_images(ex) for ex in examples]
-    kwargs: dict[str, Any] = {"text": texts, "return_tensors": "pt", "padding": True, "padding_side": "left"}
-    if any(images):
-        # One list per prompt: Gemma 3 and SmolVLM processors match images to prompts by nesting.
-        kwargs["images"] = images
-    return processor(**kwargs), [len(per) for per in images]
-
-
 @torch.no_grad()
 def greedy_completion_ids(model: Any, processor: Any, enc: dict[str, torch.Tensor], max_new_tokens: int) -> list[list[int]]:
     """Greedy completion ids per row of the encoded prompts ``enc``, cut after the first end-of-turn token."""
     tok = processor.tokenizer
-    kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": False}
-    image_token_id = getattr(model.config, "image_token_id", None)
-    if image_token_id is not None:
-        # A generated image placeholder would have no image features behind it (TRL suppresses it too).
-        kwargs["suppress_tokens"] = [image_token_id]
-    if tok.pad_token_id is not None:
-        kwargs["pad_token_id"] = tok.pad_token_id
-    out = model.generate(**enc, **kwargs)
+    out = generate_ids(model, enc, generation_kwargs(model, tok, max_new_tokens))
     eos = _eos_ids(model, tok)
     completions = []
-    for row in out[:, enc["input_ids"].shape[1] :].tolist():
+    for row in out.tolist():
         cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
         completions.append(row[:cut])
     return completions
@@ -198,6 +180,20 @@ def _reward(example: Example, response: str) -> float | None:
     return float(reward.score_one(response, example.answer, id=example.id, meta=example.meta).score)
 
 
+def _score_and_select(stats, batch, num_images, method, alpha, ratio, seed):
+    """``(scores, selected, has_image)``: every score of ``SCORES`` ``{m: (B, T)}``, the top-``ratio`` tokens
+    of ``method`` per response ``(B, T)``, and which rows have an image ``(B,)``. As in the trainer, rows
+    without an image are selected by entropy alone."""
+    valid = batch["completion_mask"].float()
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    scores = {m: token_scores(stats, valid, m, alpha, generator=gen) for m in SCORES}
+    has_image = torch.tensor([k > 0 for k in num_images], device=valid.device)
+    chosen = scores[method]
+    if method != "entropy" and not bool(has_image.all()):
+        chosen = torch.where(has_image[:, None], chosen, scores["entropy"])
+    return scores, select_tokens(chosen, valid, ratio, "response", "top", gen), has_image
+
+
 def score_responses(
     model: Any,
     processor: Any,
@@ -247,15 +243,14 @@ def score_responses(
     """
     from tqdm.auto import tqdm
 
-    from visent.trainer._trl_seam import backbone_and_head
+    from visent.models import require_adapter
+    from visent.models.unwrap import backbone_and_head
     from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_images, prompt_seeds
 
     examples = list(examples)
     _check_args(examples, responses, perturbation, method, ratio, max_new_tokens, batch_size)
     tok = processor.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    from visent.models import require_adapter
-
     adapter = require_adapter(model)
     layout = adapter.image_geometry(processor)
     strength_used = DEFAULT_STRENGTH[perturbation] if strength is None else float(strength)
@@ -268,11 +263,10 @@ def score_responses(
     try:
         for start in range(0, len(examples), batch_size):
             chunk = examples[start : start + batch_size]
-            enc, num_images = _encode_prompts(processor, chunk, template, system_prompt)
+            enc, num_images = encode_prompts(processor, chunk, template, system_prompt)
             enc = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in enc.items()}
             if responses is None:
-                completions = greedy_completion_ids(model, processor, enc, max_new_tokens)
-                completions = [c or [pad_id] for c in completions]
+                completions = [c or [pad_id] for c in greedy_completion_ids(model, processor, enc, max_new_tokens)]
             else:
                 completions = [
                     _response_ids(tok, responses[start + b], append_eos, f"response {start + b} (example {ex.id!r})")
@@ -284,26 +278,10 @@ def score_responses(
                 seeds = prompt_seeds(batch, seed, 0, adapter=adapter)
                 perturbed = perturb_batch_images(batch, seeds, perturbation, strength_used, layout, adapter=adapter)
             stats = counterfactual_stats(
-                backbone,
-                head,
-                batch,
-                list(range(len(chunk))),
-                perturbed,
-                with_perturbed=perturbed is not None,
-                temperature=temperature,
-                chunk_size=chunk_size,
-                batch_size=len(chunk),
-                adapter=adapter,
+                backbone, head, batch, list(range(len(chunk))), perturbed, with_perturbed=perturbed is not None,
+                temperature=temperature, chunk_size=chunk_size, batch_size=len(chunk), adapter=adapter,
             )
-            valid = batch["completion_mask"].float()
-            gen = torch.Generator(device="cpu").manual_seed(int(seed))
-            scores = {m: token_scores(stats, valid, m, alpha, generator=gen) for m in SCORES}
-            has_image = torch.tensor([k > 0 for k in num_images], device=valid.device)
-            chosen = scores[method]
-            if method != "entropy" and not bool(has_image.all()):
-                # As in the trainer: rows without an image are selected by entropy alone.
-                chosen = torch.where(has_image[:, None], chosen, scores["entropy"])
-            selected = select_tokens(chosen, valid, ratio, "response", "top", gen)
+            scores, selected, has_image = _score_and_select(stats, batch, num_images, method, alpha, ratio, seed)
             records.extend(
                 _records(chunk, completions, batch, perturbed, stats, scores, selected, has_image, layout, tok,
                          method, compute_reward, adapter)
@@ -317,7 +295,7 @@ def score_responses(
 
 def _display_images(batch, perturbed, layout, adapter) -> list[tuple[list[Any], list[Any]]]:
     """Per response: ``(clean, perturbed)`` pictures of its images (module docstring)."""
-    from visent.trainer.counterfactual import image_row_spans
+    from visent.models.qwen import patch_row_spans as image_row_spans
 
     B = batch["completion_ids"].size(0)
     if batch.get("pixel_values") is None:

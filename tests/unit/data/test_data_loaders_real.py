@@ -246,7 +246,7 @@ def test_format_table_and_detection():
         get_format("screenspot")
     assert "screenspot_pro" in str(err.value) and "seeclick" in str(err.value)
     assert detect_format(FIX / "seeclick" / "screenspot_synthetic.json") == "seeclick"
-    examples, _ = FORMATS["mmk12"](FIX / "mmk12" / "k12.json", limit=2)
+    examples, _ = load_examples(FIX / "mmk12" / "k12.json", format="mmk12", limit=2)
     assert len(examples) == 2
 
 

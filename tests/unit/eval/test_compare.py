@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
+from visent.data.synthetic import target_response
 from visent.eval import cli
-from visent.eval.compare import mcnemar_exact, paired_interval, t_quantile
 from visent.eval.harness import EvalSettings, run_eval
 from visent.eval.sources import resolve
-from visent.lab.tasks import target_response
+from visent.intervals import mcnemar_exact, paired_interval, t_quantile
 
 
 def _t_quantile_by_integration(p: float, df: int) -> float:

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from visent.data.noise import inject_label_noise
+from visent.data.synthetic import target_response
 from visent.eval.harness import (
     PREDICTIONS,
     EvalConfigError,
@@ -16,7 +17,6 @@ from visent.eval.harness import (
     run_eval,
 )
 from visent.eval.sources import Benchmark, resolve
-from visent.lab.tasks import target_response
 
 
 class Oracle:

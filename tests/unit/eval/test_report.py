@@ -7,8 +7,10 @@ import os
 
 import pytest
 
-from visent.eval import report
-from visent.eval.report import markdown_table, summarize, wilson_interval, write_atomic
+from visent import intervals
+from visent.eval.report import markdown_table, pct, summarize
+from visent.intervals import wilson_interval
+from visent.io import write_atomic
 
 
 def _wilson_by_quadratic(s: float, n: int, z: float) -> tuple[float, float]:
@@ -30,7 +32,7 @@ def test_wilson_hand_value():
 
 @pytest.mark.parametrize("n", [1, 7, 41, 1000])
 def test_wilson_matches_quadratic_reference(n):
-    z = report.Z95
+    z = intervals.Z95
     for s in sorted({0, 1, n // 3, n // 2, n - 1, n}):
         assert wilson_interval(s, n) == pytest.approx(_wilson_by_quadratic(s, n, z), abs=1e-12)
 
@@ -116,3 +118,8 @@ def test_write_atomic_replaces_or_leaves_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     write_atomic(target, "new")
     assert target.read_text() == "new"
+
+
+def test_pct_formats_every_report_percent():
+    assert pct(0.5312) == "53.1" and pct(0.5312, suffix="%") == "53.1%" and pct(0.5, 0) == "50"
+    assert pct(None) == "-" and pct(None, missing="—") == "—"

@@ -8,16 +8,11 @@ import random
 
 import pytest
 
+from visent.data.synthetic import target_response
 from visent.eval.harness import EvalConfigError, EvalSettings, check_sampling, run_eval
-from visent.eval.report import (
-    example_mean_interval,
-    markdown_table,
-    summarize,
-    t_quantile,
-    wilson_interval,
-)
+from visent.eval.report import markdown_table, summarize
 from visent.eval.sources import Benchmark, resolve
-from visent.lab.tasks import target_response
+from visent.intervals import example_mean_interval, t_quantile, wilson_interval
 
 # Two-sided 97.5% Student-t quantiles (printed tables, e.g. NIST/SEMATECH e-Handbook 1.3.6.7.2).
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 5: 2.571, 10: 2.228, 20: 2.086, 30: 2.042, 120: 1.980}

@@ -14,7 +14,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "data"
 
 
 def test_lab_spec_uses_the_heldout_stream():
-    from visent.lab.tasks import make_examples
+    from visent.data.synthetic import make_examples
 
     bench = resolve("lab:counting:3:5")
     assert bench.name == "lab-counting" and len(bench.examples) == 3
@@ -46,7 +46,7 @@ def test_examples_jsonl_round_trip_and_errors(tmp_path):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "x", "task": "math", "prompt": "p", "answer": "1"}) + "\n{broken\n")
-    with pytest.raises(EvalDataError, match=r"bad.jsonl line 2: not valid JSON"):
+    with pytest.raises(EvalDataError, match=r"bad.jsonl, line 2: not valid JSON"):
         read_examples_jsonl(bad)
     bad.write_text(
         json.dumps({"id": "x", "task": "math", "prompt": "p", "answer": "1", "images": [3]}) + "\n"

@@ -109,7 +109,8 @@ def test_paired_interval_matches_a_hand_computation():
     m = sum(d) / 8
     sd = (sum((x - m) ** 2 for x in d) / 7) ** 0.5
     got = paired_interval(a, b)
-    assert got == pytest.approx((m, m - 1.96 * sd / 8**0.5, m + 1.96 * sd / 8**0.5))
+    t7 = 2.364624251592785  # t(0.975, 7): Student t, not the normal 1.96 (n = 8 examples)
+    assert got == pytest.approx((m, m - t7 * sd / 8**0.5, m + t7 * sd / 8**0.5))
     with pytest.raises(ValueError, match="equal-length"):
         paired_interval([1], [1, 0])
 

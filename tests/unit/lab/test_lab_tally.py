@@ -9,16 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from visent.lab.premise import premise_metrics, record_kinds
-from visent.lab.tasks import (
-    COLORS,
-    GRAY,
-    TALLY_ANSWER_NOUNS,
-    TALLY_CLOSERS,
-    TALLY_NOTES,
-    TALLY_NOUNS,
-    TALLY_OPENERS,
-    TALLY_VERBS,
+from visent.data.synthetic import (
     label_response,
     make_examples,
     response_spans,
@@ -26,6 +17,16 @@ from visent.lab.tasks import (
     task_texts,
     token_kinds,
 )
+from visent.data.synthetic.shapes import COLORS, GRAY
+from visent.data.synthetic.tally import (
+    TALLY_ANSWER_NOUNS,
+    TALLY_CLOSERS,
+    TALLY_NOTES,
+    TALLY_NOUNS,
+    TALLY_OPENERS,
+    TALLY_VERBS,
+)
+from visent.lab.premise import premise_metrics, record_kinds
 from visent.viz.records import TokenRecord
 
 
@@ -53,7 +54,7 @@ def test_tally_counts_and_answer_match_the_pixels():
 
 def test_tally_images_are_the_counting_images():
     # Same renderer from the same RNG state: only the response (and the prompt's last words) differ.
-    from visent.lab.tasks import TASK_MAKERS
+    from visent.data.synthetic import TASK_MAKERS
 
     for k in range(5):
         t = TASK_MAKERS["tally"](random.Random(k), "t")
@@ -216,8 +217,8 @@ def test_premise_metrics_on_a_hand_built_case():
 
 
 def test_sft_probe_leaves_out_exactly_the_fork_tokens():
-    from visent.lab.tiny import build_tiny
     from visent.lab.warmstart import fork_mask, sft_batch
+    from visent.models import build_tiny
 
     _, processor = build_tiny(texts=task_texts(tasks=("tally",)), vocab_size=768, hidden_size=32, num_layers=1)
     exs = make_examples("tally", 3, seed=4)

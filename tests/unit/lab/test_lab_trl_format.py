@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from visent.lab.tasks import make_examples, to_trl_dataset
-from visent.lab.tiny import build_tiny
+from visent.data.synthetic import make_examples, to_trl_dataset
+from visent.models import build_tiny
 
 
 def test_grpo_trainer_consumes_lab_dataset(tmp_path):

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from visent.data.synthetic import make_examples, target_response
 from visent.lab import warmstart as ws
-from visent.lab.tasks import make_examples, target_response
-from visent.lab.tiny import build_tiny
+from visent.models import build_tiny
 
 SMALL = {"hidden_size": 64, "num_layers": 1}
 
@@ -278,7 +278,7 @@ def test_band_checks_use_a_stream_disjoint_from_training_and_the_evaluation_set(
 
     check = content(ws.check_examples(("tally",), 64, seed=0))
     heldout = content(ws.heldout_examples(("tally",), 128, seed=0))
-    train = content(ws._mixed_examples(("tally",), 256, 0, 0))
+    train = content(ws.mixed_examples(("tally",), 256, 0, 0))
     assert len(check) == 64 and not check & heldout and not check & train
 
 

@@ -68,8 +68,8 @@ def test_visent_models_does_not_import_the_lab_but_tiny_tokenizers_learn_its_tex
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
     assert subprocess.run([sys.executable, "-c", code], env=env, check=False).returncode == 0
 
-    from visent.lab.tasks import task_texts
-    from visent.models.qwen import build_qwen_tokenizer
+    from visent.data.synthetic import task_texts
+    from visent.models.tiny.qwen import build_qwen_tokenizer
 
     text = task_texts()[0]
     with_lab = build_qwen_tokenizer()

@@ -17,9 +17,13 @@ from family_batches import make_batch
 
 from visent.core.stats import token_stats_from_hidden
 from visent.models import all_adapters
+from visent.models.unwrap import backbone_and_head
 from visent.perturb import PERTURBATIONS
 from visent.trainer import counterfactual as cf
-from visent.trainer._trl_seam import backbone_and_head
+from visent.trainer.counterfactual import forward as cf_forward
+from visent.trainer.counterfactual import grouping as cf_grouping
+from visent.trainer.counterfactual import images as cf_images
+from visent.models.unwrap import backbone_and_head
 
 ADAPTERS = {a.name: a for a in all_adapters()}
 FIELDS = ("entropy", "entropy_perturbed", "jsd", "kl")
@@ -40,9 +44,9 @@ def family(request):
 
 def _plain(monkeypatch):
     """The unoptimised pass: no vision cache, no shared prefix or reused positions, no merged repeats."""
-    monkeypatch.setattr(cf, "accepts_encoder_outputs", lambda backbone: False)
-    monkeypatch.setattr(cf, "_position_ids", lambda backbone, inputs: None)
-    monkeypatch.setattr(cf, "distinct_responses", lambda batch, rows, groups: (list(rows), list(range(len(rows)))))
+    monkeypatch.setattr(cf_images, "accepts_encoder_outputs", lambda backbone: False)
+    monkeypatch.setattr(cf_forward, "position_ids", lambda *args: None)
+    monkeypatch.setattr(cf_grouping, "distinct_responses", lambda batch, rows, groups: (list(rows), list(range(len(rows)))))
 
 
 def _batch(processor):
@@ -67,7 +71,7 @@ def test_optimised_pass_equals_the_plain_pass(family, monkeypatch):
     perturbed = _perturbed(adapter, processor, batch)
     fast = cf.counterfactual_stats(backbone, head, batch, ROWS, perturbed, batch_size=4, adapter=adapter)
     with monkeypatch.context() as m:
-        m.setattr(cf, "_MIN_SPLIT_SAVING", 0)  # split each shared-prefix chunk by length (cache copies)
+        m.setattr(cf_forward, "MIN_SPLIT_SAVING", 0)  # split each shared-prefix chunk by length (cache copies)
         split = cf.counterfactual_stats(backbone, head, batch, ROWS, perturbed, batch_size=5, adapter=adapter)
     with monkeypatch.context() as m:
         _plain(m)

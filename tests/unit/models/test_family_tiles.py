@@ -200,8 +200,8 @@ def test_every_kind_but_identity_moves_the_next_token_distribution(name, built):
 def test_optimised_counterfactual_pass_equals_the_plain_one_with_padding_tiles(name, built, monkeypatch):
     """As the table-wide test, on images of mixed aspect ratios: SmolVLM rows then carry padding tiles and
     OneVision images letterboxed tiles and padding slots, and each prompt appears twice (K = 2)."""
+    from visent.models.unwrap import backbone_and_head
     from visent.trainer import counterfactual as cf
-    from visent.trainer._trl_seam import backbone_and_head
 
     model, processor = built[name]
     adapter = adapter_named(name)
@@ -220,9 +220,13 @@ def test_optimised_counterfactual_pass_equals_the_plain_one_with_padding_tiles(n
     perturbed = cf.perturb_images(batch, seeds, "pixel_gaussian", None, adapter.image_geometry(processor), adapter=adapter)
     backbone, head = backbone_and_head(model)
     fast = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=3, adapter=adapter)
-    monkeypatch.setattr(cf, "accepts_encoder_outputs", lambda backbone: False)
-    monkeypatch.setattr(cf, "_position_ids", lambda backbone, inputs: None)
-    monkeypatch.setattr(cf, "distinct_responses", lambda batch, rows, groups: (list(rows), list(range(len(rows)))))
+    from visent.trainer.counterfactual import forward as cf_forward
+    from visent.trainer.counterfactual import grouping as cf_grouping
+    from visent.trainer.counterfactual import images as cf_images
+
+    monkeypatch.setattr(cf_images, "accepts_encoder_outputs", lambda backbone: False)
+    monkeypatch.setattr(cf_forward, "position_ids", lambda *args: None)
+    monkeypatch.setattr(cf_grouping, "distinct_responses", lambda batch, rows, groups: (list(rows), list(range(len(rows)))))
     plain = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=3, adapter=adapter,
                                     share_prefix=False)
     assert bool((plain.jsd.sum(1) > 0).all())

@@ -7,11 +7,11 @@ import os
 
 import pytest
 
+from visent.configs import CONFIG_DIR
 from visent.trainer.cli import main, parse_config
 from visent.trainer.config import VisentConfig
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "*.yaml")))
+CONFIGS = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml")))
 
 
 def make(**kw):
@@ -76,7 +76,7 @@ def test_every_config_parses(path, tmp_path):
 
 
 def test_overrides_win_and_types_are_parsed(tmp_path):
-    path = os.path.join(ROOT, "configs", "vepo.yaml")
+    path = os.path.join(CONFIG_DIR, "vepo.yaml")
     c = parse_config(
         ["--config", path, "--selection_ratio", "0.5", "--token_score=entropy", "--reward_funcs", "counting", "format",
          "--epsilon", "0.1", "--skip_uniform_groups", "false", "--output_dir", str(tmp_path)]
@@ -127,7 +127,28 @@ def test_unknown_dataset_and_reward_fail_cleanly(capsys, tmp_path):
 
 def test_missing_config_file(capsys):
     assert main(["--config", "/nonexistent/x.yaml"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "vepo" in err  # the shipped names are listed
+
+
+def test_config_takes_a_shipped_name_as_well_as_a_path(tmp_path):
+    base = ["--output_dir", str(tmp_path)]
+    by_name = parse_config(["--config", "vepo", *base])
+    by_path = parse_config(["--config", os.path.join(CONFIG_DIR, "vepo.yaml"), *base])
+    assert by_name == by_path and by_name.model_name_or_path is not None
+
+
+@pytest.mark.parametrize(
+    "option", ["max_completion_length", "num_generations", "per_device_train_batch_size", "dataset_size",
+               "generation_batch_size", "vllm_max_model_length"],
+)
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_non_positive_lengths_and_counts_exit_2_in_one_line(option, value, capsys, tmp_path):
+    argv = ["--model_name_or_path", "tiny:qwen2_5_vl", "--dataset", "lab:counting", "--output_dir", str(tmp_path),
+            f"--{option}", value]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"visent train: command line: {option} must be >= 1; got {value}"
 
 
 def test_missing_dataset_path_fails_cleanly(capsys, tmp_path):

@@ -7,14 +7,27 @@ import numpy as np
 import pytest
 import torch
 
+from visent.models import adapter_named
+from visent.models.qwen import patch_row_spans
 from visent.perturb import PatchLayout
 from visent.trainer import counterfactual as cf
-from visent.trainer._trl_seam import backbone_and_head
+from visent.trainer.counterfactual import forward as cf_forward
+from visent.trainer.counterfactual import grouping as cf_grouping
+from visent.trainer.counterfactual import images as cf_images
+
+#: Every Qwen adapter cuts, groups and perturbs patch rows alike.
+QWEN = adapter_named("qwen2_5_vl")
+
+
+def full_inputs(batch, rows, adapter=QWEN):
+    """Model inputs of responses ``rows`` in full, with their clean images."""
+    return cf.row_inputs(batch, rows, cf.BatchImages(batch, adapter), with_images=True)
+from visent.models.unwrap import backbone_and_head
 
 
 @pytest.fixture(scope="module")
 def tiny():
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     return build_tiny("qwen2_5_vl", hidden_size=64, num_layers=2)
 
@@ -58,12 +71,12 @@ def make_batch(processor, with_image, seed=0, completion_len=6, texts=None):
 def test_seeds_are_shared_by_a_prompts_responses_only(tiny):
     _, processor = tiny
     batch = make_batch(processor, [0, 1, 0, 2, None, None])
-    seeds = cf.prompt_seeds(batch, base_seed=0, step=5)
+    seeds = cf.prompt_seeds(batch, base_seed=0, step=5, adapter=QWEN)
     assert seeds[0] == seeds[2]  # same prompt (text + image), different positions
     assert len({seeds[0], seeds[1], seeds[3]}) == 3  # same text, different images
     assert seeds[4] == seeds[5] and seeds[4] != seeds[0]
-    assert cf.prompt_seeds(batch, 0, 6)[0] != seeds[0]
-    assert cf.prompt_seeds(batch, 1, 5)[0] != seeds[0]
+    assert cf.prompt_seeds(batch, 0, 6, adapter=QWEN)[0] != seeds[0]
+    assert cf.prompt_seeds(batch, 1, 5, adapter=QWEN)[0] != seeds[0]
 
 
 def test_one_perturbation_per_prompt(tiny, monkeypatch):
@@ -74,10 +87,10 @@ def test_one_perturbation_per_prompt(tiny, monkeypatch):
 
     real = visent.perturb.perturb_pixel_values  # what the Qwen adapter's perturb calls, once per prompt
     monkeypatch.setattr(visent.perturb, "perturb_pixel_values", lambda *a, **k: calls.append(1) or real(*a, **k))
-    seeds = cf.prompt_seeds(batch, 0, 0)
-    out = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None, PatchLayout.from_processor(processor))
+    seeds = cf.prompt_seeds(batch, 0, 0, adapter=QWEN)
+    out = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None, PatchLayout.from_processor(processor), adapter=QWEN)
     assert len(calls) == 2
-    spans = cf.image_row_spans(batch)
+    spans = patch_row_spans(batch)
     rows = [out[a:b] for a, b, _, _ in spans]
     assert torch.equal(rows[0], rows[1]) and torch.equal(rows[0], rows[2]) and not torch.equal(rows[0], rows[3])
     for (a, b, _, _) in spans:
@@ -87,7 +100,7 @@ def test_one_perturbation_per_prompt(tiny, monkeypatch):
 def test_image_row_spans_with_text_only_rows(tiny):
     _, processor = tiny
     batch = make_batch(processor, [None, 0, None, 1])
-    spans = cf.image_row_spans(batch)
+    spans = patch_row_spans(batch)
     per_image = batch["image_grid_thw"].prod(-1).tolist()
     assert spans[0] == (0, 0, 0, 0) and spans[2][0] == spans[2][1]
     assert spans[1] == (0, per_image[0], 0, 1)
@@ -98,8 +111,8 @@ def test_reusing_a_clean_forward_matches_and_skips_the_clean_rows(tiny):
     model, processor = tiny
     batch = make_batch(processor, [0, 1, 2, 0])
     backbone, head = backbone_and_head(model)
-    seeds = cf.prompt_seeds(batch, 0, 0)
-    perturbed = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None, PatchLayout.from_processor(processor))
+    seeds = cf.prompt_seeds(batch, 0, 0, adapter=QWEN)
+    perturbed = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None, PatchLayout.from_processor(processor), adapter=QWEN)
     rows_seen = []
     handle = backbone.register_forward_hook(lambda m, a, out: rows_seen.append(out.last_hidden_state.size(0)))
     try:
@@ -111,7 +124,7 @@ def test_reusing_a_clean_forward_matches_and_skips_the_clean_rows(tiny):
                                               share_prefix=False)
         assert rows_seen == [8]  # clean and perturbed in ONE forward
         rows_seen.clear()
-        clean = cf.completion_hidden(backbone, cf._rows(batch, [0, 1, 2, 3], batch["pixel_values"]), 6)
+        clean = cf.completion_hidden(backbone, full_inputs(batch, [0, 1, 2, 3]), 6)
         rows_seen.clear()
         reused = cf.counterfactual_stats(backbone, head, batch, [1, 3], perturbed, clean_hidden=clean, batch_size=4)
         assert rows_seen == [2, 2]  # only the perturbed rows are forwarded
@@ -125,8 +138,8 @@ def test_reusing_a_clean_forward_matches_and_skips_the_clean_rows(tiny):
 def test_text_only_rows_fall_back_to_entropy(tiny, tmp_path):
     """Through the trainer's mask builder: text-only rows are selected by entropy and counted."""
     from visent.core.selection import select_tokens
-    from visent.lab.tasks import make_examples, to_trl_dataset
-    from visent.lab.tiny import build_tiny
+    from visent.data.synthetic import make_examples, to_trl_dataset
+    from visent.models import build_tiny
     from visent.rewards import REWARDS
     from visent.trainer.config import VisentConfig
     from visent.trainer.grpo import TOKEN_MASK, VisentGRPOTrainer
@@ -157,18 +170,18 @@ def test_several_images_per_prompt(tiny):
     """Rows with two images: spans cover both, one draw perturbs both, identity leaves JSD exactly 0."""
     model, processor = tiny
     batch = make_batch(processor, [(0, 1), 2, (0, 1), (1, 2)])
-    spans = cf.image_row_spans(batch)
+    spans = patch_row_spans(batch)
     per_image = batch["image_grid_thw"].prod(-1).tolist()
     assert spans[0] == (0, per_image[0] + per_image[1], 0, 2)
     assert spans[-1][1] == batch["pixel_values"].size(0) and spans[-1][3] == 7
     layout = PatchLayout.from_processor(processor)
-    seeds = cf.prompt_seeds(batch, 0, 0)
+    seeds = cf.prompt_seeds(batch, 0, 0, adapter=QWEN)
     assert seeds[0] == seeds[2] and seeds[0] != seeds[3]
-    noisy = cf.perturb_batch_images(batch, seeds, "pixel_gaussian", None, layout)
+    noisy = cf.perturb_batch_images(batch, seeds, "pixel_gaussian", None, layout, adapter=QWEN)
     (a0, a1, _, _), (c0, c1, _, _) = spans[0], spans[2]
     assert torch.equal(noisy[a0:a1], noisy[c0:c1]) and not torch.equal(noisy[a0:a1], batch["pixel_values"][a0:a1])
     backbone, head = backbone_and_head(model)
-    same = cf.perturb_batch_images(batch, seeds, "identity", None, layout)
+    same = cf.perturb_batch_images(batch, seeds, "identity", None, layout, adapter=QWEN)
     stats = cf.counterfactual_stats(backbone, head, batch, [0, 1, 2, 3], same, batch_size=4)
     assert torch.equal(stats.jsd, torch.zeros_like(stats.jsd))
     stats = cf.counterfactual_stats(backbone, head, batch, [0, 1, 2, 3], noisy, batch_size=2)
@@ -205,8 +218,8 @@ def test_vision_encoder_runs_once_per_distinct_image_with_the_same_statistics(ti
     batch = make_batch(processor, [0, 0, 1, None, 0, (1, 2), 1], completion_len=7)
     backbone, head = backbone_and_head(model)
     assert cf.accepts_encoder_outputs(backbone)
-    perturbed = cf.perturb_batch_images(batch, cf.prompt_seeds(batch, 0, 3), "pixel_values_gaussian", None,
-                                        PatchLayout.from_processor(processor))
+    perturbed = cf.perturb_batch_images(batch, cf.prompt_seeds(batch, 0, 3, adapter=QWEN), "pixel_values_gaussian", None,
+                                        PatchLayout.from_processor(processor), adapter=QWEN)
     rows = [0, 1, 2, 3, 4, 5, 6]
     encoded = []
     handle = model.model.visual.register_forward_hook(
@@ -220,8 +233,8 @@ def test_vision_encoder_runs_once_per_distinct_image_with_the_same_statistics(ti
         encoded.clear()
         # The reference is the unoptimised path: every copy encoded, 3D rope positions computed by the
         # model for clean and perturbed rows alike.
-        monkeypatch.setattr(cf, "accepts_encoder_outputs", lambda backbone: False)
-        monkeypatch.setattr(cf, "_position_ids", lambda backbone, inputs: None)
+        monkeypatch.setattr(cf_images, "accepts_encoder_outputs", lambda backbone: False)
+        monkeypatch.setattr(cf_forward, "position_ids", lambda *args: None)
         every_copy = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=3)
         assert sum(encoded) == 2 * 7  # every copy of every image, clean and perturbed (7 image slots with images)
     finally:
@@ -234,7 +247,7 @@ def test_vision_encoder_runs_once_per_distinct_image_with_the_same_statistics(ti
 
 @pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl"])
 def tiny_kind(request):
-    from visent.lab.tiny import build_tiny
+    from visent.models import build_tiny
 
     return build_tiny(request.param, hidden_size=64, num_layers=2)
 
@@ -242,9 +255,9 @@ def tiny_kind(request):
 def _plain(monkeypatch):
     """Switch the counterfactual pass to its unoptimised form: every row forwarded in full with its own
     pixels, rope positions computed by the model, and no merging of repeated responses."""
-    monkeypatch.setattr(cf, "accepts_encoder_outputs", lambda backbone: False)
-    monkeypatch.setattr(cf, "_position_ids", lambda backbone, inputs: None)
-    monkeypatch.setattr(cf, "distinct_responses", lambda batch, rows, groups: (list(rows), list(range(len(rows)))))
+    monkeypatch.setattr(cf_images, "accepts_encoder_outputs", lambda backbone: False)
+    monkeypatch.setattr(cf_forward, "position_ids", lambda *args: None)
+    monkeypatch.setattr(cf_grouping, "distinct_responses", lambda batch, rows, groups: (list(rows), list(range(len(rows)))))
 
 
 @pytest.mark.parametrize("completion_len,split", [(1, False), (7, False), (7, True)])
@@ -255,7 +268,7 @@ def test_shared_prompts_and_merged_repeats_give_the_plain_statistics(tiny_kind, 
     with the trainer's clean forward reused or not, and with responses split by length or not."""
     model, processor = tiny_kind
     if split:  # these few rows never save enough to split: make any saving enough
-        monkeypatch.setattr(cf, "_MIN_SPLIT_SAVING", 0)
+        monkeypatch.setattr(cf_forward, "MIN_SPLIT_SAVING", 0)
     texts = ["How many?", "Count the red shapes in the picture, please.", "How many?", "Hi", "How many?",
              "Two images: how many?", "Count the red shapes in the picture, please.", "Hi", "How many?"]
     with_image = [0, 1, 0, None, 0, (1, 2), 1, None, 0]
@@ -269,19 +282,20 @@ def test_shared_prompts_and_merged_repeats_give_the_plain_statistics(tiny_kind, 
     if split:
         batch["completion_mask"][[1, 3], 2:] = 0  # two short responses in the first chunk: worth a call
     backbone, head = backbone_and_head(model)
-    groups = cf.prompt_groups(batch)
+    groups = cf.prompt_groups(batch, adapter=QWEN)
     assert groups == [0, 1, 0, 2, 0, 3, 1, 2, 0]
     rows = [1, 2, 3, 4, 5, 6, 7, 8]  # response 0, its group's first, is skipped
-    seeds = cf.prompt_seeds(batch, 0, 3)
+    seeds = cf.prompt_seeds(batch, 0, 3, adapter=QWEN)
     perturbed = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None,
-                                        PatchLayout.from_processor(processor), rows=rows)
+                                        PatchLayout.from_processor(processor), rows=rows, adapter=QWEN)
     calls = []
     handle = backbone.register_forward_hook(lambda m, a, out: calls.append(out.last_hidden_state.size(0)))
     try:
         fast = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, batch_size=5)
         all_rows = list(range(len(with_image)))
-        positions = cf._position_ids(backbone, cf._position_inputs(batch, all_rows))
-        clean = cf.completion_hidden(backbone, cf._rows(batch, all_rows, batch["pixel_values"]), completion_len)
+        adapter = QWEN
+        positions = cf_forward.position_ids(backbone, adapter, batch, all_rows, cf.BatchImages(batch, adapter))
+        clean = cf.completion_hidden(backbone, full_inputs(batch, all_rows), completion_len)
         calls.clear()
         fast_reused = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, clean_hidden=clean,
                                               clean_position_ids=positions, batch_size=5)
@@ -308,11 +322,11 @@ def test_shared_prompts_and_merged_repeats_give_the_plain_statistics(tiny_kind, 
 def test_groups_compare_pixels_and_prompts_exactly(tiny):
     _, processor = tiny
     batch = make_batch(processor, [0, 0, 1, 0], texts=["A?", "A?", "A?", "B?"])
-    assert cf.prompt_groups(batch) == [0, 0, 1, 2]
-    spans = cf.image_row_spans(batch)
+    assert cf.prompt_groups(batch, adapter=QWEN) == [0, 0, 1, 2]
+    spans = patch_row_spans(batch)
     batch["pixel_values"] = batch["pixel_values"].clone()
     batch["pixel_values"][spans[1][0], 5] += 1e-3  # one pixel value of one copy differs
-    assert cf.prompt_groups(batch) == [0, 1, 2, 3]
+    assert cf.prompt_groups(batch, adapter=QWEN) == [0, 1, 2, 3]
 
 
 def test_length_parts_split_only_when_it_saves_enough(monkeypatch):
@@ -322,7 +336,7 @@ def test_length_parts_split_only_when_it_saves_enough(monkeypatch):
     assert cf.length_parts([5, 6, 5, 6]) == [[0, 1, 2, 3]]  # saves 4 positions: not worth a call
     assert cf.length_parts([7] * 9) == [list(range(9))]
     assert cf.length_parts([1]) == [[0]]
-    monkeypatch.setattr(cf, "_MIN_SPLIT_SAVING", 0)
+    monkeypatch.setattr(cf_forward, "MIN_SPLIT_SAVING", 0)
     assert cf.length_parts([5, 9, 5, 9]) == [[0, 2], [1, 3]]
     assert cf.length_parts([8, 9, 8, 9]) == [[0, 1, 2, 3]]  # under a quarter of 32 positions
 
@@ -341,8 +355,8 @@ def test_distinct_responses_merge_only_exact_repeats_within_a_prompt():
 def test_groups_of_selected_rows_only(tiny):
     _, processor = tiny
     batch = make_batch(processor, [0, 0, 1, 0, 1])
-    assert cf.prompt_groups(batch) == [0, 0, 1, 0, 1]
-    assert cf.prompt_groups(batch, rows=[1, 3, 4]) == [0, 1, 2, 1, 3]  # rows 0 and 2: groups of their own
+    assert cf.prompt_groups(batch, adapter=QWEN) == [0, 0, 1, 0, 1]
+    assert cf.prompt_groups(batch, rows=[1, 3, 4], adapter=QWEN) == [0, 1, 2, 1, 3]  # rows 0 and 2: groups of their own
 
 
 def test_perturbed_images_are_drawn_once_per_prompt_and_not_copied(tiny):
@@ -350,13 +364,13 @@ def test_perturbed_images_are_drawn_once_per_prompt_and_not_copied(tiny):
     batch = make_batch(processor, [0, 1, 0, (1, 2), 0, None])
     layout = PatchLayout.from_processor(processor)
     rows = [1, 2, 3, 4, 5]  # response 0 (first of its prompt) is skipped
-    seeds = cf.prompt_seeds(batch, 0, 2, rows=rows)
+    seeds = cf.prompt_seeds(batch, 0, 2, rows=rows, adapter=QWEN)
     assert seeds[0] is None and seeds[2] == seeds[4]
-    images = cf.perturb_images(batch, seeds, "pixel_values_gaussian", None, layout, rows)
+    images = cf.perturb_images(batch, seeds, "pixel_values_gaussian", None, layout, rows, adapter=QWEN)
     assert sorted(images) == [1, 2, 3, 4, 5]  # image 0 belongs to the skipped response only
     assert images[2] is images[5]  # the two scored copies of prompt 0's image: one tensor
-    full = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None, layout, rows)
-    starts = cf._image_starts(batch["image_grid_thw"])
+    full = cf.perturb_batch_images(batch, seeds, "pixel_values_gaussian", None, layout, rows, adapter=QWEN)
+    starts = [0, *batch["image_grid_thw"].prod(-1).cumsum(0).tolist()]  # first patch row of each image
     for i, rows_i in images.items():
         assert torch.equal(full[starts[i] : starts[i + 1]], rows_i)
         assert not torch.equal(rows_i, batch["pixel_values"][starts[i] : starts[i + 1]])
@@ -366,3 +380,53 @@ def test_perturbed_images_are_drawn_once_per_prompt_and_not_copied(tiny):
     b = cf.counterfactual_stats(backbone, head, batch, rows, full, batch_size=3, share_prefix=False)
     for field in ("entropy", "entropy_perturbed", "jsd", "kl"):
         torch.testing.assert_close(getattr(a, field), getattr(b, field), atol=2e-6, rtol=1e-4)
+
+
+def _collectives(model, batch, rows, *, min_forwards, clean_hidden=None, perturbed=None):
+    """The sequence of collectives one simulated process issues in a lockstep pass: ``forward`` (a
+    backbone call, a collective under ZeRO-3 / FSDP), ``vision`` (the vision encoder running inside it,
+    whose parameters ZeRO-3 gathers too) and ``gather`` / ``release`` (the LM head)."""
+    import contextlib
+
+    backbone, head = backbone_and_head(model)
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def gather(weight, bias):
+        events.append("gather")
+        yield
+        events.append("release")
+
+    handles = [backbone.register_forward_pre_hook(lambda *a: events.append("forward")),
+               backbone.visual.register_forward_pre_hook(lambda *a: events.append("vision"))]
+    try:
+        cf.counterfactual_stats(backbone, head, batch, rows, perturbed, clean_hidden=clean_hidden, batch_size=2,
+                                min_forwards=min_forwards, lockstep=True, gather_ctx=gather)
+    finally:
+        for h in handles:
+            h.remove()
+    return events
+
+
+@pytest.mark.parametrize("reuse_clean", [False, True])
+def test_lockstep_processes_issue_the_same_collectives_whatever_their_rows(tiny, reuse_clean):
+    """Processes holding no rows, some, all, responses that merge (duplicate prompt and image, a repeated
+    response) and text-only rows issue the same sequence of forwards, vision-encoder calls and LM-head
+    gathers when each passes the maximum of ``lockstep_forwards`` as ``min_forwards`` (as the trainer does)."""
+    model, processor = tiny
+    batch = make_batch(processor, [0, 0, 1, None, None, 2])
+    batch["completion_ids"][1] = batch["completion_ids"][0]  # a repeat: rows 0 and 1 merge into one
+    batch["completion_mask"][1] = batch["completion_mask"][0]
+    seeds = cf.prompt_seeds(batch, 0, 0, adapter=QWEN)
+    perturbed = cf.perturb_images(batch, seeds, "pixel_values_gaussian", None, PatchLayout.from_processor(processor), adapter=QWEN)
+    clean = None
+    if reuse_clean:
+        clean = cf.completion_hidden(model.base_model, full_inputs(batch, range(6)), 6)
+    ranks = {"none": [], "some": [2], "all": [0, 1, 2, 3, 4, 5], "duplicates": [0, 1], "text_only": [3, 4],
+             "mixed": [3, 5, 4]}
+    need = max(cf.lockstep_forwards(len(r), 2, clean is not None, True) for r in ranks.values())
+    seen = {name: _collectives(model, batch, rows, min_forwards=need, clean_hidden=clean, perturbed=perturbed)
+            for name, rows in ranks.items()}
+    expected = ["forward", "vision"] * need + ["gather", "release"]
+    for name, events in seen.items():
+        assert events == expected, f"{name}: {events}"

@@ -25,7 +25,7 @@ def test_inspect_writes_a_valid_self_contained_page(tmp_path, capsys):
 
 
 def test_inspect_scores_given_responses(tmp_path, capsys):
-    from visent.lab.warmstart import heldout_examples
+    from visent.data.synthetic import heldout_examples
 
     ids = [ex.id for ex in heldout_examples(["counting"], 2, 0)]
     responses = tmp_path / "predictions.jsonl"

@@ -13,8 +13,10 @@ import pytest
 import torch
 
 from visent.data.schema import Example
-from visent.lab.tasks import make_examples
-from visent.lab.tiny import KINDS, build_tiny
+from visent.data.synthetic import make_examples
+from visent.models import build_tiny
+
+KINDS = ("qwen2_5_vl", "qwen2_vl")
 from visent.perturb import PatchLayout
 from visent.viz.scoring import decode_tokens, pixel_values_to_images, score_responses
 

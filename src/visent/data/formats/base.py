@@ -44,12 +44,6 @@ class Format:
     read: Callable[[Path, LoadOptions], Iterator[tuple[RowRef, Any]]] = read_tables
     finalize: Callable[[list[Example], LoadOptions, Path | None], None] | None = None
 
-    def __call__(self, source: str | Path, **options: Any) -> tuple[list[Example], Any]:
-        """Load ``source`` in this format: ``FORMATS["mathvision"](path, strict=True)``."""
-        from visent.data.loaders import load_examples
-
-        return load_examples(source, format=self.name, **options)
-
 
 def has_columns(row: dict, *names: str) -> bool:
     return all(n in row for n in names)

@@ -46,11 +46,11 @@ from visent.data.formats.context import (
     answer_text,
     box_text,
     check_box,
+    default_id,
     parse_box,
     resolve_images,
     strip_image_placeholders,
 )
-from visent.data.formats.math import default_id
 from visent.data.schema import TASKS, Example
 
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)

@@ -16,8 +16,14 @@ from typing import Any
 
 from visent.data.errors import BAD_VALUE, MALFORMED_JSON, DataError, RowRef
 from visent.data.formats.base import Format, has_columns, read_tables
-from visent.data.formats.context import LoadOptions, RowContext, answer_text, require, resolve_images
-from visent.data.formats.math import default_id
+from visent.data.formats.context import (
+    LoadOptions,
+    RowContext,
+    answer_text,
+    default_id,
+    require,
+    resolve_images,
+)
 from visent.data.schema import Example
 
 

@@ -92,6 +92,11 @@ class RowContext:
 # ---------------------------------------------------------------------------------------------- fields
 
 
+def default_id(ctx: RowContext) -> str:
+    """The id of a row without one: ``<file stem>:<row>``."""
+    return f"{Path(ctx.where.file).stem}:{ctx.where.row}"
+
+
 def require(row: dict, key: str, ctx: RowContext, *, answer: bool = False) -> Any:
     """``row[key]``, or a DataError naming the field when it is absent, None or an empty string."""
     value = row.get(key) if isinstance(row, dict) else None

@@ -28,6 +28,7 @@ from visent.data.formats.context import (
     answer_text,
     box_text,
     check_box,
+    default_id,
     letter_index,
     parse_box,
     parse_options,
@@ -37,12 +38,9 @@ from visent.data.formats.context import (
     strip_image_placeholders,
     with_choices,
 )
-from visent.data.formats.math import default_id
 from visent.data.schema import TASKS, Example
 
 CANONICAL = ("prompt", "answer", "images", "image", "id", "task", "choices", "image_size")
-
-_MISSING = object()
 
 
 def lookup(row: dict, column: str) -> Any:

@@ -17,12 +17,12 @@ from visent.data.formats.context import (
     RowContext,
     box_text,
     check_box,
+    default_id,
     parse_box,
     parse_size,
     require,
     resolve_images,
 )
-from visent.data.formats.math import default_id
 from visent.data.schema import Example
 
 

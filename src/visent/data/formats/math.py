@@ -22,6 +22,7 @@ from visent.data.formats.context import (
     LoadOptions,
     RowContext,
     answer_text,
+    default_id,
     letter_index,
     require,
     resolve_images,
@@ -30,10 +31,6 @@ from visent.data.formats.context import (
 )
 from visent.data.formats.rows import parse_json_text
 from visent.data.schema import Example
-
-
-def default_id(ctx: RowContext) -> str:
-    return f"{Path(ctx.where.file).stem}:{ctx.where.row}"
 
 
 def _choices(value: Any, ctx: RowContext, field: str) -> list[str]:
