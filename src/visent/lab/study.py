@@ -38,6 +38,7 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from visent.lab.pool import pool_map, workers
+from visent.lab.verdict import verdict_word
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -521,16 +522,6 @@ def detectable(d: Mapping[str, Any]) -> float:
         return float("nan")
     seeds = max(1, round(d["n"] / n_warm))
     return min_detectable(d.get("sd_between", float("nan")), d["sd_within"], n_warm, seeds)
-
-
-def verdict_word(d: Mapping[str, Any]) -> str:
-    """``yes`` / ``worse`` / ``not distinguishable`` from a nested difference's 95% interval."""
-    lo, hi = d.get("ci95", [float("nan")] * 2)
-    if isinstance(lo, (int, float)) and lo > 0:
-        return "yes"
-    if isinstance(hi, (int, float)) and hi < 0:
-        return "worse"
-    return "not distinguishable"
 
 
 def _fmt_pair(d: Mapping[str, Any]) -> str:

@@ -101,7 +101,7 @@ def _pct(x: float) -> str:
 
 
 def test_paired_interval_matches_a_hand_computation():
-    from visent.lab.demo import paired_interval
+    from visent.lab.demo_report import paired_interval
 
     a = [1, 1, 0, 1, 0, 1, 1, 0]
     b = [0, 1, 0, 0, 0, 1, 0, 1]
@@ -174,7 +174,7 @@ def _ws_info(reached=True, acc=0.45, band=(0.4, 0.6)):
 
 
 def test_comparability_refuses_a_start_outside_the_band_or_a_different_study():
-    from visent.lab.demo import comparability
+    from visent.lab.demo_report import comparability
 
     study = {"band": [0.4, 0.6], "warmstart_accuracy": 0.45}
     assert comparability(_ws_info(), {"accuracy": 0.45, "n": 128}, study) is None
@@ -189,7 +189,7 @@ def test_comparability_refuses_a_start_outside_the_band_or_a_different_study():
 
 
 def test_verdict_says_whether_the_run_agrees_with_the_study_and_why_not():
-    from visent.lab.demo import _verdict
+    from visent.lab.verdict import verdict_sentence as _verdict
 
     pair = {"mean": 8.0, "se": 1.5, "n": 12, "n_warm": 3, "wins": 11, "ci95": [1.5, 14.5], "predict95": [-4.0, 20.0]}
     agree = _verdict("grpo", None, 0.0, (9.0, 2.0, 16.0), pair)

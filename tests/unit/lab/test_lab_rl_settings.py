@@ -34,7 +34,7 @@ def test_task_defaults_carry_the_tower_setting():
 def test_demo_compares_with_a_study_only_under_the_same_rl_settings():
     from dataclasses import asdict
 
-    from visent.lab.demo import comparability
+    from visent.lab.demo_report import comparability
 
     ws_info = {"band": {"band": [0.4, 0.6], "reached": True, "accuracy": 0.5}}
     before = {"accuracy": 0.5, "n": 128}
