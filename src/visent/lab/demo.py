@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     transformers.utils.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=FutureWarning)
     from visent.io import write_atomic
-    from visent.lab.rl import heldout_set, measure_before
     from visent.lab.demo_report import load_study, render_report
+    from visent.lab.rl import heldout_set, measure_before
     from visent.lab.warmstart import warm_start
     from visent.viz.curves import plot_curves
     from visent.viz.heatmap import write_tokens_html
