@@ -119,7 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the task's)")
     p.add_argument("--generations", type=int, default=None, help="K, responses per prompt (default: the task's)")
     p.add_argument("--prompts", type=int, default=None, help="prompts per RL step (default: the task's)")
-    p.add_argument("--heldout", type=int, default=128, help="held-out clean examples each run is scored on")
+    # 512: one example is 0.2 points, and the evaluation part of the within-warm-start spread halves
+    # against 128 (docs/lab-results.md, power).
+    p.add_argument("--heldout", type=int, default=512, help="held-out clean examples each run is scored on")
     p.add_argument(
         "--premise", type=int, default=32,
         help="held-out examples on which VEPO's premise is measured after each run (tasks with token labels)",
