@@ -141,47 +141,10 @@ def _rl_job(job: dict[str, Any]) -> dict[str, Any]:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
-    if args.steps is not None and args.steps < 1:
-        print("visent demo: --steps must be >= 1", file=sys.stderr)
-        return 2
-    from visent.data.synthetic import LABELLED_TASKS, TASK_MAKERS
-
-    if args.task not in TASK_MAKERS:
-        print(f"visent demo: unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}", file=sys.stderr)
-        return 2
-
-    t_start = time.perf_counter()
-    import torch
-    import transformers
-
-    torch.set_num_threads(max(1, args.threads))
-    # The demo prints its own stage headers and one bar per run: silence the libraries' per-load bars
-    # and deprecation chatter (they say nothing about the run).
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    from visent.io import write_atomic
-    from visent.lab.demo_report import load_study, render_report
-    from visent.lab.rl import heldout_set, measure_before
+def _warmstart_stage(ws_cfg, n_heldout: int, out: str, progress: bool, timings: dict[str, float]):
+    """Stage 1: the warm-start, trained or reloaded from the run folder; prints where it landed."""
     from visent.lab.warmstart import warm_start
-    from visent.viz.curves import plot_curves
-    from visent.viz.heatmap import write_tokens_html
-    from visent.viz.records import page_summary
-    from visent.viz.scoring import score_responses
 
-    progress = not args.no_progress
-    ws_cfg, rl, n_heldout = _settings(args)
-    out = os.path.abspath(args.out)
-    os.makedirs(out, exist_ok=True)
-    n_stages = 4
-    timings: dict[str, float] = {}
-
-    _header(
-        1, n_stages, "warm-start: SFT of the tiny Qwen2.5-VL to partial competence (cached in the run folder)"
-    )
     t = time.perf_counter()
     ws = warm_start(out, ws_cfg, eval_per_task=max(4, n_heldout // 4), progress=progress)
     timings["warmstart"] = time.perf_counter() - t
@@ -200,11 +163,14 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    _header(
-        2,
-        n_stages,
-        f"held-out baseline: greedy accuracy of the warm-start on {n_heldout} clean {rl.task} examples",
-    )
+    return ws
+
+
+def _baseline_stage(args, rl, ws, ws_cfg, n_heldout: int, timings: dict[str, float]):
+    """Stage 2: the warm-start's held-out accuracy and (labelled tasks) VEPO's premise on it."""
+    from visent.data.synthetic import LABELLED_TASKS
+    from visent.lab.rl import heldout_set, measure_before
+
     t = time.perf_counter()
     heldout = heldout_set(rl.task, n_heldout, ws_cfg.seed)
     before = measure_before(ws.model, ws.processor, heldout, rl.max_completion_length)
@@ -229,49 +195,14 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    _header(3, n_stages, f"RL: {len(DEMO_RUNS)} runs × {rl.steps} steps through VisentGRPOTrainer")
-    t = time.perf_counter()
-    from visent.lab.pool import pool_map, workers
+    return heldout, before, premise_examples, premise_before, ws_records
 
-    jobs = [
-        {
-            "name": label, "method": method, "noise": noise, "settings": asdict(rl), "model_path": ws.path,
-            "task": rl.task, "heldout_n": n_heldout, "warm_seed": ws_cfg.seed, "before": before,
-            "seed": args.seed, "out_dir": os.path.join(out, "rl", label), "premise_n": len(premise_examples),
-            "threads": max(1, args.threads),
-        }
-        for label, method, noise in DEMO_RUNS
-    ]
-    n_workers = workers(args.workers, len(jobs), prog="visent demo")
-    # One worker: in this process with bars; several: one spawned process per run, no bars (they would
-    # interleave), a line per finished run.
-    for job in jobs:
-        job["progress"] = progress and n_workers == 1
-    results: dict[str, dict[str, Any]] = {}
 
-    def finished(job: dict[str, Any], get) -> None:
-        res = get()
-        results[job["name"]] = res
-        print(
-            f"   {job['name']}: held-out accuracy {pct(res['before']['accuracy'], suffix='%')} -> "
-            f"{pct(res['after']['accuracy'], suffix='%')} ({res['wall_s']:.0f} s)",
-            flush=True,
-        )
+def _tokens_page(args, rl, ws, ws_records, heldout, out: str) -> list[Any]:
+    """tokens.html from the warm-start's scored responses; returns the records (frees the warm-start model)."""
+    from visent.viz.heatmap import write_tokens_html
+    from visent.viz.scoring import score_responses
 
-    print(f"   {len(jobs)} runs on {n_workers} worker(s)", flush=True)
-    if pool_map(_rl_job, jobs, n_workers, finished, init=False):
-        print("visent demo: an RL run failed (see above)", file=sys.stderr)
-        return 1
-    results = {label: results[label] for label, _, _ in DEMO_RUNS}  # report order
-    timings["rl"] = time.perf_counter() - t
-
-    _header(4, n_stages, "artefacts: curves.png, tokens.html, report.md")
-    t = time.perf_counter()
-    plot_curves(
-        {label: _merged_rows(os.path.join(out, "rl", label)) for label in results},
-        os.path.join(out, "curves.png"),
-        title=f"visent lab demo ({rl.task}, seed {args.seed})",
-    )
     if ws_records is not None:
         from visent.lab.premise import record_kinds
 
@@ -301,6 +232,110 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
         },
     )
+    return records
+
+
+def _rl_stage(args, rl, ws, ws_cfg, n_heldout: int, before: dict[str, Any], premise_n: int, out: str,
+              progress: bool) -> dict[str, dict[str, Any]] | None:
+    """The five RL runs (``DEMO_RUNS``) on ``--workers`` processes; ``{label: result}``, ``None`` if one failed."""
+    from visent.lab.pool import pool_map, workers
+
+    jobs = [
+        {
+            "name": label, "method": method, "noise": noise, "settings": asdict(rl), "model_path": ws.path,
+            "task": rl.task, "heldout_n": n_heldout, "warm_seed": ws_cfg.seed, "before": before,
+            "seed": args.seed, "out_dir": os.path.join(out, "rl", label), "premise_n": premise_n,
+            "threads": max(1, args.threads),
+        }
+        for label, method, noise in DEMO_RUNS
+    ]
+    n_workers = workers(args.workers, len(jobs), prog="visent demo")
+    # One worker: in this process with bars; several: one spawned process per run, no bars (they would
+    # interleave), a line per finished run.
+    for job in jobs:
+        job["progress"] = progress and n_workers == 1
+    results: dict[str, dict[str, Any]] = {}
+
+    def finished(job: dict[str, Any], get) -> None:
+        res = get()
+        results[job["name"]] = res
+        print(
+            f"   {job['name']}: held-out accuracy {pct(res['before']['accuracy'], suffix='%')} -> "
+            f"{pct(res['after']['accuracy'], suffix='%')} ({res['wall_s']:.0f} s)",
+            flush=True,
+        )
+
+    print(f"   {len(jobs)} runs on {n_workers} worker(s)", flush=True)
+    if pool_map(_rl_job, jobs, n_workers, finished, init=False):
+        print("visent demo: an RL run failed (see above)", file=sys.stderr)
+        return None
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    if args.steps is not None and args.steps < 1:
+        print("visent demo: --steps must be >= 1", file=sys.stderr)
+        return 2
+    from visent.data.synthetic import TASK_MAKERS
+
+    if args.task not in TASK_MAKERS:
+        print(f"visent demo: unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}", file=sys.stderr)
+        return 2
+
+    t_start = time.perf_counter()
+    import torch
+    import transformers
+
+    torch.set_num_threads(max(1, args.threads))
+    # The demo prints its own stage headers and one bar per run: silence the libraries' per-load bars
+    # and deprecation chatter (they say nothing about the run).
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from visent.io import write_atomic
+    from visent.lab.demo_report import load_study, render_report
+    from visent.viz.curves import plot_curves
+    from visent.viz.records import page_summary
+
+    progress = not args.no_progress
+    ws_cfg, rl, n_heldout = _settings(args)
+    out = os.path.abspath(args.out)
+    os.makedirs(out, exist_ok=True)
+    n_stages = 4
+    timings: dict[str, float] = {}
+
+    _header(
+        1, n_stages, "warm-start: SFT of the tiny Qwen2.5-VL to partial competence (cached in the run folder)"
+    )
+    ws = _warmstart_stage(ws_cfg, n_heldout, out, progress, timings)
+
+    _header(
+        2,
+        n_stages,
+        f"held-out baseline: greedy accuracy of the warm-start on {n_heldout} clean {rl.task} examples",
+    )
+    heldout, before, premise_examples, premise_before, ws_records = _baseline_stage(
+        args, rl, ws, ws_cfg, n_heldout, timings
+    )
+
+    _header(3, n_stages, f"RL: {len(DEMO_RUNS)} runs × {rl.steps} steps through VisentGRPOTrainer")
+    t = time.perf_counter()
+    results = _rl_stage(args, rl, ws, ws_cfg, n_heldout, before, len(premise_examples), out, progress)
+    if results is None:
+        return 1
+    results = {label: results[label] for label, _, _ in DEMO_RUNS}  # report order
+    timings["rl"] = time.perf_counter() - t
+
+    _header(4, n_stages, "artefacts: curves.png, tokens.html, report.md")
+    t = time.perf_counter()
+    plot_curves(
+        {label: _merged_rows(os.path.join(out, "rl", label)) for label in results},
+        os.path.join(out, "curves.png"),
+        title=f"visent lab demo ({rl.task}, seed {args.seed})",
+    )
+    records = _tokens_page(args, rl, ws, ws_records, heldout, out)
     summary = page_summary(records)
     timings["artefacts"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t_start

@@ -207,26 +207,121 @@ def _premise_holds(p: dict[str, Any]) -> str:
     return "**does not fully hold** (" + ", ".join(failed) + ")"
 
 
-def render_report(
-    args: argparse.Namespace,
-    argv: list[str],
-    ws_info: dict[str, Any],
-    ws_path: str,
-    before: dict[str, Any],
-    results: dict[str, dict[str, Any]],
-    rl: Any,
-    timings: dict[str, float],
-    token_summary: dict[str, Any],
-    premise_before: dict[str, Any] | None,
-    study: dict[str, Any] | None,
-) -> str:
-    import torch
-
+def _premise_section(premise_before: dict[str, Any] | None, results: dict[str, dict[str, Any]]) -> list[str]:
+    """Markdown: VEPO's premise on the warm-start and after each run (token roles from the task grammar)."""
     from visent.lab.premise import format_premise
-    from visent.lab.rl import accuracy_block
 
-    cmd = shlex.join(["visent", "demo", *argv])
-    b = accuracy_block(before["accuracy"], before["n"])
+    lines: list[str] = []
+    if not premise_before:
+        return lines
+    if premise_before:
+        lines += [
+            "## VEPO's premise, measured",
+            "",
+            (
+                f"On the greedy responses to {int(premise_before['n_responses'])} held-out examples, each token is "
+                "labelled from the task's grammar (`visent.data.synthetic.label_response`): *image-anchored* = the two "
+                "counts read from the image (the asked colour's and the gray one), *forks* = the seven free wording "
+                "choices (opening word, verb, two nouns, side remark, closing word, answer noun), *copied* = the "
+                "closing count and the answer. Entropy and JSD (clean vs perturbed image, VEPO's Gaussian pixel "
+                "perturbation) are the trainer's statistics (`visent.viz.scoring`). A model that stops writing the "
+                "counts in this grammar has no anchored tokens to measure (—)."
+            ),
+            "",
+            "Warm-start (before RL):",
+            "",
+            *format_premise(premise_before),
+            "",
+            (
+                "After each run (anchored share of the entropy / VEPO top-20%; the trainer's logged "
+                "`select/overlap_entropy_top`, last quarter):"
+            ),
+            "",
+            (
+                "| run | H anchored | H forks | JSD anchored | JSD rest | anchored in entropy top-20% "
+                "| anchored in VEPO top-20% | select/overlap_entropy_top | anchored tokens found |"
+            ),
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for label, res in results.items():
+            p = res.get("premise")
+            if not p:
+                continue
+            ov = res.get("overlap_entropy_top")
+
+            def num(key: str, spec: str, scale: float = 1.0, unit: str = "", p: dict = p) -> str:
+                v = p.get(key)
+                # No anchored token found: their shares are 0 by construction, not a measurement.
+                ok = isinstance(v, (int, float)) and math.isfinite(v)
+                ok = ok and not (key.startswith("anchor_share") and not p.get("n_anchor"))
+                return f"{scale * v:{spec}}{unit}" if ok else "—"
+
+            lines.append(
+                f"| {label} | {num('entropy_anchor', '.2f')} | {num('entropy_fork', '.2f')} | "
+                f"{num('jsd_anchor', '.2e')} | {num('jsd_rest', '.2e')} | "
+                f"{num('anchor_share_entropy_top', '.0f', 100, '%')} | {num('anchor_share_vepo_top', '.0f', 100, '%')} | "
+                f"{'—' if ov is None else f'{ov:.2f}'} | {int(p.get('n_anchor', 0))} |"
+            )
+        lines.append("")
+    return lines
+
+
+def _closing_sections(results: dict[str, dict[str, Any]], token_summary: dict[str, Any]) -> list[str]:
+    """Markdown: every run's command and what each artefact shows."""
+    lines: list[str] = []
+    lines += [
+        "## Commands",
+        "",
+        "Each run is `visent train` with the method's config file and lab-sized overrides:",
+        "",
+    ]
+    for label, res in results.items():
+        lines += [f"- {label}:", "", f"  ```\n  {res['command']}\n  ```", ""]
+    lines += [
+        "## Artefacts",
+        "",
+        (
+            "- `curves.png`: reward, held-out accuracy and mean token entropy per step for every run; the dashed "
+            "line is the two-stage switch (read from the logged `entropy/stage`)."
+        ),
+        (
+            f"- `tokens.html`: the warm-start's greedy responses on {int(token_summary.get('n_responses', 0))} "
+            "held-out examples, clean vs perturbed image, tokens coloured by entropy, JSD and VEPO score, the VEPO "
+            "top-20% boxed; image-anchored tokens are bold blue with a solid bar above, forks purple italic with a "
+            f"dotted bar. Mean JSD (nats) of the selected tokens {token_summary.get('jsd_selected_mean', float('nan')):.2e} "
+            f"vs the unselected {token_summary.get('jsd_unselected_mean', float('nan')):.2e}."
+        ),
+        "- `rl/<run>/`: each run's `metrics.jsonl`, `heldout.jsonl` and `result.json`.",
+        "",
+    ]
+    return lines
+
+
+def _run_rows(results: dict[str, dict[str, Any]], before: dict[str, Any], study: dict[str, Any] | None) -> list[str]:
+    """Markdown rows of the runs table: accuracy before/after, this run's paired change and the study's."""
+    lines: list[str] = []
+    for label, res in results.items():
+        m, lo, hi = paired_interval(res["after_scores"], before["scores"])
+        reward = res.get("reward_last_quarter")
+        sp = _study_pair(study, res["method"], None, float(res["noise"]))
+        st = "—"
+        if sp:
+            unit = f"{int(sp['n'])} runs, {int(sp['n_warm'])} warm-starts" if sp.get("n_warm", 1) > 1 else f"{int(sp['n'])} seeds"
+            st = f"{sp['mean']:+.1f} ± {sp['se']:.1f} ({unit})"
+        lines.append(
+            f"| {label} | {PRETTY.get(res['method'], res['method'])} | {pct(res['noise'], suffix='%')} | {res['seed']} | "
+            f"{_ci(res['before'])} | {_ci(res['after'])} | {m:+.1f} pts [{lo:+.1f}, {hi:+.1f}] | {st} | "
+            f"{'n/a' if reward is None else f'{reward:.3f}'} | {res['wall_s']:.0f} s |"
+        )
+    return lines
+
+
+def _verdict_section(
+    args: argparse.Namespace, cmd: str, rl: Any, b: dict[str, Any], before: dict[str, Any],
+    results: dict[str, dict[str, Any]], study: dict[str, Any] | None, premise_before: dict[str, Any] | None,
+    ws_info: dict[str, Any],
+) -> list[str]:
+    """Markdown: the title, the command and the verdict per comparison (study first, then this run)."""
     by_method = {(res["method"], float(res["noise"])): res for res in results.values()}
     not_comparable = comparability(ws_info, before, study, asdict(rl))
     if study:
@@ -281,6 +376,29 @@ def render_report(
             f"{100 * p['anchor_share_vepo_top']:.0f}% of the VEPO top-20% (base rate "
             f"{100 * p['anchor_share_all']:.0f}%)."
         )
+    return lines
+
+
+def render_report(
+    args: argparse.Namespace,
+    argv: list[str],
+    ws_info: dict[str, Any],
+    ws_path: str,
+    before: dict[str, Any],
+    results: dict[str, dict[str, Any]],
+    rl: Any,
+    timings: dict[str, float],
+    token_summary: dict[str, Any],
+    premise_before: dict[str, Any] | None,
+    study: dict[str, Any] | None,
+) -> str:
+    import torch
+
+    from visent.lab.rl import accuracy_block
+
+    cmd = shlex.join(["visent", "demo", *argv])
+    b = accuracy_block(before["accuracy"], before["n"])
+    lines = _verdict_section(args, cmd, rl, b, before, results, study, premise_before, ws_info)
     lines += [
         "",
         "## Run",
@@ -328,19 +446,7 @@ def render_report(
         ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for label, res in results.items():
-        m, lo, hi = paired_interval(res["after_scores"], before["scores"])
-        reward = res.get("reward_last_quarter")
-        sp = _study_pair(study, res["method"], None, float(res["noise"]))
-        st = "—"
-        if sp:
-            unit = f"{int(sp['n'])} runs, {int(sp['n_warm'])} warm-starts" if sp.get("n_warm", 1) > 1 else f"{int(sp['n'])} seeds"
-            st = f"{sp['mean']:+.1f} ± {sp['se']:.1f} ({unit})"
-        lines.append(
-            f"| {label} | {PRETTY.get(res['method'], res['method'])} | {pct(res['noise'], suffix='%')} | {res['seed']} | "
-            f"{_ci(res['before'])} | {_ci(res['after'])} | {m:+.1f} pts [{lo:+.1f}, {hi:+.1f}] | {st} | "
-            f"{'n/a' if reward is None else f'{reward:.3f}'} | {res['wall_s']:.0f} s |"
-        )
+    lines += _run_rows(results, before, study)
     n = before["n"]
     lines += [
         "",
@@ -351,78 +457,6 @@ def render_report(
         ),
         "",
     ]
-    if premise_before:
-        lines += [
-            "## VEPO's premise, measured",
-            "",
-            (
-                f"On the greedy responses to {int(premise_before['n_responses'])} held-out examples, each token is "
-                "labelled from the task's grammar (`visent.data.synthetic.label_response`): *image-anchored* = the two "
-                "counts read from the image (the asked colour's and the gray one), *forks* = the seven free wording "
-                "choices (opening word, verb, two nouns, side remark, closing word, answer noun), *copied* = the "
-                "closing count and the answer. Entropy and JSD (clean vs perturbed image, VEPO's Gaussian pixel "
-                "perturbation) are the trainer's statistics (`visent.viz.scoring`). A model that stops writing the "
-                "counts in this grammar has no anchored tokens to measure (—)."
-            ),
-            "",
-            "Warm-start (before RL):",
-            "",
-            *format_premise(premise_before),
-            "",
-            (
-                "After each run (anchored share of the entropy / VEPO top-20%; the trainer's logged "
-                "`select/overlap_entropy_top`, last quarter):"
-            ),
-            "",
-            (
-                "| run | H anchored | H forks | JSD anchored | JSD rest | anchored in entropy top-20% "
-                "| anchored in VEPO top-20% | select/overlap_entropy_top | anchored tokens found |"
-            ),
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for label, res in results.items():
-            p = res.get("premise")
-            if not p:
-                continue
-            ov = res.get("overlap_entropy_top")
-
-            def num(key: str, spec: str, scale: float = 1.0, unit: str = "", p: dict = p) -> str:
-                v = p.get(key)
-                # No anchored token found: their shares are 0 by construction, not a measurement.
-                ok = isinstance(v, (int, float)) and math.isfinite(v)
-                ok = ok and not (key.startswith("anchor_share") and not p.get("n_anchor"))
-                return f"{scale * v:{spec}}{unit}" if ok else "—"
-
-            lines.append(
-                f"| {label} | {num('entropy_anchor', '.2f')} | {num('entropy_fork', '.2f')} | "
-                f"{num('jsd_anchor', '.2e')} | {num('jsd_rest', '.2e')} | "
-                f"{num('anchor_share_entropy_top', '.0f', 100, '%')} | {num('anchor_share_vepo_top', '.0f', 100, '%')} | "
-                f"{'—' if ov is None else f'{ov:.2f}'} | {int(p.get('n_anchor', 0))} |"
-            )
-        lines.append("")
-    lines += [
-        "## Commands",
-        "",
-        "Each run is `visent train` with the method's config file and lab-sized overrides:",
-        "",
-    ]
-    for label, res in results.items():
-        lines += [f"- {label}:", "", f"  ```\n  {res['command']}\n  ```", ""]
-    lines += [
-        "## Artefacts",
-        "",
-        (
-            "- `curves.png`: reward, held-out accuracy and mean token entropy per step for every run; the dashed "
-            "line is the two-stage switch (read from the logged `entropy/stage`)."
-        ),
-        (
-            f"- `tokens.html`: the warm-start's greedy responses on {int(token_summary.get('n_responses', 0))} "
-            "held-out examples, clean vs perturbed image, tokens coloured by entropy, JSD and VEPO score, the VEPO "
-            "top-20% boxed; image-anchored tokens are bold blue with a solid bar above, forks purple italic with a "
-            f"dotted bar. Mean JSD (nats) of the selected tokens {token_summary.get('jsd_selected_mean', float('nan')):.2e} "
-            f"vs the unselected {token_summary.get('jsd_unselected_mean', float('nan')):.2e}."
-        ),
-        "- `rl/<run>/`: each run's `metrics.jsonl`, `heldout.jsonl` and `result.json`.",
-        "",
-    ]
+    lines += _premise_section(premise_before, results)
+    lines += _closing_sections(results, token_summary)
     return "\n".join(lines)

@@ -374,6 +374,41 @@ def _mean_tail(rows: Sequence[dict[str, Any]], key: str, frac: float = 0.25) -> 
     return sum(tail) / len(tail)
 
 
+def _result(
+    method: str, settings: RLSettings, final: dict[str, Any], metrics: list[dict[str, Any]], *,
+    model_path: str, noise: float, seed: int, out_dir: str, extra: Mapping[str, Any] | None,
+    before: dict[str, Any],
+) -> dict[str, Any]:
+    """``result.json``'s measurements of one run (``final``: the last held-out evaluation)."""
+    return {
+        "method": method,
+        "config": METHODS[method][0] + ".yaml",
+        "task": settings.task,
+        "noise": noise,
+        "seed": seed,
+        "steps": settings.steps,
+        "settings": dataclasses.asdict(settings),
+        "command": train_command(
+            method, settings, model_path=model_path, noise=noise, seed=seed, output_dir=out_dir, extra=extra
+        ),
+        "extra": dict(extra or {}),
+        "before": accuracy_block(before["accuracy"], before["n"]),
+        "after": accuracy_block(final["accuracy"], final["n"]),
+        "after_per_task": final["per_task"],
+        # Per held-out example (in order): paired comparisons between runs on the same set need them.
+        "after_scores": final["scores"],
+        # What the final model writes (greedy), to see when a run changes the response's form.
+        "after_responses_sample": final["responses"][:8],
+        "reward_last_quarter": _mean_tail(metrics, "reward"),
+        "entropy_first": next(
+            (r["entropy/mean"] for r in metrics if isinstance(r.get("entropy/mean"), float)), None
+        ),
+        "entropy_last_quarter": _mean_tail(metrics, "entropy/mean"),
+        # Jaccard overlap of the trained tokens with the entropy top-ρ, mean over steps (1.0 for GRPO).
+        "overlap_entropy_top": _mean_tail(metrics, "select/overlap_entropy_top", 1.0),
+    }
+
+
 def run_method(
     method: str,
     settings: RLSettings,
@@ -446,38 +481,11 @@ def run_method(
         held_cb.last is None or held_cb.last["step"] != settings.steps
     ):  # pragma: no cover - eval_steps ends at steps
         raise RuntimeError(f"{method}: the final held-out evaluation did not run")
-    final = held_cb.last
-    metrics = read_metrics(out_dir)
-    result = {
-        "method": method,
-        "config": METHODS[method][0] + ".yaml",
-        "task": settings.task,
-        "noise": noise,
-        "seed": seed,
-        "steps": settings.steps,
-        "settings": dataclasses.asdict(settings),
-        "command": train_command(
-            method, settings, model_path=model_path, noise=noise, seed=seed, output_dir=out_dir, extra=extra
-        ),
-        "extra": dict(extra or {}),
-        "before": accuracy_block(before["accuracy"], before["n"]),
-        "after": accuracy_block(final["accuracy"], final["n"]),
-        "after_per_task": final["per_task"],
-        # Per held-out example (in order): paired comparisons between runs on the same set need them.
-        "after_scores": final["scores"],
-        # What the final model writes (greedy), to see when a run changes the response's form.
-        "after_responses_sample": final["responses"][:8],
-        "reward_last_quarter": _mean_tail(metrics, "reward"),
-        "entropy_first": next(
-            (r["entropy/mean"] for r in metrics if isinstance(r.get("entropy/mean"), float)), None
-        ),
-        "entropy_last_quarter": _mean_tail(metrics, "entropy/mean"),
-        # Jaccard overlap of the trained tokens with the entropy top-ρ, mean over steps (1.0 for GRPO).
-        "overlap_entropy_top": _mean_tail(metrics, "select/overlap_entropy_top", 1.0),
-        "wall_s": wall,
-        "eval_s": held_cb.seconds,
-        "threads": torch.get_num_threads(),
-    }
+    result = _result(
+        method, settings, held_cb.last, read_metrics(out_dir), model_path=model_path, noise=noise, seed=seed,
+        out_dir=out_dir, extra=extra, before=before,
+    )
+    result.update({"wall_s": wall, "eval_s": held_cb.seconds, "threads": torch.get_num_threads()})
     if premise_examples:
         from visent.lab.premise import measure_premise
 

@@ -272,9 +272,8 @@ def _check_study_file(root: str, fixed: dict[str, Any]) -> None:
     write_json_atomic(path, {"fixed": fixed, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+def _cells(args: argparse.Namespace) -> tuple[dict[float, list[str]], list[str], list[float]] | str:
+    """``(cells, methods, noises)`` from the command line, or the one-line reason it is refused."""
     from visent.data.synthetic import LABELLED_TASKS, TASK_MAKERS
     from visent.lab.rl import METHODS
 
@@ -282,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cells = _parse_cells(args.cells)
         except ValueError as e:
-            print(f"visent study: {e}", file=sys.stderr)
-            return 2
+            return str(e)
     else:
         if args.methods is None:
             args.methods = list(TALLY_METHODS if args.task == "tally" else DEFAULT_METHODS)
@@ -294,14 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     noises = sorted(cells)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        print(
-            f"visent study: unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}",
-            file=sys.stderr,
-        )
-        return 2
+        return f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}"
     if args.task not in TASK_MAKERS:
-        print(f"visent study: unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}", file=sys.stderr)
-        return 2
+        return f"unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}"
     if (
         args.seeds < 1
         or args.warm_seeds < 1
@@ -309,35 +302,12 @@ def main(argv: list[str] | None = None) -> int:
         or args.heldout < 1
         or any(not 0 <= n <= 1 for n in noises)
     ):
-        print(
-            "visent study: --seeds, --warm-seeds, --steps, --heldout must be >= 1 and --noise rates in [0, 1]",
-            file=sys.stderr,
-        )
-        return 2
+        return "--seeds, --warm-seeds, --steps, --heldout must be >= 1 and --noise rates in [0, 1]"
+    return cells, methods, noises
 
-    import torch
-    import transformers
 
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    from visent.io import write_atomic, write_json_atomic
-
-    root = os.path.abspath(args.out)
-    os.makedirs(root, exist_ok=True)
-    warm_seeds = list(range(args.warm_seed, args.warm_seed + args.warm_seeds))
-    ws_cfgs = {w: _settings(args, w)[0] for w in warm_seeds}
-    rl = _settings(args, warm_seeds[0])[1]
-    # The recipe (not the seed) is fixed: warm-starts may be added like RL seeds.
-    recipe = replace(ws_cfgs[warm_seeds[0]], seed=0).key()
-    fixed = {"warmstart_recipe": recipe, "rl": asdict(rl), "heldout": args.heldout, "quick": args.quick}
-    premise_n = min(args.premise, args.heldout) if rl.task in LABELLED_TASKS else 0
-    if premise_n:
-        fixed["premise"] = premise_n
-    _check_study_file(root, fixed)
-    progress = not args.no_progress
-    n_workers_max = args.workers
-
-    # ---- warm-starts (one per SFT seed; cached) and their held-out baselines
+def _warm_starts(args: argparse.Namespace, root: str, ws_cfgs: dict[int, Any], rl: Any, premise_n: int) -> dict[int, dict[str, Any]]:
+    """Train (or reload) the warm-starts and measure their held-out baselines: ``{warm_seed: warm-<w>.json}``."""
     warm_jobs = [
         {
             "name": f"warm-start {w}",
@@ -358,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 baselines[job["config"]["seed"]] = json.load(f)
     todo = [j for j in warm_jobs if j["config"]["seed"] not in baselines]
     if todo and not args.tables_only:
-        n = workers(n_workers_max, len(todo))
+        n = workers(args.workers, len(todo))
         print(f"== {len(todo)} warm-start(s) to train and measure on {n} worker(s)", flush=True)
 
         def warm_done(job, get):
@@ -382,6 +352,15 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
 
+    return baselines
+
+
+def _run_jobs(
+    args: argparse.Namespace, root: str, warm_seeds: list[int], baselines: dict[int, dict[str, Any]],
+    cells: dict[float, list[str]], rl: Any, premise_n: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """The runs still to do (``_run_job``'s inputs) and how many are already finished."""
+    noises = sorted(cells)
     jobs, skipped = [], 0
     # RL-seed-major, then warm-start: an interrupted study has every method and warm-start at the first
     # RL seeds (both sources of spread), not some cells at all seeds.
@@ -410,6 +389,44 @@ def main(argv: list[str] | None = None) -> int:
                             "warm_seed": w,
                         }
                     )
+    return jobs, skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    from visent.data.synthetic import LABELLED_TASKS
+
+    parsed = _cells(args)
+    if isinstance(parsed, str):
+        print(f"visent study: {parsed}", file=sys.stderr)
+        return 2
+    cells, methods, noises = parsed
+
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    from visent.io import write_atomic, write_json_atomic
+
+    root = os.path.abspath(args.out)
+    os.makedirs(root, exist_ok=True)
+    warm_seeds = list(range(args.warm_seed, args.warm_seed + args.warm_seeds))
+    ws_cfgs = {w: _settings(args, w)[0] for w in warm_seeds}
+    rl = _settings(args, warm_seeds[0])[1]
+    # The recipe (not the seed) is fixed: warm-starts may be added like RL seeds.
+    recipe = replace(ws_cfgs[warm_seeds[0]], seed=0).key()
+    fixed = {"warmstart_recipe": recipe, "rl": asdict(rl), "heldout": args.heldout, "quick": args.quick}
+    premise_n = min(args.premise, args.heldout) if rl.task in LABELLED_TASKS else 0
+    if premise_n:
+        fixed["premise"] = premise_n
+    _check_study_file(root, fixed)
+    progress = not args.no_progress
+
+    baselines = _warm_starts(args, root, ws_cfgs, rl, premise_n)
+
+    jobs, skipped = _run_jobs(args, root, warm_seeds, baselines, cells, rl, premise_n)
     expected = sum(len(ms) for ms in cells.values()) * args.seeds * len(warm_seeds)
     command = f"visent study {' '.join(argv)}"
 
@@ -435,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
         write_tables()
         print(f"== tables only ({len(jobs)} runs not run): {os.path.join(root, TABLES_FILE)}", flush=True)
         return 0
-    n_workers = workers(n_workers_max, len(jobs)) if jobs else 0
+    n_workers = workers(args.workers, len(jobs)) if jobs else 0
     print(f"== {len(jobs)} runs to do ({skipped} already finished) on {n_workers} worker(s)", flush=True)
     failures = 0
     if jobs:

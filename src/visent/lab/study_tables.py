@@ -133,6 +133,33 @@ def _warm_row(baselines: dict[int, Mapping[str, Any]]) -> str:
     return f"{sum(accs) / len(accs):.1f} ({', '.join(f'{a:.1f}' for a in accs)})"
 
 
+def warmstart_table(baselines: Mapping[int, Mapping[str, Any]]) -> list[str]:
+    """Markdown: each warm-start's SFT steps, band, whether it landed and its accuracy before RL."""
+    if not (len(baselines) > 1 or any(b.get("band") for b in baselines.values())):
+        return []
+    lines = [
+        "### Warm-starts (RL starts from each; held-out greedy accuracy on the evaluation set)",
+        "",
+        (
+            "| warm-start seed | SFT steps | band | landed in band | band check at the stop (check set) "
+            "| held-out accuracy before RL (evaluation set) | roll-backs |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    for w, b in sorted(baselines.items()):
+        band = b.get("band")
+        band_s = f"{100 * band[0]:.0f}–{100 * band[1]:.0f}%" if band else "— (probe rule)"
+        reached = {True: "yes", False: "**NO**", None: "—"}[b.get("band_reached")]
+        check = b.get("band_accuracy")
+        check_s = f"{100 * check:.1f}%" if isinstance(check, (int, float)) else "—"
+        lines.append(
+            f"| {w} | {b.get('sft_steps', '—')} | {band_s} | {reached} | {check_s} | {100 * b['accuracy']:.1f}% "
+            f"(n = {b['n']}) | {b.get('band_rollbacks', '—')} |"
+        )
+    lines.append("")
+    return lines
+
+
 def results_tables(
     results: Sequence[dict[str, Any]],
     baseline: Mapping[str, Any] | Baselines | None,
@@ -158,27 +185,7 @@ def results_tables(
     sel = [m for m in methods if m in SELECTION_FAMILY or m.startswith("vepo")]
     sch = [m for m in methods if m in SCHEDULE_FAMILY]
 
-    if len(baselines) > 1 or any(b.get("band") for b in baselines.values()):
-        lines += [
-            "### Warm-starts (RL starts from each; held-out greedy accuracy on the evaluation set)",
-            "",
-            (
-                "| warm-start seed | SFT steps | band | landed in band | band check at the stop (check set) "
-                "| held-out accuracy before RL (evaluation set) | roll-backs |"
-            ),
-            "|---|---|---|---|---|---|---|",
-        ]
-        for w, b in sorted(baselines.items()):
-            band = b.get("band")
-            band_s = f"{100 * band[0]:.0f}–{100 * band[1]:.0f}%" if band else "— (probe rule)"
-            reached = {True: "yes", False: "**NO**", None: "—"}[b.get("band_reached")]
-            check = b.get("band_accuracy")
-            check_s = f"{100 * check:.1f}%" if isinstance(check, (int, float)) else "—"
-            lines.append(
-                f"| {w} | {b.get('sft_steps', '—')} | {band_s} | {reached} | {check_s} | {100 * b['accuracy']:.1f}% "
-                f"(n = {b['n']}) | {b.get('band_rollbacks', '—')} |"
-            )
-        lines.append("")
+    lines += warmstart_table(baselines)
 
     def best_marks(cols: Sequence[str], noise: float) -> set[str]:
         means = {m: _mean_std(acc[(m, noise)])[0] for m in cols if acc.get((m, noise))}
