@@ -132,17 +132,23 @@ def comparability(
                 f"this run's in {100 * lo:.0f}–{100 * hi:.0f}%."
             )
         if rl is not None:
-            s_rl = study.get("rl_settings")
-            if not s_rl:
-                return (
-                    "the study summary does not record its RL settings (it predates issue #21's recipe): rerun "
-                    "`visent study` under this run's settings to compare."
-                )
-            differ = [k for k in _COMPARED_RL if s_rl.get(k) != rl.get(k)]
-            if differ:
-                return "the study ran RL with other settings (" + ", ".join(
-                    f"{k} {s_rl.get(k)} vs {rl.get(k)}" for k in differ
-                ) + ")."
+            return rl_settings_differ(study, rl)
+    return None
+
+
+def rl_settings_differ(study: dict[str, Any], rl: dict[str, Any]) -> str | None:
+    """Why ``study`` is about another RL experiment than ``rl`` (``RLSettings`` as a dict), or ``None``."""
+    s_rl = study.get("rl_settings")
+    if not s_rl:
+        return (
+            "the study summary does not record its RL settings (it predates issue #21's recipe): rerun "
+            "`visent study` under this run's settings to compare."
+        )
+    differ = [k for k in _COMPARED_RL if s_rl.get(k) != rl.get(k)]
+    if differ:
+        return "the study ran RL with other settings (" + ", ".join(
+            f"{k} {s_rl.get(k)} vs {rl.get(k)}" for k in differ
+        ) + ")."
     return None
 
 
@@ -324,6 +330,10 @@ def _verdict_section(
     """Markdown: the title, the command and the verdict per comparison (study first, then this run)."""
     by_method = {(res["method"], float(res["noise"])): res for res in results.values()}
     not_comparable = comparability(ws_info, before, study, asdict(rl))
+    other_rl = rl_settings_differ(study, asdict(rl)) if study else None
+    if other_rl:
+        # Another RL experiment: its verdicts answer other questions, so none is quoted beside this run.
+        study = None
     if study:
         n_warm = int(study.get("warm_seeds", 1) or 1)
         design = (
@@ -343,12 +353,14 @@ def _verdict_section(
                 f"the multi-seed study says ({design}, `{study['command']}`, "
                 "docs/lab-results.md), then what this single run measured, and whether the two agree."
                 if study
-                else "this single run measured (no study summary found for this task)."
+                else "this single run measured (no study summary for this task under these RL settings)."
             )
         ),
         "",
     ]
-    if not_comparable:
+    if other_rl:
+        lines += [f"**No study is quoted:** {other_rl} This run's own numbers stand alone.", ""]
+    elif not_comparable:
         lines += [
             (
                 f"**This run is not compared with the study:** {not_comparable} The study's verdicts are "
@@ -364,7 +376,8 @@ def _verdict_section(
         b_scores = before["scores"] if bm is None else rb["after_scores"]
         demo = paired_interval(ra["after_scores"], b_scores)
         lines.append(
-            f"- *{question}* " + verdict_sentence(a, bm, noise, demo, _study_pair(study, a, bm, noise), not_comparable)
+            f"- *{question}* "
+            + verdict_sentence(a, bm, noise, demo, _study_pair(study, a, bm, noise), None if other_rl else not_comparable)
         )
     if premise_before:
         p = premise_before
@@ -446,7 +459,8 @@ def render_report(
         ),
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    lines += _run_rows(results, before, study)
+    same_rl = study if study and not rl_settings_differ(study, asdict(rl)) else None
+    lines += _run_rows(results, before, same_rl)
     n = before["n"]
     lines += [
         "",

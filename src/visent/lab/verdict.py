@@ -85,6 +85,14 @@ def verdict_sentence(
                 f"**Not distinguishable** — {over} the difference is {m:+.1f} ± {se:.1f} points ({interval}, "
                 f"which includes zero; {wins})."
             )
+    elif demo is not None:
+        # No study to quote: the run's own interval gives the word, and says it is one run's.
+        run_word = interval_word(demo[1], demo[2])
+        parts.append(
+            {"yes": "**Yes, in this run**", "worse": "**No, worse in this run**",
+             "not distinguishable": "**Not distinguishable in this run**"}[run_word]
+            + " — no multi-seed study summary under these settings: only this single run speaks."
+        )
     else:
         parts.append("No multi-seed study summary for this comparison: only this single run speaks.")
     if demo is None:
