@@ -24,7 +24,10 @@ def summarise(folder: str, block: int = 10) -> dict:
     metrics = _rows(os.path.join(folder, "metrics.jsonl"))
     held = _rows(os.path.join(folder, "heldout.jsonl"))
     result_path = os.path.join(folder, "result.json")
-    result = json.load(open(result_path, encoding="utf-8")) if os.path.exists(result_path) else {}
+    result: dict = {}
+    if os.path.exists(result_path):
+        with open(result_path, encoding="utf-8") as f:
+            result = json.load(f)
     blocks = []
     for i in range(0, len(metrics), block):
         seg = metrics[i : i + block]
