@@ -94,6 +94,8 @@ def make_trainer(config_name: str, model, processor, dataset, args, out_dir: str
         argv += [f"--{key}", value]
     config = parse_config(argv)
     config.model_init_kwargs = None
+    # Timing compares the methods' own work on the same rows: no refills, the model's own image size.
+    config.dynamic_sampling, config.min_pixels, config.max_pixels = "none", None, None
     freeze_vision_tower(model)
     return VisentGRPOTrainer(
         model=model, reward_funcs=resolve_rewards([args.reward or f"r1_{args.task}"]), args=config, train_dataset=dataset,
@@ -178,8 +180,8 @@ def measure(noise: float, model, processor, args) -> float:
     dataset = load_train_dataset(f"lab:{args.task}", n_prompts, 10_000, noise)
     with tempfile.TemporaryDirectory() as tmp:
         grpo = Runner("grpo", make_trainer("grpo.yaml", copy.deepcopy(model), processor, dataset, args, tmp))
-        vepo = Runner("vepo", make_trainer("vepo.yaml", copy.deepcopy(model), processor, dataset, args, tmp,
-                                           args.vepo_set))
+        vepo = Runner(args.method, make_trainer(f"{args.method}.yaml", copy.deepcopy(model), processor, dataset,
+                                                 args, tmp, args.vepo_set))
         for i in range(args.warmup + args.steps):
             rows = [dataset[j] for j in range(i * args.prompts, (i + 1) * args.prompts) for _ in range(args.K)]
             order = (grpo, vepo) if i % 2 == 0 else (vepo, grpo)
@@ -223,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2,
                         help="runs of each step per trainer; the fastest counts (interference only adds time)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--method", default="vepo",
+                        help="config compared with grpo.yaml: vepo (default), vppo, papo_g, papo_d, vepo_weight, ...")
     parser.add_argument("--vepo-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="overrides of src/visent/configs/vepo.yaml, e.g. entropy_schedule=none to leave out its entropy bonus")
     args = parser.parse_args(argv)
@@ -237,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# task lab:{args.task}, {args.prompts} prompts x {args.K} responses, max {args.C} completion tokens, "
           f"{args.warmup} warm-up + {args.steps} measured steps per trainer, interleaved, "
           + (f"fastest of {args.repeats} runs of each" if args.repeats > 1 else "one run of each"))
-    print(f"# src/visent/configs/grpo.yaml vs src/visent/configs/vepo.yaml{' with ' + ' '.join(args.vepo_set) if args.vepo_set else ''}")
+    print(f"# src/visent/configs/grpo.yaml vs src/visent/configs/{args.method}.yaml{' with ' + ' '.join(args.vepo_set) if args.vepo_set else ''}"
+          " (dynamic sampling off, the model's own image size)")
     ratios = {noise: measure(noise, model, processor, args) for noise in args.noise}
-    print("vepo/grpo step-time ratio: " + " ".join(f"noise{n:g}={r:.3f}" for n, r in ratios.items()))
+    print(f"{args.method}/grpo step-time ratio: " + " ".join(f"noise{n:g}={r:.3f}" for n, r in ratios.items()))
     return 0
 
 

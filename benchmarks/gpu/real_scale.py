@@ -6,8 +6,9 @@ Parts (``--parts``, all by default), each printing one or a few ``[part]`` lines
   fine-tuning lr) from a real gradient, applied to the language model's weights held in float32 (visent's
   default: fp32 master weights, ``visent.trainer.precision``) and in bfloat16 (a released checkpoint loaded
   as stored): the fraction of weights that changed, and the fraction the half-ulp formula predicts.
-- ``steps``: for each of ``--methods`` (method config names, ``src/visent/configs/<name>.yaml``: grpo, vepo; the baselines add
-  theirs), training steps through the real ``VisentGRPOTrainer`` on the 3B (fp32 master weights, bf16
+- ``steps``: for each of ``--methods`` (method config names, ``src/visent/configs/<name>.yaml``: grpo, vepo,
+  vppo, papo_g, cppo by default; random rewards and no dynamic-sampling refills, so every method steps the
+  same rows), training steps through the real ``VisentGRPOTrainer`` on the 3B (fp32 master weights, bf16
   autocast on a GPU), with generation (transformers, ``--K`` responses of ``--C`` tokens for ``--prompts``
   prompts of ``lab:counting``, random rewards): median step time after a warm-up step, the
   counterfactual pass's share, peak CUDA memory.
@@ -16,8 +17,8 @@ Parts (``--parts``, all by default), each printing one or a few ``[part]`` lines
 - ``floor``: the statistics floor: JSD and |entropy gap| between the clean image and the image perturbed
   by Gaussian noise of std 1e-6 (which bf16 pixel values cannot even hold) on the 7B, per forward path:
   ``prefix_cached`` (perturbed rows through the pass's prompt cache, clean hidden states from a full
-  forward, as the trainer reuses TRL's) and ``full`` (both through the same full forward; needs the
-  ``counterfactual_forward`` option of ``counterfactual_stats``, skipped with a message where absent).
+  forward, as the trainer reuses TRL's) and ``full`` (the perturbed rows through the clean forward's path:
+  ``counterfactual_stats(..., forward="full")``, config ``counterfactual_forward: full``).
 
 ``--tiny``: every model replaced by a few-layer stand-in of the same family, so the script runs on a CPU
 in a couple of minutes (``tests/slow/test_benchmark_scripts.py``).
@@ -87,7 +88,7 @@ def build_3b(tiny: bool):
     tokenizer's special-token ids; ids the tokenizer lacks decode to nothing, which random rewards ignore."""
     import transformers
 
-    from visent.models.qwen import SPECIAL_TOKENS, build_processor, build_qwen_tokenizer
+    from visent.models.tiny.qwen import SPECIAL_TOKENS, build_processor, build_qwen_tokenizer
 
     tokenizer = build_qwen_tokenizer()
     processor = build_processor("qwen2_5_vl", tokenizer, max_image_side=112)
@@ -181,8 +182,13 @@ def part_steps(model, processor, methods: list[str], args) -> None:
             str(args.K * args.prompts), "--gradient_accumulation_steps", "1", "--max_completion_length", str(args.C),
             "--logging_steps", "1", "--gradient_checkpointing", "true" if CUDA else "false",
             "--use_cpu", "false" if CUDA else "true", "--bf16", "true" if CUDA else "false",
+            # the baselines' configs name the authors' reward and DAPO's refills: random rewards, no refills
+            "--reward_funcs", "random", "--dynamic_sampling", "none",
         ]
         config = parse_config(argv)
+        # Every method sees the same images: the baselines' real-scale pixel budget would resize the lab's small
+        # images up to 200,704 px and time the image size, not the method.
+        config.min_pixels = config.max_pixels = None
         clock = _StepClock()
         trainer = VisentGRPOTrainer(model=model, reward_funcs=resolve_rewards(["random"]), args=config,
                                     train_dataset=dataset, processing_class=processor, callbacks=[clock.callback])
@@ -192,9 +198,11 @@ def part_steps(model, processor, methods: list[str], args) -> None:
         trainer.train()
         timed = clock.times[1:] or clock.times
         cf = [r["time/counterfactual_s"] for r in clock.logs[1:] if "time/counterfactual_s" in r]
+        pp = [r["time/perception_pass_s"] for r in clock.logs[1:] if "time/perception_pass_s" in r]
         say("steps", f"{method}: {statistics.median(timed):.2f} s/step (median of {len(timed)} after 1 warm-up; "
             f"{args.prompts} prompts x K={args.K}, {args.C} completion tokens, generation included), "
-            f"counterfactual pass {statistics.median(cf) if cf else 0:.2f} s, peak CUDA memory {peak()}")
+            f"counterfactual pass {statistics.median(cf) if cf else 0:.2f} s, perception pass (VPPO/PAPO) "
+            f"{statistics.median(pp) if pp else 0:.2f} s, peak CUDA memory {peak()}")
         trainer.accelerator.free_memory()
         del trainer
         model.zero_grad(set_to_none=True)
@@ -240,30 +248,33 @@ def part_floor(model, batch, backbone, head, C: int) -> None:
     perturbed = perturb_batch_images(batch, [i // 4 for i in range(B)], "pixel_values_gaussian", 1e-6,
                                      PatchLayout(), adapter=adapter_for(model))
     rows, valid = list(range(B)), batch["completion_mask"].bool()
-    has_option = "counterfactual_forward" in inspect.signature(counterfactual_stats).parameters
+    # `forward` (the counterfactual_forward option, issue 20 item 5); older checkouts lack it
+    has_option = "forward" in inspect.signature(counterfactual_stats).parameters
     with torch.no_grad():
         clean = backbone(**cfbench.full_inputs(batch), use_cache=False).last_hidden_state[:, -C - 1 : -1]
-        paths = {"prefix_cached": dict(clean_hidden=clean)}
+        paths = {"prefix_cached": {"clean_hidden": clean}}
         if has_option:
-            paths = {name: dict(clean_hidden=clean, counterfactual_forward=name) for name in ("prefix_cached", "full")}
+            paths = {name: {"clean_hidden": clean, "forward": name} for name in ("prefix_cached", "full")}
         for name, kw in paths.items():
             s = counterfactual_stats(backbone, head, batch, rows, perturbed, **kw)
             jsd, gap = s.jsd.float()[valid], s.gap.float().abs()[valid]
             say("floor", f"{name}: perturbation std 1e-6, JSD mean {jsd.mean():.2e} max {jsd.max():.2e}, "
                 f"|entropy gap| mean {gap.mean():.2e} max {gap.max():.2e} over {int(valid.sum())} tokens")
     if not has_option:
-        say("floor", "full: skipped: counterfactual_stats has no counterfactual_forward option in this checkout "
-            "(issue 20 item 5 adds it)")
+        say("floor", "full: skipped: counterfactual_stats has no `forward` (counterfactual_forward) option in this "
+            "checkout (issue 20 item 5 adds it)")
 
 
 def main() -> None:
-    from visent.trainer.cli import freeze_vision_tower
+    from visent.trainer.build import freeze_vision_tower
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="few-layer stand-ins (CPU)")
     ap.add_argument("--parts", nargs="+", default=["update", "steps", "cf7b", "floor"],
                     choices=["update", "steps", "cf7b", "floor"])
-    ap.add_argument("--methods", nargs="+", default=["grpo", "vepo"], help="method config names (src/visent/configs/<name>.yaml) to step")
+    ap.add_argument("--methods", nargs="+", default=["grpo", "vepo", "vppo", "papo_g", "cppo"],
+                    help="method config names (src/visent/configs/<name>.yaml) to step; CPPO's two extra passes "
+                    "carry gradient (the most memory)")
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--K", type=int, default=8, help="responses per prompt")
     ap.add_argument("--prompts", type=int, default=2, help="prompts per step")

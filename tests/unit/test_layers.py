@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     "visent": 0,  # the package's own __init__ (a docstring and a version)
     "core": 0,
     "perturb": 0,
+    "image_views": 0,  # raw-image views (PAPO blackout, CPPO views) applied before the processor
     "data": 0,
     "rewards": 0,
     "intervals": 0,

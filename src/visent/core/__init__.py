@@ -8,6 +8,15 @@ Shapes: B responses, T completion tokens, V vocabulary, D hidden size.
 - ``advantages``   group-relative advantages
 - ``policy_loss``  clipped surrogate with a token mask, k3 KL, aggregation modes (``AGGREGATIONS``)
 - ``schedules``    entropy-coefficient schedules (``SCHEDULES``); a positive coefficient raises entropy
+
+Perception-aware baselines (docs: ``../shared/docs/BASELINES.md``; each cites the authors' code it follows):
+
+- ``kl_scores``                sampled-token k3 KL; VPPO's per-token perception score
+- ``trajectory_shaping``       VPPO's trajectory advantage scale α_i
+- ``perception_loss``          PAPO's implicit perception loss and double entropy, VPPO's entropy penalty,
+                               CPPO's contrastive perception loss
+- ``entropy_shift_selection``  CPPO's entropy-shift token mask, gated by positive advantage
+- ``dynamic_sampling``         DAPO's group filters (EasyR1's mean rule, verl's std rule)
 """
 
 from visent.core.advantages import REWARD_SCALES, group_advantages, zero_variance_groups

@@ -41,6 +41,7 @@ from collections.abc import Callable
 import torch
 
 from visent.core import guards
+from visent.core.surrogates import Surrogate, per_token_surrogate
 
 __all__ = ["AGGREGATIONS", "MAX_LOG_RATIO", "entropy_regularizer", "policy_loss"]
 
@@ -91,6 +92,22 @@ MAX_LOG_RATIO = 20.0
 def _clamp_log_ratio(log_ratio: torch.Tensor) -> torch.Tensor:
     guards.count("guard/log_ratio_clamped", log_ratio.detach().abs() > MAX_LOG_RATIO)
     return log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO)
+
+
+def _log_ratio(logps, old_logps, valid, use, sequence_level: bool) -> torch.Tensor:
+    """``(B, T)`` clamped log-ratio at the policy tokens ``use`` (0 elsewhere).
+
+    Sequence level (GSPO-token form, :mod:`visent.core.surrogates`): the mean log-ratio over each response's
+    valid finite tokens as the value, with each token's own log-prob carrying the gradient.
+    """
+    if not sequence_level:
+        return _clamp_log_ratio(torch.where(use, logps - old_logps, torch.zeros_like(logps)))
+    ok = (valid != 0) & torch.isfinite(logps) & torch.isfinite(old_logps)
+    diff = torch.where(ok, logps - old_logps, torch.zeros_like(logps)).detach()
+    seq = diff.sum(dim=1, keepdim=True) / ok.sum(dim=1, keepdim=True).clamp_min(1)  # (B, 1)
+    seq = _clamp_log_ratio(seq)
+    token = torch.where(use, logps - logps.detach(), torch.zeros_like(logps))
+    return torch.where(use, seq + token, torch.zeros_like(logps))
 
 
 def _count_empty(valid: torch.Tensor) -> None:
@@ -191,6 +208,7 @@ def policy_loss(
     normalizer: float | None = None,
     max_completion_length: int | None = None,
     kl_normalizer: float | None = None,
+    surrogate: Surrogate | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped surrogate loss over the selected tokens plus ``β ×`` k3 KL over all valid tokens.
 
@@ -213,6 +231,8 @@ def policy_loss(
             token mask under ``selected_mean``/``sequence_mean``, where the KL term (all valid tokens) and
             the policy term (selected tokens) have different denominators; otherwise defaults to
             ``normalizer``.
+        surrogate: the per-token objective (:class:`visent.core.surrogates.Surrogate`: PPO clip with optional
+            dual clip / two-sided clip, CISPO, SAPO; token- or sequence-level ratio). None = PPO clip.
 
     Returns:
         ``(loss, metrics)``: ``loss`` a 0-d tensor; ``metrics`` detached 0-d tensors:
@@ -241,11 +261,10 @@ def policy_loss(
     advantages, use = _finite_inputs(logps, old_logps, advantages, valid, on_policy, ref_logps,
                                      importance_weights, beta)
 
-    log_ratio = torch.where(use, logps - old_logps, torch.zeros_like(logps))
-    log_ratio = _clamp_log_ratio(log_ratio)
+    surrogate = surrogate or Surrogate()
+    log_ratio = _log_ratio(logps, old_logps, valid, use, surrogate.sequence_level)
     ratio = torch.exp(log_ratio)
-    clipped = ratio.clamp(1.0 - eps_low, 1.0 + eps_high)
-    per_token = -torch.min(ratio * advantages, clipped * advantages)  # (B, T)
+    per_token = per_token_surrogate(ratio, logps, advantages, eps_low, eps_high, surrogate)  # (B, T)
     if importance_weights is not None:
         per_token = torch.where(use, per_token * importance_weights, torch.zeros_like(per_token))
     else:

@@ -29,7 +29,7 @@ import torch
 
 from visent.core import guards
 
-__all__ = ["GRANULARITIES", "MODES", "keep_count", "select_tokens"]
+__all__ = ["GRANULARITIES", "MODES", "keep_count", "select_tokens", "selection_weights"]
 
 MODES = ("top", "bottom", "random")
 
@@ -183,3 +183,28 @@ def select_tokens(
     if mode != "random":
         scores = _rank_nonfinite_last(scores, valid, mode)
     return GRANULARITIES[granularity](scores, valid, float(ratio), mode, generator)
+
+
+def selection_weights(selected: torch.Tensor, mask: torch.Tensor, lam: float = 1.0) -> torch.Tensor:
+    """VEPO's ``weight`` mode: every valid token trains, the selected ones ``1 + λ`` times as much.
+
+    ``w_t = 1 + λ·m_t`` at valid tokens, 0 at padding. With ``policy_loss(..., token_mask=w,
+    aggregation="token_mean")`` the loss is ``Σ w·ℓ / (number of valid tokens)`` — the denominator is the
+    valid count, not ``Σ w`` — as in ``Leonnnnnn929/VEPO`` @ 42473082dd59815ea636e7bb627f63f2772ca891,
+    ``verl/trainer/core_algos.py:342-347`` (``jsd_mask_mode == "weight"``).
+
+    Args:
+        selected: ``(B, T)`` 0/1 selection from :func:`select_tokens`.
+        mask: ``(B, T)`` 1 for valid response tokens.
+        lam: λ ≥ 0 (the authors' default 1.0).
+
+    Returns:
+        ``(B, T)`` float32 weights.
+    """
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not lam >= 0.0:
+        raise ValueError(f"lam (extra weight of selected tokens) must be a number >= 0, got {lam!r}")
+    if selected.shape != mask.shape:
+        raise ValueError(f"selected {tuple(selected.shape)} and mask {tuple(mask.shape)} differ in shape")
+    valid = mask.bool()
+    w = 1.0 + float(lam) * selected.float()
+    return torch.where(valid, w, torch.zeros_like(w))

@@ -70,6 +70,14 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "entropy_max": ("entropy_max", _TWO_STAGE_COEFS),
     "min_then_max": ("min_then_max", _TWO_STAGE_COEFS),
     "two_stage": ("two_stage", _TWO_STAGE_COEFS),
+    # Perception-aware baselines (PAPERS.md); `visent study --methods vppo papo_g ...`. Their configs' real-scale
+    # image budget (200,704-1,003,520 px) is replaced by the lab images' own size (at most 112 × 112).
+    "vppo": ("vppo", {"min_pixels": 784, "max_pixels": 12544}),
+    "papo_g": ("papo_g", {"min_pixels": 784, "max_pixels": 12544}),
+    "papo_d": ("papo_d", {"min_pixels": 784, "max_pixels": 12544}),
+    "vepo_weight": ("vepo_weight", {}),
+    "dapo": ("dapo", {}),
+    "cppo": ("cppo", {}),
 }
 
 
@@ -273,13 +281,12 @@ def train_command(
     output_dir: str,
     extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """The equivalent ``visent train`` command line (for reports)."""
+    """The equivalent ``visent train`` command line (for reports); a shipped config by its name."""
+    from visent.configs import CONFIG_DIR
+
     config = method_config_path(method)
-    try:
-        config = config.relative_to(Path.cwd())
-    except ValueError:
-        pass
-    argv = ["visent", "train", "--config", str(config)]
+    shown = METHODS[method][0] if config.parent == CONFIG_DIR else str(config)
+    argv = ["visent", "train", "--config", shown]
     argv += lab_overrides(
         settings, model_path=model_path, noise=noise, seed=seed, output_dir=output_dir, method=method,
         extra=extra,

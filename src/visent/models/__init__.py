@@ -5,7 +5,9 @@
 - ``loading``: ``load_model_and_processor`` for ``tiny:<family>``, Hub ids and local checkpoints, and
   which models are refused;
 - ``tokenizer``: the locally trained tokenizer of every tiny model;
-- one module per family group with its tiny builder and adapters (``qwen``, ...).
+- one module per family group with its adapters (``qwen``, ``gemma3``, ``idefics3``, ``llava_onevision``);
+- ``tiny``: the tiny-model builders, one module per family (``build_tiny(family)`` calls them);
+- ``unwrap`` (DDP/PEFT wrappers, decoder backbone + LM head) and ``checkpoint`` (strict weight loading).
 """
 
 from visent.models.adapters import (

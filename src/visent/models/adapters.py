@@ -206,6 +206,9 @@ class Adapter:
             ``reuse_positions``.
         slice_positions / join_positions: the layout of ``rope_positions``' output (module docstring).
         copy_cache / reorder_cache: the decoder cache's copy and row selection (module docstring).
+        image_budget: ``(processor, min_pixels, max_pixels) -> None`` sets the pixel budget the processor resizes
+            each image into (either bound may be None: kept); None for a family whose processor has no such
+            budget (fixed-size or tiled images), where ``min_pixels`` / ``max_pixels`` are refused.
         vision_modules: submodules of the inner model (``model.model``) that ``freeze_vision_tower``
             freezes: the vision encoder and its projection into the decoder (Qwen's ``visual`` holds both;
             Gemma 3 / LLaVA: ``vision_tower`` + ``multi_modal_projector``; Idefics3: ``vision_model`` +
@@ -236,6 +239,7 @@ class Adapter:
     join_positions: Callable[[Sequence[torch.Tensor | None], int], torch.Tensor | None] = join_positions
     copy_cache: Callable[[Any], Any | None] = copy_layered_cache
     reorder_cache: Callable[[Any, torch.Tensor], Any] = reorder_cache
+    image_budget: Callable[[Any, int | None, int | None], None] | None = None
     vision_modules: tuple[str, ...] = ("visual", "vision_tower", "vision_model", "multi_modal_projector", "connector")
     notes: str = ""
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)

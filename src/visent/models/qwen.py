@@ -160,6 +160,23 @@ def patch_row_spans(batch: dict[str, Any]) -> list[tuple[int, int, int, int]]:
     return spans
 
 
+def set_pixel_budget(processor: Any, min_pixels: int | None, max_pixels: int | None) -> None:
+    """Qwen image processors resize each image to a multiple of (patch · merge) px with a pixel count in
+    ``[size.shortest_edge, size.longest_edge]`` (transformers' ``smart_resize``; the old ``min_pixels`` /
+    ``max_pixels``). Sets either bound in place; the processor's other settings are kept."""
+    ip = processor.image_processor
+    size = dict(ip.size) if not hasattr(ip.size, "__dataclass_fields__") else {
+        k: getattr(ip.size, k) for k in ip.size.__dataclass_fields__ if getattr(ip.size, k) is not None
+    }
+    if min_pixels is not None:
+        size["shortest_edge"] = int(min_pixels)
+    if max_pixels is not None:
+        size["longest_edge"] = int(max_pixels)
+    size.pop("min_pixels", None)
+    size.pop("max_pixels", None)
+    ip.size = type(ip.size)(**size) if hasattr(ip.size, "__dataclass_fields__") else size
+
+
 def _adapter(name: str, processor_class: str, *, shared_prefix: bool, notes: str, normalisation: str) -> Adapter:
     from functools import partial
 
@@ -184,6 +201,7 @@ def _adapter(name: str, processor_class: str, *, shared_prefix: bool, notes: str
         rope_positions=mrope_positions,
         slice_positions=slice_mrope,
         join_positions=join_mrope,
+        image_budget=set_pixel_budget,
         vision_modules=("visual",),  # the encoder and its patch merger (the projection into the decoder)
         notes=notes,
     )

@@ -6,6 +6,7 @@ Visual-RFT convention).
 
 from __future__ import annotations
 
+from visent.rewards.authors_math import score_authors_accuracy, score_authors_format
 from visent.rewards.base import Reward
 from visent.rewards.classification import score_classification
 from visent.rewards.combine import weighted
@@ -54,6 +55,19 @@ format_only = Reward("format_only", score_format_only, doc="spurious: 1 for any 
 vepo_math = weighted(
     {math_reward: 0.9, boxed_format: 0.1}, "vepo_math", doc="VEPO: 0.9·math + 0.1·boxed_format"
 )
+authors_accuracy = Reward(
+    "authors_accuracy",
+    score_authors_accuracy,
+    doc="last \\boxed{} graded by the VEPO/EasyR1 authors' grader (mathruler's grade_answer, re-implemented)",
+)
+authors_format = Reward(
+    "authors_format", score_authors_format, doc="the authors' regex <think>.*</think>.*\\boxed{.*}.*"
+)
+vepo_authors_math = weighted(
+    {authors_accuracy: 0.9, authors_format: 0.1},
+    "vepo_authors_math",
+    doc="the reward of the VEPO/EasyR1/VPPO/PAPO code, exactly: 0.9·authors_accuracy + 0.1·authors_format",
+)
 r1_math = weighted({math_reward: 1.0, format_reward: 1.0}, "r1_math", doc="math + format, range [0, 2]")
 r1_counting = weighted(
     {counting: 1.0, format_reward: 1.0}, "r1_counting", doc="counting + format, range [0, 2]"
@@ -95,6 +109,9 @@ REWARDS: dict[str, Reward] = {
         random_reward,
         format_only,
         vepo_math,
+        authors_accuracy,
+        authors_format,
+        vepo_authors_math,
         r1_math,
         r1_counting,
         r1_grounding,
@@ -102,6 +119,22 @@ REWARDS: dict[str, Reward] = {
         r1_detection,
     )
 }
+
+
+#: Rewards that need an optional package: name -> a function giving a one-line message when it is missing.
+def _authors_grader_missing() -> str | None:
+    from visent.rewards.prm800k_grader import missing_dependency
+
+    return missing_dependency()
+
+
+REWARD_REQUIREMENTS = {name: _authors_grader_missing for name in ("authors_accuracy", "vepo_authors_math")}
+
+
+def reward_unavailable(name: str) -> str | None:
+    """Why reward ``name`` cannot run in this environment (a missing optional package), or None."""
+    check = REWARD_REQUIREMENTS.get(name)
+    return check() if check is not None else None
 
 
 def get_reward(name: str) -> Reward:

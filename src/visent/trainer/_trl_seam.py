@@ -69,12 +69,16 @@ from visent.models.unwrap import adapters_disabled, backbone_and_head, transform
 
 __all__ = [
     "GENERATION_KEYS",
+    "RAW_IMAGES",
     "PINNED_TRL",
     "PRIVATE_HOOKS",
     "PolicySettings",
     "SeamTrainer",
+    "concat_generation_batches",
+    "select_generation_rows",
     "lm_head_gather_ctx",
     "no_gradient_checkpointing",
+    "raw_images",
 ]
 
 PINNED_TRL = "1.16"
@@ -108,6 +112,7 @@ PRIVATE_HOOKS: dict[str, tuple[str, ...]] = {
         "num_images",
     ),
     "_compute_loss": ("self", "model", "inputs"),
+    "_calculate_rewards": ("self", "inputs", "prompts", "completions", "completion_ids_list"),
     "_load_from_checkpoint": ("self", "resume_from_checkpoint", "model"),
     "_tokenize_prompts": ("self", "prompts"),
 }
@@ -124,6 +129,10 @@ PRIVATE_ATTRIBUTES = (
     "temperature",
     "ref_model",
     "max_completion_length",
+    "reward_weights",
+    "reward_func_names",
+    "scale_rewards",
+    "num_generations",
 )
 
 # Inputs of `_get_per_token_logps_and_entropies` that come from the generation batch.
@@ -288,9 +297,20 @@ class SeamTrainer(GRPOTrainer):
 
     # ---- the private hooks ---------------------------------------------------------------------------
 
-    def _generate_and_score_completions(self, inputs):
+    def sample_batch(self, inputs: list[dict[str, Any]]) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """One generation batch for the dataset rows ``inputs`` and TRL's clean hidden states (or None);
+        a subclass may sample several chunks (dynamic sampling) with ``generate_chunk``."""
+        batch, _, clean_hidden = self.generate_chunk(inputs)
+        return batch, clean_hidden
+
+    def generate_chunk(self, inputs: list[dict[str, Any]]) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor | None]:
+        """TRL's sample-and-score of ``inputs``: ``(batch, rewards_per_func (N_all, F), clean_hidden)``.
+
+        ``rewards_per_func`` holds every process's responses (TRL gathers them to normalise per group).
+        """
         captured: list[torch.Tensor] = []
         self._seam_capture = captured if (self.wants_clean_hidden() and self.model.training) else None
+        self._seam_rewards = None
         try:
             batch = super()._generate_and_score_completions(inputs)
         finally:
@@ -298,7 +318,22 @@ class SeamTrainer(GRPOTrainer):
         clean_hidden = torch.cat(captured, dim=0) if captured else None
         if clean_hidden is not None and clean_hidden.size(0) != batch["completion_ids"].size(0):
             clean_hidden = None  # defensive: never pair hidden states with the wrong rows
+        if self.wants_raw_images():
+            batch[RAW_IMAGES] = raw_images(inputs)
+        return batch, self._seam_rewards, clean_hidden
+
+    def wants_raw_images(self) -> bool:
+        """Whether each row's dataset images (PIL) are kept in the batch as ``RAW_IMAGES`` (raw-image views)."""
+        return False
+
+    def _generate_and_score_completions(self, inputs):
+        batch, clean_hidden = self.sample_batch(inputs)
         return self.after_generation(batch, clean_hidden)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._seam_rewards = rewards  # (N_all, F), read by generate_chunk
+        return rewards
 
     def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
         # TRL passes the processor's whole output to its no-grad forwards (reference, old log-probs), which
@@ -354,6 +389,88 @@ class SeamTrainer(GRPOTrainer):
         if plain and load_checkpoint_weights(target, resume_from_checkpoint):
             return None
         return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+
+#: (B, L) keys padded on the left (prompt side); keys split at the prompt width: prompt part left-padded,
+#: completion part right-padded (TRL extends the processor's per-token ids with zeros for the completion).
+_LEFT_PADDED = ("prompt_ids", "prompt_mask")
+_PROMPT_THEN_COMPLETION = ("token_type_ids", "mm_token_type_ids")
+
+
+#: Batch key of each row's raw dataset images: a list (one entry per row) of lists of PIL images (or []).
+RAW_IMAGES = "visent_raw_images"
+
+
+def raw_images(inputs: list[dict[str, Any]]) -> list[list[Any]]:
+    """Each dataset row's images as TRL 1.16 reads them (``images``, else ``[image]``), ``[]`` for none."""
+    out = []
+    for row in inputs:
+        images = row.get("images") if "images" in row else ([row["image"]] if row.get("image") is not None else [])
+        out.append(list(images or []))
+    return out
+
+
+def select_generation_rows(batch: dict[str, Any], idx: torch.Tensor) -> dict[str, Any]:
+    """The generation batch restricted to responses ``idx`` (images, grids and per-row lists follow).
+
+    Image tensors are first split per row with TRL's ``split_pixel_values_by_grid`` and left split (lists);
+    :func:`concat_generation_batches` joins them back.
+    """
+    from trl.trainer.utils import split_pixel_values_by_grid
+
+    split = split_pixel_values_by_grid(batch)
+    rows = idx.tolist()
+    out: dict[str, Any] = {}
+    for key, value in split.items():
+        if isinstance(value, torch.Tensor) and value.ndim >= 1:
+            out[key] = value[idx.to(value.device)]
+        elif isinstance(value, list):
+            out[key] = [value[i] for i in rows]
+        else:
+            out[key] = value
+    return out
+
+
+def _pad_cat(tensors: list[torch.Tensor], left: bool) -> torch.Tensor:
+    width = max(t.size(1) for t in tensors)
+    padded = []
+    for t in tensors:
+        fill = t.new_zeros((t.size(0), width - t.size(1), *t.shape[2:]))
+        padded.append(torch.cat([fill, t] if left else [t, fill], dim=1))
+    return torch.cat(padded, dim=0)
+
+
+def concat_generation_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
+    """Responses of several ``select_generation_rows`` results as one generation batch, re-padded.
+
+    ``num_items_in_batch`` becomes the merged batch's number of completion tokens. A key whose per-row
+    shapes cannot be joined raises ``ValueError`` naming it.
+    """
+    from trl.trainer.utils import unsplit_pixel_values_by_grid
+
+    out: dict[str, Any] = {}
+    for key in batches[0]:
+        values = [b[key] for b in batches]
+        first = values[0]
+        if isinstance(first, list):
+            out[key] = [v for value in values for v in value]
+        elif not isinstance(first, torch.Tensor) or first.ndim == 0:
+            out[key] = first
+        elif key in _PROMPT_THEN_COMPLETION:
+            widths = [b["prompt_ids"].size(1) for b in batches]
+            prompt = _pad_cat([v[:, :w] for v, w in zip(values, widths)], left=True)
+            out[key] = torch.cat([prompt, _pad_cat([v[:, w:] for v, w in zip(values, widths)], left=False)], dim=1)
+        elif first.ndim == 1 or all(v.shape[1:] == first.shape[1:] for v in values):
+            out[key] = torch.cat(values, dim=0)
+        elif first.ndim >= 2 and all(v.shape[2:] == first.shape[2:] for v in values):
+            out[key] = _pad_cat(values, left=key in _LEFT_PADDED)
+        else:
+            raise ValueError(f"dynamic sampling cannot join the generation batches' {key!r} (shapes differ)")
+    out = unsplit_pixel_values_by_grid(out)
+    if "num_items_in_batch" in out:
+        mask = out["completion_mask"] if out.get("tool_mask") is None else out["completion_mask"] * out["tool_mask"]
+        out["num_items_in_batch"] = mask.sum().to(batches[0]["num_items_in_batch"].dtype)
+    return out
 
 
 def lm_head_gather_ctx(weight: torch.Tensor, bias: torch.Tensor | None):

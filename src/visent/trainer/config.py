@@ -132,7 +132,8 @@ class VisentConfig(GRPOConfig):
         default="vepo",
         metadata=_help(
             "Per-token score that picks the tokens carrying the policy gradient: a name in "
-            "`visent.core.scores.SCORES` (vepo, entropy, jsd, random, ablations) or `none` (all tokens: plain GRPO)."
+            "`visent.core.scores.SCORES` (vepo, entropy, jsd, random, ablations), `perception_kl` (VPPO: "
+            "clamp(k3(π_old, π_old with the perturbed image), 0, 10) on the sampled token) or `none` (all tokens: GRPO)."
         ),
     )
     selection_ratio: float = field(
@@ -162,6 +163,13 @@ class VisentConfig(GRPOConfig):
         metadata=_help(
             "Strength of the perturbation (std, diffusion step or blackout fraction); unset = the kind's "
             "default (pixel_values_gaussian 2.0, pixel_gaussian 0.5, diffusion 500, patch_blackout 0.5)."
+        ),
+    )
+    perturbation_scope: str = field(
+        default="prompt",
+        metadata=_help(
+            "`prompt`: one perturbation draw shared by a prompt's responses (VEPO, PAPO); `response`: one draw per "
+            "response (VPPO; only for token_score=perception_kl / perception_kl_coef)."
         ),
     )
     perturbation_seed: int = field(
@@ -194,6 +202,75 @@ class VisentConfig(GRPOConfig):
             "How token losses are averaged (`visent.core.policy_loss.AGGREGATIONS`): selected_mean (VEPO), "
             "token_mean (DAPO), sequence_mean (original GRPO), dr_grpo (sum / (B·max_completion_length))."
         ),
+    )
+
+    # --- perception-aware baselines (PAPERS.md: VPPO, PAPO, DAPO, VEPO weight mode; docs/training.md) ---
+    selection_weight_lambda: float = field(
+        default=1.0,
+        metadata=_help("λ ≥ 0 of selection_mode=weight (VEPO's weight mode): selected tokens weigh 1 + λ, the rest 1."),
+    )
+    trajectory_beta_min: float | None = field(
+        default=None,
+        metadata=_help(
+            "VPPO's trajectory advantage shaping: A_i ← α_i·A_i with α_i = β_min + (1−β_min)·ŝ_i/mean ŝ from the "
+            "response's mean token_score=perception_kl (β_min in [0, 1], VPPO 0.9). Unset = off."
+        ),
+    )
+    entropy_penalty_coef: float = field(
+        default=0.0,
+        metadata=_help(
+            "c ≥ 0: adds c·mean(−log π(o_t)) over all response tokens, which LOWERS entropy (VPPO 0.06, PAPO's "
+            "η_ori 0.03-0.05). Unlike entropy_schedule it uses the sampled token only."
+        ),
+    )
+    perception_kl_coef: float = field(
+        default=0.0,
+        metadata=_help(
+            "PAPO's γ ≥ 0: adds −γ·mean k3(π_θ(·|image), π_old(·|perturbed image)) on the sampled tokens, "
+            "so the policy is pushed to depend on the image (PAPO-G 0.02, PAPO-D 0.01)."
+        ),
+    )
+    contrastive_perception_coef: float = field(
+        default=0.0,
+        metadata=_help(
+            "CPPO's coefficient ≥ 0 (0.01) of its contrastive perception loss: two extra forwards WITH gradient per "
+            "update, on an information-preserving and an information-removing view of each prompt's raw images."
+        ),
+    )
+    contrastive_perception_tau: float = field(default=0.1, metadata=_help("CPPO's margin temperature τ > 0 (0.1)."))
+    contrastive_perception_ratio: float = field(
+        default=0.5, metadata=_help("CPPO: fraction in (0, 1] of each response's entropy-rising tokens in the loss (0.5).")
+    )
+    contrastive_perception_gate: bool = field(
+        default=True, metadata=_help("CPPO: the contrastive loss acts only on tokens of responses with A > 0.")
+    )
+    dual_clip: float | None = field(
+        default=None, metadata=_help("Dual-clip bound c > 1: the loss of a token with A < 0 is at most −c·A (VPPO 3).")
+    )
+    dynamic_sampling: str = field(
+        default="none",
+        metadata=_help(
+            "DAPO dynamic sampling: `none`; `easyr1` (keep a group iff low < mean metric < high); `verl` "
+            "(keep iff the metric's std > 0). Dropped groups are refilled from the dataset."
+        ),
+    )
+    dynamic_sampling_metric: str | None = field(
+        default=None,
+        metadata=_help("Reward function (a reward_funcs name) whose score groups are filtered on; unset = the total reward."),
+    )
+    dynamic_sampling_bounds: list[float] = field(
+        default_factory=lambda: [0.01, 0.99], metadata=_help("`easyr1`'s (low, high) on the group mean.")
+    )
+    dynamic_sampling_max_tries: int = field(
+        default=20, metadata=_help("Generation rounds per batch before giving up with an error (EasyR1: 20).")
+    )
+    min_pixels: int | None = field(
+        default=None,
+        metadata=_help("Image budget: fewest pixels an image is resized to (Qwen families; VPPO/PAPO 200704 = 256·28·28)."),
+    )
+    max_pixels: int | None = field(
+        default=None,
+        metadata=_help("Image budget: most pixels an image is resized to (Qwen families; VPPO/PAPO 1003520 = 1280·28·28)."),
     )
 
     # --- cost of the counterfactual pass ---
@@ -250,10 +327,12 @@ class VisentConfig(GRPOConfig):
             if value not in valid:
                 raise ValueError(f"{name}={value!r} is not known; valid: {', '.join(valid)}")
 
-        one_of("token_score", self.token_score, ["none", *SCORES])
+        one_of("token_score", self.token_score, ["none", *SCORES, "perception_kl"])
         one_of("selection_granularity", self.selection_granularity, list(GRANULARITIES))
-        one_of("selection_mode", self.selection_mode, list(MODES))
-        one_of("perturbation", self.perturbation, list(PERTURBATIONS))
+        one_of("selection_mode", self.selection_mode, [*MODES, "weight"])
+        from visent.image_views import RAW_VIEWS
+
+        one_of("perturbation", self.perturbation, [*PERTURBATIONS, *RAW_VIEWS])
         one_of("entropy_schedule", self.entropy_schedule, list(SCHEDULES))
         one_of("loss_aggregation", self.loss_aggregation, list(AGGREGATIONS))
         from visent.trainer.counterfactual import COUNTERFACTUAL_FORWARDS
@@ -298,6 +377,11 @@ class VisentConfig(GRPOConfig):
             unknown = [r for r in self.reward_funcs if r not in REWARDS]
             if unknown:
                 raise ValueError(f"unknown reward(s) {', '.join(map(repr, unknown))}; valid: {', '.join(REWARDS)}")
+            from visent.rewards.registry import reward_unavailable
+
+            for name in self.reward_funcs:
+                if reward_unavailable(name):
+                    raise ValueError(reward_unavailable(name))
 
         # TRL's own versions of these features would act inside the loss we replace: refuse them instead of
         # silently ignoring them.
@@ -311,16 +395,14 @@ class VisentConfig(GRPOConfig):
                 "entropy_coef / use_adaptive_entropy are TRL's entropy bonus; with visent use entropy_schedule=max "
                 "and entropy_coef_max=<coef> (or another schedule) instead"
             )
-        if self.loss_type not in _SUPERSEDED_LOSS_TYPES:
-            raise ValueError(
-                f"loss_type={self.loss_type!r} is not supported by the visent trainer, whose loss is the clipped "
-                f"surrogate with loss_aggregation; remove loss_type (valid aggregations: {', '.join(AGGREGATIONS)})"
-            )
-        if self.importance_sampling_level != "token" or self.off_policy_mask_threshold is not None or self.delta is not None:
-            raise ValueError(
-                "importance_sampling_level='sequence', off_policy_mask_threshold and delta are not supported by the "
-                "visent loss; leave them at their defaults"
-            )
+        loss_error = _loss_type_error(self)
+        if loss_error:
+            raise ValueError(loss_error)
+        from visent.trainer.baseline_settings import baseline_settings_error
+
+        baselines_error = baseline_settings_error(self)
+        if baselines_error:
+            raise ValueError(baselines_error)
         liger = self.liger_kernel_config or {}
         # Liger enables the fused linear cross-entropy unless its config says otherwise.
         if self.use_liger_kernel and liger.get("fused_linear_cross_entropy", True) and (
@@ -339,6 +421,30 @@ class VisentConfig(GRPOConfig):
         return self.token_score != "none" and self.selection_ratio < 1.0
 
     @property
+    def selection_rule(self) -> str:
+        """The ``select_tokens`` mode: ``weight`` weights the ``top`` tokens instead of keeping only them."""
+        return "top" if self.selection_mode == "weight" else self.selection_mode
+
+    @property
+    def surrogate(self):
+        """The per-token objective (``visent.core.surrogates.Surrogate``) for TRL's loss_type and friends."""
+        from visent.core.surrogates import Surrogate
+
+        return Surrogate(
+            kind=self.loss_type if self.loss_type in _OBJECTIVE_LOSS_TYPES else "clip",
+            dual_clip=self.dual_clip,
+            delta=self.delta,
+            sapo_tau_pos=self.sapo_temperature_pos,
+            sapo_tau_neg=self.sapo_temperature_neg,
+            sequence_level=self.importance_sampling_level == "sequence",
+        )
+
+    @property
+    def needs_perturbed_logps(self) -> bool:
+        """Whether the sampled-token perception pass runs (VPPO's score, PAPO's term; trainer.perception_pass)."""
+        return self.token_score == "perception_kl" or self.perception_kl_coef > 0
+
+    @property
     def needs_clean_stats(self) -> bool:
         """Whether the mask needs the clean pass's statistics (entropy)."""
         return self.selects_tokens and self.selection_mode != "random" and self.token_score != "random"
@@ -347,6 +453,41 @@ class VisentConfig(GRPOConfig):
     def needs_perturbed_pass(self) -> bool:
         """Whether the mask needs the perturbed pass (every score but entropy-only and random)."""
         return self.needs_clean_stats and self.token_score != "entropy"
+
+
+#: TRL loss types visent's loss runs as a per-token objective (visent.core.surrogates); a token mask composes.
+_OBJECTIVE_LOSS_TYPES = ("cispo", "sapo")
+_REFUSED_LOSS_TYPES = {
+    "luspo": "LUSPO scales each response's loss by its length, which is loss_aggregation's job in visent: use "
+    "importance_sampling_level=sequence with loss_aggregation=dr_grpo (a sum over tokens) instead",
+    "vespo": "TRL's VESPO is a sequence-level soft policy optimisation (unrelated to VEPO) whose per-response "
+    "Gamma weight does not decompose over tokens, so a token mask has no meaning for it",
+}
+
+
+def _loss_type_error(config: VisentConfig) -> str | None:
+    """Why TRL's ``loss_type`` / ``importance_sampling_level`` / ``delta`` cannot run in the visent loss, or None."""
+    from visent.core.policy_loss import AGGREGATIONS
+
+    kind = config.loss_type
+    if kind in _REFUSED_LOSS_TYPES:
+        return f"loss_type={kind!r} is refused: {_REFUSED_LOSS_TYPES[kind]}"
+    if kind not in (*_SUPERSEDED_LOSS_TYPES, *_OBJECTIVE_LOSS_TYPES):
+        return (
+            f"loss_type={kind!r} is not supported by the visent loss; valid: {', '.join(_OBJECTIVE_LOSS_TYPES)} "
+            f"(objectives) or leave it (aggregation is loss_aggregation: {', '.join(AGGREGATIONS)})"
+        )
+    if kind == "cispo" and config.importance_sampling_level == "sequence":
+        return "loss_type=cispo with importance_sampling_level=sequence: CISPO's ratio is a stop-gradient weight; use token"
+    if kind == "cispo" and (config.epsilon_high is None or config.epsilon_high < 1.0):
+        return "loss_type=cispo caps the ratio at epsilon_high itself (TRL's ε_max; ScaleRL: 5.0): set epsilon_high >= 1"
+    if config.delta is not None and (kind in _OBJECTIVE_LOSS_TYPES or not config.delta > 1.0):
+        return "delta (two-sided clip) needs the clipped objective (no cispo/sapo loss_type) and a value > 1"
+    if config.dual_clip is not None and (kind in _OBJECTIVE_LOSS_TYPES or not config.dual_clip > 1.0):
+        return "dual_clip needs the clipped objective (no cispo/sapo loss_type) and a value > 1"
+    if config.off_policy_mask_threshold is not None:
+        return "off_policy_mask_threshold (TRL's sequence masking) is not supported by the visent loss; leave it unset"
+    return None
 
 
 def config_field_names() -> list[str]:

@@ -47,12 +47,23 @@ from visent.core import guards
 from visent.core.policy_loss import entropy_regularizer, policy_loss
 from visent.core.schedules import entropy_coef, entropy_stage
 from visent.core.scores import token_scores
-from visent.core.selection import keep_count, select_tokens
+from visent.core.perception_loss import implicit_perception_loss, negative_logp_mean
+from visent.core.trajectory_shaping import trajectory_alpha_from_normalized
+from visent.core.selection import keep_count, select_tokens, selection_weights
 from visent.core.stats import TokenStats
 from visent.models.adapters import adapter_for, require_adapter
 from visent.models.unwrap import backbone_and_head
 from visent.trainer._trl_seam import SeamTrainer, lm_head_gather_ctx, no_gradient_checkpointing
 from visent.trainer.config import VisentConfig
+from visent.trainer.perception_pass import (
+    LOGP_SCORES,
+    PERTURBED_LOGPS,
+    S_HAT,
+    SHAPED,
+    kl_mask_and_shaping,
+    perturbed_logps,
+    rows_with_image,
+)
 from visent.trainer.counterfactual import (
     counterfactual_stats,
     lockstep_forwards,
@@ -73,6 +84,7 @@ SELECTED_COUNT = "visent_selected_count"  # (B,) float: tokens each response cou
 COUNT_METRICS = frozenset({"vepo/skipped_responses", "vepo/no_image_responses"})
 SKIPPED = "visent_skipped"  # (B,) bool: counterfactual pass skipped (zero advantage)
 DEFERRED = "visent_mask_deferred"  # (B,) bool: mask to be built at the batch's update (see module doc)
+CLEAN_LOGPS = "visent_clean_logps"  # (B, C): θ_old log-probs from a deferred update's own forward
 
 
 def _seed(*parts: int) -> int:
@@ -100,15 +112,52 @@ class VisentGRPOTrainer(SeamTrainer):
         self.model_adapter = adapter_for(self.model)
         if self.model_adapter is None and self.args.needs_clean_stats:
             self.model_adapter = require_adapter(self.model, what="VisentGRPOTrainer")  # raises, one line
+        self._set_image_budget()
+        if self.args.dynamic_sampling != "none" and self.accelerator.num_processes > 1:
+            raise ValueError(
+                "dynamic_sampling over several processes is not yet implemented (each process would filter its "
+                "own groups); run on one process or set dynamic_sampling: none"
+            )
         self.image_geometry = (
             self.model_adapter.image_geometry(self.processing_class) if self.model_adapter is not None else None
         )
         check_update_precision(self.model, self.args)  # bf16 weights an lr-sized step cannot move: refused
 
+    def _set_image_budget(self) -> None:
+        """``min_pixels`` / ``max_pixels`` into the processor through the family's adapter (refused where the
+        family's processor has no pixel budget)."""
+        args: VisentConfig = self.args
+        if args.min_pixels is None and args.max_pixels is None:
+            return
+        adapter = self.model_adapter or adapter_for(self.model)
+        if adapter is None or adapter.image_budget is None:
+            family = adapter.name if adapter is not None else type(self.model).__name__
+            raise ValueError(
+                f"min_pixels / max_pixels: the {family} processor has no pixel budget (fixed-size or tiled images); "
+                "leave them unset for this family"
+            )
+        adapter.image_budget(self.processing_class, args.min_pixels, args.max_pixels)
+
     # ---------------------------------------------------------------- once per generation batch
 
+    def sample_batch(self, inputs: list[dict[str, Any]]) -> tuple[dict[str, Any], torch.Tensor | None]:
+        """TRL's generation batch, or with ``dynamic_sampling`` one of informative groups only
+        (``visent.trainer.dynamic_sampling``; TRL's captured clean pass is not reused then)."""
+        if self.args.dynamic_sampling == "none" or not self.model.training:
+            return super().sample_batch(inputs)
+        from visent.trainer.dynamic_sampling import dynamic_batch
+
+        return dynamic_batch(self, inputs), None
+
+    def wants_raw_images(self) -> bool:
+        from visent.image_views import RAW_VIEWS
+
+        return (self.args.needs_perturbed_logps and self.args.perturbation in RAW_VIEWS) or (
+            self.args.contrastive_perception_coef > 0
+        )
+
     def wants_clean_hidden(self) -> bool:
-        return self.args.needs_clean_stats
+        return self.args.needs_clean_stats and self.args.token_score not in LOGP_SCORES
 
     def defers_mask(self) -> bool:
         """Whether a batch generated inside a training step gets its mask at its update (module doc, 1.):
@@ -132,12 +181,25 @@ class VisentGRPOTrainer(SeamTrainer):
             self._visent_in_training_step = False
 
     def after_generation(self, batch: dict[str, Any], clean_hidden: torch.Tensor | None) -> dict[str, Any]:
+        self._mark_views(batch)
+        if self.args.needs_perturbed_logps:
+            # VPPO / PAPO: one no-grad forward with the perturbed images, now, under θ_old (perception_pass).
+            start = time.perf_counter()
+            with no_gradient_checkpointing(self), self.accelerator.autocast():
+                batch[PERTURBED_LOGPS] = perturbed_logps(self, batch, batch.get("old_per_token_logps"))
+            self.record_metric("time/perception_pass_s", time.perf_counter() - start)
         if getattr(self, "_visent_in_training_step", False) and clean_hidden is None and self.defers_mask():
             ids = batch["completion_ids"]
             batch[DEFERRED] = torch.ones(ids.size(0), dtype=torch.bool, device=ids.device)
             return batch
         self._add_mask(batch, clean_hidden)
         return batch
+
+    def _mark_views(self, batch: dict[str, Any]) -> None:
+        if self.args.contrastive_perception_coef > 0:  # CPPO: its views are drawn once per generation batch
+            from visent.trainer.contrastive_pass import CPPO_SEED, view_seeds
+
+            batch[CPPO_SEED] = view_seeds(self, batch)
 
     def _add_mask(
         self, batch: dict[str, Any], clean_hidden: torch.Tensor | None, clean_positions: torch.Tensor | None = None
@@ -164,6 +226,10 @@ class VisentGRPOTrainer(SeamTrainer):
         valid = self._valid_mask(batch)
         B, device = valid.size(0), valid.device
         skipped = torch.zeros(B, dtype=torch.bool, device=device)
+        if args.token_score in LOGP_SCORES:  # VPPO: scored from sampled-token log-probs (perception_pass)
+            mask = kl_mask_and_shaping(self, batch, self._old_logps(batch), valid)
+            self._record_pass_metrics(no_image=int((~rows_with_image(batch)).sum()), jsd=float("nan"), gap=float("nan"))
+            return mask, mask.sum(1), skipped
         if not args.selects_tokens:
             self._record_pass_metrics(no_image=0, jsd=float("nan"), gap=float("nan"))
             return valid, valid.sum(1), skipped
@@ -176,7 +242,7 @@ class VisentGRPOTrainer(SeamTrainer):
             zeros = torch.zeros_like(valid)
             stats = TokenStats(zeros, zeros, zeros, zeros)
             scores = token_scores(stats, valid, args.token_score, args.score_alpha, generator=gen)
-            mask = select_tokens(scores, valid, args.selection_ratio, args.selection_granularity, args.selection_mode, gen)
+            mask = select_tokens(scores, valid, args.selection_ratio, args.selection_granularity, args.selection_rule, gen)
             self._record_pass_metrics(no_image=0, jsd=float("nan"), gap=float("nan"))
             return mask, mask.sum(1), skipped
 
@@ -235,7 +301,7 @@ class VisentGRPOTrainer(SeamTrainer):
             # No image to perturb: these rows are scored by entropy alone.
             fallback = token_scores(stats, valid_r, "entropy", args.score_alpha, generator=gen)
             scores = torch.where(has_image[:, None], scores, fallback)
-        mask_r = select_tokens(scores, valid_r, args.selection_ratio, args.selection_granularity, args.selection_mode, gen)
+        mask_r = select_tokens(scores, valid_r, args.selection_ratio, args.selection_granularity, args.selection_rule, gen)
 
         mask = torch.zeros_like(valid)
         mask[rows] = mask_r
@@ -252,6 +318,15 @@ class VisentGRPOTrainer(SeamTrainer):
             gap=_masked_mean(stats.gap, with_img),
         )
         return mask, count, skipped
+
+    def _old_logps(self, batch: dict[str, Any]) -> torch.Tensor:
+        """``(B, C)`` θ_old log-probs: TRL's, a deferred update's own, or one no-grad forward now."""
+        for key in ("old_per_token_logps", CLEAN_LOGPS):
+            if batch.get(key) is not None:
+                return batch[key].detach().float()
+        with torch.no_grad(), no_gradient_checkpointing(self), self.accelerator.autocast():
+            logps, _ = self.forward_logps_and_entropies(self.model, batch, compute_entropy=False)
+        return logps.float()
 
     def _forwards_are_collective(self) -> bool:
         """Whether every model forward is a collective call across processes (parameters sharded by ZeRO-3
@@ -333,6 +408,7 @@ class VisentGRPOTrainer(SeamTrainer):
         if inputs.get(DEFERRED) is not None and TOKEN_MASK not in inputs:
             # This update is the batch's only one: its forward is the clean pass (module doc, 1.).
             logps, entropies, clean_hidden, positions = self._forward_capturing_hidden(model, inputs)
+            inputs[CLEAN_LOGPS] = logps.detach()
             self._add_mask(inputs, clean_hidden, positions)
         else:
             logps, entropies = self.forward_logps_and_entropies(model, inputs, compute_entropy=True)
@@ -351,12 +427,15 @@ class VisentGRPOTrainer(SeamTrainer):
         if settings.vllm_is_correction and inputs.get("importance_sampling_ratio") is not None:
             weights = inputs["importance_sampling_ratio"].expand_as(logps)  # (B, 1) in sequence modes
 
+        loss_mask = token_mask
+        if token_mask is not None and args.selection_mode == "weight":
+            loss_mask = selection_weights(token_mask, mask, args.selection_weight_lambda)  # VEPO's weight mode
         loss, metrics = policy_loss(
             logps,
             old,
-            inputs["advantages"].reshape(-1),
+            self._shaped_advantages(inputs),
             mask,
-            token_mask,
+            loss_mask,
             eps_low=settings.eps_low,
             eps_high=settings.eps_high,
             aggregation=args.loss_aggregation,
@@ -366,7 +445,13 @@ class VisentGRPOTrainer(SeamTrainer):
             normalizer=normalizer,
             max_completion_length=settings.max_completion_length,
             kl_normalizer=kl_normalizer,
+            surrogate=args.surrogate,
         )
+        loss = loss + self._perception_terms(inputs, logps, mask, metrics)
+        if args.contrastive_perception_coef > 0:
+            from visent.trainer.contrastive_pass import contrastive_term
+
+            loss = loss + contrastive_term(self, model, inputs, logps, entropies, mask, metrics)
         if coef != 0.0:
             loss = loss + coef * entropy_regularizer(entropies, mask)
         if self.mode == "train":
@@ -375,6 +460,30 @@ class VisentGRPOTrainer(SeamTrainer):
 
         self._log_loss_metrics(inputs, entropies.detach(), mask, token_mask, metrics, coef, step, total)
         return loss
+
+    def _shaped_advantages(self, inputs: dict[str, Any]) -> torch.Tensor:
+        """``(B,)`` advantages, times VPPO's α_i (μ over this update's rows) when trajectory shaping is on."""
+        advantages = inputs["advantages"].reshape(-1)
+        if inputs.get(S_HAT) is None:
+            return advantages
+        alpha = trajectory_alpha_from_normalized(inputs[S_HAT], inputs[SHAPED], self.args.trajectory_beta_min)
+        self.record_metric("vppo/alpha_max", float(alpha.max()) if alpha.numel() else float("nan"))
+        return advantages * alpha.to(advantages.dtype)
+
+    def _perception_terms(self, inputs, logps, mask, metrics) -> torch.Tensor | float:
+        """VPPO's / PAPO's entropy penalty and PAPO's implicit perception loss (``visent.core.perception_loss``)."""
+        args: VisentConfig = self.args
+        extra: torch.Tensor | float = 0.0
+        if args.entropy_penalty_coef > 0.0:
+            penalty = negative_logp_mean(logps, mask)  # + c·mean(−log π): lowers entropy
+            extra = extra + args.entropy_penalty_coef * penalty
+            metrics["entropy_penalty"] = penalty.detach()
+        if args.perception_kl_coef > 0.0:
+            term, kl = implicit_perception_loss(logps, inputs[PERTURBED_LOGPS], mask, args.perception_kl_coef)
+            extra = extra + term
+            metrics["perception_kl"] = kl
+            metrics["perturbed_nll"] = negative_logp_mean(inputs[PERTURBED_LOGPS], mask).detach()
+        return extra
 
     def _forward_capturing_hidden(self, model, inputs):
         """``forward_logps_and_entropies`` plus, from that forward, the detached ``(B, C, D)`` final hidden

@@ -47,7 +47,8 @@ def test_defaults_are_vepo_with_no_entropy_term():
         ({"loss_aggregation": "sum"}, "valid: selected_mean, token_mean"),
         ({"top_entropy_quantile": 0.2}, "use token_score=entropy"),
         ({"entropy_coef": 0.01}, "use entropy_schedule=max"),
-        ({"loss_type": "cispo"}, "not supported by the visent trainer"),
+        ({"loss_type": "vespo"}, "unrelated to VEPO"),
+        ({"loss_type": "cispo"}, "set epsilon_high >= 1"),
         ({"use_liger_kernel": True, "liger_kernel_config": {"fused_linear_cross_entropy": True}}, "Liger"),
     ],
 )

@@ -1,8 +1,5 @@
 """The shape tasks' renderers (counting, grounding, classification): seeded, rendered with PIL.
 
-Every example is drawn from its own RNG seeded by ``(task, seed, index)``, so example ``i`` of a
-stream is the same whatever ``n`` is asked for, and two streams with different seeds are independent.
-
 Design constraints (the lab trains a ~1M-parameter Qwen2.5-VL from scratch on 2 CPU cores):
 
 - Images are tiny and aligned to the merged vision tokens (14-px patches merged 2×2, so one token per

@@ -1,0 +1,90 @@
+"""Validation of the perception-aware baselines' settings (``VisentConfig`` fields; docs/training.md).
+
+One function per concern, each returning a one-line message saying what to do, or None. Settings whose
+trainer side is not wired yet are refused here in one line rather than accepted and ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["DYNAMIC_SAMPLING_RULES", "baseline_settings_error"]
+
+DYNAMIC_SAMPLING_RULES = ("none", "easyr1", "verl")
+
+
+def _selection_error(c: Any) -> str | None:
+    if not c.selection_weight_lambda >= 0:
+        return f"selection_weight_lambda must be >= 0 (extra weight of selected tokens); got {c.selection_weight_lambda}"
+    if c.selection_mode == "weight" and c.selection_granularity != "response":
+        return "selection_mode=weight weights VEPO's per-response top tokens: set selection_granularity=response"
+    if c.selection_mode == "weight" and c.loss_aggregation != "token_mean":
+        return "selection_mode=weight divides Σ w·ℓ by the number of valid tokens (VEPO's weight mode): set loss_aggregation=token_mean"
+    return None
+
+
+def _coefficients_error(c: Any) -> str | None:
+    if not c.contrastive_perception_tau > 0 or not 0.0 < c.contrastive_perception_ratio <= 1.0:
+        return "contrastive_perception_tau must be > 0 and contrastive_perception_ratio in (0, 1]"
+    for name in ("entropy_penalty_coef", "perception_kl_coef", "contrastive_perception_coef"):
+        if not getattr(c, name) >= 0:
+            return f"{name} must be >= 0 (the sign is part of the term); got {getattr(c, name)}"
+    if c.trajectory_beta_min is not None and not 0.0 <= c.trajectory_beta_min <= 1.0:
+        return f"trajectory_beta_min must be in [0, 1] (VPPO: 0.9); got {c.trajectory_beta_min}"
+    if c.trajectory_beta_min is not None and c.token_score != "perception_kl":
+        return "trajectory_beta_min shapes advantages by VPPO's perception score: set token_score=perception_kl"
+    if c.perturbation_scope not in ("prompt", "response"):
+        return f"perturbation_scope={c.perturbation_scope!r} is not known; valid: prompt, response"
+    from visent.image_views import RAW_VIEWS
+
+    stats_pass = c.needs_perturbed_pass and c.token_score != "perception_kl"  # VEPO's counterfactual statistics
+    if c.perturbation in RAW_VIEWS and (stats_pass or not c.needs_perturbed_logps):
+        return (
+            f"perturbation={c.perturbation!r} is drawn on the raw images for the sampled-token pass "
+            "(token_score=perception_kl, perception_kl_coef); VEPO's statistics perturb pixel_values: use e.g. patch_blackout"
+        )
+    if c.perturbation_scope == "response" and not c.needs_perturbed_logps:
+        return (
+            "perturbation_scope=response draws one image per response for VPPO's sampled-token pass "
+            "(token_score=perception_kl or perception_kl_coef > 0); VEPO's statistics score a prompt's responses "
+            "against one draw: use perturbation_scope=prompt"
+        )
+    return None
+
+
+def _dynamic_sampling_error(c: Any) -> str | None:
+    if c.dynamic_sampling not in DYNAMIC_SAMPLING_RULES:
+        return f"dynamic_sampling={c.dynamic_sampling!r} is not known; valid: {', '.join(DYNAMIC_SAMPLING_RULES)}"
+    bounds = list(c.dynamic_sampling_bounds or [])
+    if len(bounds) != 2 or not 0.0 <= bounds[0] < bounds[1] <= 1.0:
+        return f"dynamic_sampling_bounds must be [low, high] with 0 <= low < high <= 1; got {c.dynamic_sampling_bounds}"
+    if c.dynamic_sampling_max_tries < 1:
+        return f"dynamic_sampling_max_tries must be >= 1; got {c.dynamic_sampling_max_tries}"
+    if c.dynamic_sampling != "none" and c.scale_rewards == "batch" and c.multi_objective_aggregation != "sum_then_normalize":
+        return "dynamic_sampling with scale_rewards=batch recomputes advantages as sum_then_normalize: set multi_objective_aggregation=sum_then_normalize"
+    metric = c.dynamic_sampling_metric
+    if metric is not None and metric not in (c.reward_funcs or []):
+        return (
+            f"dynamic_sampling_metric={metric!r} must be one of reward_funcs ({', '.join(c.reward_funcs or []) or 'none set'}), "
+            "e.g. reward_funcs: [authors_accuracy, authors_format] with reward_weights: [0.9, 0.1]"
+        )
+    return None
+
+
+def _image_budget_error(c: Any) -> str | None:
+    for name in ("min_pixels", "max_pixels"):
+        value = getattr(c, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            return f"{name} must be a positive number of pixels; got {value!r}"
+    if c.min_pixels is not None and c.max_pixels is not None and c.min_pixels > c.max_pixels:
+        return f"min_pixels ({c.min_pixels}) must be <= max_pixels ({c.max_pixels})"
+    return None
+
+
+def baseline_settings_error(config: Any) -> str | None:
+    """The first problem with the baselines' settings of ``config`` (a ``VisentConfig``), or None."""
+    for check in (_selection_error, _coefficients_error, _dynamic_sampling_error, _image_budget_error):
+        message = check(config)
+        if message:
+            return message
+    return None

@@ -1,0 +1,145 @@
+"""The sampled-token perception pass of VPPO and PAPO: log π_old(o_t | perturbed image), one no-grad forward.
+
+Unlike VEPO's counterfactual pass (``visent.trainer.counterfactual``: full-vocabulary statistics from hidden
+states), VPPO's token score and PAPO's implicit perception loss need only the log-prob of each sampled token
+under the policy that generated the batch, with the image perturbed. This is one plain no-grad forward of
+the batch through TRL's own log-prob path with the perturbed ``pixel_values``, made once per generation batch,
+before any update (so under θ_old):
+
+* ``PERTURBED_LOGPS`` ``(B, C)`` — stored with the batch; PAPO's term reads it at every update;
+* with ``token_score: perception_kl`` the per-token score ``clamp(k3(old, perturbed), 0, 10)``
+  (:func:`visent.core.kl_scores.perception_kl_score`) selects the top ``selection_ratio`` of each response, and
+  with ``trajectory_beta_min`` set, the normalised response scores ``ŝ_i`` over the generation batch are stored
+  for VPPO's advantage shaping (α per update micro-batch, :mod:`visent.core.trajectory_shaping`).
+
+The clean log-probs ``old`` come from TRL's ``old_per_token_logps`` when it computed them, else from the
+update's own forward when the batch gets exactly one update (the mask is then built at that update, as for
+VEPO), else from one more no-grad forward here.
+
+Draws: ``perturbation_scope: prompt`` shares one draw among a prompt's responses (PAPO), ``response`` draws one
+per response (VPPO). A response without an image scores 0 and its perturbed log-probs equal the clean ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from typing import Any
+
+import torch
+
+from visent.core.kl_scores import perception_kl_score
+from visent.core.selection import select_tokens
+from visent.core.trajectory_shaping import normalized_trajectory_scores
+from visent.image_views import RAW_VIEWS, perturb_raw_images
+from visent.trainer._trl_seam import RAW_IMAGES
+from visent.trainer.counterfactual import perturb_batch_images, prompt_seeds
+
+__all__ = [
+    "raw_view_pixels",
+    "LOGP_SCORES", "PERTURBED_LOGPS", "S_HAT", "SHAPED", "kl_mask_and_shaping", "perturbed_logps", "rows_with_image",
+]
+
+#: token_score values computed from sampled-token log-probs (not from ``visent.core.scores.SCORES``).
+LOGP_SCORES = ("perception_kl",)
+PERTURBED_LOGPS = "visent_perturbed_logps"  # (B, C) float: log π_old(o_t | perturbed image)
+S_HAT = "visent_trajectory_s_hat"  # (B,) float: VPPO's normalised response score ŝ_i
+SHAPED = "visent_trajectory_shaped"  # (B,) bool: whether α_i is computed for the row
+
+
+def _response_seed(seed: int, row: int) -> int:
+    h = hashlib.blake2b(struct.pack("<qq", int(seed), int(row)), digest_size=8)
+    return int.from_bytes(h.digest(), "little") >> 1
+
+
+def rows_with_image(batch: dict[str, Any]) -> torch.Tensor:
+    """``(B,)`` bool: the response's prompt has at least one image."""
+    ids = batch["completion_ids"]
+    num_images = batch.get("num_images") or [0] * ids.size(0)
+    return torch.tensor([n > 0 for n in num_images], dtype=torch.bool, device=ids.device)
+
+
+@torch.no_grad()
+def perturbed_logps(trainer: Any, batch: dict[str, Any], clean_logps: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, C)`` float32 log-probs of the sampled tokens with every image perturbed (no gradient).
+
+    ``clean_logps`` (when known) fills the rows without an image; otherwise they get a clean forward's values.
+    """
+    args = trainer.args
+    B = batch["completion_ids"].size(0)
+    with_image = rows_with_image(batch)
+    if batch.get("pixel_values") is None or not bool(with_image.any()):
+        return clean_logps.float() if clean_logps is not None else _forward(trainer, batch)
+    adapter = trainer.model_adapter
+    step = int(trainer.state.global_step)
+    seeds = prompt_seeds(batch, args.perturbation_seed, step, adapter=adapter)
+    groups = None
+    if args.perturbation_scope == "response":
+        seeds = [None if s is None else _response_seed(s, b) for b, s in enumerate(seeds)]
+        groups = list(range(B))
+    if args.perturbation in RAW_VIEWS:  # drawn on the raw images, then through the processor (PAPO)
+        pixels = raw_view_pixels(trainer, batch, args.perturbation, args.perturbation_strength, seeds)
+    else:
+        pixels = perturb_batch_images(
+            batch, seeds, args.perturbation, args.perturbation_strength, trainer.image_geometry, groups=groups,
+            adapter=adapter,
+        )  # fmt: skip
+    aug = _forward(trainer, {**batch, "pixel_values": pixels})
+    if not bool(with_image.all()):
+        clean = clean_logps.float() if clean_logps is not None else _forward(trainer, batch)
+        aug = torch.where(with_image[:, None], aug, clean)
+    return aug
+
+
+def raw_view_pixels(
+    trainer: Any, batch: dict[str, Any], kind: str, strength: float | None, seeds: list[int | None]
+) -> torch.Tensor:
+    """``pixel_values`` of the batch with every row's raw images through the view ``kind``
+    (:mod:`visent.image_views`), seeded by ``seeds[row]`` (rows with one seed share one draw), re-processed by
+    the processor's image processor; same layout as ``batch["pixel_values"]`` (the views keep image sizes)."""
+    rows = batch.get(RAW_IMAGES)
+    if rows is None:
+        raise ValueError(f"perturbation {kind!r} needs the batch's raw images (trainer.wants_raw_images())")
+    drawn: dict[int, list[Any]] = {}
+    nested: list[list[Any]] = []
+    for b, images in enumerate(rows):
+        if not images:
+            continue
+        if seeds[b] not in drawn:
+            drawn[seeds[b]] = perturb_raw_images(images, kind, seeds[b], strength)
+        nested.append(drawn[seeds[b]])
+    clean = batch["pixel_values"]
+    ip = trainer.processing_class.image_processor
+    # Flat for processors that concatenate images (Qwen, Gemma 3), one list per row for those that stack
+    # rows of padded tiles (SmolVLM / Idefics3); whichever gives the batch's own layout.
+    for images in ([im for row in nested for im in row], nested):
+        out = ip(images=images, return_tensors="pt")["pixel_values"]
+        if tuple(out.shape) == tuple(clean.shape):
+            break
+    else:
+        raise ValueError(
+            f"perturbation {kind!r}: the processor made pixel_values of shape {tuple(out.shape)} from the perturbed "
+            f"raw images, the batch has {tuple(clean.shape)}; this family's processor does not re-process images "
+            "alone the same way: use a pixel_values perturbation (e.g. patch_blackout)"
+        )
+    return out.to(device=clean.device, dtype=clean.dtype)
+
+
+def _forward(trainer: Any, batch: dict[str, Any]) -> torch.Tensor:
+    logps, _ = trainer.forward_logps_and_entropies(trainer.model, batch, compute_entropy=False)
+    return logps.detach().float()
+
+
+def kl_mask_and_shaping(trainer: Any, batch: dict[str, Any], old_logps: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """VPPO's token mask ``(B, C)`` from the perception score; stores ``S_HAT`` / ``SHAPED`` in ``batch`` when
+    trajectory shaping is on; records ``vppo/score_mean`` and ``vppo/score_selected_mean``."""
+    args = trainer.args
+    scores = perception_kl_score(old_logps, batch[PERTURBED_LOGPS], valid)
+    mask = select_tokens(scores, valid, args.selection_ratio, args.selection_granularity, args.selection_rule)
+    if args.trajectory_beta_min is not None:
+        s_hat, shaped = normalized_trajectory_scores(scores, valid)
+        batch[S_HAT], batch[SHAPED] = s_hat, shaped
+    n, n_sel = valid.sum(), mask.sum()
+    trainer.record_metric("vppo/score_mean", float((scores * valid).sum() / n) if n > 0 else float("nan"))
+    trainer.record_metric("vppo/score_selected_mean", float((scores * mask).sum() / n_sel) if n_sel > 0 else float("nan"))
+    return mask

@@ -1,0 +1,55 @@
+"""VisentConfig's knobs for the perception-aware baselines and TRL's other loss types: refusals in one line,
+and the objective each setting selects."""
+
+from __future__ import annotations
+
+import pytest
+
+from visent.trainer.config import VisentConfig
+
+
+def make(**kw):
+    kw.setdefault("output_dir", "/tmp/visent-test-baselines")
+    return VisentConfig(**kw)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"selection_weight_lambda": -1.0}, "selection_weight_lambda must be >= 0"),
+        ({"selection_mode": "weight", "selection_granularity": "batch"}, "selection_granularity=response"),
+        ({"selection_mode": "weight"}, "loss_aggregation=token_mean"),
+        ({"entropy_penalty_coef": -0.1}, "entropy_penalty_coef must be >= 0"),
+        ({"trajectory_beta_min": 1.5}, "trajectory_beta_min must be in"),
+        ({"trajectory_beta_min": 0.9}, "set token_score=perception_kl"),
+        ({"perturbation_scope": "response"}, "use perturbation_scope=prompt"),
+        ({"perturbation_scope": "image"}, "valid: prompt, response"),
+        ({"dynamic_sampling": "dapo"}, "valid: none, easyr1, verl"),
+        ({"dynamic_sampling": "easyr1", "dynamic_sampling_bounds": [0.9, 0.1]}, "low < high"),
+        ({"dynamic_sampling_max_tries": 0}, "dynamic_sampling_max_tries must be >= 1"),
+        ({"dynamic_sampling_metric": "authors_accuracy", "reward_funcs": ["vepo_math"]}, "must be one of reward_funcs"),
+        ({"min_pixels": 0}, "min_pixels must be a positive"),
+        ({"min_pixels": 500, "max_pixels": 100}, "must be <= max_pixels"),
+        ({"loss_type": "luspo"}, "LUSPO"),
+        ({"loss_type": "cispo", "epsilon_high": 5.0, "importance_sampling_level": "sequence"}, "stop-gradient"),
+        ({"loss_type": "sapo", "dual_clip": 3.0}, "dual_clip needs the clipped objective"),
+        ({"dual_clip": 0.5}, "dual_clip needs"),
+        ({"delta": 0.9}, "delta"),
+        ({"off_policy_mask_threshold": 0.5}, "off_policy_mask_threshold"),
+    ],
+)
+def test_refused_in_one_line(kw, message):
+    with pytest.raises(ValueError, match=message) as info:
+        make(**kw)
+    assert "\n" not in str(info.value)
+
+
+def test_objectives_from_trl_fields():
+    assert make().surrogate.kind == "clip"
+    s = make(loss_type="cispo", epsilon_high=5.0).surrogate
+    assert s.kind == "cispo" and not s.sequence_level
+    s = make(loss_type="sapo", importance_sampling_level="sequence").surrogate
+    assert s.kind == "sapo" and s.sequence_level
+    assert make(dual_clip=3.0, delta=4.0).surrogate.dual_clip == 3.0
+    c = make(selection_mode="weight", selection_weight_lambda=0.5, loss_aggregation="token_mean")
+    assert c.selection_rule == "top" and c.selects_tokens
