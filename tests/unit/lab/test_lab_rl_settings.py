@@ -45,3 +45,17 @@ def test_demo_compares_with_a_study_only_under_the_same_rl_settings():
     other = {**mine, "steps": mine["steps"] + 1, "freeze_vision_tower": True}
     why = comparability(ws_info, before, {"band": [0.4, 0.6], "rl_settings": other}, mine)
     assert "other settings" in why and "steps" in why and "freeze_vision_tower" in why
+
+
+def test_power_lines_give_the_range_of_detectable_method_differences_per_noise():
+    from visent.lab.study_tables import power_lines
+
+    summary = {"pairs": {
+        "vepo|grpo|0": {"mdd": 6.1},
+        "vepo|entropy_top20|0": {"mdd": 11.7},
+        "grpo|warm-start|0": {"mdd": 2.0},  # against the warm-start: not a method-vs-method contrast
+        "vepo|grpo|0.5": {"mdd": float("nan")},
+    }}
+    lines = power_lines(summary)
+    assert len(lines) == 1
+    assert "noise 0%" in lines[0] and "6.1–11.7 points" in lines[0] and "VEPO − entropy top-20%" in lines[0]
