@@ -1,7 +1,7 @@
 """The perception-aware baselines' configs train 2 steps through `visent train` on every family's tiny model.
 
-tiny:qwen2_5_vl runs in the default suite (tests/integration/test_trainer_configs.py); the other families run
-here, in the slow tier. Families whose processor has no pixel budget get the configs without
+tiny:qwen2_5_vl runs every one in the default suite (tests/integration/test_trainer_configs.py); here vppo and
+cppo run on the other Qwen families in the default suite, and every baseline on every family in the slow tier. Families whose processor has no pixel budget get the configs without
 `min_pixels` / `max_pixels` (the knob is refused for them: test_image_budget_refused_where_the_family_has_none).
 """
 
@@ -44,9 +44,20 @@ def _run(method: str, family: str, tmp_path) -> int:
     return code
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("family", QWEN + OTHERS)
-@pytest.mark.parametrize("method", METHODS)
+#: In the default suite on every Qwen family: the two configs that exercise the most machinery (VPPO: the
+#: perception pass, per-response blackout, trajectory shaping, dynamic sampling, dual clip; CPPO: raw-image
+#: views and two gradient-carrying passes). Everything else is slow-tier.
+DEFAULT_TIER = {"vppo", "cppo"}
+
+
+def _cases():
+    for method in METHODS:
+        for family in QWEN + OTHERS:
+            fast = method in DEFAULT_TIER and family in QWEN
+            yield pytest.param(method, family, marks=() if fast else pytest.mark.slow, id=f"{method}-{family}")
+
+
+@pytest.mark.parametrize("method, family", list(_cases()))
 def test_baseline_trains_two_steps(method, family, tmp_path):
     assert _run(method, family, tmp_path) == 0
 
