@@ -1,6 +1,6 @@
 """The trainer's GRPO update against a plain float64 reference written here (issue #21, item 1).
 
-One real ``VisentGRPOTrainer`` step (``configs/grpo.yaml`` through ``visent train``'s parser, a tiny
+One real ``VisentGRPOTrainer`` step (the shipped ``grpo`` config through ``visent train``'s parser, a tiny
 Qwen2.5-VL, a lab task) with a reward that records what it scored. The reference recomputes, from the
 recorded rewards and the batch the trainer trained on, in float64 and without any visent or TRL code:
 
@@ -17,12 +17,11 @@ log-prob alignment, loss scaling or the image inputs of the loss forward would s
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
 
-CONFIGS = Path(__file__).resolve().parents[3] / "configs"
+
 K = 4
 
 
@@ -46,7 +45,7 @@ def _trainer(tmp_path, reward, callbacks):
     from visent.trainer.sources import load_model, load_train_dataset
 
     argv = [
-        "--config", str(CONFIGS / "grpo.yaml"), "--model_name_or_path", "tiny:qwen2_5_vl",
+        "--config", "grpo", "--model_name_or_path", "tiny:qwen2_5_vl",
         "--dataset", "lab:tally", "--dataset_size", "2", "--dataset_seed", "3",
         "--num_generations", str(K), "--per_device_train_batch_size", str(2 * K),
         "--gradient_accumulation_steps", "1", "--max_completion_length", "6", "--max_steps", "1",
