@@ -16,8 +16,8 @@ Parts (``--parts``, all by default), each printing one or a few ``[part]`` lines
 - ``floor``: the statistics floor: JSD and |entropy gap| between the clean image and the image perturbed
   by Gaussian noise of std 1e-6 (which bf16 pixel values cannot even hold) on the 7B, per forward path:
   ``prefix_cached`` (perturbed rows through the pass's prompt cache, clean hidden states from a full
-  forward, as the trainer reuses TRL's) and ``full`` (both through the same full forward; needs the
-  ``counterfactual_forward`` option of ``counterfactual_stats``, skipped with a message where absent).
+  forward, as the trainer reuses TRL's) and ``full`` (the perturbed rows through the clean forward's path:
+  ``counterfactual_stats(..., forward="full")``, config ``counterfactual_forward: full``).
 
 ``--tiny``: every model replaced by a few-layer stand-in of the same family, so the script runs on a CPU
 in a couple of minutes (``tests/slow/test_benchmark_scripts.py``).
@@ -87,7 +87,7 @@ def build_3b(tiny: bool):
     tokenizer's special-token ids; ids the tokenizer lacks decode to nothing, which random rewards ignore."""
     import transformers
 
-    from visent.models.qwen import SPECIAL_TOKENS, build_processor, build_qwen_tokenizer
+    from visent.models.tiny.qwen import SPECIAL_TOKENS, build_processor, build_qwen_tokenizer
 
     tokenizer = build_qwen_tokenizer()
     processor = build_processor("qwen2_5_vl", tokenizer, max_image_side=112)
@@ -240,24 +240,25 @@ def part_floor(model, batch, backbone, head, C: int) -> None:
     perturbed = perturb_batch_images(batch, [i // 4 for i in range(B)], "pixel_values_gaussian", 1e-6,
                                      PatchLayout(), adapter=adapter_for(model))
     rows, valid = list(range(B)), batch["completion_mask"].bool()
-    has_option = "counterfactual_forward" in inspect.signature(counterfactual_stats).parameters
+    # `forward` (the counterfactual_forward option, issue 20 item 5); older checkouts lack it
+    has_option = "forward" in inspect.signature(counterfactual_stats).parameters
     with torch.no_grad():
         clean = backbone(**cfbench.full_inputs(batch), use_cache=False).last_hidden_state[:, -C - 1 : -1]
-        paths = {"prefix_cached": dict(clean_hidden=clean)}
+        paths = {"prefix_cached": {"clean_hidden": clean}}
         if has_option:
-            paths = {name: dict(clean_hidden=clean, counterfactual_forward=name) for name in ("prefix_cached", "full")}
+            paths = {name: {"clean_hidden": clean, "forward": name} for name in ("prefix_cached", "full")}
         for name, kw in paths.items():
             s = counterfactual_stats(backbone, head, batch, rows, perturbed, **kw)
             jsd, gap = s.jsd.float()[valid], s.gap.float().abs()[valid]
             say("floor", f"{name}: perturbation std 1e-6, JSD mean {jsd.mean():.2e} max {jsd.max():.2e}, "
                 f"|entropy gap| mean {gap.mean():.2e} max {gap.max():.2e} over {int(valid.sum())} tokens")
     if not has_option:
-        say("floor", "full: skipped: counterfactual_stats has no counterfactual_forward option in this checkout "
-            "(issue 20 item 5 adds it)")
+        say("floor", "full: skipped: counterfactual_stats has no `forward` (counterfactual_forward) option in this "
+            "checkout (issue 20 item 5 adds it)")
 
 
 def main() -> None:
-    from visent.trainer.cli import freeze_vision_tower
+    from visent.trainer.build import freeze_vision_tower
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tiny", action="store_true", help="few-layer stand-ins (CPU)")

@@ -25,17 +25,20 @@ def bf16_checkpoint(tmp_path_factory):
     return str(path)
 
 
-def _trainer(checkpoint, tmp_path, model_init_kwargs=None):
+def _trainer(checkpoint, tmp_path, model_init_kwargs=None, **overrides):
+    from visent.trainer.lora import lora_config_for
+
     model, processor = load_model(checkpoint, model_init_kwargs)
     freeze_vision_tower(model)  # as `visent train` does by default: the language model is trained
-    config = VisentConfig(
-        output_dir=str(tmp_path), report_to="none", save_strategy="no", gradient_checkpointing=False,
-        num_generations=4, per_device_train_batch_size=8, max_completion_length=8, max_steps=1,
-        learning_rate=1e-6, dataset="lab:counting", dataset_size=16, seed=0, token_score="none", use_cpu=True,
-    )
+    config = VisentConfig(**{
+        "output_dir": str(tmp_path), "report_to": "none", "save_strategy": "no", "gradient_checkpointing": False,
+        "num_generations": 4, "per_device_train_batch_size": 8, "max_completion_length": 8, "max_steps": 1,
+        "learning_rate": 1e-6, "dataset": "lab:counting", "dataset_size": 16, "seed": 0, "token_score": "none",
+        "use_cpu": True, **overrides,
+    })
     return VisentGRPOTrainer(
-        model=model, reward_funcs=resolve_rewards(["random"]), args=config,
-        train_dataset=load_train_dataset("lab:counting", 16, 0), processing_class=processor,
+        model=model, peft_config=lora_config_for(config, model), reward_funcs=resolve_rewards(["random"]),
+        args=config, train_dataset=load_train_dataset("lab:counting", 16, 0), processing_class=processor,
     )
 
 
@@ -66,3 +69,10 @@ def test_bf16_weights_are_refused_and_would_not_learn(bf16_checkpoint, tmp_path,
     trainer = _trainer(bf16_checkpoint, tmp_path, {"dtype": "bfloat16"})
     assert trainer.model.dtype == torch.bfloat16
     assert _changed_fraction(trainer) < 0.1
+
+
+def test_lora_on_a_bf16_base_trains_an_fp32_adapter(bf16_checkpoint, tmp_path):
+    trainer = _trainer(bf16_checkpoint, tmp_path, {"dtype": "bfloat16"}, use_peft=True, learning_rate=1e-5)
+    trained = [p for p in trainer.model.parameters() if p.requires_grad]
+    assert trained and all(p.dtype == torch.float32 for p in trained)  # PEFT's adapter: not refused
+    assert any(p.dtype == torch.bfloat16 for p in trainer.model.parameters() if not p.requires_grad)

@@ -28,6 +28,7 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed"),
 ]
 
+TIMEOUT_S = 300  # the run takes ~40 s on an idle 2-core machine
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ZERO3 = {
     "zero_optimization": {"stage": 3, "overlap_comm": False, "stage3_gather_16bit_weights_on_model_save": True},
@@ -59,14 +60,24 @@ def test_vepo_trains_under_zero3_with_two_processes(tmp_path):
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu",
            "PYTHONPATH": os.path.join(ROOT, "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
-        log, _ = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks
-        log, _ = proc.communicate()
-        pytest.fail("ZeRO-3 run did not finish in 300 s (processes out of step in a collective?):\n" + log[-3000:])
+    # Output to a file, not a pipe: a rank that outlived the launcher would hold a pipe open forever.
+    log_path = tmp_path / "train.log"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+        try:
+            proc.wait(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            # torch.distributed.run starts each rank in its own session; on SIGTERM it stops them itself.
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log = log_path.read_text()
+            pytest.fail(f"ZeRO-3 run did not finish in {TIMEOUT_S} s (processes out of step in a collective?):\n"
+                        + log[-3000:])
+    log = log_path.read_text()
     assert proc.returncode == 0, log[-3000:]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "vepo/skipped_responses" in r]
