@@ -27,6 +27,7 @@ and ``@clip<value>`` when ``--max-grad-norm`` replaces the trainer's 1.0.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -97,42 +98,17 @@ def _update_norm_callback(path: str):
     return UpdateNorm()
 
 
-def _install_diagnostics() -> None:
-    """Add the update-norm callback to every trainer ``run_method`` builds (``<output_dir>/steps.jsonl``),
-    through ``visent.trainer.build``'s extension point."""
-    from visent.trainer.build import register_extension
-
-    global _diagnostics_installed
-    if _diagnostics_installed:
-        return
-
-    def update_norm(config):
-        path = os.path.join(config.output_dir, "steps.jsonl")
-        if os.path.exists(path):
-            os.remove(path)  # a rerun starts afresh
-        return [_update_norm_callback(path)]
-
-    register_extension(update_norm)
-    _diagnostics_installed = True
-
-
-_diagnostics_installed = False
+def _diagnostics(out_dir: str) -> list[Any]:
+    """The update-norm callback for one run (``<out_dir>/steps.jsonl``), handed to ``run_method``."""
+    path = os.path.join(out_dir, "steps.jsonl")
+    if os.path.exists(path):
+        os.remove(path)  # a rerun starts afresh
+    return [_update_norm_callback(path)]
 
 
 def label_for(method: str, lr: float | None, max_grad_norm: float | None = None) -> str:
     label = method if lr is None else f"{method}@lr{lr:g}"
     return label if max_grad_norm is None else f"{label}@clip{max_grad_norm:g}"
-
-
-def _set_max_grad_norm(value: float) -> None:
-    """Every lab run of this process trains with ``max_grad_norm=value`` (0 = no clipping; default 1.0)."""
-    from visent.trainer.build import register_extension
-
-    def clip(config):
-        config.max_grad_norm = value
-        return []
-
-    register_extension(clip)
 
 
 def _prepare_start(out: str, name: str) -> dict[str, Any]:
@@ -178,10 +154,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         print(f"step_size: unknown method(s) {unknown}; valid: {', '.join(METHODS)}", file=sys.stderr)
         return 2
-    _install_diagnostics()
-    if args.max_grad_norm is not None:
-        _set_max_grad_norm(args.max_grad_norm)
-    settings = RLSettings.for_task(TASK, learning_rate=args.lr)
+    # The recipe this sweep was measured with (docs/lab-step-size.md): 30 steps, the method configs' frozen
+    # vision tower — pinned, so that a later lab recipe (issue #21) does not change what it measures.
+    settings = dataclasses.replace(
+        RLSettings.for_task(TASK, learning_rate=args.lr), steps=30, eval_points=2, freeze_vision_tower=None
+    )
+    extra = {} if args.max_grad_norm is None else {"max_grad_norm": args.max_grad_norm}
     failures = 0
     for name in args.starts:
         base = _prepare_start(args.out, name)
@@ -199,6 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         method, settings, model_path=base["path"], heldout=heldout,
                         before={"accuracy": base["accuracy"], "n": base["n"]}, noise=0.0, seed=seed,
                         out_dir=out_dir, progress=False, premise_examples=heldout[:PREMISE_N],
+                        extra=extra, callbacks=_diagnostics(out_dir),
                     )
                 except Exception as e:  # noqa: BLE001 (one broken run must not lose the sweep)
                     failures += 1

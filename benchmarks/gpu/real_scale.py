@@ -6,8 +6,9 @@ Parts (``--parts``, all by default), each printing one or a few ``[part]`` lines
   fine-tuning lr) from a real gradient, applied to the language model's weights held in float32 (visent's
   default: fp32 master weights, ``visent.trainer.precision``) and in bfloat16 (a released checkpoint loaded
   as stored): the fraction of weights that changed, and the fraction the half-ulp formula predicts.
-- ``steps``: for each of ``--methods`` (method config names, ``src/visent/configs/<name>.yaml``: grpo, vepo; the baselines add
-  theirs), training steps through the real ``VisentGRPOTrainer`` on the 3B (fp32 master weights, bf16
+- ``steps``: for each of ``--methods`` (method config names, ``src/visent/configs/<name>.yaml``: grpo, vepo,
+  vppo, papo_g, cppo by default; random rewards and no dynamic-sampling refills, so every method steps the
+  same rows), training steps through the real ``VisentGRPOTrainer`` on the 3B (fp32 master weights, bf16
   autocast on a GPU), with generation (transformers, ``--K`` responses of ``--C`` tokens for ``--prompts``
   prompts of ``lab:counting``, random rewards): median step time after a warm-up step, the
   counterfactual pass's share, peak CUDA memory.
@@ -181,8 +182,13 @@ def part_steps(model, processor, methods: list[str], args) -> None:
             str(args.K * args.prompts), "--gradient_accumulation_steps", "1", "--max_completion_length", str(args.C),
             "--logging_steps", "1", "--gradient_checkpointing", "true" if CUDA else "false",
             "--use_cpu", "false" if CUDA else "true", "--bf16", "true" if CUDA else "false",
+            # the baselines' configs name the authors' reward and DAPO's refills: random rewards, no refills
+            "--reward_funcs", "random", "--dynamic_sampling", "none",
         ]
         config = parse_config(argv)
+        # Every method sees the same images: the baselines' real-scale pixel budget would resize the lab's small
+        # images up to 200,704 px and time the image size, not the method.
+        config.min_pixels = config.max_pixels = None
         clock = _StepClock()
         trainer = VisentGRPOTrainer(model=model, reward_funcs=resolve_rewards(["random"]), args=config,
                                     train_dataset=dataset, processing_class=processor, callbacks=[clock.callback])
@@ -192,9 +198,11 @@ def part_steps(model, processor, methods: list[str], args) -> None:
         trainer.train()
         timed = clock.times[1:] or clock.times
         cf = [r["time/counterfactual_s"] for r in clock.logs[1:] if "time/counterfactual_s" in r]
+        pp = [r["time/perception_pass_s"] for r in clock.logs[1:] if "time/perception_pass_s" in r]
         say("steps", f"{method}: {statistics.median(timed):.2f} s/step (median of {len(timed)} after 1 warm-up; "
             f"{args.prompts} prompts x K={args.K}, {args.C} completion tokens, generation included), "
-            f"counterfactual pass {statistics.median(cf) if cf else 0:.2f} s, peak CUDA memory {peak()}")
+            f"counterfactual pass {statistics.median(cf) if cf else 0:.2f} s, perception pass (VPPO/PAPO) "
+            f"{statistics.median(pp) if pp else 0:.2f} s, peak CUDA memory {peak()}")
         trainer.accelerator.free_memory()
         del trainer
         model.zero_grad(set_to_none=True)
@@ -264,7 +272,9 @@ def main() -> None:
     ap.add_argument("--tiny", action="store_true", help="few-layer stand-ins (CPU)")
     ap.add_argument("--parts", nargs="+", default=["update", "steps", "cf7b", "floor"],
                     choices=["update", "steps", "cf7b", "floor"])
-    ap.add_argument("--methods", nargs="+", default=["grpo", "vepo"], help="method config names (src/visent/configs/<name>.yaml) to step")
+    ap.add_argument("--methods", nargs="+", default=["grpo", "vepo", "vppo", "papo_g", "cppo"],
+                    help="method config names (src/visent/configs/<name>.yaml) to step; CPPO's two extra passes "
+                    "carry gradient (the most memory)")
     ap.add_argument("--lr", type=float, default=1e-6)
     ap.add_argument("--K", type=int, default=8, help="responses per prompt")
     ap.add_argument("--prompts", type=int, default=2, help="prompts per step")

@@ -26,9 +26,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from visent.perturb import BLACKOUT_CELL_PX, grid_cells
+
 __all__ = ["RAW_VIEWS", "cppo_preserving", "cppo_removing", "grid_blackout", "perturb_raw_images"]
 
-BLACKOUT_CELL = 14
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -40,13 +41,11 @@ def _randint(generator: torch.Generator, low: int, high: int) -> int:
     return int(torch.randint(low, high + 1, (), generator=generator))
 
 
-def grid_blackout(image: torch.Tensor, generator: torch.Generator, p: float = 0.5, cell: int = BLACKOUT_CELL) -> torch.Tensor:
-    """Each ``cell × cell`` square of a grid anchored at (0, 0) set to 0 with probability ``p`` (edge cells cropped)."""
+def grid_blackout(image: torch.Tensor, generator: torch.Generator, p: float = 0.5, cell: int = BLACKOUT_CELL_PX) -> torch.Tensor:
+    """Each ``cell × cell`` square of a grid anchored at (0, 0) set to 0 with probability ``p`` (edge cells cropped);
+    the grid is :func:`visent.perturb.grid_cells`, the one VPPO's ``blackout_14px`` kind uses."""
     _, h, w = image.shape
-    rows, cols = -(-h // cell), -(-w // cell)
-    black = torch.rand((rows, cols), generator=generator) < p  # row-major, like the authors' loops
-    mask = black.repeat_interleave(cell, 0).repeat_interleave(cell, 1)[:h, :w]
-    return image.masked_fill(mask.to(image.device)[None], 0.0)
+    return image.masked_fill(grid_cells(1, h, w, p, generator, cell).to(image.device), 0.0)
 
 
 def _color_jitter(image: torch.Tensor, g: torch.Generator) -> torch.Tensor:

@@ -46,6 +46,8 @@ kind                        strength                                            
                             noise std in [0, 1] units at t = 500); not clipped
 ``patch_blackout``          fraction of each still's cells (merged patches / the pixels   0.5
                             behind one image token) with a real pixel, set to black
+``blackout_14px``           probability of each 14-px cell (a grid anchored at (0, 0) on    0.5
+                            the processed image) being set to black: VPPO's blackout
 ``no_image``                ignored: real pixels set to zero (the mean colour)             —
 ``identity``                ignored: no change (a control; JSD is then exactly 0)           —
 ==========================  ==========================================================  =======
@@ -81,6 +83,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = [
+    "BLACKOUT_CELL_PX",
     "DEFAULT_STRENGTH",
     "NO_IMAGE_OFFSET",
     "PERTURBATIONS",
@@ -89,6 +92,7 @@ __all__ = [
     "TileLayout",
     "diffusion_alpha_bar",
     "flatten_patches",
+    "grid_cells",
     "perturb_image_set",
     "perturb_image_tiles",
     "perturb_pixel_values",
@@ -292,6 +296,35 @@ def patch_blackout(images: ImageSet, generator, strength):
     return out
 
 
+#: Side of VPPO's / PAPO's blackout cells in pixels, whatever the family's patch size (14 even for Qwen3-VL).
+BLACKOUT_CELL_PX = 14
+
+
+def grid_cells(stills: int, h: int, w: int, p: float, generator: torch.Generator, cell: int = BLACKOUT_CELL_PX):
+    """``(stills, h, w)`` bool: a grid of ``cell``-px squares anchored at (0, 0) (edge cells cropped), each True
+    with probability ``p``, drawn row-major per still (VPPO ``perc_utils.py:5-18``, PAPO ``papo_utils.py:17-30``)."""
+    rows, cols = -(-h // cell), -(-w // cell)
+    black = torch.rand((stills, rows, cols), generator=generator, device=generator.device) < p
+    return black.repeat_interleave(cell, 1).repeat_interleave(cell, 2)[:, :h, :w]
+
+
+def blackout_14px(images: ImageSet, generator, strength):
+    """VPPO's blackout: each 14-px cell of the (resized) image set to black with probability ``strength``."""
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"blackout_14px strength is a probability in [0, 1]; got {strength}")
+    out = []
+    for x, valid in zip(images.frames, images.valid):
+        f, _, h, w = x.shape
+        black = grid_cells(f // images.copies, h, w, strength, generator).to(x.device)
+        black = black.repeat_interleave(images.copies, 0)
+        if valid is not None:
+            black = black & valid
+        colour = torch.tensor([-m / s for m, s in zip(images.layout.image_mean, images.layout.image_std)],
+                              dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+        out.append(torch.where(black[:, None], colour, x))
+    return out
+
+
 def no_image(images: ImageSet, generator, strength):
     """Replace the image by zeros in normalised space (the dataset-mean colour): no visual content."""
     value = NO_IMAGE_OFFSET if images.layout.zero_is_padding else 0.0
@@ -303,6 +336,7 @@ PERTURBATIONS: dict[str, Callable[[ImageSet, torch.Generator, float], list[torch
     "pixel_gaussian": pixel_gaussian,
     "diffusion": diffusion,
     "patch_blackout": patch_blackout,
+    "blackout_14px": blackout_14px,
     "no_image": no_image,
     "identity": identity,
 }
@@ -313,6 +347,7 @@ DEFAULT_STRENGTH: dict[str, float] = {
     "pixel_gaussian": 0.5,
     "diffusion": 500,
     "patch_blackout": 0.5,
+    "blackout_14px": 0.5,
     "no_image": 0.0,
     "identity": 0.0,
 }

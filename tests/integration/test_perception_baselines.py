@@ -18,7 +18,7 @@ from visent.trainer.perception_pass import PERTURBED_LOGPS, S_HAT, SHAPED  # noq
 
 VPPO = dict(
     token_score="perception_kl", selection_ratio=0.4, loss_aggregation="token_mean", trajectory_beta_min=0.9,
-    perturbation="patch_blackout", perturbation_strength=0.5, perturbation_scope="response",
+    perturbation="blackout_14px", perturbation_strength=0.5, perturbation_scope="response",
 )
 
 
@@ -44,11 +44,18 @@ def test_vppo_score_mask_and_shaping(tmp_path):
         if kept.numel() and rest.numel():
             assert kept.min() >= rest.max() - 1e-6
     assert batch[S_HAT].min() >= 0 and batch[S_HAT].max() <= 1 and bool(batch[SHAPED].any())
-    # per-response draws: two responses of one prompt see different blackouts (different perturbed log-probs
-    # even where they share a token prefix is not guaranteed; different seeds are)
+    # per-response draws (VPPO): two responses of one prompt see different blackouts; per prompt (PAPO) the same
+    from visent.trainer.counterfactual import perturb_batch_images, prompt_seeds
     from visent.trainer.perception_pass import _response_seed
 
-    assert _response_seed(7, 0) != _response_seed(7, 1)
+    B = batch["completion_ids"].size(0)
+    seeds = prompt_seeds(batch, 0, 0, adapter=trainer.model_adapter)
+    per_response = perturb_batch_images(batch, [_response_seed(s, i) for i, s in enumerate(seeds)], "blackout_14px",
+                                        0.5, trainer.image_geometry, groups=list(range(B)), adapter=trainer.model_adapter)
+    per_prompt = perturb_batch_images(batch, seeds, "blackout_14px", 0.5, trainer.image_geometry,
+                                      adapter=trainer.model_adapter)
+    assert not torch.equal(per_response.view(B, -1)[0], per_response.view(B, -1)[1])
+    assert torch.equal(per_prompt.view(B, -1)[0], per_prompt.view(B, -1)[1])
 
 
 def test_deferred_vppo_mask_equals_the_immediate_one(tmp_path):

@@ -68,3 +68,25 @@ def test_removing_view_changes_a_large_area(seed):
 def test_unknown_view_refused():
     with pytest.raises(ValueError, match="valid: " + ", ".join(RAW_VIEWS)):
         perturb_raw_images([], "blur", 0)
+
+
+def _vppo_blackout_as_written(img: np.ndarray, draws: np.ndarray, patch_size=14, black_prob=0.5):
+    """``huaixuheqing/VPPO-RL`` @ a23c54b83565c48e9e1fb54cc1e18a1c63557c99, ``verl/workers/perc_utils.py:5-18``
+    (``random_patch_blackening`` on the resized PIL image), ``np.random.rand()`` replaced by the same draws."""
+    return _papo_blackout_as_written(img, draws, patch_size, black_prob)
+
+
+@pytest.mark.parametrize("shape", [(28, 42), (30, 47)])
+def test_blackout_14px_kind_equals_vppos_loop_on_the_processed_image(shape):
+    from visent.perturb import TileLayout, perturb_image_tiles
+
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Qwen3-VL's normalisation: pixel = x·0.5 + 0.5
+    rng = np.random.default_rng(1)
+    arr = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    x = (torch.from_numpy(arr).permute(2, 0, 1).float() / 255 - 0.5) / 0.5
+    out = perturb_image_tiles("blackout_14px", x[None], torch.Generator().manual_seed(3), 0.5,
+                              TileLayout(mean, std, cell=16))
+    draws = torch.rand((1, -(-shape[0] // 14), -(-shape[1] // 14)), generator=torch.Generator().manual_seed(3))
+    theirs = _vppo_blackout_as_written(arr, draws.numpy().reshape(-1))
+    ours = ((out[0] * 0.5 + 0.5) * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+    assert np.array_equal(ours, theirs)

@@ -14,6 +14,7 @@ import torch
 
 from visent.perturb import PERTURBATIONS, PatchLayout, TileLayout, perturb_image_tiles, perturb_pixel_values
 
+
 @pytest.fixture(scope="module")
 def patch_rows():
     """Two images of different sizes through the real Qwen2-VL image processor."""
@@ -27,7 +28,7 @@ def patch_rows():
     return out["pixel_values"], out["image_grid_thw"], PatchLayout.from_processor(ip)
 
 
-@pytest.mark.parametrize("kind", sorted(PERTURBATIONS))
+@pytest.mark.parametrize("kind", sorted(k for k in PERTURBATIONS if k in old.PERTURBATIONS))
 @pytest.mark.parametrize("images", ["one", "two"])
 def test_patch_rows_equal_the_code_before(patch_rows, kind, images):
     pv, grid, layout = patch_rows
@@ -51,7 +52,7 @@ def _tiles(seed=0):
     return x, valid
 
 
-@pytest.mark.parametrize("kind", sorted(PERTURBATIONS))
+@pytest.mark.parametrize("kind", sorted(k for k in PERTURBATIONS if k in old.PERTURBATIONS))
 @pytest.mark.parametrize("zero_is_padding", [False, True])
 def test_tiles_equal_the_code_before(kind, zero_is_padding):
     x, valid = _tiles()

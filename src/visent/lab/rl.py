@@ -24,7 +24,7 @@ import math
 import os
 import shlex
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,19 +84,22 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 # Per-task departures from the RLSettings defaults (which are the counting study's settings, kept as
 # they were so that study stays reproducible). tally: see docs/lab-results.md for the measurements.
 TASK_RL_DEFAULTS: dict[str, dict[str, Any]] = {
-    # Measured from the tally warm-start (50% held-out) on 2 busy CPU cores: 8 prompts × K=4 gained as
-    # much as K=8 at 3/4 of the cost. lr 3e-4 gained in most seeds but collapsed greedy decoding in one of
-    # five (18%: the response left the grammar); at lr 1.5e-4 GRPO reached 57.8–63.3% in all six seeds
-    # (docs/lab-results.md). 6 prompts at lr 4e-4 and lr 1e-3 broke the response grammar. 30 steps × 8 ×
-    # K=4 is what the study's ~120 runs and the demo's budget on 2 cores allow.
+    # Issue #21 (docs/lab-diagnosis.md): with the vision tower frozen, as the configs do, GRPO does not
+    # move held-out accuracy (warm-start 0: 48.8% -> 54.9% after 300 steps, 512 examples); with the lab's
+    # tiny, only warm-started tower trained during RL, 120 steps took warm-start 0 to 77.3% and
+    # warm-start 2 from 57.8% to 71.5%, but warm-start 1 fell from 42.8% to 35.7% (it lost counts it
+    # had). lr 4e-4 broke the grammar (27% at step 40); τ = 0.7 left 5% of groups mixed by step 25;
+    # 16 prompts per step and β = 0.04 did not rescue warm-start 1. Earlier (frozen tower, 30 steps):
+    # 8 prompts × K=4 gained as much as K=8 at 3/4 of the cost, lr 3e-4 collapsed one seed in five.
     "tally": {
-        "steps": 30,
+        "steps": 120,
         "prompts_per_step": 8,
         "num_generations": 4,
         # Target responses are 33–37 tokens with the end of turn: room for a longer wording, not rambling.
         "max_completion_length": 40,
         "learning_rate": 1.5e-4,
-        "eval_points": 2,
+        "eval_points": 4,
+        "freeze_vision_tower": False,
     },
 }
 # Per-task overrides of method knobs. tally: the two-stage family switches at half-way, so that the
@@ -156,6 +159,9 @@ class RLSettings:
         learning_rate: AdamW learning rate (constant; the tiny model was warm-started at 3e-3).
         temperature: sampling temperature τ.
         eval_points: held-out evaluations during training (evenly spaced, the last at ``steps``).
+        freeze_vision_tower: ``None`` keeps the method config's choice (the configs freeze it, as the
+            papers do with a pretrained tower); ``False`` trains the lab's tiny, only warm-started tower
+            during RL (docs/lab-diagnosis.md).
     """
 
     task: str = "counting"
@@ -169,6 +175,7 @@ class RLSettings:
     learning_rate: float = 1e-4
     temperature: float = 1.0
     eval_points: int = 3
+    freeze_vision_tower: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompts_per_step", "num_generations", "max_completion_length", "eval_points"):
@@ -189,9 +196,19 @@ class RLSettings:
 
 
 def lab_overrides(
-    settings: RLSettings, *, model_path: str, noise: float, seed: int, output_dir: str, method: str
+    settings: RLSettings,
+    *,
+    model_path: str,
+    noise: float,
+    seed: int,
+    output_dir: str,
+    method: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """``--key value`` tokens overriding the method YAML with the lab's settings (see ``RLSettings``)."""
+    """``--key value`` tokens overriding the method YAML with the lab's settings (see ``RLSettings``).
+
+    ``extra``: further ``VisentConfig`` fields (``{"learning_rate": 3e-4}``), applied last.
+    """
     s = settings
     pairs: dict[str, Any] = {
         "model_name_or_path": model_path,
@@ -222,8 +239,10 @@ def lab_overrides(
         "bf16": False,
         "output_dir": output_dir,
         "gradient_checkpointing": False,
+        **({} if s.freeze_vision_tower is None else {"freeze_vision_tower": s.freeze_vision_tower}),
         **METHODS[method][1],
         **TASK_METHOD_OVERRIDES.get(s.task, {}).get(method, {}),
+        **(extra or {}),
     }
     tokens: list[str] = []
     for key, value in pairs.items():
@@ -232,20 +251,35 @@ def lab_overrides(
 
 
 def lab_config(
-    method: str, settings: RLSettings, *, model_path: str, noise: float, seed: int, output_dir: str
+    method: str,
+    settings: RLSettings,
+    *,
+    model_path: str,
+    noise: float,
+    seed: int,
+    output_dir: str,
+    extra: Mapping[str, Any] | None = None,
 ):
     """The ``VisentConfig`` of one lab run, through ``visent train``'s own parser."""
     from visent.trainer.cli import parse_config
 
     argv = ["--config", str(method_config_path(method))]
     argv += lab_overrides(
-        settings, model_path=model_path, noise=noise, seed=seed, output_dir=output_dir, method=method
+        settings, model_path=model_path, noise=noise, seed=seed, output_dir=output_dir, method=method,
+        extra=extra,
     )
     return parse_config(argv)
 
 
 def train_command(
-    method: str, settings: RLSettings, *, model_path: str, noise: float, seed: int, output_dir: str
+    method: str,
+    settings: RLSettings,
+    *,
+    model_path: str,
+    noise: float,
+    seed: int,
+    output_dir: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> str:
     """The equivalent ``visent train`` command line (for reports); a shipped config by its name."""
     from visent.configs import CONFIG_DIR
@@ -254,7 +288,8 @@ def train_command(
     shown = METHODS[method][0] if config.parent == CONFIG_DIR else str(config)
     argv = ["visent", "train", "--config", shown]
     argv += lab_overrides(
-        settings, model_path=model_path, noise=noise, seed=seed, output_dir=output_dir, method=method
+        settings, model_path=model_path, noise=noise, seed=seed, output_dir=output_dir, method=method,
+        extra=extra,
     )
     return shlex.join(argv)
 
@@ -346,6 +381,41 @@ def _mean_tail(rows: Sequence[dict[str, Any]], key: str, frac: float = 0.25) -> 
     return sum(tail) / len(tail)
 
 
+def _result(
+    method: str, settings: RLSettings, final: dict[str, Any], metrics: list[dict[str, Any]], *,
+    model_path: str, noise: float, seed: int, out_dir: str, extra: Mapping[str, Any] | None,
+    before: dict[str, Any],
+) -> dict[str, Any]:
+    """``result.json``'s measurements of one run (``final``: the last held-out evaluation)."""
+    return {
+        "method": method,
+        "config": METHODS[method][0] + ".yaml",
+        "task": settings.task,
+        "noise": noise,
+        "seed": seed,
+        "steps": settings.steps,
+        "settings": dataclasses.asdict(settings),
+        "command": train_command(
+            method, settings, model_path=model_path, noise=noise, seed=seed, output_dir=out_dir, extra=extra
+        ),
+        "extra": dict(extra or {}),
+        "before": accuracy_block(before["accuracy"], before["n"]),
+        "after": accuracy_block(final["accuracy"], final["n"]),
+        "after_per_task": final["per_task"],
+        # Per held-out example (in order): paired comparisons between runs on the same set need them.
+        "after_scores": final["scores"],
+        # What the final model writes (greedy), to see when a run changes the response's form.
+        "after_responses_sample": final["responses"][:8],
+        "reward_last_quarter": _mean_tail(metrics, "reward"),
+        "entropy_first": next(
+            (r["entropy/mean"] for r in metrics if isinstance(r.get("entropy/mean"), float)), None
+        ),
+        "entropy_last_quarter": _mean_tail(metrics, "entropy/mean"),
+        # Jaccard overlap of the trained tokens with the entropy top-ρ, mean over steps (1.0 for GRPO).
+        "overlap_entropy_top": _mean_tail(metrics, "select/overlap_entropy_top", 1.0),
+    }
+
+
 def run_method(
     method: str,
     settings: RLSettings,
@@ -360,6 +430,8 @@ def run_method(
     keep_model: bool = False,
     desc: str | None = None,
     premise_examples: Sequence[Any] = (),
+    extra: Mapping[str, Any] | None = None,
+    callbacks: Sequence[Any] = (),
 ) -> dict[str, Any]:
     """Train ``method`` from the warm-start at ``model_path`` and evaluate it on ``heldout``.
 
@@ -370,6 +442,10 @@ def run_method(
             (not serialised).
         premise_examples: examples on which the trained model's greedy responses are scored for VEPO's
             premise (``visent.lab.premise``) into ``result["premise"]``; empty: not measured.
+        extra: further ``VisentConfig`` fields over the lab's settings (``lab_overrides``); recorded in
+            ``result["extra"]`` and the run's command.
+        callbacks: further ``transformers.TrainerCallback`` objects handed to the trainer (benchmarks
+            use them to observe a run instead of patching the trainer factory).
 
     Returns the ``result.json`` dict (also written to ``out_dir/result.json``).
     """
@@ -387,7 +463,9 @@ def run_method(
         f.write(json.dumps({"step": 0, "heldout/accuracy": before["accuracy"]}) + "\n")
 
     t0 = time.perf_counter()
-    config = lab_config(method, settings, model_path=model_path, noise=noise, seed=seed, output_dir=out_dir)
+    config = lab_config(
+        method, settings, model_path=model_path, noise=noise, seed=seed, output_dir=out_dir, extra=extra
+    )
     held_cb, bar_cb = _callbacks(
         None,
         heldout,
@@ -397,7 +475,7 @@ def run_method(
         progress,
         desc or f"{method} (noise {noise:g}, seed {seed})",
     )
-    trainer = build_trainer(config, callbacks=[held_cb, bar_cb])
+    trainer = build_trainer(config, callbacks=[held_cb, bar_cb, *callbacks])
     # The callback needs the processor the trainer built; the default bars would print every log dict.
     held_cb.processor = trainer.processing_class
     for cb in (PrinterCallback, ProgressCallback):
@@ -410,37 +488,11 @@ def run_method(
         held_cb.last is None or held_cb.last["step"] != settings.steps
     ):  # pragma: no cover - eval_steps ends at steps
         raise RuntimeError(f"{method}: the final held-out evaluation did not run")
-    final = held_cb.last
-    metrics = read_metrics(out_dir)
-    result = {
-        "method": method,
-        "config": METHODS[method][0] + ".yaml",
-        "task": settings.task,
-        "noise": noise,
-        "seed": seed,
-        "steps": settings.steps,
-        "settings": dataclasses.asdict(settings),
-        "command": train_command(
-            method, settings, model_path=model_path, noise=noise, seed=seed, output_dir=out_dir
-        ),
-        "before": accuracy_block(before["accuracy"], before["n"]),
-        "after": accuracy_block(final["accuracy"], final["n"]),
-        "after_per_task": final["per_task"],
-        # Per held-out example (in order): paired comparisons between runs on the same set need them.
-        "after_scores": final["scores"],
-        # What the final model writes (greedy), to see when a run changes the response's form.
-        "after_responses_sample": final["responses"][:8],
-        "reward_last_quarter": _mean_tail(metrics, "reward"),
-        "entropy_first": next(
-            (r["entropy/mean"] for r in metrics if isinstance(r.get("entropy/mean"), float)), None
-        ),
-        "entropy_last_quarter": _mean_tail(metrics, "entropy/mean"),
-        # Jaccard overlap of the trained tokens with the entropy top-ρ, mean over steps (1.0 for GRPO).
-        "overlap_entropy_top": _mean_tail(metrics, "select/overlap_entropy_top", 1.0),
-        "wall_s": wall,
-        "eval_s": held_cb.seconds,
-        "threads": torch.get_num_threads(),
-    }
+    result = _result(
+        method, settings, held_cb.last, read_metrics(out_dir), model_path=model_path, noise=noise, seed=seed,
+        out_dir=out_dir, extra=extra, before=before,
+    )
+    result.update({"wall_s": wall, "eval_s": held_cb.seconds, "threads": torch.get_num_threads()})
     if premise_examples:
         from visent.lab.premise import measure_premise
 

@@ -28,14 +28,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import re
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Any
+
+from visent.lab.pool import pool_map, workers
+from visent.lab.study_tables import (
+    PAIRS,
+    RESULT_FILE,
+    SCHEDULE_FAMILY,
+    SELECTION_FAMILY,
+    load_results,
+    paired_differences,
+    paired_table,  # noqa: F401 (re-exported: the tables live in study_tables)
+    power_lines,
+    results_tables,
+    study_summary,
+)
+from visent.lab.verdict import verdict_word  # noqa: F401 (the study's word, re-exported)
 
 __all__ = [
     "DEFAULT_METHODS",
@@ -49,42 +62,13 @@ __all__ = [
     "study_summary",
 ]
 
-SELECTION_FAMILY: tuple[str, ...] = (
-    "grpo",
-    "entropy_top20",
-    "random20",
-    "vepo",
-    "vepo_jsd_only",
-    "vepo_no_entropy",
-    "vepo_product",
-)
-SCHEDULE_FAMILY: tuple[str, ...] = ("grpo", "entropy_min", "entropy_max", "min_then_max", "two_stage")
 DEFAULT_METHODS: tuple[str, ...] = tuple(dict.fromkeys(SELECTION_FAMILY + SCHEDULE_FAMILY))
 # The tally study on 2 CPU cores: the VEPO paper's two main ablations (is the gain the visual signal's?
 # does entropy coupling matter?) instead of three; vepo_product and the others run with --methods.
 TALLY_METHODS: tuple[str, ...] = tuple(m for m in DEFAULT_METHODS if m != "vepo_product")
 
-_LABELS = {
-    "grpo": "GRPO",
-    "entropy_top20": "entropy top-20%",
-    "random20": "random 20%",
-    "vepo": "**VEPO**",
-    "vepo_matched_step": "VEPO, GRPO's per-token step (token_mean)",
-    "vepo_jsd_only": "VEPO ablation: JSD only",
-    "vepo_no_entropy": "VEPO ablation: no entropy factor",
-    "vepo_product": "VEPO ablation: plain product",
-    "vepo_linear": "VEPO ablation: linear mix",
-    "vepo_kl": "VEPO ablation: KL for JSD",
-    "vepo_positive_gap": "VEPO ablation: positive gap",
-    "vepo_noisy_or_all": "VEPO ablation: noisy-OR of all three",
-    "entropy_min": "+ entropy min",
-    "entropy_max": "+ entropy max",
-    "min_then_max": "min → max",
-    "two_stage": "**two-stage** (max → min)",
-}
 
 STUDY_FILE = "study.json"
-RESULT_FILE = "result.json"
 TABLES_FILE = "results.md"
 SUMMARY_FILE = "summary.json"
 
@@ -135,7 +119,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="RL learning rate (default: the task's)")
     p.add_argument("--generations", type=int, default=None, help="K, responses per prompt (default: the task's)")
     p.add_argument("--prompts", type=int, default=None, help="prompts per RL step (default: the task's)")
-    p.add_argument("--heldout", type=int, default=128, help="held-out clean examples each run is scored on")
+    # 512: one example is 0.2 points, and the evaluation part of the within-warm-start spread halves
+    # against 128 (docs/lab-results.md, power).
+    p.add_argument("--heldout", type=int, default=512, help="held-out clean examples each run is scored on")
     p.add_argument(
         "--premise", type=int, default=32,
         help="held-out examples on which VEPO's premise is measured after each run (tasks with token labels)",
@@ -195,30 +181,8 @@ def _parse_cells(specs: Sequence[str]) -> dict[float, list[str]]:
     return cells
 
 
-def _workers(value: str, n_jobs: int) -> int:
-    if value == "auto":
-        n = os.cpu_count() or 1
-    else:
-        try:
-            n = int(value)
-        except ValueError:
-            raise SystemExit(f"visent study: --workers must be a number or 'auto', got {value!r}") from None
-        if n < 1:
-            raise SystemExit("visent study: --workers must be >= 1")
-    return max(1, min(n, n_jobs))
-
-
 # --------------------------------------------------------------------------------------------------
 # Worker side
-
-
-def _init_worker() -> None:
-    import torch
-    import transformers
-
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
 
 
 def _warm_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -284,453 +248,6 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Tables
-
-_WARM_DIR = re.compile(r"warm-(-?\d+)$")
-
-
-def _load_results(root: str) -> list[dict[str, Any]]:
-    """Every finished run's ``result.json``, with ``warm_seed`` read from its folder (``warm-<w>``)."""
-    out = []
-    base = os.path.join(root, "runs")
-    if not os.path.isdir(base):
-        return out
-    for dirpath, _, files in os.walk(base):
-        if RESULT_FILE in files:
-            path = os.path.join(dirpath, RESULT_FILE)
-            try:
-                with open(path, encoding="utf-8") as f:
-                    r = json.load(f)
-            except (OSError, json.JSONDecodeError) as e:
-                print(f"visent study: skipping unreadable {path}: {e}", file=sys.stderr)
-                continue
-            m = _WARM_DIR.search(os.path.dirname(dirpath))
-            r["warm_seed"] = int(m.group(1)) if m else int(r.get("warm_seed", 0))
-            out.append(r)
-    return out
-
-
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    if len(values) < 2:
-        return m, float("nan")
-    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
-
-
-def _cell(values: Sequence[float], scale: float = 100.0, digits: int = 1) -> str:
-    if not values:
-        return "—"
-    m, s = _mean_std(values)
-    std = "" if math.isnan(s) else f" ± {scale * s:.{digits}f}"
-    return f"{scale * m:.{digits}f}{std} ({len(values)})"
-
-
-def _grid(results: Iterable[dict[str, Any]], key) -> dict[tuple[str, float], list[float]]:
-    grid: dict[tuple[str, float], list[float]] = {}
-    for r in results:
-        v = key(r)
-        if isinstance(v, (int, float)) and math.isfinite(v):
-            grid.setdefault((r["method"], float(r["noise"])), []).append(float(v))
-    return grid
-
-
-Baselines = Mapping[int, Mapping[str, Any]]
-
-
-def _as_baselines(baseline: Mapping[str, Any] | Baselines | None) -> dict[int, Mapping[str, Any]]:
-    """``{warm_seed: baseline}``; a single baseline dict (one warm-start, seed 0) is accepted too."""
-    if not baseline:
-        return {}
-    if "accuracy" in baseline:
-        return {int(baseline.get("warm_seed", 0)): baseline}  # type: ignore[dict-item]
-    return {int(k): v for k, v in baseline.items()}  # type: ignore[union-attr]
-
-
-def _warm_row(baselines: dict[int, Mapping[str, Any]]) -> str:
-    if not baselines:
-        return "—"
-    accs = [100 * b["accuracy"] for b in baselines.values()]
-    if len(accs) == 1:
-        return f"{accs[0]:.1f}"
-    return f"{sum(accs) / len(accs):.1f} ({', '.join(f'{a:.1f}' for a in accs)})"
-
-
-def results_tables(
-    results: Sequence[dict[str, Any]],
-    baseline: Mapping[str, Any] | Baselines | None,
-    noises: Sequence[float],
-    methods: Sequence[str],
-    expected_seeds: int | None = None,
-    expected_runs: int | None = None,
-) -> str:
-    """The markdown tables: warm-starts, selection family (methods × noise), schedule family (noise × methods),
-    paired differences (nested estimate), premise.
-
-    ``baseline``: ``{warm_seed: {"accuracy", "n", ...}}`` (or one such dict). ``expected_runs`` (or
-    ``len(methods) · len(noises) · expected_seeds`` for a one-warm-start grid) is the size of the full
-    study, for the "partial study" line.
-    """
-    baselines = _as_baselines(baseline)
-    acc = _grid(results, lambda r: r["after"]["accuracy"])
-    ent = _grid(results, lambda r: r.get("entropy_last_quarter"))
-    ent0 = _grid(results, lambda r: r.get("entropy_first"))
-    noises = sorted({float(n) for n in noises})
-    lines: list[str] = []
-    base = _warm_row(baselines)
-    sel = [m for m in methods if m in SELECTION_FAMILY or m.startswith("vepo")]
-    sch = [m for m in methods if m in SCHEDULE_FAMILY]
-
-    if len(baselines) > 1 or any(b.get("band") for b in baselines.values()):
-        lines += [
-            "### Warm-starts (RL starts from each; held-out greedy accuracy on the evaluation set)",
-            "",
-            (
-                "| warm-start seed | SFT steps | band | landed in band | band check at the stop (check set) "
-                "| held-out accuracy before RL (evaluation set) | roll-backs |"
-            ),
-            "|---|---|---|---|---|---|---|",
-        ]
-        for w, b in sorted(baselines.items()):
-            band = b.get("band")
-            band_s = f"{100 * band[0]:.0f}–{100 * band[1]:.0f}%" if band else "— (probe rule)"
-            reached = {True: "yes", False: "**NO**", None: "—"}[b.get("band_reached")]
-            check = b.get("band_accuracy")
-            check_s = f"{100 * check:.1f}%" if isinstance(check, (int, float)) else "—"
-            lines.append(
-                f"| {w} | {b.get('sft_steps', '—')} | {band_s} | {reached} | {check_s} | {100 * b['accuracy']:.1f}% "
-                f"(n = {b['n']}) | {b.get('band_rollbacks', '—')} |"
-            )
-        lines.append("")
-
-    def best_marks(cols: Sequence[str], noise: float) -> set[str]:
-        means = {m: _mean_std(acc[(m, noise)])[0] for m in cols if acc.get((m, noise))}
-        if not means:
-            return set()
-        top = max(means.values())
-        return {m for m, v in means.items() if v == top}
-
-    if sel:
-        lines += [
-            "### Token selection (VEPO paper's comparison): held-out greedy accuracy %, mean ± std (runs)",
-            "",
-            "| method | " + " | ".join(f"noise {100 * n:g}%" for n in noises) + " |",
-            "|---" * (len(noises) + 1) + "|",
-            "| warm-start (before RL) | " + " | ".join(base for _ in noises) + " |",
-        ]
-        for m in sel:
-            cells = []
-            for n in noises:
-                c = _cell(acc.get((m, n), []))
-                cells.append(f"**{c}**" if m in best_marks(sel, n) and c != "—" else c)
-            lines.append(f"| {_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
-        lines.append("")
-    if sch:
-        lines += [
-            "### Entropy schedule (two-stage paper's table): held-out greedy accuracy %, mean ± std (runs)",
-            "",
-            "| noise | warm-start | " + " | ".join(_LABELS.get(m, m) for m in sch) + " |",
-            "|---|---" + "|---" * len(sch) + "|",
-        ]
-        for n in sorted(noises, reverse=True):
-            marks = best_marks(sch, n)
-            cells = []
-            for m in sch:
-                c = _cell(acc.get((m, n), []))
-                cells.append(f"**{c}**" if m in marks and c != "—" else c)
-            lines.append(f"| {100 * n:g}% | {base} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "Mean token entropy of sampled responses (nats): first step → last quarter of training",
-            "",
-            "| noise | " + " | ".join(_LABELS.get(m, m) for m in sch) + " |",
-            "|---" + "|---" * len(sch) + "|",
-        ]
-        for n in sorted(noises, reverse=True):
-            cells = []
-            for m in sch:
-                a, b = ent0.get((m, n), []), ent.get((m, n), [])
-                cells.append(f"{_mean_std(a)[0]:.3f} → {_mean_std(b)[0]:.3f}" if a and b else "—")
-            lines.append(f"| {100 * n:g}% | " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += paired_table(results, noises, methods, baselines)
-    lines += premise_tables(results, noises, methods, baselines)
-    if expected_runs is None and expected_seeds is not None:
-        expected_runs = len(methods) * len(noises) * expected_seeds
-    if expected_runs is not None:
-        done = sum(1 for r in results if r["method"] in methods and float(r["noise"]) in noises)
-        done = min(done, expected_runs)
-        lines.append(
-            f"Runs finished: {done} of {expected_runs}" + (" (**partial study**)" if done < expected_runs else "") + "."
-        )
-        lines.append("")
-    return "\n".join(lines)
-
-
-# (a, b): "a − b" paired over seeds (same seed ⇒ same prompts, sampling seed and perturbations);
-# b None: a minus the warm-start.
-PAIRS: tuple[tuple[str, str | None], ...] = (
-    ("grpo", None),
-    ("vepo", "grpo"),
-    ("vepo", "entropy_top20"),
-    ("vepo", "random20"),
-    ("entropy_top20", "random20"),
-    ("entropy_top20", "grpo"),
-    ("vepo_jsd_only", "vepo"),
-    ("vepo_no_entropy", "vepo"),
-    ("vepo_product", "vepo"),
-    ("two_stage", "grpo"),
-    ("two_stage", "min_then_max"),
-    ("two_stage", "entropy_max"),
-    ("entropy_max", "grpo"),
-    ("entropy_min", "grpo"),
-)
-
-
-def _plain(method: str | None) -> str:
-    return "warm-start" if method is None else _LABELS.get(method, method).replace("**", "")
-
-
-def paired_differences(
-    results: Sequence[dict[str, Any]],
-    a: str,
-    b: str | None,
-    noise: float,
-    baseline: Mapping[str, Any] | Baselines | None,
-) -> dict[str, Any] | None:
-    """Paired difference ``a − b`` of held-out accuracy (points) over the (warm-start, RL seed) runs both have.
-
-    Returns ``visent.intervals.nested_difference`` of ``d[warm][seed]`` — ``{"mean", "se", "df", "ci95",
-    "predict95", "sd_between", "sd_within", "n", "n_warm", "warm_seeds", "warm_means", "wins", "ties",
-    "losses"}`` — or ``None`` when no run has both. ``b=None`` compares with the accuracy of the run's own
-    warm-start (``baseline``: ``{warm_seed: {"accuracy", ...}}``).
-    """
-    from visent.intervals import nested_difference
-
-    baselines = _as_baselines(baseline)
-    by: dict[str, dict[tuple[int, int], float]] = {}
-    for r in results:
-        if float(r["noise"]) == float(noise):
-            key = (int(r.get("warm_seed", 0)), int(r["seed"]))
-            by.setdefault(r["method"], {})[key] = 100.0 * r["after"]["accuracy"]
-    if a not in by:
-        return None
-    if b is None:
-        other = {k: 100.0 * baselines[k[0]]["accuracy"] for k in by[a] if k[0] in baselines}
-    elif b in by:
-        other = by[b]
-    else:
-        return None
-    keys = sorted(set(by[a]) & set(other))
-    if not keys:
-        return None
-    d: dict[int, dict[int, float]] = {}
-    for w, s in keys:
-        d.setdefault(w, {})[s] = by[a][(w, s)] - other[(w, s)]
-    return nested_difference(d)
-
-
-def verdict_word(d: Mapping[str, Any]) -> str:
-    """``yes`` / ``worse`` / ``not distinguishable`` from a nested difference's 95% interval."""
-    lo, hi = d.get("ci95", [float("nan")] * 2)
-    if isinstance(lo, (int, float)) and lo > 0:
-        return "yes"
-    if isinstance(hi, (int, float)) and hi < 0:
-        return "worse"
-    return "not distinguishable"
-
-
-def _fmt_pair(d: Mapping[str, Any]) -> str:
-    se = "" if math.isnan(d["se"]) else f" ± {d['se']:.1f}"
-    lo, hi = d["ci95"]
-    ci = "" if math.isnan(lo) else f" [{lo:+.1f}, {hi:+.1f}]"
-    mark = {"yes": " ↑", "worse": " ↓", "not distinguishable": ""}[verdict_word(d)]
-    return (
-        f"{d['mean']:+.1f}{se}{ci}{mark} ({int(d['wins'])}/{int(d['ties'])}/{int(d['losses'])} of {int(d['n'])})"
-    )
-
-
-def paired_table(
-    results: Sequence[dict[str, Any]],
-    noises: Sequence[float],
-    methods: Sequence[str],
-    baseline: Mapping[str, Any] | Baselines | None,
-) -> list[str]:
-    """Markdown: ``PAIRS`` among ``methods`` as mean ± SE [95% interval] (wins/ties/losses of runs)."""
-    rows = []
-    sds = []
-    for a, b in PAIRS:
-        if a not in methods or (b is not None and b not in methods):
-            continue
-        cells = []
-        for n in noises:
-            d = paired_differences(results, a, b, n, baseline)
-            if d is None:
-                cells.append("—")
-                continue
-            cells.append(_fmt_pair(d))
-            sds.append((d["sd_between"], d["sd_within"]))
-        rows.append(f"| {_plain(a)} − {_plain(b)} | " + " | ".join(cells) + " |")
-    if not rows:
-        return []
-    return [
-        (
-            "### Paired differences (same warm-start and RL seed ⇒ same prompts): points, mean ± standard "
-            "error [95% interval] (wins/ties/losses of runs)"
-        ),
-        "",
-        (
-            "Nested estimate over warm-starts and RL seeds (`visent.intervals`): the mean of the per-warm-start "
-            "means; the standard error and the t interval count both the spread between warm-starts and the "
-            "spread between RL seeds. ↑ / ↓: the 95% interval excludes zero."
-        ),
-        "",
-        "| comparison | " + " | ".join(f"noise {100 * n:g}%" for n in noises) + " |",
-        "|---" * (len(noises) + 1) + "|",
-        *rows,
-        "",
-    ]
-
-
-_PREMISE_COLS: tuple[tuple[str, str, bool], ...] = (
-    ("entropy_anchor", "H anchored", False),
-    ("entropy_fork", "H forks", False),
-    ("jsd_anchor", "JSD anchored", False),
-    ("jsd_rest", "JSD rest", False),
-    ("anchor_share_entropy_top", "anchored share of entropy top-20%", True),
-    ("anchor_share_vepo_top", "anchored share of VEPO top-20%", True),
-    ("overlap_entropy_vepo", "overlap entropy/VEPO top-20%", False),
-)
-
-
-def _mean_premise(premises: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key in {k for p in premises for k in p}:
-        vals = [p.get(key) for p in premises]
-        vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
-        if vals:
-            out[key] = sum(vals) / len(vals)
-    return out
-
-
-def premise_tables(
-    results: Sequence[dict[str, Any]],
-    noises: Sequence[float],
-    methods: Sequence[str],
-    baseline: Mapping[str, Any] | Baselines | None,
-) -> list[str]:
-    """Markdown: VEPO's premise (``visent.lab.premise``) on each method's final model, mean over runs."""
-    baselines = _as_baselines(baseline)
-    have = [r for r in results if isinstance(r.get("premise"), dict)]
-    warm_premises = [b["premise"] for b in baselines.values() if b.get("premise")]
-    if not have and not warm_premises:
-        return []
-
-    def fmt(v: float | None, pct: bool) -> str:
-        if v is None or not math.isfinite(v):
-            return "—"
-        return f"{100 * v:.0f}%" if pct else f"{v:.3g}"
-
-    pm = _mean_premise(warm_premises) if warm_premises else {}
-    n_prem = int(pm["n_responses"]) if pm.get("n_responses") else 32
-    lines = [
-        "### VEPO's premise, measured on greedy held-out responses (entropy/JSD in nats; mean over runs)",
-        "",
-        (
-            "Anchored = the counts read from the image; forks = the free wording choices; rest = every token "
-            "that is not anchored. `select/overlap_entropy_top` is the trainer's logged Jaccard overlap of the "
-            "trained tokens with the entropy top-20% (mean over the last quarter of training); a model that "
-            "stops writing the counts in the task's grammar has fewer anchored tokens to measure."
-        ),
-        "",
-        "| model | noise | " + " | ".join(c[1] for c in _PREMISE_COLS)
-        + f" | select/overlap_entropy_top | anchored tokens found (of {2 * n_prem}) |",
-        "|---|---" + "|---" * (len(_PREMISE_COLS) + 2) + "|",
-    ]
-    if pm:
-        label = "warm-start (before RL)" if len(warm_premises) == 1 else f"warm-starts (mean of {len(warm_premises)})"
-        lines.append(
-            f"| {label} | — | " + " | ".join(fmt(pm.get(k), pct) for k, _, pct in _PREMISE_COLS)
-            + f" | — | {fmt(pm.get('n_anchor'), False)} |"
-        )
-    for n in noises:
-        for m in methods:
-            rows = [r for r in have if r["method"] == m and float(r["noise"]) == float(n)]
-            if not rows:
-                continue
-            cells = []
-            for k, _, pct in _PREMISE_COLS:
-                vals = [r["premise"].get(k) for r in rows]
-                vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
-                cells.append(fmt(_mean_std(vals)[0], pct) if vals else "—")
-            ov = [r.get("overlap_entropy_top") for r in rows]
-            ov = [v for v in ov if isinstance(v, (int, float)) and math.isfinite(v)]
-            found = [float(r["premise"].get("n_anchor", 0)) for r in rows]
-            lines.append(
-                f"| {_plain(m)} | {100 * n:g}% | " + " | ".join(cells)
-                + f" | {fmt(_mean_std(ov)[0], False) if ov else '—'} | {fmt(_mean_std(found)[0], False)} |"
-            )
-    lines.append("")
-    return lines
-
-
-def study_summary(
-    results: Sequence[dict[str, Any]],
-    baseline: Mapping[str, Any] | Baselines | None,
-    noises: Sequence[float],
-    methods: Sequence[str],
-    *,
-    task: str,
-    command: str,
-) -> dict[str, Any]:
-    """The numbers ``visent demo`` quotes beside its single run (``summary.json``; shipped as visent/lab/summaries/study-<task>.json).
-
-    ``pairs["<a>|<b>|<noise>"]`` holds ``paired_differences`` (points) for every ``PAIRS`` entry and for
-    every method against the warm-start (``b`` = ``warm-start``); ``seeds`` is the largest number of RL
-    seeds any warm-start has in any pair, ``warm_seeds`` the largest number of warm-starts;
-    ``warmstarts`` lists each warm-start's measured start (seed, band, whether it landed, accuracy, SFT
-    steps).
-    """
-    baselines = _as_baselines(baseline)
-    pairs: dict[str, Any] = {}
-    wanted = [(m, None) for m in methods] + [(a, b) for a, b in PAIRS if a in methods and b in methods]
-    for n in noises:
-        for a, b in wanted:
-            d = paired_differences(results, a, b, n, baselines)
-            if d is not None:
-                pairs[f"{a}|{b or 'warm-start'}|{float(n):g}"] = d
-    per_warm = [
-        d["n"] / d["n_warm"] for d in pairs.values() if d.get("n_warm")
-    ]
-    warm_list = [
-        {
-            "warm_seed": w,
-            "accuracy": b.get("accuracy"),
-            "n": b.get("n"),
-            "band": b.get("band"),
-            "band_reached": b.get("band_reached"),
-            "sft_steps": b.get("sft_steps"),
-            "band_accuracy": b.get("band_accuracy"),
-        }
-        for w, b in sorted(baselines.items())
-    ]
-    accs = [b["accuracy"] for b in baselines.values() if isinstance(b.get("accuracy"), (int, float))]
-    bands = {tuple(b["band"]) for b in baselines.values() if b.get("band")}
-    return {
-        "task": task,
-        "command": command,
-        "seeds": math.ceil(max(per_warm, default=0)),
-        "warm_seeds": int(max((d.get("n_warm", 1) for d in pairs.values()), default=0)),
-        "runs": len(results),
-        "estimator": "nested (warm-start × RL seed), visent.intervals.nested_difference",
-        "band": list(next(iter(bands))) if len(bands) == 1 else None,
-        "warmstarts": warm_list,
-        "warmstart_accuracy": sum(accs) / len(accs) if accs else None,
-        "warmstart_premise": _mean_premise([b["premise"] for b in baselines.values() if b.get("premise")]) or None,
-        "pairs": pairs,
-    }
-
-
-# --------------------------------------------------------------------------------------------------
 # Driver
 
 
@@ -755,37 +272,8 @@ def _check_study_file(root: str, fixed: dict[str, Any]) -> None:
     write_json_atomic(path, {"fixed": fixed, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
 
 
-def _pool_map(fn, jobs: Sequence[dict[str, Any]], n_workers: int, done) -> int:
-    """Run ``fn`` over ``jobs`` (in-process for one worker), calling ``done(job, get_result)``; returns failures."""
-    failures = 0
-
-    def call(job, get):
-        nonlocal failures
-        try:
-            done(job, get)
-        except Exception as e:  # noqa: BLE001 (one broken run must not lose the others' results)
-            failures += 1
-            print(f"   {job.get('name', '?')}: FAILED: {type(e).__name__}: {e}", flush=True)
-
-    if n_workers <= 1:
-        # In this process: a spawned worker would pay the torch/transformers/trl imports again.
-        _init_worker()
-        for job in jobs:
-            call(job, lambda job=job: fn(job))
-        return failures
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    with ProcessPoolExecutor(n_workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(fn, job): job for job in jobs}
-        for fut in as_completed(futures):
-            call(futures[fut], fut.result)
-    return failures
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(argv)
+def _cells(args: argparse.Namespace) -> tuple[dict[float, list[str]], list[str], list[float]] | str:
+    """``(cells, methods, noises)`` from the command line, or the one-line reason it is refused."""
     from visent.data.synthetic import LABELLED_TASKS, TASK_MAKERS
     from visent.lab.rl import METHODS
 
@@ -793,8 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             cells = _parse_cells(args.cells)
         except ValueError as e:
-            print(f"visent study: {e}", file=sys.stderr)
-            return 2
+            return str(e)
     else:
         if args.methods is None:
             args.methods = list(TALLY_METHODS if args.task == "tally" else DEFAULT_METHODS)
@@ -805,14 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     noises = sorted(cells)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        print(
-            f"visent study: unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}",
-            file=sys.stderr,
-        )
-        return 2
+        return f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(METHODS)}"
     if args.task not in TASK_MAKERS:
-        print(f"visent study: unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}", file=sys.stderr)
-        return 2
+        return f"unknown task {args.task!r}; valid: {', '.join(TASK_MAKERS)}"
     if (
         args.seeds < 1
         or args.warm_seeds < 1
@@ -820,35 +302,12 @@ def main(argv: list[str] | None = None) -> int:
         or args.heldout < 1
         or any(not 0 <= n <= 1 for n in noises)
     ):
-        print(
-            "visent study: --seeds, --warm-seeds, --steps, --heldout must be >= 1 and --noise rates in [0, 1]",
-            file=sys.stderr,
-        )
-        return 2
+        return "--seeds, --warm-seeds, --steps, --heldout must be >= 1 and --noise rates in [0, 1]"
+    return cells, methods, noises
 
-    import torch
-    import transformers
 
-    torch.set_num_threads(1)
-    transformers.logging.set_verbosity_error()
-    from visent.io import write_atomic, write_json_atomic
-
-    root = os.path.abspath(args.out)
-    os.makedirs(root, exist_ok=True)
-    warm_seeds = list(range(args.warm_seed, args.warm_seed + args.warm_seeds))
-    ws_cfgs = {w: _settings(args, w)[0] for w in warm_seeds}
-    rl = _settings(args, warm_seeds[0])[1]
-    # The recipe (not the seed) is fixed: warm-starts may be added like RL seeds.
-    recipe = replace(ws_cfgs[warm_seeds[0]], seed=0).key()
-    fixed = {"warmstart_recipe": recipe, "rl": asdict(rl), "heldout": args.heldout, "quick": args.quick}
-    premise_n = min(args.premise, args.heldout) if rl.task in LABELLED_TASKS else 0
-    if premise_n:
-        fixed["premise"] = premise_n
-    _check_study_file(root, fixed)
-    progress = not args.no_progress
-    n_workers_max = args.workers
-
-    # ---- warm-starts (one per SFT seed; cached) and their held-out baselines
+def _warm_starts(args: argparse.Namespace, root: str, ws_cfgs: dict[int, Any], rl: Any, premise_n: int) -> dict[int, dict[str, Any]]:
+    """Train (or reload) the warm-starts and measure their held-out baselines: ``{warm_seed: warm-<w>.json}``."""
     warm_jobs = [
         {
             "name": f"warm-start {w}",
@@ -869,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 baselines[job["config"]["seed"]] = json.load(f)
     todo = [j for j in warm_jobs if j["config"]["seed"] not in baselines]
     if todo and not args.tables_only:
-        n = _workers(n_workers_max, len(todo))
+        n = workers(args.workers, len(todo))
         print(f"== {len(todo)} warm-start(s) to train and measure on {n} worker(s)", flush=True)
 
         def warm_done(job, get):
@@ -882,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-        if _pool_map(_warm_job, todo, n, warm_done):
+        if pool_map(_warm_job, todo, n, warm_done):
             print("visent study: a warm-start failed; its runs are skipped", file=sys.stderr)
     for w, b in sorted(baselines.items()):
         print(f"   warm-start {w}: held-out accuracy {100 * b['accuracy']:.1f}% (n={b['n']})", flush=True)
@@ -893,6 +352,15 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
 
+    return baselines
+
+
+def _run_jobs(
+    args: argparse.Namespace, root: str, warm_seeds: list[int], baselines: dict[int, dict[str, Any]],
+    cells: dict[float, list[str]], rl: Any, premise_n: int,
+) -> tuple[list[dict[str, Any]], int]:
+    """The runs still to do (``_run_job``'s inputs) and how many are already finished."""
+    noises = sorted(cells)
     jobs, skipped = [], 0
     # RL-seed-major, then warm-start: an interrupted study has every method and warm-start at the first
     # RL seeds (both sources of spread), not some cells at all seeds.
@@ -921,11 +389,49 @@ def main(argv: list[str] | None = None) -> int:
                             "warm_seed": w,
                         }
                     )
+    return jobs, skipped
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    from visent.data.synthetic import LABELLED_TASKS
+
+    parsed = _cells(args)
+    if isinstance(parsed, str):
+        print(f"visent study: {parsed}", file=sys.stderr)
+        return 2
+    cells, methods, noises = parsed
+
+    import torch
+    import transformers
+
+    torch.set_num_threads(1)
+    transformers.logging.set_verbosity_error()
+    from visent.io import write_atomic, write_json_atomic
+
+    root = os.path.abspath(args.out)
+    os.makedirs(root, exist_ok=True)
+    warm_seeds = list(range(args.warm_seed, args.warm_seed + args.warm_seeds))
+    ws_cfgs = {w: _settings(args, w)[0] for w in warm_seeds}
+    rl = _settings(args, warm_seeds[0])[1]
+    # The recipe (not the seed) is fixed: warm-starts may be added like RL seeds.
+    recipe = replace(ws_cfgs[warm_seeds[0]], seed=0).key()
+    fixed = {"warmstart_recipe": recipe, "rl": asdict(rl), "heldout": args.heldout, "quick": args.quick}
+    premise_n = min(args.premise, args.heldout) if rl.task in LABELLED_TASKS else 0
+    if premise_n:
+        fixed["premise"] = premise_n
+    _check_study_file(root, fixed)
+    progress = not args.no_progress
+
+    baselines = _warm_starts(args, root, ws_cfgs, rl, premise_n)
+
+    jobs, skipped = _run_jobs(args, root, warm_seeds, baselines, cells, rl, premise_n)
     expected = sum(len(ms) for ms in cells.values()) * args.seeds * len(warm_seeds)
     command = f"visent study {' '.join(argv)}"
 
-    def write_tables() -> None:
-        results = [r for r in _load_results(root) if int(r["warm_seed"]) in baselines]
+    def write_tables() -> dict[str, Any]:
+        results = [r for r in load_results(root) if int(r["warm_seed"]) in baselines]
         body = results_tables(results, baselines, noises, methods, expected_runs=expected)
         accs = ", ".join(f"{100 * b['accuracy']:.1f}%" for _, b in sorted(baselines.items()))
         head = (
@@ -936,14 +442,17 @@ def main(argv: list[str] | None = None) -> int:
             f"RL seeds 0..{args.seeds - 1}.\n\n"
         )
         write_atomic(os.path.join(root, TABLES_FILE), head + body)
-        summary = study_summary(results, baselines, noises, methods, task=rl.task, command=command)
+        summary = study_summary(
+            results, baselines, noises, methods, task=rl.task, command=command, rl_settings=asdict(rl)
+        )
         write_json_atomic(os.path.join(root, SUMMARY_FILE), summary)
+        return summary
 
     if args.tables_only:
         write_tables()
         print(f"== tables only ({len(jobs)} runs not run): {os.path.join(root, TABLES_FILE)}", flush=True)
         return 0
-    n_workers = _workers(n_workers_max, len(jobs)) if jobs else 0
+    n_workers = workers(args.workers, len(jobs)) if jobs else 0
     print(f"== {len(jobs)} runs to do ({skipped} already finished) on {n_workers} worker(s)", flush=True)
     failures = 0
     if jobs:
@@ -960,11 +469,13 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update(1)
                 write_tables()
 
-        failures = _pool_map(_run_job, jobs, n_workers, finished)
+        failures = pool_map(_run_job, jobs, n_workers, finished)
         bar.close()
         print(f"   {len(jobs) - failures} runs in {time.perf_counter() - t0:.0f} s", flush=True)
-    write_tables()
+    summary = write_tables()
     print(f"== tables: {os.path.join(root, TABLES_FILE)}", flush=True)
+    for line in power_lines(summary):
+        print(line, flush=True)
     return 1 if failures else 0
 
 

@@ -101,16 +101,22 @@ def raw_view_pixels(
     if rows is None:
         raise ValueError(f"perturbation {kind!r} needs the batch's raw images (trainer.wants_raw_images())")
     drawn: dict[int, list[Any]] = {}
-    flat: list[Any] = []
+    nested: list[list[Any]] = []
     for b, images in enumerate(rows):
         if not images:
             continue
         if seeds[b] not in drawn:
             drawn[seeds[b]] = perturb_raw_images(images, kind, seeds[b], strength)
-        flat.extend(drawn[seeds[b]])
+        nested.append(drawn[seeds[b]])
     clean = batch["pixel_values"]
-    out = trainer.processing_class.image_processor(images=flat, return_tensors="pt")["pixel_values"]
-    if tuple(out.shape) != tuple(clean.shape):
+    ip = trainer.processing_class.image_processor
+    # Flat for processors that concatenate images (Qwen, Gemma 3), one list per row for those that stack
+    # rows of padded tiles (SmolVLM / Idefics3); whichever gives the batch's own layout.
+    for images in ([im for row in nested for im in row], nested):
+        out = ip(images=images, return_tensors="pt")["pixel_values"]
+        if tuple(out.shape) == tuple(clean.shape):
+            break
+    else:
         raise ValueError(
             f"perturbation {kind!r}: the processor made pixel_values of shape {tuple(out.shape)} from the perturbed "
             f"raw images, the batch has {tuple(clean.shape)}; this family's processor does not re-process images "

@@ -101,7 +101,7 @@ def _pct(x: float) -> str:
 
 
 def test_paired_interval_matches_a_hand_computation():
-    from visent.lab.demo import paired_interval
+    from visent.lab.demo_report import paired_interval
 
     a = [1, 1, 0, 1, 0, 1, 1, 0]
     b = [0, 1, 0, 0, 0, 1, 0, 1]
@@ -120,9 +120,15 @@ def test_quick_demo_writes_the_three_artefacts_from_its_own_numbers(tmp_path):
     # A study summary in the format `visent study` writes: the report must quote it beside the run.
     study_file = tmp_path / "study.json"
     pair = {"mean": 7.25, "se": 1.5, "n": 6, "wins": 6, "ties": 0, "losses": 0}
+    # The study ran the same RL settings as this --quick run (otherwise it would not be quoted at all).
+    from dataclasses import asdict
+
+    from visent.lab.demo import _parser, _settings
+
+    quick_rl = asdict(_settings(_parser().parse_args(["--quick"]))[1])
     study_file.write_text(
         json.dumps({"task": "tally", "command": "visent study --task tally", "seeds": 6,
-                    "pairs": {"grpo|warm-start|0": pair}})
+                    "rl_settings": quick_rl, "pairs": {"grpo|warm-start|0": pair}})
     )
     assert demo_main(["--quick", "--out", str(out), "--no-progress", "--study", str(study_file)]) == 0
     for name in ("report.md", "curves.png", "tokens.html", "demo.json"):
@@ -162,9 +168,14 @@ def test_quick_demo_writes_the_three_artefacts_from_its_own_numbers(tmp_path):
     assert "vepo score" in html and "data:image/png;base64" in html
     assert "Token roles from the task generator" in html or "k-anchor" not in html
 
-    # A second demo in the same folder reuses the cached warm-start.
-    assert demo_main(["--quick", "--out", str(out), "--no-progress", "--steps", "1"]) == 0
+    # A second demo in the same folder reuses the cached warm-start; with other RL settings (1 step) than
+    # the study's, the study is not quoted and the verdict is this run's own.
+    assert demo_main(["--quick", "--out", str(out), "--no-progress", "--steps", "1", "--study", str(study_file)]) == 0
     again = json.loads((out / "demo.json").read_text())
+    report = (out / "report.md").read_text()
+    assert "**No study is quoted:** the study ran RL with other settings (steps 2 vs 1)" in report
+    verdict = next(line for line in report.splitlines() if "Does RL (GRPO) improve" in line)
+    assert "in this run**" in verdict and "+7.2" not in verdict
     assert again["warmstart"]["cached"] is True
     assert all(r["steps"] == 1 for r in again["results"].values())
 
@@ -174,7 +185,7 @@ def _ws_info(reached=True, acc=0.45, band=(0.4, 0.6)):
 
 
 def test_comparability_refuses_a_start_outside_the_band_or_a_different_study():
-    from visent.lab.demo import comparability
+    from visent.lab.demo_report import comparability
 
     study = {"band": [0.4, 0.6], "warmstart_accuracy": 0.45}
     assert comparability(_ws_info(), {"accuracy": 0.45, "n": 128}, study) is None
@@ -189,7 +200,7 @@ def test_comparability_refuses_a_start_outside_the_band_or_a_different_study():
 
 
 def test_verdict_says_whether_the_run_agrees_with_the_study_and_why_not():
-    from visent.lab.demo import _verdict
+    from visent.lab.verdict import verdict_sentence as _verdict
 
     pair = {"mean": 8.0, "se": 1.5, "n": 12, "n_warm": 3, "wins": 11, "ci95": [1.5, 14.5], "predict95": [-4.0, 20.0]}
     agree = _verdict("grpo", None, 0.0, (9.0, 2.0, 16.0), pair)

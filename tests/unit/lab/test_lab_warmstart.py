@@ -90,7 +90,9 @@ def test_greedy_accuracy_scores_with_the_task_verifiers(tiny, monkeypatch):
     exs = make_examples("counting", 3, seed=5) + make_examples("grounding", 2, seed=5)
     responses = [target_response(e) for e in exs]
     responses[0] = "<think>I see 9 red shapes.</think><answer>9</answer>"  # wrong count
-    monkeypatch.setattr(ws, "greedy_responses", lambda *a, **k: responses)
+    from visent.lab import greedy
+
+    monkeypatch.setattr(greedy, "greedy_responses", lambda *a, **k: responses)
     acc = ws.greedy_accuracy(model, processor, exs)
     assert acc["accuracy"] == pytest.approx(4 / 5)
     assert acc["per_task"] == {"counting": pytest.approx(2 / 3), "grounding": 1.0}
@@ -259,7 +261,9 @@ def test_sft_band_rule_restores_model_and_optimizer_exactly_on_a_roll_back(monke
         acc = table.get(now["step"], 0.0)
         return {"accuracy": acc, "per_task": {"counting": acc}, "n": len(examples), "responses": [], "scores": []}
 
-    monkeypatch.setattr(ws, "greedy_accuracy", fake_accuracy)
+    from visent.lab import sft as sft_module
+
+    monkeypatch.setattr(sft_module, "greedy_accuracy", fake_accuracy)
     out = ws.sft(model, processor, cfg, progress=False, log=log)
     band = out["band"]
     assert band["reached"] and band["step"] == 5 and band["rollbacks"] == 1 and band["steps_trained"] == 8

@@ -131,7 +131,10 @@ def test_paired_differences_match_a_hand_computation():
     table = "\n".join(study.paired_table(results, [0.0], ["grpo", "vepo"], {"accuracy": 0.40, "n": 100}))
     half = 4.303 * d["se"]  # t(0.975, 2 df)
     ci = f"[{d['mean'] - half:+.1f}, {d['mean'] + half:+.1f}]"
-    assert f"| VEPO − GRPO | {d['mean']:+.1f} ± {d['se']:.1f} {ci} (1/1/1 of 3) |" in table
+    # Smallest detectable difference at these spreads: (t(.975, 2) + t(.8, 2)) · SE (one seed per warm-start).
+    mdd = (4.303 + 1.061) * d["se"]
+    assert abs(d["mdd"] - mdd) < 0.01 * mdd
+    assert f"| VEPO − GRPO | {d['mean']:+.1f} ± {d['se']:.1f} {ci} (1/1/1 of 3; detects ≥ {d['mdd']:.1f}) |" in table
     summary = study.study_summary(results, {"accuracy": 0.40, "n": 100}, [0.0], ["grpo", "vepo"], task="tally",
                                   command="visent study x")
     # (json: NaN fields — the between-warm-start spread of a one-warm-start study — compare equal as text.)

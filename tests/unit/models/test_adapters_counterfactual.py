@@ -23,7 +23,6 @@ from visent.trainer import counterfactual as cf
 from visent.trainer.counterfactual import forward as cf_forward
 from visent.trainer.counterfactual import grouping as cf_grouping
 from visent.trainer.counterfactual import images as cf_images
-from visent.models.unwrap import backbone_and_head
 
 ADAPTERS = {a.name: a for a in all_adapters()}
 FIELDS = ("entropy", "entropy_perturbed", "jsd", "kl")

@@ -18,8 +18,8 @@ import torch
 from test_counterfactual import make_batch
 
 from visent.models import UnsupportedModel, adapter_named, adapters, qwen
-from visent.trainer import counterfactual as cf
 from visent.models.unwrap import backbone_and_head
+from visent.trainer import counterfactual as cf
 from visent.trainer.counterfactual import forward as cf_forward
 from visent.trainer.counterfactual import grouping as cf_grouping
 

@@ -18,11 +18,9 @@ from visent.models.unwrap import backbone_and_head
 from visent.perturb import PatchLayout
 from visent.trainer import counterfactual as cf
 
-#: Measured floors (max JSD and max |gap| over valid tokens) on CPU, both 0: CPU kernels compute each row
-#: and each query position the same way whatever else is in the call, so the cached path's bf16 states are
-#: bit for bit the full path's. On a GPU (shape-dependent attention and matmul kernels) they need not be.
+#: The full path's floor (max JSD and max |gap| over valid tokens), measured 0 on CPU: the perturbed rows are
+#: the clean rows' inputs through the clean rows' forward, so bf16 rounds them alike.
 FULL_FLOOR_BOUND = 0.0
-CACHED_FLOOR_BOUND_CPU = 0.0
 
 
 @pytest.fixture(scope="module")
@@ -33,42 +31,34 @@ def bf16_tiny():
     return model.to(torch.bfloat16), processor
 
 
-def floors(model, processor, forward: str, clean_model=None) -> dict[str, float]:
+def floors(model, processor, forward: str) -> dict[str, float]:
     """Max JSD and max |entropy gap| over valid tokens at a 1e-6 perturbation; the clean states come from
-    ``clean_model`` (default ``model``) run as TRL runs it: every response in full, with its pixels."""
-    batch = make_batch(processor, [0, 0, 1, 1, 2, 0], completion_len=8)
+    the model run as TRL runs it: every response in full, with its pixels."""
+    # 16-token responses: with 8 the cached path happened to round as the full one does on CPU.
+    batch = make_batch(processor, [0, 0, 1, 1, 2, 0], completion_len=16)
     backbone, head = backbone_and_head(model)
     rows = list(range(6))
     seeds = cf.prompt_seeds(batch, 0, 0, adapter=QWEN)
     perturbed = cf.perturb_images(batch, seeds, "pixel_values_gaussian", 1e-6, PatchLayout.from_processor(processor),
                                  adapter=QWEN)
-    clean_backbone = backbone if clean_model is None else backbone_and_head(clean_model)[0]
-    clean = cf.completion_hidden(clean_backbone, full_inputs(batch, rows), 8).to(torch.bfloat16)
+    clean = cf.completion_hidden(backbone, full_inputs(batch, rows), 16)
     stats = cf.counterfactual_stats(backbone, head, batch, rows, perturbed, clean_hidden=clean, batch_size=6,
                                     forward=forward)
     valid = batch["completion_mask"].bool()
     return {"jsd": float(stats.jsd[valid].max()), "gap": float(stats.gap[valid].abs().max())}
 
 
-def test_the_floor_of_each_forward_path_in_bf16(bf16_tiny):
+def test_the_full_forward_removes_the_bf16_floor_of_the_prefix_cached_one(bf16_tiny):
     model, processor = bf16_tiny
     cached, full = floors(model, processor, "prefix_cached"), floors(model, processor, "full")
     print(f"\nbf16 floor at perturbation 1e-6 (CPU): prefix_cached max JSD {cached['jsd']:.3e}, max |gap| "
           f"{cached['gap']:.3e}; full max JSD {full['jsd']:.3e}, max |gap| {full['gap']:.3e}")
+    # The cached path has a floor (the prompt run once, its responses against its cache round otherwise in
+    # bf16): measured ~4.5e-8 JSD and ~2.6e-5 gap on this model. So this test can see one.
+    assert cached["jsd"] > 0 and cached["gap"] > 0
     for key in ("jsd", "gap"):
         assert full[key] <= FULL_FLOOR_BOUND, f"full path floor {key} {full[key]:.3e} > {FULL_FLOOR_BOUND}"
-        assert full[key] <= cached[key]
-        assert cached[key] <= CACHED_FLOOR_BOUND_CPU, f"prefix_cached floor {key} {cached[key]:.3e} (CPU)"
-
-
-def test_the_floor_measurement_sees_a_path_that_rounds_differently(bf16_tiny):
-    """Control: clean states from the float32 weights (another rounding than the bf16 perturbed pass)
-    give a floor above the bounds (the tiny model is close to uniform, so small), so the measurement above can fail."""
-    import copy
-
-    model, processor = bf16_tiny
-    mismatched = floors(model, processor, "full", clean_model=copy.deepcopy(model).float())
-    assert mismatched["jsd"] > 1e-8 and mismatched["gap"] > 1e-6, mismatched  # measured ~1e-7, ~4e-5
+        assert full[key] < cached[key]
 
 
 def test_an_unknown_forward_is_refused(bf16_tiny):

@@ -20,7 +20,11 @@ and their layout, decoder-cache copy and reorder). A model without an adapter is
 from visent.trainer.counterfactual.forward import completion_hidden, length_parts
 from visent.trainer.counterfactual.grouping import distinct_responses, prompt_groups, prompt_seeds
 from visent.trainer.counterfactual.images import accepts_encoder_outputs, perturb_batch_images, perturb_images
-from visent.trainer.counterfactual.stats import COUNTERFACTUAL_FORWARDS, counterfactual_stats, lockstep_forwards
+from visent.trainer.counterfactual.stats import (
+    COUNTERFACTUAL_FORWARDS,
+    counterfactual_stats,
+    lockstep_forwards,
+)
 from visent.trainer.counterfactual.units import BatchImages, Pixels, row_inputs
 
 __all__ = [

@@ -10,7 +10,7 @@ results differ from the plain path by summation order only, ~1e-6 in float32; te
 - when the trainer already ran a clean forward of the same policy (``clean_hidden``), only the perturbed
   rows are forwarded;
 - responses are grouped by prompt (``grouping``) and the perturbed image is drawn once per group
-  (``images.perturb_images``); the vision encoder runs once per distinct image (``images.VisionCache``);
+  (``images.perturb_images``); the vision encoder runs once per distinct image (``vision.VisionCache``);
   the prompt is run once per prompt and pass (``forward.shared_prefix_hidden``), as far as the adapter
   says each of these is exact for its family (``vision_cache``, ``shared_prefix``, ``reuse_positions``);
 - a response that repeats another of the same prompt token for token is scored once;
@@ -34,7 +34,8 @@ import torch
 from visent.core.stats import TokenStats, token_stats_from_hidden
 from visent.models.adapters import Adapter, require_adapter
 from visent.trainer.counterfactual import forward as fw
-from visent.trainer.counterfactual import grouping, images
+from visent.trainer.counterfactual import grouping
+from visent.trainer.counterfactual import images as vision
 from visent.trainer.counterfactual.units import BatchImages, Pixels, pixel_source, row_inputs
 
 __all__ = ["COUNTERFACTUAL_FORWARDS", "counterfactual_stats", "lockstep_forwards"]
@@ -66,9 +67,7 @@ class _Pass:
         self.forward_ctx = forward_ctx or contextlib.nullcontext
         has_images = batch.get("pixel_values") is not None
         self.has_images = has_images
-        self.pert_src: Pixels | None = (
-            pixel_source(self.images, perturbed, batch) if perturbed is not None else None
-        )
+        self.pert_src = pixel_source(self.images, perturbed, batch) if perturbed is not None else None
         # Every chunk exactly one model call under lockstep; ``full``: the clean pass's path.
         self.share_prefix = share_prefix and adapter.shared_prefix and not lockstep and not full
         self.reuse_positions = adapter.reuse_positions and not full
@@ -82,9 +81,9 @@ class _Pass:
         need_clean = clean_hidden is None
         need_pert = with_perturbed and perturbed is not None
         self.computes = need_clean or need_pert
-        self.cache: images.VisionCache | None = None
+        self.cache: vision.VisionCache | None = None
         if (has_images and rows and self.computes and not lockstep and not full
-                and adapter.vision_cache and images.accepts_encoder_outputs(backbone)):
+                and adapter.vision_cache and vision.accepts_encoder_outputs(backbone)):
             self.cache = self._vision_cache(rows, need_clean, need_pert)
         # Responses whose "perturbed" images are their clean ones (``identity``; or no image at all).
         self.same_as_clean = {
@@ -95,7 +94,7 @@ class _Pass:
             for b in (rows if with_perturbed else ())
         }
 
-    def _vision_cache(self, rows, need_clean: bool, need_pert: bool) -> images.VisionCache:
+    def _vision_cache(self, rows, need_clean: bool, need_pert: bool) -> vision.VisionCache:
         # The images of a group's responses are equal (compared exactly; the perturbed ones share the
         # group's seed): encode one scored response's. Not the batch's first of the group: that one may
         # be skipped, and then its "perturbed" pixels were never perturbed.
@@ -108,14 +107,14 @@ class _Pass:
             sources["perturbed"] = self.pert_src
         alias = grouping.image_alias(self.images.spans, rows, self.groups, first_of)
         with self.forward_ctx():
-            return images.VisionCache(self.backbone, self.images, sources, wanted, alias=alias)
+            return vision.VisionCache(self.backbone, self.images, sources, wanted, alias=alias)
 
     def inputs(self, idx: Sequence[int], which: str) -> dict[str, Any]:
         source = None if which == "clean" else self.pert_src
         out = row_inputs(self.batch, idx, self.images)
         if self.has_images:
             out.update(self.images.inputs(idx, source))
-        return images.with_cached_images(out, self.images, idx, self.cache, which) if self.cache else out
+        return vision.with_cached_images(out, self.images, idx, self.cache, which) if self.cache else out
 
     def _positions(self, fwd: list[int]) -> torch.Tensor | None:
         if self.clean_position_ids is not None:
@@ -168,10 +167,10 @@ class _Pass:
                 fw.completion_hidden(self.backbone, self.inputs(row, "clean"), self.C)
 
 
-def _anchor_row(images_: BatchImages) -> int:
+def _anchor_row(images: BatchImages) -> int:
     """The first response with an image (0 if none): the throwaway row of lockstep chunks and padding
     forwards, so that every lockstep forward runs the vision encoder when the batch has images."""
-    return next((b for b in range(len(images_.spans)) if images_.has_images(b)), 0)
+    return next((b for b in range(len(images.spans)) if images.has_images(b)), 0)
 
 
 def _chunks(batch: dict[str, Any], rows: list[int], inverse: list[int], batch_size: int):

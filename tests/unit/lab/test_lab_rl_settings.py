@@ -1,0 +1,61 @@
+"""`RLSettings.freeze_vision_tower` and `run_method`'s extra overrides reach the trainer's config."""
+
+from __future__ import annotations
+
+from visent.lab import rl
+
+
+def _config(settings, **kw):
+    return rl.lab_config(
+        "vepo", settings, model_path="tiny:qwen2_5_vl", noise=0.0, seed=0, output_dir="/tmp/x", **kw
+    )
+
+
+def test_freeze_vision_tower_none_keeps_the_config_and_a_bool_overrides_it():
+    assert _config(rl.RLSettings(task="tally")).freeze_vision_tower is True  # configs/vepo.yaml
+    assert _config(rl.RLSettings(task="tally", freeze_vision_tower=False)).freeze_vision_tower is False
+
+
+def test_extra_overrides_apply_last_and_show_in_the_command():
+    settings = rl.RLSettings(task="tally", learning_rate=1e-4)
+    config = _config(settings, extra={"learning_rate": 3e-4, "beta": 0.04})
+    assert config.learning_rate == 3e-4 and config.beta == 0.04
+    command = rl.train_command(
+        "vepo", settings, model_path="m", noise=0.0, seed=0, output_dir="o", extra={"beta": 0.04}
+    )
+    assert command.endswith("--beta 0.04")
+
+
+def test_task_defaults_carry_the_tower_setting():
+    tally = rl.RLSettings.for_task("tally")
+    assert tally.freeze_vision_tower == rl.TASK_RL_DEFAULTS["tally"].get("freeze_vision_tower")
+
+
+def test_demo_compares_with_a_study_only_under_the_same_rl_settings():
+    from dataclasses import asdict
+
+    from visent.lab.demo_report import comparability
+
+    ws_info = {"band": {"band": [0.4, 0.6], "reached": True, "accuracy": 0.5}}
+    before = {"accuracy": 0.5, "n": 128}
+    mine = asdict(rl.RLSettings.for_task("tally"))
+    study = {"band": [0.4, 0.6], "rl_settings": dict(mine)}
+    assert comparability(ws_info, before, study, mine) is None
+    assert "does not record its RL settings" in comparability(ws_info, before, {"band": [0.4, 0.6]}, mine)
+    other = {**mine, "steps": mine["steps"] + 1, "freeze_vision_tower": True}
+    why = comparability(ws_info, before, {"band": [0.4, 0.6], "rl_settings": other}, mine)
+    assert "other settings" in why and "steps" in why and "freeze_vision_tower" in why
+
+
+def test_power_lines_give_the_range_of_detectable_method_differences_per_noise():
+    from visent.lab.study_tables import power_lines
+
+    summary = {"pairs": {
+        "vepo|grpo|0": {"mdd": 6.1},
+        "vepo|entropy_top20|0": {"mdd": 11.7},
+        "grpo|warm-start|0": {"mdd": 2.0},  # against the warm-start: not a method-vs-method contrast
+        "vepo|grpo|0.5": {"mdd": float("nan")},
+    }}
+    lines = power_lines(summary)
+    assert len(lines) == 1
+    assert "noise 0%" in lines[0] and "6.1–11.7 points" in lines[0] and "VEPO − entropy top-20%" in lines[0]
