@@ -9,17 +9,17 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import make_trainer, rows_for  # noqa: E402
+from test_trainer import make_trainer, rows_for
 
-from visent.core.kl_scores import perception_kl_score  # noqa: E402
-from visent.core.selection import keep_count  # noqa: E402
-from visent.trainer.grpo import DEFERRED, TOKEN_MASK  # noqa: E402
-from visent.trainer.perception_pass import PERTURBED_LOGPS, S_HAT, SHAPED  # noqa: E402
+from visent.core.kl_scores import perception_kl_score
+from visent.core.selection import keep_count
+from visent.trainer.grpo import DEFERRED, TOKEN_MASK
+from visent.trainer.perception_pass import PERTURBED_LOGPS, S_HAT, SHAPED
 
-VPPO = dict(
-    token_score="perception_kl", selection_ratio=0.4, loss_aggregation="token_mean", trajectory_beta_min=0.9,
-    perturbation="blackout_14px", perturbation_strength=0.5, perturbation_scope="response",
-)
+VPPO = {
+    "token_score": "perception_kl", "selection_ratio": 0.4, "loss_aggregation": "token_mean", "trajectory_beta_min": 0.9,
+    "perturbation": "blackout_14px", "perturbation_strength": 0.5, "perturbation_scope": "response",
+}
 
 
 def _clean_logps(trainer, batch):
@@ -68,7 +68,8 @@ def test_deferred_vppo_mask_equals_the_immediate_one(tmp_path):
 
 
 def test_papo_term_matches_a_hand_computation(tmp_path):
-    papo = dict(token_score="none", loss_aggregation="token_mean", perturbation="patch_blackout", perturbation_strength=0.6)
+    papo = {"token_score": "none", "loss_aggregation": "token_mean", "perturbation": "patch_blackout",
+            "perturbation_strength": 0.6}
     with_term = make_trainer(tmp_path / "a", perception_kl_coef=0.02, **papo)
     batch = with_term.generation_batch(rows_for(with_term, 2))
     without = make_trainer(tmp_path / "b", **papo)
@@ -130,7 +131,7 @@ def test_cppo_term_carries_gradient_through_both_views(tmp_path):
             out.append(trainer.forward_logps_and_entropies(trainer.model, {**batch, "pixel_values": px}))
     m = batch["completion_mask"].double()
     (lp_p, _), (lp_c, h_c) = out
-    k3 = lambda a, b: ((b - a).clamp(-20, 20).exp() - (b - a).clamp(-20, 20) - 1).clamp(-10, 10)  # noqa: E731
+    k3 = lambda a, b: ((b - a).clamp(-20, 20).exp() - (b - a).clamp(-20, 20) - 1).clamp(-10, 10)
     delta = (h_c - h).double() * m
     r = torch.relu(delta) / (h_c.double() + 1e-6)
     cpl_tok = torch.nn.functional.softplus((k3(lp.double(), lp_p.double()) - k3(lp.double(), lp_c.double())) / 0.1)

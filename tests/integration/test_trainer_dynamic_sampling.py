@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_trainer import K, make_trainer, rows_for  # noqa: E402
+from test_trainer import K, make_trainer, rows_for
 
-from visent.trainer._trl_seam import concat_generation_batches, select_generation_rows  # noqa: E402
-from visent.trainer.callbacks import read_metrics  # noqa: E402
+from visent.trainer._trl_seam import concat_generation_batches, select_generation_rows
+from visent.trainer.callbacks import read_metrics
 
 
 def even_prompt_uniform(completions, answer, **kw):

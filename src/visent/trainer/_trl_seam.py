@@ -69,16 +69,16 @@ from visent.models.unwrap import adapters_disabled, backbone_and_head, transform
 
 __all__ = [
     "GENERATION_KEYS",
-    "RAW_IMAGES",
     "PINNED_TRL",
     "PRIVATE_HOOKS",
+    "RAW_IMAGES",
     "PolicySettings",
     "SeamTrainer",
     "concat_generation_batches",
-    "select_generation_rows",
     "lm_head_gather_ctx",
     "no_gradient_checkpointing",
     "raw_images",
+    "select_generation_rows",
 ]
 
 PINNED_TRL = "1.16"

@@ -44,17 +44,24 @@ from typing import Any
 import torch
 
 from visent.core import guards
+from visent.core.perception_loss import implicit_perception_loss, negative_logp_mean
 from visent.core.policy_loss import entropy_regularizer, policy_loss
 from visent.core.schedules import entropy_coef, entropy_stage
 from visent.core.scores import token_scores
-from visent.core.perception_loss import implicit_perception_loss, negative_logp_mean
-from visent.core.trajectory_shaping import trajectory_alpha_from_normalized
 from visent.core.selection import keep_count, select_tokens, selection_weights
 from visent.core.stats import TokenStats
+from visent.core.trajectory_shaping import trajectory_alpha_from_normalized
 from visent.models.adapters import adapter_for, require_adapter
 from visent.models.unwrap import backbone_and_head
 from visent.trainer._trl_seam import SeamTrainer, lm_head_gather_ctx, no_gradient_checkpointing
 from visent.trainer.config import VisentConfig
+from visent.trainer.counterfactual import (
+    counterfactual_stats,
+    lockstep_forwards,
+    perturb_images,
+    prompt_groups,
+    prompt_seeds,
+)
 from visent.trainer.perception_pass import (
     LOGP_SCORES,
     PERTURBED_LOGPS,
@@ -63,13 +70,6 @@ from visent.trainer.perception_pass import (
     kl_mask_and_shaping,
     perturbed_logps,
     rows_with_image,
-)
-from visent.trainer.counterfactual import (
-    counterfactual_stats,
-    lockstep_forwards,
-    perturb_images,
-    prompt_groups,
-    prompt_seeds,
 )
 from visent.trainer.precision import check_update_precision
 

@@ -36,8 +36,14 @@ from visent.trainer._trl_seam import RAW_IMAGES
 from visent.trainer.counterfactual import perturb_batch_images, prompt_seeds
 
 __all__ = [
+    "LOGP_SCORES",
+    "PERTURBED_LOGPS",
+    "SHAPED",
+    "S_HAT",
+    "kl_mask_and_shaping",
+    "perturbed_logps",
     "raw_view_pixels",
-    "LOGP_SCORES", "PERTURBED_LOGPS", "S_HAT", "SHAPED", "kl_mask_and_shaping", "perturbed_logps", "rows_with_image",
+    "rows_with_image",
 ]
 
 #: token_score values computed from sampled-token log-probs (not from ``visent.core.scores.SCORES``).

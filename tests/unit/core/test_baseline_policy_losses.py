@@ -27,7 +27,7 @@ def _vppo_loss_as_written(lp, old, aug, adv, m, top_p, beta_min, eps_low, eps_hi
     ``compute_policy_loss`` ``core_algos.py:458-499`` (dual clip, mask × loss, token mean over all response
     tokens); entropy penalty ``dp_actor.py:563-566``."""
     diff = (aug - old).clamp(-20.0, 20.0)
-    kl = ((diff.exp() - diff - 1)).clamp(0.0, 10.0)
+    kl = (diff.exp() - diff - 1).clamp(0.0, 10.0)
     srt = kl.clone()
     srt[~m.bool()] = -torch.inf
     k = torch.ceil(m.sum(1) * top_p).int()

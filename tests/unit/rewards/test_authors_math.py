@@ -19,11 +19,11 @@ import pytest
 pytest.importorskip("pylatexenc")
 
 sys.path.insert(0, str(Path(__file__).parent))
-from authors_variants import load_cases, variants  # noqa: E402
+from authors_variants import load_cases, variants
 
-from visent.rewards import get_reward  # noqa: E402
-from visent.rewards.authors_math import authors_format_ok  # noqa: E402
-from visent.rewards.prm800k_grader import extract_last_boxed, grade  # noqa: E402
+from visent.rewards import get_reward
+from visent.rewards.authors_math import authors_format_ok
+from visent.rewards.prm800k_grader import extract_last_boxed, grade
 
 REWARD = get_reward("vepo_authors_math")
 _AUTHORS_FORMAT = re.compile(r"<think>.*</think>.*\\boxed\{.*\}.*", re.DOTALL)

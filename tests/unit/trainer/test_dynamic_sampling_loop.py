@@ -23,7 +23,7 @@ def _run(metrics, rows, K=2, max_tries=20, rule="easyr1"):
         return [f"new{len(seen)}-{g}" for g in range(groups) for _ in range(K)]
 
     batch, stats = fill_batch(
-        rows, K, generate, lambda b, idx: [b[i] for i in idx.tolist()], lambda parts: sum(parts, []), draw,
+        rows, K, generate, lambda b, idx: [b[i] for i in idx.tolist()], lambda parts: [x for part in parts for x in part], draw,
         rule=rule, max_tries=max_tries,
     )
     return batch, stats, seen
