@@ -96,6 +96,7 @@ __all__ = [
     "copy_layered_cache",
     "join_positions",
     "reorder_cache",
+    "sequence_positions",
     "require_adapter",
     "slice_positions",
     "split_by_image",
@@ -139,6 +140,15 @@ def concat_units(units: Sequence[Sequence[ImageUnit]]) -> dict[str, torch.Tensor
 def slice_positions(positions: torch.Tensor, rows: torch.Tensor, columns: slice = slice(None)) -> torch.Tensor:
     """Rows ``rows`` and positions ``columns`` of ``(B, L)`` position ids (the plain 1D rope layout)."""
     return positions[rows][:, columns]
+
+
+def sequence_positions(backbone: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+    """``rope_positions`` of a decoder with plain 1D rope that computes its own positions as
+    ``arange(L) + cached length`` (Llama, Qwen2: ``position_ids is None`` in their forward), padding
+    included: ``(b, L)``, the same for every row. Passing these is what the model does by itself, so a
+    prompt run with a cache and its completions continued from it get the full forward's positions."""
+    ids = inputs["input_ids"]
+    return torch.arange(ids.size(1), device=ids.device).expand(ids.size(0), -1)
 
 
 def join_positions(parts: Sequence[torch.Tensor | None], rows: int) -> torch.Tensor | None:

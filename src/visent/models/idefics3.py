@@ -22,8 +22,10 @@ near-zero constant so the model still counts the tile, and the blackout cell is 
 pixel-shuffled token (``patch_size · scale_factor`` pixels). The global view and the crops get
 independent noise: the original image is not kept by TRL, only its tiles.
 
-Counterfactual savings: vision cache exact (tiles are encoded independently); no shared prefix (1D
-positions only, so no ``reuse_positions``).
+Counterfactual savings: vision cache exact (tiles are encoded independently); shared prefix exact: the
+Llama decoder numbers positions ``arange(L) + cached length`` itself, padding included, so a prompt run
+once with a cache and its responses continued from it see the full forward's positions
+(``sequence_positions``).
 
 The tiny builder is in ``visent.models.tiny.idefics3``.
 """
@@ -37,7 +39,7 @@ from typing import Any
 
 import torch
 
-from visent.models.adapters import Adapter, ImageUnit
+from visent.models.adapters import Adapter, ImageUnit, sequence_positions
 from visent.models.tiny.idefics3 import build_tiny
 from visent.models.whole_images import (
     image_stats,
@@ -127,8 +129,9 @@ ADAPTERS: tuple[Adapter, ...] = (
         token_keys=(),
         normalisation="SmolVLMImageProcessor image_mean / image_std (0.5 / 0.5 released)",
         vision_cache=True,
-        shared_prefix=False,
-        reuse_positions=False,
+        shared_prefix=True,
+        reuse_positions=True,
+        rope_positions=sequence_positions,
         build_tiny=partial(build_tiny),
         split_images=split_rows,
         image_geometry=geometry,

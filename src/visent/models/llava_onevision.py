@@ -20,7 +20,8 @@ patch feature as a token; for images so large that ``anyres_max_9`` downsamples 
 smaller than a token). Tiles get independent noise: TRL keeps only the tiles, not the original image.
 
 Counterfactual savings: vision cache exact (each tile is encoded on its own, then packed per image);
-no shared prefix (1D positions only). Multi-image prompts: TRL does not pass the processor's
+shared prefix exact (the Qwen2 decoder's 1D positions are ``arange(L) + cached length``, padding included,
+which a cached prompt continued by its responses reproduces: ``sequence_positions``). Multi-image prompts: TRL does not pass the processor's
 ``batch_num_images``, so the model would tile every image while the processor (for a prompt with
 several images) did not; use one image per prompt.
 
@@ -37,7 +38,7 @@ from typing import Any
 
 import torch
 
-from visent.models.adapters import Adapter, ImageUnit
+from visent.models.adapters import Adapter, ImageUnit, sequence_positions
 from visent.models.tiny.llava_onevision import build_tiny
 from visent.models.whole_images import (
     image_stats,
@@ -148,8 +149,9 @@ ADAPTERS: tuple[Adapter, ...] = (
         token_keys=(),
         normalisation="LlavaOnevisionImageProcessor image_mean / image_std (OpenAI CLIP released)",
         vision_cache=True,
-        shared_prefix=False,
-        reuse_positions=False,
+        shared_prefix=True,
+        reuse_positions=True,
+        rope_positions=sequence_positions,
         build_tiny=partial(build_tiny),
         split_images=split_images,
         image_geometry=geometry,

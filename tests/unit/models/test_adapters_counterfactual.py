@@ -68,7 +68,13 @@ def test_optimised_pass_equals_the_plain_pass(family, monkeypatch):
     backbone, head = backbone_and_head(model)
     assert cf.prompt_groups(batch, adapter=adapter) == [0, 1, 0, 0, 1, 2]
     perturbed = _perturbed(adapter, processor, batch)
-    fast = cf.counterfactual_stats(backbone, head, batch, ROWS, perturbed, batch_size=4, adapter=adapter)
+    shared_calls = []
+    with monkeypatch.context() as m:
+        real = cf_forward.shared_prefix_hidden
+        m.setattr(cf_forward, "shared_prefix_hidden", lambda *a, **k: shared_calls.append(1) or real(*a, **k))
+        fast = cf.counterfactual_stats(backbone, head, batch, ROWS, perturbed, batch_size=4, adapter=adapter)
+    # The saving the adapter claims is the one that ran (and is compared with the plain pass below).
+    assert bool(shared_calls) == adapter.shared_prefix
     with monkeypatch.context() as m:
         m.setattr(cf_forward, "MIN_SPLIT_SAVING", 0)  # split each shared-prefix chunk by length (cache copies)
         split = cf.counterfactual_stats(backbone, head, batch, ROWS, perturbed, batch_size=5, adapter=adapter)

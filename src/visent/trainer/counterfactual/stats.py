@@ -253,15 +253,20 @@ def counterfactual_stats(
     # Token-for-token repeats of a response of the same prompt get its statistics.
     unique, inverse = grouping.distinct_responses(batch, list(rows), groups)
     chunks, inverse = _chunks(batch, unique, inverse, batch_size)
-    run = _Pass(
-        backbone, batch, unique, perturbed_pixel_values, groups, adapter, clean_hidden=clean_hidden,
-        clean_position_ids=clean_position_ids, with_perturbed=with_perturbed, forward_ctx=forward_ctx,
-        share_prefix=share_prefix, lockstep=lockstep, full=forward == "full",
-    )
-    hidden = [run.chunk_hidden(idx) for idx in chunks]
-    forwards = len(chunks) if (clean_hidden is None or with_perturbed) else 0
-    if mask.size(0) > 0:
-        run.pad(min_forwards - forwards)
+    # The model calls run in inference mode (no version counters or view tracking: ~5% of the pass on the
+    # tiny models); their outputs only feed the statistics below, whose results are ordinary tensors.
+    # Not under lockstep: ZeRO-3 / FSDP gather parameters inside the forward, and those must stay
+    # ordinary tensors for the update's backward.
+    with torch.inference_mode(not lockstep):
+        run = _Pass(
+            backbone, batch, unique, perturbed_pixel_values, groups, adapter, clean_hidden=clean_hidden,
+            clean_position_ids=clean_position_ids, with_perturbed=with_perturbed, forward_ctx=forward_ctx,
+            share_prefix=share_prefix, lockstep=lockstep, full=forward == "full",
+        )
+        hidden = [run.chunk_hidden(idx) for idx in chunks]
+        forwards = len(chunks) if (clean_hidden is None or with_perturbed) else 0
+        if mask.size(0) > 0:
+            run.pad(min_forwards - forwards)
     weight, bias = lm_head.weight, getattr(lm_head, "bias", None)
     # The LM head is gathered once, after every forward: each process issues the same collectives.
     with gather_ctx(weight, bias) if gather_ctx is not None else contextlib.nullcontext():
