@@ -17,10 +17,8 @@ log-prob alignment, loss scaling or the image inputs of the loss forward would s
 
 from __future__ import annotations
 
-
 import pytest
 import torch
-
 
 K = 4
 
