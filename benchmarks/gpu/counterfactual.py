@@ -44,18 +44,18 @@ from visent.trainer.counterfactual import counterfactual_stats, perturb_batch_im
 
 # Published architecture hyper-parameters of the two checkpoints (config.json of each).
 ARCHS = {
-    "3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-               num_key_value_heads=2, tie_word_embeddings=True, out_hidden_size=2048),
-    "7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
-               num_key_value_heads=4, tie_word_embeddings=False, out_hidden_size=3584),
+    "3b": {"hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36, "num_attention_heads": 16,
+               "num_key_value_heads": 2, "tie_word_embeddings": True, "out_hidden_size": 2048},
+    "7b": {"hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28, "num_attention_heads": 28,
+               "num_key_value_heads": 4, "tie_word_embeddings": False, "out_hidden_size": 3584},
     # Qwen3-VL-8B-Instruct: a Qwen3-8B decoder (head_dim 128) and a 27-layer 1152-wide vision encoder.
-    "qwen3vl8b": dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
-                      num_key_value_heads=8, tie_word_embeddings=False, out_hidden_size=4096, family="qwen3_vl"),
+    "qwen3vl8b": {"hidden_size": 4096, "intermediate_size": 12288, "num_hidden_layers": 36, "num_attention_heads": 32,
+                      "num_key_value_heads": 8, "tie_word_embeddings": False, "out_hidden_size": 4096, "family": "qwen3_vl"},
 }
 TITLES = {"3b": "Qwen2.5-VL-3B", "7b": "Qwen2.5-VL-7B", "qwen3vl8b": "Qwen3-VL-8B"}
 # --smoke: a few-layer stand-in of the same shapes, to check this script on a CPU before spending GPU time.
-SMOKE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, tie_word_embeddings=True, out_hidden_size=64)
+SMOKE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "tie_word_embeddings": True, "out_hidden_size": 64}
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 VOCAB = 151_936
 IMAGE_TOKEN, VISION_START, VISION_END = 151655, 151652, 151653
@@ -73,30 +73,30 @@ def build_model(name: str, smoke: bool = False):
     import transformers
 
     a = dict(SMOKE if smoke else ARCHS[name], family=family(name))  # 3b/7b leave "family" to family()
-    text = dict(vocab_size=VOCAB, hidden_size=a["hidden_size"], intermediate_size=a["intermediate_size"],
-                num_hidden_layers=a["num_hidden_layers"], num_attention_heads=a["num_attention_heads"],
-                num_key_value_heads=a["num_key_value_heads"], max_position_embeddings=32768)
-    common = dict(image_token_id=IMAGE_TOKEN, vision_start_token_id=VISION_START, vision_end_token_id=VISION_END,
-                  tie_word_embeddings=a["tie_word_embeddings"])
+    text = {"vocab_size": VOCAB, "hidden_size": a["hidden_size"], "intermediate_size": a["intermediate_size"],
+                "num_hidden_layers": a["num_hidden_layers"], "num_attention_heads": a["num_attention_heads"],
+                "num_key_value_heads": a["num_key_value_heads"], "max_position_embeddings": 32768}
+    common = {"image_token_id": IMAGE_TOKEN, "vision_start_token_id": VISION_START, "vision_end_token_id": VISION_END,
+                  "tie_word_embeddings": a["tie_word_embeddings"]}
     if a["family"] == "qwen3_vl":
         head_dim = 16 if smoke else 128
         text.update(head_dim=head_dim, rope_parameters={
             "rope_type": "default", "rope_theta": 5e6, "mrope_interleaved": True,
             "mrope_section": [4, 2, 2] if smoke else [24, 20, 20]})
-        vision = dict(depth=2 if smoke else 27, hidden_size=64 if smoke else 1152,
-                      intermediate_size=128 if smoke else 4304, num_heads=4 if smoke else 16,
-                      out_hidden_size=a["out_hidden_size"], patch_size=16, spatial_merge_size=2,
-                      temporal_patch_size=2, num_position_embeddings=2304,
-                      deepstack_visual_indexes=[0] if smoke else [8, 16, 24])
+        vision = {"depth": 2 if smoke else 27, "hidden_size": 64 if smoke else 1152,
+                      "intermediate_size": 128 if smoke else 4304, "num_heads": 4 if smoke else 16,
+                      "out_hidden_size": a["out_hidden_size"], "patch_size": 16, "spatial_merge_size": 2,
+                      "temporal_patch_size": 2, "num_position_embeddings": 2304,
+                      "deepstack_visual_indexes": [0] if smoke else [8, 16, 24]}
         cfg = transformers.Qwen3VLConfig(text_config=text, vision_config=vision, **common)
         model_cls = transformers.Qwen3VLForConditionalGeneration
     else:
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 1e6,
                                    "mrope_section": [2, 3, 3] if smoke else [16, 24, 24]}
-        vision = dict(depth=2 if smoke else 32, hidden_size=64 if smoke else 1280,
-                      intermediate_size=128 if smoke else 3420, num_heads=4 if smoke else 16,
-                      out_hidden_size=a["out_hidden_size"], patch_size=14, spatial_merge_size=2,
-                      temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31])
+        vision = {"depth": 2 if smoke else 32, "hidden_size": 64 if smoke else 1280,
+                      "intermediate_size": 128 if smoke else 3420, "num_heads": 4 if smoke else 16,
+                      "out_hidden_size": a["out_hidden_size"], "patch_size": 14, "spatial_merge_size": 2,
+                      "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [7, 15, 23, 31]}
         cfg = transformers.Qwen2_5_VLConfig(text_config=text, vision_config=vision, **common)
         model_cls = transformers.Qwen2_5_VLForConditionalGeneration
     cfg._attn_implementation = "sdpa"

@@ -55,13 +55,13 @@ DEVICE = "cuda" if CUDA else "cpu"
 
 # Qwen/Qwen2.5-VL-3B-Instruct config.json: decoder and vision tower (vocabulary 151,936, tied embeddings).
 QWEN25_VL_3B = {
-    "text": dict(vocab_size=151_936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-                 num_attention_heads=16, num_key_value_heads=2, max_position_embeddings=128_000,
-                 rms_norm_eps=1e-6, rope_parameters={"rope_type": "default", "rope_theta": 1e6,
-                                                     "mrope_section": [16, 24, 24]}),
-    "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, out_hidden_size=2048,
-                   patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
-                   fullatt_block_indexes=[7, 15, 23, 31]),
+    "text": {"vocab_size": 151_936, "hidden_size": 2048, "intermediate_size": 11008, "num_hidden_layers": 36,
+                 "num_attention_heads": 16, "num_key_value_heads": 2, "max_position_embeddings": 128_000,
+                 "rms_norm_eps": 1e-6, "rope_parameters": {"rope_type": "default", "rope_theta": 1e6,
+                                                     "mrope_section": [16, 24, 24]}},
+    "vision": {"depth": 32, "hidden_size": 1280, "intermediate_size": 3420, "num_heads": 16, "out_hidden_size": 2048,
+                   "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 112,
+                   "fullatt_block_indexes": [7, 15, 23, 31]},
     "tie_word_embeddings": True,
 }
 # --tiny: the same structure, a few layers wide enough for M-RoPE (head_dim 16 -> sections [2, 3, 3]).

@@ -49,7 +49,7 @@ def _run(installed: Path, cwd: Path, *args: str, timeout: int = 900) -> subproce
         "sys.exit(main(sys.argv[1:]))\n"
     )
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, check=False)
 
 
 def test_the_wheel_holds_the_configs_and_the_study_summary(installed):
