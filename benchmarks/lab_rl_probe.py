@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--freeze", type=_bool, default=None, help="freeze the vision tower (default: the task's)")
     p.add_argument("--eval-points", type=int, default=None)
+    p.add_argument(
+        "--tower-first", type=float, default=None,
+        help="two-phase warm-start: tower trained to this check accuracy first (WarmStartConfig.tower_first)",
+    )
     p.add_argument("--heldout", type=int, default=512, help="held-out examples scored before and after")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further VisentConfig fields")
     p.add_argument("--out", required=True)
@@ -52,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from visent.eval.report import write_json_atomic
+    from visent.io import write_json_atomic
     from visent.lab.rl import RLSettings, heldout_set, measure_before, run_method
     from visent.lab.warmstart import warm_start, warmstart_config
 
@@ -69,7 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         freeze_vision_tower=args.freeze,
     )
     t0 = time.perf_counter()
-    ws = warm_start(args.warm_dir, warmstart_config(args.task, args.warm_seed), progress=False)
+    import dataclasses
+
+    ws_cfg = warmstart_config(args.task, args.warm_seed)
+    if args.tower_first is not None:
+        ws_cfg = dataclasses.replace(ws_cfg, tower_first=args.tower_first)
+    ws = warm_start(args.warm_dir, ws_cfg, progress=False)
     heldout = heldout_set(args.task, args.heldout, args.warm_seed)
     before_path = os.path.join(ws.path, f"before-{args.heldout}-{settings.max_completion_length}.json")
     if os.path.exists(before_path):
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps({
         "out": args.out, "warm_seed": args.warm_seed, "before": before["accuracy"],
-        "after": result["after"]["accuracy"], "n": result["after"]["n"], "wall_s": round(result["wall_s"], 1),
+        "after": result["after"]["accuracy"], "warm_path": ws.path, "n": result["after"]["n"], "wall_s": round(result["wall_s"], 1),
         "eval_s": round(result["eval_s"], 1), "warm_s": round(warm_s, 1), "threads": torch.get_num_threads(),
     }))
     return 0

@@ -52,7 +52,9 @@ the same config reloads it instead of training.
 
 The code is split by job: ``visent.lab.warmstart_config`` (what determines the model; the cache key),
 ``visent.lab.batching`` (teacher-forcing batches), ``visent.lab.greedy`` (measuring a model),
-``visent.lab.band`` (the band controller), ``visent.lab.sft`` (the SFT loop); this module holds the cache
+``visent.lab.band`` (the band controller), ``visent.lab.sft`` (the SFT loop), ``visent.lab.two_phase``
+(the optional two-phase warm-start, ``WarmStartConfig.tower_first``, off by default: docs/lab-diagnosis.md
+§7 measured it losing from every warm-start); this module holds the cache
 (``warm_start``) and re-exports the names the rest of visent uses.
 """
 
@@ -77,6 +79,7 @@ from visent.lab.band import band_search
 from visent.lab.batching import fork_mask, prompt_texts, response_loss, sft_batch
 from visent.lab.greedy import greedy_accuracy, greedy_responses, probe_exact_match
 from visent.lab.sft import sft
+from visent.lab.two_phase import tower_first_sft
 from visent.lab.warmstart_config import (
     TASK_WARMSTART,
     WarmStartConfig,
@@ -143,15 +146,21 @@ def warm_start(
 
     # Tasks newer than the default tokenizer corpus bring their own text (see TOKENIZER_TASKS).
     extra = task_texts(tasks=[t for t in cfg.tasks if t not in TOKENIZER_TASKS])
-    model, processor = build_tiny(
-        cfg.kind,
-        texts=extra or None,
-        hidden_size=cfg.hidden_size,
-        num_layers=cfg.num_layers,
-        seed=cfg.seed,
-        vocab_size=cfg.vocab_size,
-    )
-    measured = sft(model, processor, cfg, progress=progress)
+    def build() -> tuple[object, object]:
+        return build_tiny(
+            cfg.kind,
+            texts=extra or None,
+            hidden_size=cfg.hidden_size,
+            num_layers=cfg.num_layers,
+            seed=cfg.seed,
+            vocab_size=cfg.vocab_size,
+        )
+
+    model, processor = build()
+    if cfg.tower_first is not None:
+        model, measured = tower_first_sft(model, processor, cfg, lambda: build()[0], progress=progress)
+    else:
+        measured = sft(model, processor, cfg, progress=progress)
     if cfg.band is not None and measured.get("heldout"):
         # The band's last full check (on the check stream; the demo and the study measure their own
         # held-out set themselves).

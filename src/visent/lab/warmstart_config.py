@@ -52,6 +52,10 @@ class WarmStartConfig:
             reaches ``band[0] - screen_margin``.
         max_rollbacks: overshoot roll-backs allowed before giving up (and flagging the result).
         check_max_new_tokens: greedy tokens per check response (the RL runs' ``max_completion_length``).
+        tower_first: two-phase warm-start (``visent.lab.two_phase``; needs a band): first train the whole
+            model until a full check reads at least this accuracy (a competent vision tower), then
+            re-initialise the language model and train it alone, tower frozen, into ``band``.
+            ``None`` (default): one phase.
     """
 
     kind: str = "qwen2_5_vl"
@@ -90,6 +94,9 @@ class WarmStartConfig:
     screen_margin: float = 0.10
     max_rollbacks: int = 6
     check_max_new_tokens: int = 40
+    # Issue #21 item 2: band warm-starts never answer some counts (docs/lab-diagnosis.md §3) — their tower
+    # lacks the feature. None keeps the one-phase recipe (and the keys of the configs that predate it).
+    tower_first: float | None = None
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -106,6 +113,13 @@ class WarmStartConfig:
                 raise ValueError(f"WarmStartConfig.aim {self.aim} must lie inside the band {self.band}")
             if self.screen_size > self.check_size or self.max_rollbacks < 0:
                 raise ValueError("WarmStartConfig: screen_size must be <= check_size and max_rollbacks >= 0")
+        if self.tower_first is not None:
+            if self.band is None:
+                raise ValueError("WarmStartConfig.tower_first needs a band (the second phase stops in it)")
+            if not self.band[1] <= self.tower_first < 1.0:
+                raise ValueError(
+                    f"WarmStartConfig.tower_first {self.tower_first} must lie in [band high {self.band[1]}, 1)"
+                )
         if not self.tasks:
             raise ValueError("WarmStartConfig.tasks: give at least one lab task")
         if self.batch_size < 1 or self.max_steps < 0 or self.eval_every < 1 or self.probe_size < 1:
@@ -134,6 +148,9 @@ class WarmStartConfig:
             # Added later: left out at its default so the keys (and cached models, resumable studies)
             # of the configs that predate it are unchanged.
             del fields["vocab_size"]
+        if fields["tower_first"] is None:
+            # Likewise for the two-phase warm-start.
+            del fields["tower_first"]
         if fields["band"] is None:
             # Likewise: the probe-rule configs keep the keys they had before the band rule existed.
             for name in _BAND_FIELDS:

@@ -291,3 +291,49 @@ def test_band_search_at_max_steps_accepts_the_lower_half_of_the_band():
     out = fake.run(_band_cfg(max_steps=40))
     assert out["reached"] and out["step"] == 40 and out["accuracy"] == pytest.approx(0.45)
     assert [c["outcome"] for c in out["checks"] if c["kind"] == "check"][-1] == "in band"
+
+
+def test_tower_first_config_is_validated_and_keys_only_when_set():
+    from visent.lab.two_phase import phase_one_config
+
+    cfg = ws.warmstart_config("tally")
+    two = ws.WarmStartConfig(**{**cfg.__dict__, "tower_first": 0.9})
+    # Unset, the key is the one-phase recipe's (cached warm-starts and studies stay valid).
+    assert "tower_first" not in cfg.__dict__ or cfg.tower_first is None
+    assert two.key() != cfg.key()
+    assert ws.WarmStartConfig(**{**cfg.__dict__, "tower_first": None}).key() == cfg.key()
+    first = phase_one_config(two)
+    assert first.band == (0.9, 1.0) and first.band_aim() == 0.9 and first.tower_first is None
+    with pytest.raises(ValueError, match="tower_first"):
+        ws.WarmStartConfig(**{**cfg.__dict__, "tower_first": 0.5})  # inside the band: not "competent"
+    with pytest.raises(ValueError, match="tower_first"):
+        ws.WarmStartConfig(tower_first=0.9)  # no band for phase 2
+
+
+def test_transplant_copies_and_freezes_the_tower_and_keeps_the_fresh_language_model():
+    from visent.lab.batching import response_loss, sft_batch
+    from visent.lab.two_phase import transplant_vision_tower
+    from visent.trainer.build import freeze_vision_tower
+
+    trained, processor = build_tiny("qwen2_5_vl", seed=1, **SMALL)
+    fresh, _ = build_tiny("qwen2_5_vl", seed=0, **SMALL)
+    init = {n: p.detach().clone() for n, p in fresh.named_parameters()}
+    names = transplant_vision_tower(trained, fresh)
+    probe, _ = build_tiny("qwen2_5_vl", seed=2, **SMALL)
+    assert freeze_vision_tower(probe) == len(names) > 0
+    src = dict(trained.named_parameters())
+    for n, p in fresh.named_parameters():
+        if n in names:
+            assert not p.requires_grad and torch.equal(p, src[n])
+        else:
+            assert p.requires_grad and torch.equal(p, init[n])
+    # The seeds differ, so a copy that did nothing would fail the check above.
+    assert any(not torch.equal(src[n], init[n]) for n in names)
+    # Phase 2 trains the language model only: one step moves it and leaves the tower as copied.
+    opt = torch.optim.AdamW(fresh.parameters(), lr=1e-2)
+    loss, _ = response_loss(fresh, sft_batch(processor, make_examples("counting", 4, seed=0)))
+    loss.backward()
+    opt.step()
+    after = dict(fresh.named_parameters())
+    assert all(torch.equal(after[n], src[n]) for n in names)
+    assert any(not torch.equal(after[n], init[n]) for n in after if n not in names)
