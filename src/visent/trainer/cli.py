@@ -213,7 +213,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"visent train: {e}", file=sys.stderr)
         return 1
     trainer.save_model(config.output_dir)
+    _release_process_group()
     return 0
+
+
+def _release_process_group() -> None:
+    """End a multi-process run by destroying its process group. Left to interpreter exit, the backend's
+    threads can be torn down while still joinable ("terminate called without an active exception", exit
+    -6) after the model was saved, so a finished run would be reported as failed; torch also warns when a
+    process group outlives the run."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
