@@ -144,7 +144,11 @@ class VisentConfig(GRPOConfig):
         metadata=_help("`response`: keep ceil(ρ·n) tokens of each response (VEPO); `batch`: one quantile threshold over the batch (80/20)."),
     )
     selection_mode: str = field(
-        default="top", metadata=_help("`top` (highest scores), `bottom` (ablation) or `random` (control).")
+        default="top",
+        metadata=_help(
+            "`top` (highest scores), `bottom` (ablation), `random` (control) or `weight` (VEPO's weight mode: "
+            "every token kept, the top ones weighted 1 + selection_weight_lambda)."
+        ),
     )
     score_alpha: float = field(
         default=0.7, metadata=_help("α in [0, 1]: weight of the JSD vs the entropy gap in the VEPO score.")
@@ -155,14 +159,15 @@ class VisentConfig(GRPOConfig):
         default="pixel_values_gaussian",
         metadata=_help(
             "Image perturbation for the counterfactual pass: a name in `visent.perturb.PERTURBATIONS` "
-            "(pixel_values_gaussian, pixel_gaussian, diffusion, patch_blackout, no_image, identity)."
+            "(pixel_values_gaussian, pixel_gaussian, diffusion, patch_blackout, blackout_14px, no_image, identity)."
         ),
     )
     perturbation_strength: float | None = field(
         default=None,
         metadata=_help(
             "Strength of the perturbation (std, diffusion step or blackout fraction); unset = the kind's "
-            "default (pixel_values_gaussian 2.0, pixel_gaussian 0.5, diffusion 500, patch_blackout 0.5)."
+            "default (pixel_values_gaussian 2.0, pixel_gaussian 0.5, diffusion 500, patch_blackout 0.5, "
+            "blackout_14px 0.5)."
         ),
     )
     perturbation_scope: str = field(
