@@ -44,18 +44,10 @@ def register_extension(extension: TrainerExtension) -> Callable[[], None]:
 def freeze_vision_tower(model) -> int:
     """Freeze the vision encoder and its projection into the decoder (the family adapter's
     ``vision_modules``); returns how many tensors were frozen."""
-    import torch
+    from visent.trainer.param_groups import vision_modules
 
-    from visent.models.adapters import Adapter, adapter_for
-
-    adapter = adapter_for(model)
-    names = adapter.vision_modules if adapter is not None else Adapter.__dataclass_fields__["vision_modules"].default
-    inner = getattr(model, "model", model)
     n = 0
-    for name in names:
-        module = getattr(inner, name, None) or getattr(model, name, None)
-        if not isinstance(module, torch.nn.Module):
-            continue
+    for module in vision_modules(model):
         for p in module.parameters():
             p.requires_grad_(False)
             n += 1

@@ -71,6 +71,7 @@ from visent.trainer.perception_pass import (
     perturbed_logps,
     rows_with_image,
 )
+from visent.trainer.param_groups import split_vision_groups
 from visent.trainer.precision import check_update_precision
 
 __all__ = ["VisentGRPOTrainer"]
@@ -122,6 +123,14 @@ class VisentGRPOTrainer(SeamTrainer):
             self.model_adapter.image_geometry(self.processing_class) if self.model_adapter is not None else None
         )
         check_update_precision(self.model, self.args)  # bf16 weights an lr-sized step cannot move: refused
+
+    def create_optimizer(self, model=None):
+        # transformers' two groups (decay / no decay), each split into language model and vision tower
+        # when the tower trains at its own rate (visent.trainer.param_groups).
+        optimizer = super().create_optimizer(model)
+        if self.args.vision_lr_scale != 1.0:
+            split_vision_groups(optimizer, self.model if model is None else model, self.args.vision_lr_scale)
+        return optimizer
 
     def _set_image_budget(self) -> None:
         """``min_pixels`` / ``max_pixels`` into the processor through the family's adapter (refused where the
