@@ -62,6 +62,7 @@ from visent.trainer.counterfactual import (
     prompt_groups,
     prompt_seeds,
 )
+from visent.trainer.param_groups import split_vision_groups
 from visent.trainer.perception_pass import (
     LOGP_SCORES,
     PERTURBED_LOGPS,
@@ -71,7 +72,6 @@ from visent.trainer.perception_pass import (
     perturbed_logps,
     rows_with_image,
 )
-from visent.trainer.param_groups import split_vision_groups
 from visent.trainer.precision import check_update_precision
 
 __all__ = ["VisentGRPOTrainer"]
