@@ -375,13 +375,10 @@ class VisentConfig(GRPOConfig):
                 raise ValueError(f"{name} must be >= 1; got {value}")
         if self.counterfactual_batch_size is not None and self.counterfactual_batch_size < 1:
             raise ValueError(f"counterfactual_batch_size must be >= 1; got {self.counterfactual_batch_size}")
-        if not self.vision_lr_scale > 0:
-            raise ValueError(f"vision_lr_scale must be > 0 (use freeze_vision_tower: true for 0); got {self.vision_lr_scale}")
-        if self.vision_lr_scale != 1.0 and self.freeze_vision_tower:
-            raise ValueError(
-                f"vision_lr_scale={self.vision_lr_scale} scales the vision tower's learning rate, but "
-                "freeze_vision_tower is true (the tower does not train); set freeze_vision_tower: false"
-            )
+        from visent.trainer.param_groups import vision_lr_scale_error
+
+        if vision_lr_scale_error(self):
+            raise ValueError(vision_lr_scale_error(self))
         if not 0.0 <= self.label_noise <= 1.0:
             raise ValueError(f"label_noise must be in [0, 1]; got {self.label_noise}")
         from visent.trainer.lora import lora_settings_error

@@ -12,7 +12,20 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["split_vision_groups", "vision_modules"]
+__all__ = ["split_vision_groups", "vision_lr_scale_error", "vision_modules"]
+
+
+def vision_lr_scale_error(config) -> str | None:
+    """Why ``config.vision_lr_scale`` cannot be used (one line), or ``None``."""
+    scale = config.vision_lr_scale
+    if not scale > 0:
+        return f"vision_lr_scale must be > 0 (use freeze_vision_tower: true for 0); got {scale}"
+    if scale != 1.0 and config.freeze_vision_tower:
+        return (
+            f"vision_lr_scale={scale} scales the vision tower's learning rate, but freeze_vision_tower is true "
+            "(the tower does not train); set freeze_vision_tower: false"
+        )
+    return None
 
 
 def vision_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
