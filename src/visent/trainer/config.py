@@ -375,17 +375,14 @@ class VisentConfig(GRPOConfig):
                 raise ValueError(f"{name} must be >= 1; got {value}")
         if self.counterfactual_batch_size is not None and self.counterfactual_batch_size < 1:
             raise ValueError(f"counterfactual_batch_size must be >= 1; got {self.counterfactual_batch_size}")
-        from visent.trainer.param_groups import vision_lr_scale_error
-
-        if vision_lr_scale_error(self):
-            raise ValueError(vision_lr_scale_error(self))
         if not 0.0 <= self.label_noise <= 1.0:
             raise ValueError(f"label_noise must be in [0, 1]; got {self.label_noise}")
         from visent.trainer.lora import lora_settings_error
+        from visent.trainer.param_groups import vision_lr_scale_error
 
-        lora_error = lora_settings_error(self)
-        if lora_error:
-            raise ValueError(lora_error)
+        for error in (lora_settings_error(self), vision_lr_scale_error(self)):
+            if error:
+                raise ValueError(error)
         if isinstance(self.reward_funcs, str):
             self.reward_funcs = [self.reward_funcs]
         if self.reward_funcs:
