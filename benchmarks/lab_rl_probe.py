@@ -51,11 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--heldout", type=int, default=512, help="held-out examples scored before and after")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further VisentConfig fields")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the study's runs use 1)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
 
     import torch
 
+    # The study runs every warm-start and RL run on one thread; other counts change float reductions (so the
+    # warm-start stops elsewhere) and, several runs side by side, oversubscribe the cores.
+    torch.set_num_threads(args.threads)
     from visent.io import write_json_atomic
     from visent.lab.rl import RLSettings, heldout_set, measure_before, run_method
     from visent.lab.warmstart import warm_start, warmstart_config
