@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         "--tower-first", type=float, default=None,
         help="two-phase warm-start: tower trained to this check accuracy first (WarmStartConfig.tower_first)",
     )
+    p.add_argument(
+        "--min-class-accuracy", type=float, default=None,
+        help="warm-start band rule: every answer class read at least this often (WarmStartConfig.min_class_accuracy)",
+    )
     p.add_argument("--heldout", type=int, default=512, help="held-out examples scored before and after")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further VisentConfig fields")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the study's runs use 1)")
@@ -82,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ws_cfg = warmstart_config(args.task, args.warm_seed)
     if args.tower_first is not None:
         ws_cfg = dataclasses.replace(ws_cfg, tower_first=args.tower_first)
+    if args.min_class_accuracy is not None:
+        ws_cfg = dataclasses.replace(ws_cfg, min_class_accuracy=args.min_class_accuracy)
     ws = warm_start(args.warm_dir, ws_cfg, progress=False)
     heldout = heldout_set(args.task, args.heldout, args.warm_seed)
     before_path = os.path.join(ws.path, f"before-{args.heldout}-{settings.max_completion_length}.json")

@@ -31,7 +31,10 @@ def band_search(
     - ``train_step(step, lr_scale)`` trains optimizer step ``step`` (0-based; its data must depend on
       ``step`` only, so a replay after a roll-back sees the same batches) with the learning rate scaled by
       ``lr_scale``, and returns that step's record (``{"loss": ...}``);
-    - ``measure("screen" | "check")`` returns ``(accuracy in [0, 1], examples scored)``;
+    - ``measure("screen" | "check")`` returns ``(accuracy in [0, 1], examples scored)``, or with
+      ``cfg.min_class_accuracy`` set ``(accuracy, examples, worst class's accuracy)`` (a class = one
+      answer, e.g. one true count): a check in the band with a class below that floor counts as below
+      the aim, so training goes on (and an overshoot rolls back and replays, as above);
     - ``snapshot()`` returns the training state (model, optimizer, RNG); ``restore(state)`` puts it back.
 
     Returns ``{"reached", "accuracy", "step", "steps_trained", "rollbacks", "lr_scale", "checks",
@@ -43,6 +46,7 @@ def band_search(
         raise ValueError("band_search: cfg.band is None")
     lo, hi = cfg.band
     aim = cfg.band_aim()
+    floor = cfg.min_class_accuracy
     step, trained, rollbacks, lr_scale = 0, 0, 0, 1.0
     mode = "screen"
     period = {"screen": cfg.screen_every, "check": cfg.check_every, "fine": 1}
@@ -53,9 +57,10 @@ def band_search(
     last_check: tuple[int, float] | None = None
     reason = "max_steps"
 
-    def record(kind: str, acc: float, n: int, outcome: str) -> None:
+    def record(kind: str, acc: float, n: int, outcome: str, worst: float | None = None) -> None:
         checks.append(
             {"step": step, "kind": kind, "accuracy": acc, "n": n, "lr_scale": lr_scale, "outcome": outcome}
+            | ({} if worst is None else {"worst_class": worst})
         )
 
     while step < cfg.max_steps:
@@ -69,27 +74,30 @@ def band_search(
         if step % period[mode] and not final:
             continue
         if mode == "screen" and not final:
-            acc, n = measure("screen")
+            acc, n, *_ = measure("screen")
             if acc < lo - cfg.screen_margin:
                 record("screen", acc, n, "screen")
                 saved = (step, snapshot())
                 continue
             record("screen", acc, n, "screen passed")
             mode = "check"
-        acc, n = measure("check")
+        acc, n, *rest = measure("check")
+        worst = rest[0] if rest else None
         last_check = (step, acc)
-        if aim <= acc <= hi or (final and lo <= acc <= hi):
-            record("check", acc, n, "in band")
+        covered = floor is None or (worst is not None and worst >= floor)
+        if covered and (aim <= acc <= hi or (final and lo <= acc <= hi)):
+            record("check", acc, n, "in band", worst)
             return _band_outcome(True, acc, step, trained, rollbacks, lr_scale, checks, history, "in band")
-        if acc < aim:
-            # Below the band, or in its lower half: keep training towards the aim.
-            record("check", acc, n, "below")
+        if acc < aim or (acc <= hi and not covered):
+            # Below the band, in its lower half, or in it with an answer the model (almost) never gives:
+            # keep training towards the aim.
+            record("check", acc, n, "below" if acc < aim else "class below floor", worst)
             saved = (step, snapshot())
             if mode == "check" and acc < lo - cfg.screen_margin:
                 # The screen passed by chance (at chance level a 32-example screen scatters by ±7 points).
                 mode = "screen"
             continue
-        record("check", acc, n, "overshoot")
+        record("check", acc, n, "overshoot", worst)
         if rollbacks >= cfg.max_rollbacks:
             reason = "max_rollbacks"
             break

@@ -26,6 +26,15 @@ __all__ = ["sft"]
 Scorer = Callable[[Sequence[Example], Sequence[str]], list[float]]
 
 
+def worst_class_accuracy(examples: Sequence[Example], scores: Sequence[float]) -> float:
+    """The lowest mean score over answer classes, a class being one (task, label) pair: e.g. for tally
+    the accuracy on the images whose true count the model reads worst."""
+    by_class: dict[tuple[str, str], list[float]] = {}
+    for ex, score in zip(examples, scores):
+        by_class.setdefault((ex.task, str(ex.answer)), []).append(score)
+    return min(sum(v) / len(v) for v in by_class.values())
+
+
 def _lr_at(step: int, cfg: WarmStartConfig) -> float:
     """Linear warm-up to ``cfg.lr`` then cosine decay to ``0.1 * cfg.lr`` at ``cfg.max_steps``."""
     if step < cfg.warmup_steps:
@@ -84,7 +93,10 @@ def _band_sft(model, processor, cfg, opt, train_step, bar, log, scorer: Scorer |
         if kind == "check":
             last.update(acc)
         bar.set_postfix({kind: f"{acc['accuracy']:.2f}"})
-        return acc["accuracy"], acc["n"]
+        if cfg.min_class_accuracy is None:
+            return acc["accuracy"], acc["n"]
+        examples = check_set if kind == "check" else screen_set
+        return acc["accuracy"], acc["n"], worst_class_accuracy(examples, acc["scores"])
 
     def snapshot() -> Any:
         return (

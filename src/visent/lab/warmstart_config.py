@@ -97,6 +97,11 @@ class WarmStartConfig:
     # Issue #21 item 2: band warm-starts never answer some counts (docs/lab-diagnosis.md §3) — their tower
     # lacks the feature. None keeps the one-phase recipe (and the keys of the configs that predate it).
     tower_first: float | None = None
+    # Issue #21 item 2: stop only where every answer class (tally: every true count) is read at least this
+    # often on the full check. Band warm-starts stopped on the mean alone read some counts at ~95% and
+    # never answer others, which differ by seed (docs/lab-diagnosis.md §3, §8): RL from such a start must
+    # build a missing feature and can erase one it had. None = the mean alone (and the keys that predate it).
+    min_class_accuracy: float | None = None
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -120,6 +125,10 @@ class WarmStartConfig:
                 raise ValueError(
                     f"WarmStartConfig.tower_first {self.tower_first} must lie in [band high {self.band[1]}, 1)"
                 )
+        if self.min_class_accuracy is not None and (self.band is None or not 0.0 <= self.min_class_accuracy <= 1.0):
+            raise ValueError(
+                f"WarmStartConfig.min_class_accuracy {self.min_class_accuracy} needs a band and must lie in [0, 1]"
+            )
         if not self.tasks:
             raise ValueError("WarmStartConfig.tasks: give at least one lab task")
         if self.batch_size < 1 or self.max_steps < 0 or self.eval_every < 1 or self.probe_size < 1:
@@ -148,9 +157,10 @@ class WarmStartConfig:
             # Added later: left out at its default so the keys (and cached models, resumable studies)
             # of the configs that predate it are unchanged.
             del fields["vocab_size"]
-        if fields["tower_first"] is None:
-            # Likewise for the two-phase warm-start.
-            del fields["tower_first"]
+        for name in ("tower_first", "min_class_accuracy"):
+            if fields[name] is None:
+                # Likewise for the two-phase warm-start and the per-class floor.
+                del fields[name]
         if fields["band"] is None:
             # Likewise: the probe-rule configs keep the keys they had before the band rule existed.
             for name in _BAND_FIELDS:

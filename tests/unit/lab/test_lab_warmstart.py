@@ -337,3 +337,44 @@ def test_transplant_copies_and_freezes_the_tower_and_keeps_the_fresh_language_mo
     after = dict(fresh.named_parameters())
     assert all(torch.equal(after[n], src[n]) for n in names)
     assert any(not torch.equal(after[n], init[n]) for n in after if n not in names)
+
+
+class FakeClasses(FakeTraining):
+    """As FakeTraining, and the worst class's accuracy is ``worst(weights)`` (measure's third value)."""
+
+    def __init__(self, rate, curve, worst):
+        super().__init__(rate, curve)
+        self.worst = worst
+
+    def measure(self, kind):
+        acc, n = super().measure(kind)
+        return acc, n, self.worst(self.w)
+
+
+def test_band_search_with_a_class_floor_trains_on_until_every_class_is_read():
+    # +0.6 points per step from step 100: the mean reaches the aim (50%) at step 150 and leaves the band
+    # (60%) after step 166; the worst class reaches 20% only at weight 160.
+    def worst(w):
+        return 0.0 if w < 160 else 0.25
+
+    out = FakeClasses(lambda s: 1.0, _plateau_then_climb(0.006), worst).run(_band_cfg(min_class_accuracy=0.2))
+    assert out["reached"] and out["step"] == 160 and out["accuracy"] == pytest.approx(0.56)
+    outcomes = [(c["step"], c["outcome"]) for c in out["checks"] if c["kind"] == "check"]
+    assert (150, "class below floor") in outcomes and (155, "class below floor") in outcomes
+    assert outcomes[-1] == (160, "in band") and out["checks"][-1]["worst_class"] == pytest.approx(0.25)
+    # The same run without the floor stops at the aim, where one class is never read.
+    assert FakeClasses(lambda s: 1.0, _plateau_then_climb(0.006), worst).run(_band_cfg())["step"] == 150
+
+
+def test_band_search_with_a_class_floor_that_the_band_never_meets_is_flagged():
+    # Every class is read only above the band: roll-backs run out, loudly.
+    fake = FakeClasses(lambda s: 1.0, _plateau_then_climb(0.013), lambda w: 0.0 if w < 130 else 0.3)
+    out = fake.run(_band_cfg(min_class_accuracy=0.2, max_rollbacks=2))
+    assert not out["reached"] and out["reason"] == "max_rollbacks"
+
+
+def test_class_floor_needs_a_band_and_joins_the_cache_key_only_when_set():
+    with pytest.raises(ValueError, match="min_class_accuracy"):
+        ws.WarmStartConfig(tasks=("tally",), min_class_accuracy=0.2)
+    base = _band_cfg()
+    assert _band_cfg(min_class_accuracy=None).key() == base.key() != _band_cfg(min_class_accuracy=0.2).key()
