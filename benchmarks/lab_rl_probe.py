@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         "--min-class-accuracy", type=float, default=None,
         help="warm-start band rule: every answer class read at least this often (WarmStartConfig.min_class_accuracy)",
     )
+    p.add_argument("--phase-two", choices=("language_model", "projector"), default=None,
+                   help="with --tower-first: what the second phase re-initialises (WarmStartConfig.phase_two)")
     p.add_argument("--heldout", type=int, default=512, help="held-out examples scored before and after")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="further VisentConfig fields")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the study's runs use 1)")
@@ -86,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     ws_cfg = warmstart_config(args.task, args.warm_seed)
     if args.tower_first is not None:
         ws_cfg = dataclasses.replace(ws_cfg, tower_first=args.tower_first)
+    if args.phase_two is not None:
+        ws_cfg = dataclasses.replace(ws_cfg, phase_two=args.phase_two)
     if args.min_class_accuracy is not None:
         ws_cfg = dataclasses.replace(ws_cfg, min_class_accuracy=args.min_class_accuracy)
     ws = warm_start(args.warm_dir, ws_cfg, progress=False)

@@ -18,7 +18,11 @@ from typing import Any
 from visent.lab.sft import sft
 from visent.lab.warmstart_config import WarmStartConfig
 
-__all__ = ["phase_one_config", "tower_first_sft", "transplant_vision_tower"]
+__all__ = ["phase_one_config", "reset_projector", "tower_first_sft", "transplant_vision_tower"]
+
+# The vision→text projection of the lab's tiny architectures (WarmStartConfig.kind), re-initialised by the
+# "projector" second phase. Both Qwen-VL generations name it the same.
+_PROJECTOR = {"qwen2_5_vl": "model.visual.merger", "qwen2_vl": "model.visual.merger"}
 
 
 def phase_one_config(cfg: WarmStartConfig) -> WarmStartConfig:
@@ -48,6 +52,33 @@ def transplant_vision_tower(trained: Any, fresh: Any) -> list[str]:
     return names
 
 
+def reset_projector(trained: Any, fresh: Any, kind: str) -> list[str]:
+    """Give ``trained`` the freshly initialised projector of ``fresh`` and freeze the rest of its vision
+    tower (encoder blocks, patch embedding): phase 2 then trains the projector and the language model.
+
+    The language model keeps its phase-1 wording (docs/lab-diagnosis.md §7: a re-initialised language
+    model lands in the band before its sampled grammar settles). Returns the projector's parameter names.
+    """
+    import torch
+
+    from visent.trainer.build import freeze_vision_tower
+
+    if kind not in _PROJECTOR:
+        raise ValueError(f"reset_projector: no projector known for kind {kind!r}; known: {', '.join(_PROJECTOR)}")
+    prefix = _PROJECTOR[kind] + "."
+    names = [n for n, _ in trained.named_parameters() if n.startswith(prefix)]
+    if not names:
+        raise ValueError(f"reset_projector: the model has no parameter under {prefix!r}")
+    freeze_vision_tower(trained)
+    source = dict(fresh.named_parameters())
+    with torch.no_grad():
+        for name in names:
+            param = trained.get_parameter(name)
+            param.copy_(source[name])
+            param.requires_grad_(True)
+    return names
+
+
 def tower_first_sft(
     model: Any,
     processor: Any,
@@ -65,7 +96,11 @@ def tower_first_sft(
     """
     first = sft(model, processor, phase_one_config(cfg), progress=progress, scorer=scorer)
     fresh = build_fresh()
-    transplant_vision_tower(model, fresh)
+    if cfg.phase_two == "projector":
+        reset_projector(model, fresh, cfg.kind)
+        fresh = model
+    else:
+        transplant_vision_tower(model, fresh)
     second = sft(fresh, processor, dataclasses.replace(cfg, tower_first=None), progress=progress, scorer=scorer)
     for p in fresh.parameters():
         p.requires_grad_(True)

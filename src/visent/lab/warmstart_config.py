@@ -102,6 +102,10 @@ class WarmStartConfig:
     # never answer others, which differ by seed (docs/lab-diagnosis.md §3, §8): RL from such a start must
     # build a missing feature and can erase one it had. None = the mean alone (and the keys that predate it).
     min_class_accuracy: float | None = None
+    # What the two-phase warm-start's second phase starts from (with ``tower_first``): "language_model" =
+    # the phase-1 tower frozen under a re-initialised language model; "projector" = the whole phase-1
+    # model with only the vision→text projector re-initialised (encoder frozen), so the wording is kept.
+    phase_two: str = "language_model"
 
     def __post_init__(self) -> None:
         self.tasks = tuple(self.tasks)
@@ -125,6 +129,8 @@ class WarmStartConfig:
                 raise ValueError(
                     f"WarmStartConfig.tower_first {self.tower_first} must lie in [band high {self.band[1]}, 1)"
                 )
+        if self.phase_two not in ("language_model", "projector"):
+            raise ValueError(f"WarmStartConfig.phase_two must be 'language_model' or 'projector', got {self.phase_two!r}")
         if self.min_class_accuracy is not None and (self.band is None or not 0.0 <= self.min_class_accuracy <= 1.0):
             raise ValueError(
                 f"WarmStartConfig.min_class_accuracy {self.min_class_accuracy} needs a band and must lie in [0, 1]"
@@ -161,6 +167,8 @@ class WarmStartConfig:
             if fields[name] is None:
                 # Likewise for the two-phase warm-start and the per-class floor.
                 del fields[name]
+        if fields["phase_two"] == "language_model":
+            del fields["phase_two"]
         if fields["band"] is None:
             # Likewise: the probe-rule configs keep the keys they had before the band rule existed.
             for name in _BAND_FIELDS:
