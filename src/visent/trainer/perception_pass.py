@@ -2,9 +2,13 @@
 
 Unlike VEPO's counterfactual pass (``visent.trainer.counterfactual``: full-vocabulary statistics from hidden
 states), VPPO's token score and PAPO's implicit perception loss need only the log-prob of each sampled token
-under the policy that generated the batch, with the image perturbed. This is one plain no-grad forward of
-the batch through TRL's own log-prob path with the perturbed ``pixel_values``, made once per generation batch,
-before any update (so under θ_old):
+under the policy that generated the batch, with the image perturbed. This is one no-grad forward of the batch
+with the perturbed images, made once per generation batch, before any update (so under θ_old), through the
+counterfactual pass's forward (``counterfactual.perturbed_token_logps``: each distinct perturbed image
+encoded once, each prompt run once per draw with its responses continued from its cache, inference mode,
+the LM head only at the completion positions, TRL's log-prob kernel on the final hidden states); with
+``counterfactual_forward: full``, under ZeRO-3 / FSDP, or for a model whose head scales its logits, through
+TRL's own forward of every row (the reference the fast path equals within float summation order):
 
 * ``PERTURBED_LOGPS`` ``(B, C)`` — stored with the batch; PAPO's term reads it at every update;
 * with ``token_score: perception_kl`` the per-token score ``clamp(k3(old, perturbed), 0, 10)``
@@ -32,8 +36,15 @@ from visent.core.kl_scores import perception_kl_score
 from visent.core.selection import select_tokens
 from visent.core.trajectory_shaping import normalized_trajectory_scores
 from visent.image_views import RAW_VIEWS, perturb_raw_images
+from visent.models.unwrap import backbone_and_head
 from visent.trainer._trl_seam import RAW_IMAGES
-from visent.trainer.counterfactual import perturb_batch_images, prompt_seeds
+from visent.trainer.counterfactual import (
+    perturb_batch_images,
+    perturb_images,
+    perturbed_token_logps,
+    prompt_groups,
+    prompt_seeds,
+)
 
 __all__ = [
     "LOGP_SCORES",
@@ -44,6 +55,7 @@ __all__ = [
     "perturbed_logps",
     "raw_view_pixels",
     "rows_with_image",
+    "uses_counterfactual_forward",
 ]
 
 #: token_score values computed from sampled-token log-probs (not from ``visent.core.scores.SCORES``).
@@ -78,23 +90,67 @@ def perturbed_logps(trainer: Any, batch: dict[str, Any], clean_logps: torch.Tens
         return clean_logps.float() if clean_logps is not None else _forward(trainer, batch)
     adapter = trainer.model_adapter
     step = int(trainer.state.global_step)
-    seeds = prompt_seeds(batch, args.perturbation_seed, step, adapter=adapter)
-    groups = None
+    groups = prompt_groups(batch, adapter=adapter)
+    seeds = prompt_seeds(batch, args.perturbation_seed, step, groups, adapter=adapter)
     if args.perturbation_scope == "response":
         seeds = [None if s is None else _response_seed(s, b) for b, s in enumerate(seeds)]
         groups = list(range(B))
+    fast = uses_counterfactual_forward(trainer)
     if args.perturbation in RAW_VIEWS:  # drawn on the raw images, then through the processor (PAPO)
         pixels = raw_view_pixels(trainer, batch, args.perturbation, args.perturbation_strength, seeds)
+    elif fast:  # per image, one draw per group, no whole-batch copy
+        pixels = perturb_images(
+            batch, seeds, args.perturbation, args.perturbation_strength, trainer.image_geometry, groups=groups,
+            adapter=adapter,
+        )  # fmt: skip
     else:
         pixels = perturb_batch_images(
             batch, seeds, args.perturbation, args.perturbation_strength, trainer.image_geometry, groups=groups,
             adapter=adapter,
         )  # fmt: skip
+    if fast:
+        return _counterfactual_forward(trainer, batch, pixels, groups, with_image, clean_logps)
     aug = _forward(trainer, {**batch, "pixel_values": pixels})
     if not bool(with_image.all()):
         clean = clean_logps.float() if clean_logps is not None else _forward(trainer, batch)
         aug = torch.where(with_image[:, None], aug, clean)
     return aug
+
+
+def uses_counterfactual_forward(trainer: Any) -> bool:
+    """Whether the perturbed rows go through the counterfactual pass's forward (``counterfactual_forward:
+    prefix_cached``, the default) rather than TRL's full forward of every row (``full``, the reference). Also
+    TRL's under ZeRO-3 / FSDP, where every forward is a collective and the pass's number of model calls
+    would depend on each process's rows, and for a model whose LM head scales its logits in a way
+    ``sampled_token_logps`` does not reproduce."""
+    return (
+        trainer.args.counterfactual_forward == "prefix_cached"
+        and not trainer._forwards_are_collective()
+        and trainer.sampled_logps_supported()
+    )
+
+
+def _counterfactual_forward(
+    trainer: Any, batch: dict[str, Any], pixels: Any, groups: list[int], with_image: torch.Tensor,
+    clean_logps: torch.Tensor | None,
+) -> torch.Tensor:
+    """The perturbed log-probs through ``counterfactual.perturbed_token_logps``: every prompt's perturbed
+    image encoded and its prompt run once per draw (PAPO: once per prompt; VPPO: once per response), the
+    model in inference mode, the LM head at completion positions only. Rows without an image take
+    ``clean_logps`` when given (else they run too: with no image to replace, that is their clean forward)."""
+    args = trainer.args
+    B = batch["completion_ids"].size(0)
+    rows = with_image.nonzero().squeeze(1).tolist() if clean_logps is not None else list(range(B))
+    backbone, _ = backbone_and_head(trainer.model)
+    logps = perturbed_token_logps(
+        backbone, batch, rows, pixels, trainer.sampled_token_logps, groups=groups,
+        batch_size=args.counterfactual_batch_size or args.per_device_train_batch_size, adapter=trainer.model_adapter,
+    )  # fmt: skip
+    if clean_logps is None:
+        return logps
+    out = clean_logps.detach().float().clone()
+    out[torch.as_tensor(rows, dtype=torch.long, device=out.device)] = logps.to(out.device)
+    return out
 
 
 def raw_view_pixels(
