@@ -40,6 +40,10 @@ clean-plus-perturbed forward):
   exactly (not true of every recurrent layer).
 - ``reuse_positions``: the perturbed rows reuse the clean rows' (3D) rope positions
   (``get_rope_index``), which depend on tokens and image grids only.
+- ``prefix_token_keys``: per-token inputs the shared prefix's prompt call carries (sliced to the prompt's
+  columns), for a decoder that builds part of its attention mask from them (Gemma 3: bidirectional
+  attention inside each image block, from ``token_type_ids``). The completion call gets none: its queries
+  are text, which attends causally (as in generation after the first step).
 
 Hooks for the family-specific mechanics of those savings (the pass calls only these; each has a plain
 default, so a family that needs nothing special sets nothing):
@@ -205,6 +209,7 @@ class Adapter:
             (``mm_token_type_ids`` for Qwen's M-RoPE, ``token_type_ids`` for Gemma 3's image attention).
         normalisation: where pixel mean/std come from, e.g. ``"image_processor (CLIP mean/std)"``.
         vision_cache / shared_prefix / reuse_positions: which savings are exact (module docstring).
+        prefix_token_keys: per-token inputs of the shared prefix's prompt call (module docstring).
         build_tiny: ``(**kw) -> (model, processor)``: random weights, local tokenizer, real classes.
         split_images / join_images: the image-unit API (module docstring).
         image_geometry: ``processor -> geometry`` for ``perturb``.
@@ -237,6 +242,7 @@ class Adapter:
     vision_cache: bool = False
     shared_prefix: bool = False
     reuse_positions: bool = False
+    prefix_token_keys: tuple[str, ...] = ()
     build_tiny: Callable[..., tuple[Any, Any]] | None = None
     split_images: Callable[[dict[str, Any]], list[list[ImageUnit]]] | None = None
     join_images: Callable[[Sequence[Sequence[ImageUnit]]], dict[str, torch.Tensor]] = concat_units

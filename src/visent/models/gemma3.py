@@ -10,9 +10,12 @@ crops (off by default) are not supported: ``num_crops`` is not kept by TRL.
 Extra forward input: ``token_type_ids`` ``(B, P + C)`` (1 on image tokens), from which the decoder
 builds bidirectional attention inside each image block; TRL extends it with zeros over the completion.
 
-Counterfactual savings: the vision cache is exact (each image is encoded on its own); shared-prefix KV
-reuse is off (the prompt call would need the image-block mask, and Gemma has no 3D rope positions for
-``reuse_positions``), so the perturbed rows run a plain forward with their cached image features.
+Counterfactual savings: the vision cache is exact (each image is encoded on its own), and so is the shared
+prompt prefix: the decoder numbers positions ``arange(L) + cached length`` itself, padding included
+(``sequence_positions``, as Llama's), and the prompt call carries the prompt's ``token_type_ids``
+(``prefix_token_keys``), from which the model builds the image blocks' bidirectional attention exactly as
+in the full forward; the completion call's queries are text, which attends causally (no ``token_type_ids``,
+as in generation after the first step). Sliding-window layers keep their window in the cache.
 
 The tiny builder is in ``visent.models.tiny.gemma3``.
 Gemma 4 is not served here: its processor hands the model padded variable-resolution patch rows with
@@ -28,7 +31,7 @@ from typing import Any
 
 import torch
 
-from visent.models.adapters import Adapter, ImageUnit
+from visent.models.adapters import Adapter, ImageUnit, sequence_positions
 from visent.models.tiny.gemma3 import build_tiny
 from visent.models.whole_images import (
     image_stats,
@@ -85,8 +88,10 @@ ADAPTERS: tuple[Adapter, ...] = (
         token_keys=("token_type_ids",),
         normalisation="Gemma3ImageProcessor image_mean / image_std (0.5 / 0.5 released)",
         vision_cache=True,
-        shared_prefix=False,
-        reuse_positions=False,
+        shared_prefix=True,
+        reuse_positions=True,
+        rope_positions=sequence_positions,
+        prefix_token_keys=("token_type_ids",),
         build_tiny=partial(build_tiny),
         image_geometry=geometry,
         perturb=perturb,

@@ -120,3 +120,26 @@ def test_identity_is_exactly_zero_and_every_other_kind_moves_the_model(family):
             assert torch.equal(jsd, torch.zeros_like(jsd)), f"{adapter.name}: identity moved the model"
         else:
             assert bool((stats.jsd * valid).sum(1).gt(0).all()), f"{adapter.name}: {kind} left a row unmoved"
+
+
+def test_gemma3_shared_prefix_with_a_window_shorter_than_an_image_block(monkeypatch):
+    """Gemma 3's shared prefix with sliding-window layers whose window (4) is shorter than the prompt and than
+    an image block (16 tokens, bidirectional inside): the cache keeps only the window, and the prompt call
+    builds the image-block attention from ``token_type_ids``; statistics equal the plain full forward's."""
+    adapter = ADAPTERS["gemma3"]
+    model, processor = adapter.build_tiny(sliding_window=4)
+    batch, _, _ = _batch(processor)
+    backbone, head = backbone_and_head(model)
+    perturbed = _perturbed(adapter, processor, batch)
+    shared_calls = []
+    with monkeypatch.context() as m:
+        real = cf_forward.shared_prefix_hidden
+        m.setattr(cf_forward, "shared_prefix_hidden", lambda *a, **k: shared_calls.append(1) or real(*a, **k))
+        m.setattr(cf_forward, "MIN_SPLIT_SAVING", 0)  # and a split by length (a copied sliding cache)
+        fast = cf.counterfactual_stats(backbone, head, batch, ROWS, perturbed, batch_size=5, adapter=adapter)
+    assert shared_calls
+    plain = cf.counterfactual_stats(backbone, head, batch, ROWS, perturbed, batch_size=5, adapter=adapter,
+                                    forward="full", share_prefix=False)
+    assert float(plain.jsd.sum()) > 0
+    for field in FIELDS:
+        torch.testing.assert_close(getattr(fast, field), getattr(plain, field), atol=1e-5, rtol=0)
