@@ -13,8 +13,9 @@ builds bidirectional attention inside each image block; TRL extends it with zero
 Counterfactual savings: the vision cache is exact (each image is encoded on its own), and so is the shared
 prompt prefix: the decoder numbers positions ``arange(L) + cached length`` itself, padding included
 (``sequence_positions``, as Llama's), and the prompt call carries the prompt's ``token_type_ids``
-(``prefix_token_keys``), from which the model builds the image blocks' bidirectional attention exactly as
-in the full forward; the completion call's queries are text, which attends causally (no ``token_type_ids``,
+(``prefix_token_keys``), from which the image blocks' bidirectional attention is built exactly as in the
+full forward (by ``prefix_masks``, without transformers' ``vmap``, which on short prompts cost more than the
+decoder); the completion call's queries are text, which attends causally (no ``token_type_ids``,
 as in generation after the first step). Sliding-window layers keep their window in the cache.
 
 The tiny builder is in ``visent.models.tiny.gemma3``.
@@ -64,6 +65,34 @@ def perturb(kind: str, units: Sequence[ImageUnit], generator, strength, layout) 
     )
 
 
+def prefix_masks(backbone: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The attention masks Gemma 3 builds for a prompt call without a cache (``create_masks_for_vision_model``:
+    full layers OR(causal, same image block) AND padding; sliding layers that AND the window), built here
+    without ``vmap``: transformers builds the sliding mask by ``vmap`` over every query and key (a custom
+    AND of mask functions), which costs more than the decoder on short prompts, while it is exactly the
+    full mask AND ``kv > q − window``. ``(b, 1, L, L)`` bool each, keyed by layer type; ``None`` (the model
+    builds them) for another attention implementation or without ``token_type_ids``."""
+    from transformers.masking_utils import create_causal_mask
+    from transformers.models.gemma3.modeling_gemma3 import get_block_sequence_ids_for_mask
+
+    config = backbone.config.get_text_config()
+    token_types = inputs.get("token_type_ids")
+    if config._attn_implementation != "sdpa" or token_types is None or config.sliding_window is None:
+        return None
+    ids = inputs["input_ids"]
+    dtype = backbone.get_input_embeddings().weight.dtype
+    shape_only = torch.empty(ids.size(0), ids.size(1), 0, dtype=dtype, device=ids.device)
+    full = create_causal_mask(
+        config=config, inputs_embeds=shape_only, attention_mask=inputs["attention_mask"], cache=None,
+        position_ids=inputs.get("position_ids"), block_sequence_ids=get_block_sequence_ids_for_mask(token_types, ids.device),
+    )  # fmt: skip
+    if not isinstance(full, torch.Tensor) or full.dtype != torch.bool or full.dim() != 4:
+        return None
+    q = torch.arange(ids.size(1), device=ids.device)
+    window = q[None, :] > q[:, None] - config.sliding_window  # (query, key), as sliding_window_overlay
+    return {"full_attention": full, "sliding_attention": full & window}
+
+
 def encode_images(backbone: torch.nn.Module, units: Sequence[ImageUnit]) -> list[torch.Tensor]:
     """``(tokens_per_image, D)`` projected features per unit, one encoder call (SigLIP sees each image alone)."""
     pixels = torch.cat([u["pixel_values"] for u in units])
@@ -92,6 +121,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         reuse_positions=True,
         rope_positions=sequence_positions,
         prefix_token_keys=("token_type_ids",),
+        prefix_masks=prefix_masks,
         build_tiny=partial(build_tiny),
         image_geometry=geometry,
         perturb=perturb,

@@ -143,3 +143,33 @@ def test_gemma3_shared_prefix_with_a_window_shorter_than_an_image_block(monkeypa
     assert float(plain.jsd.sum()) > 0
     for field in FIELDS:
         torch.testing.assert_close(getattr(fast, field), getattr(plain, field), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("window", [4, 128])
+def test_gemma3_prefix_masks_are_the_models_own(window):
+    """``prefix_masks`` (built without vmap) equals the masks Gemma 3 builds itself from ``token_type_ids``
+    for a prompt call, element for element, with left padding, two image blocks and a window shorter than one."""
+    from transformers.models.gemma3.modeling_gemma3 import (
+        create_masks_for_vision_model,
+        get_block_sequence_ids_for_mask,
+    )
+
+    adapter = ADAPTERS["gemma3"]
+    model, processor = adapter.build_tiny(sliding_window=window)
+    batch, _, _ = _batch(processor)
+    backbone, _ = backbone_and_head(model)
+    P = batch["prompt_ids"].size(1)
+    inputs = {"input_ids": batch["prompt_ids"], "attention_mask": batch["prompt_mask"],
+              "token_type_ids": batch["token_type_ids"][:, :P]}
+    inputs["position_ids"] = adapter.rope_positions(backbone, inputs)
+    ours = adapter.prefix_masks(backbone, inputs)
+    config = backbone.config.get_text_config()
+    embeds = backbone.get_input_embeddings()(inputs["input_ids"])
+    theirs = create_masks_for_vision_model(
+        config=config, inputs_embeds=embeds, attention_mask=inputs["attention_mask"], cache=None,
+        position_ids=inputs["position_ids"], block_sequence_ids=get_block_sequence_ids_for_mask(inputs["token_type_ids"]),
+    )
+    assert set(ours) == set(theirs) == {"full_attention", "sliding_attention"}
+    for kind in ours:
+        assert theirs[kind].dtype == torch.bool and torch.equal(ours[kind], theirs[kind].expand_as(ours[kind])), kind
+    assert not torch.equal(ours["full_attention"], ours["sliding_attention"]) or window >= P

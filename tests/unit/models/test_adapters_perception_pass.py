@@ -47,7 +47,7 @@ def family(request):
 
 
 def _batch(processor, with_image=WITH_IMAGE):
-    batch, prompts, imgs = make_batch(processor, with_image, texts=TEXTS[: len(with_image)], completion_len=5)
+    batch, _, imgs = make_batch(processor, with_image, texts=TEXTS[: len(with_image)], completion_len=5)
     batch["completion_mask"][[1, 4], 2:] = 0  # short responses
     batch["completion_ids"][5] = batch["completion_ids"][3]  # a repeat within group {0, 2, 3, 5}
     batch["completion_mask"][5] = batch["completion_mask"][3]
