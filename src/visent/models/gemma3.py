@@ -14,8 +14,8 @@ Counterfactual savings: the vision cache is exact (each image is encoded on its 
 prompt prefix: the decoder numbers positions ``arange(L) + cached length`` itself, padding included
 (``sequence_positions``, as Llama's), and the prompt call carries the prompt's ``token_type_ids``
 (``prefix_token_keys``), from which the image blocks' bidirectional attention is built exactly as in the
-full forward (by ``prefix_masks``, without transformers' ``vmap``, which on short prompts cost more than the
-decoder); the completion call's queries are text, which attends causally (no ``token_type_ids``,
+full forward (by ``uncached_masks``, without transformers' ``vmap``, which on short prompts costs more than
+the decoder; also for the pass's plain calls); the completion call's queries are text, which attends causally (no ``token_type_ids``,
 as in generation after the first step). Sliding-window layers keep their window in the cache.
 
 The tiny builder is in ``visent.models.tiny.gemma3``.
@@ -65,8 +65,8 @@ def perturb(kind: str, units: Sequence[ImageUnit], generator, strength, layout) 
     )
 
 
-def prefix_masks(backbone: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor] | None:
-    """The attention masks Gemma 3 builds for a prompt call without a cache (``create_masks_for_vision_model``:
+def uncached_masks(backbone: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The attention masks Gemma 3 builds for a call without a cache (``create_masks_for_vision_model``:
     full layers OR(causal, same image block) AND padding; sliding layers that AND the window), built here
     without ``vmap``: transformers builds the sliding mask by ``vmap`` over every query and key (a custom
     AND of mask functions), which costs more than the decoder on short prompts, while it is exactly the
@@ -121,7 +121,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         reuse_positions=True,
         rope_positions=sequence_positions,
         prefix_token_keys=("token_type_ids",),
-        prefix_masks=prefix_masks,
+        uncached_masks=uncached_masks,
         build_tiny=partial(build_tiny),
         image_geometry=geometry,
         perturb=perturb,

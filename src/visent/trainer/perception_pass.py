@@ -39,6 +39,8 @@ from visent.image_views import RAW_VIEWS, perturb_raw_images
 from visent.models.unwrap import backbone_and_head
 from visent.trainer._trl_seam import RAW_IMAGES
 from visent.trainer.counterfactual import (
+    BatchImages,
+    Pixels,
     perturb_batch_images,
     perturb_images,
     perturbed_token_logps,
@@ -54,6 +56,7 @@ __all__ = [
     "kl_mask_and_shaping",
     "perturbed_logps",
     "raw_view_pixels",
+    "raw_view_units",
     "rows_with_image",
     "uses_counterfactual_forward",
 ]
@@ -96,18 +99,7 @@ def perturbed_logps(trainer: Any, batch: dict[str, Any], clean_logps: torch.Tens
         seeds = [None if s is None else _response_seed(s, b) for b, s in enumerate(seeds)]
         groups = list(range(B))
     fast = uses_counterfactual_forward(trainer)
-    if args.perturbation in RAW_VIEWS:  # drawn on the raw images, then through the processor (PAPO)
-        pixels = raw_view_pixels(trainer, batch, args.perturbation, args.perturbation_strength, seeds)
-    elif fast:  # per image, one draw per group, no whole-batch copy
-        pixels = perturb_images(
-            batch, seeds, args.perturbation, args.perturbation_strength, trainer.image_geometry, groups=groups,
-            adapter=adapter,
-        )  # fmt: skip
-    else:
-        pixels = perturb_batch_images(
-            batch, seeds, args.perturbation, args.perturbation_strength, trainer.image_geometry, groups=groups,
-            adapter=adapter,
-        )  # fmt: skip
+    pixels = _perturbed_pixels(trainer, batch, seeds, groups, fast)
     if fast:
         return _counterfactual_forward(trainer, batch, pixels, groups, with_image, clean_logps)
     aug = _forward(trainer, {**batch, "pixel_values": pixels})
@@ -115,6 +107,18 @@ def perturbed_logps(trainer: Any, batch: dict[str, Any], clean_logps: torch.Tens
         clean = clean_logps.float() if clean_logps is not None else _forward(trainer, batch)
         aug = torch.where(with_image[:, None], aug, clean)
     return aug
+
+
+def _perturbed_pixels(trainer: Any, batch: dict[str, Any], seeds: list[int | None], groups: list[int], per_image: bool):
+    """The batch's perturbed images: ``Pixels`` per image with ``per_image`` (the counterfactual forward's
+    input, no whole-batch copy) where the family allows, else ``pixel_values`` in the batch's own layout."""
+    args = trainer.args
+    kind, strength = args.perturbation, args.perturbation_strength
+    if kind in RAW_VIEWS:  # drawn on the raw images, then through the processor (PAPO)
+        units = raw_view_units(trainer, batch, kind, strength, seeds) if per_image else None
+        return units if units is not None else raw_view_pixels(trainer, batch, kind, strength, seeds)
+    draw = perturb_images if per_image else perturb_batch_images
+    return draw(batch, seeds, kind, strength, trainer.image_geometry, groups=groups, adapter=trainer.model_adapter)
 
 
 def uses_counterfactual_forward(trainer: Any) -> bool:
@@ -185,6 +189,56 @@ def raw_view_pixels(
             "alone the same way: use a pixel_values perturbation (e.g. patch_blackout)"
         )
     return out.to(device=clean.device, dtype=clean.dtype)
+
+
+def raw_view_units(
+    trainer: Any, batch: dict[str, Any], kind: str, strength: float | None, seeds: list[int | None]
+) -> Pixels | None:
+    """``raw_view_pixels``' images as ``Pixels`` (per image of the batch, ``counterfactual.BatchImages``
+    numbering), with each distinct draw through the image processor once, not once per response (a prompt's
+    K responses share one draw). ``None`` when the processor's output for the draws does not cut into units
+    equal to the batch's own in every input but the pixels (then use ``raw_view_pixels``)."""
+    rows = batch.get(RAW_IMAGES)
+    if rows is None:
+        raise ValueError(f"perturbation {kind!r} needs the batch's raw images (trainer.wants_raw_images())")
+    draw_of: dict[int | None, int] = {}
+    draws: list[list[Any]] = []
+    owner: list[int | None] = []
+    for b, raw in enumerate(rows):
+        if raw and seeds[b] not in draw_of:
+            draw_of[seeds[b]] = len(draws)
+            draws.append(perturb_raw_images(raw, kind, seeds[b], strength))
+        owner.append(draw_of[seeds[b]] if raw else None)
+    if not draws:
+        return None
+    images = BatchImages(batch, trainer.model_adapter)
+    # Flat or one list per draw, as in raw_view_pixels: whichever cuts into the batch's own units.
+    for form in ([im for d in draws for im in d], draws):
+        out = trainer.processing_class.image_processor(images=form, return_tensors="pt")
+        processed = {k: v for k, v in out.items() if isinstance(v, torch.Tensor)}
+        pseudo = {**processed, "completion_ids": torch.empty(len(draws), 0), "num_images": [len(d) for d in draws]}
+        pixels = _matching_units(trainer.model_adapter.units(pseudo), owner, images)
+        if pixels is not None:
+            return pixels
+    return None
+
+
+def _matching_units(units: list[list[Any]], owner: list[int | None], images: BatchImages) -> Pixels | None:
+    """``Pixels`` for the batch's images from ``units[owner[b]]`` (response b's draw), or ``None`` unless each
+    such unit equals the batch's own in every input but the pixels (keys, shapes, values)."""
+    pixels: Pixels = {}
+    for b, (i0, i1) in enumerate(images.spans):
+        mine = units[owner[b]] if owner[b] is not None else []
+        if len(mine) != i1 - i0:
+            return None
+        for k, unit in enumerate(mine):
+            clean = images.units[i0 + k]
+            if unit.keys() != clean.keys() or any(unit[key].shape != clean[key].shape for key in unit):
+                return None
+            if any(not torch.equal(unit[key].to(clean[key].device), clean[key]) for key in unit if key != "pixel_values"):
+                return None
+            pixels[i0 + k] = unit["pixel_values"].to(device=clean["pixel_values"].device, dtype=clean["pixel_values"].dtype)
+    return pixels
 
 
 def _forward(trainer: Any, batch: dict[str, Any]) -> torch.Tensor:

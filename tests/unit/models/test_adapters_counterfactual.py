@@ -146,8 +146,8 @@ def test_gemma3_shared_prefix_with_a_window_shorter_than_an_image_block(monkeypa
 
 
 @pytest.mark.parametrize("window", [4, 128])
-def test_gemma3_prefix_masks_are_the_models_own(window):
-    """``prefix_masks`` (built without vmap) equals the masks Gemma 3 builds itself from ``token_type_ids``
+def test_gemma3_uncached_masks_are_the_models_own(window):
+    """``uncached_masks`` (built without vmap) equals the masks Gemma 3 builds itself from ``token_type_ids``
     for a prompt call, element for element, with left padding, two image blocks and a window shorter than one."""
     from transformers.models.gemma3.modeling_gemma3 import (
         create_masks_for_vision_model,
@@ -162,7 +162,7 @@ def test_gemma3_prefix_masks_are_the_models_own(window):
     inputs = {"input_ids": batch["prompt_ids"], "attention_mask": batch["prompt_mask"],
               "token_type_ids": batch["token_type_ids"][:, :P]}
     inputs["position_ids"] = adapter.rope_positions(backbone, inputs)
-    ours = adapter.prefix_masks(backbone, inputs)
+    ours = adapter.uncached_masks(backbone, inputs)
     config = backbone.config.get_text_config()
     embeds = backbone.get_input_embeddings()(inputs["input_ids"])
     theirs = create_masks_for_vision_model(

@@ -7,7 +7,7 @@ hidden states) gives the sampled tokens' log-probs of TRL's own forward of every
     left padding, a text-only row, a response repeated token for token and short responses;
 (b) one draw per response (VPPO: nothing shared, every row its own image);
 (c) PAPO's raw-image view re-processed by the family's processor, where the processor re-processes
-    images alone into the batch's layout.
+    images alone into the batch's layout, whole or (``raw_view_units``) one draw per prompt, cut per image.
 
 A family registered in the table is covered here without any edit to this file.
 """
@@ -27,7 +27,7 @@ from visent.models.unwrap import backbone_and_head
 from visent.trainer import counterfactual as cf
 from visent.trainer._trl_seam import RAW_IMAGES, SeamTrainer, fused_head_logps
 from visent.trainer.counterfactual import forward as cf_forward
-from visent.trainer.perception_pass import _response_seed, raw_view_pixels
+from visent.trainer.perception_pass import _response_seed, raw_view_pixels, raw_view_units
 
 ADAPTERS = {a.name: a for a in all_adapters()}
 TEXTS = ["How many?", "Count the red shapes in the picture, please.", "How many?", "How many?",
@@ -144,13 +144,23 @@ def test_one_draw_per_response_equals_trls_forward(family, monkeypatch):
 
 def test_raw_image_view_equals_trls_forward(family, monkeypatch):
     adapter, model, processor = family
-    _, batch = _batches(processor)  # a text-only row changes some processors' layout: refused for those
+    full, batch = _batches(processor)  # a text-only row changes some processors' layout: refused for those
     seeds, groups = _seeds_and_groups(adapter, batch)
+    trainer = SimpleNamespace(processing_class=processor, model_adapter=adapter)
     try:
-        whole = raw_view_pixels(SimpleNamespace(processing_class=processor), batch, "raw_blackout", 0.6, seeds)
+        whole = raw_view_pixels(trainer, batch, "raw_blackout", 0.6, seeds)
     except ValueError as e:  # refused in one line for a processor that re-processes images differently
         assert "use a pixel_values perturbation" in str(e)
         pytest.skip(f"{adapter.name}: {e}")
-    fast, shared = _fast(adapter, model, batch, whole, groups, monkeypatch)
-    assert shared == adapter.shared_prefix
-    _check(fast, _trl_logps(model, batch, whole), batch)
+    # Each draw processed once and cut per image: the images of the whole batch processed at once.
+    units = raw_view_units(trainer, batch, "raw_blackout", 0.6, seeds)
+    reference_units = cf.BatchImages({**batch, "pixel_values": whole}, adapter).units
+    assert units is not None and sorted(units) == list(range(len(reference_units)))
+    for i, unit in enumerate(reference_units):
+        assert torch.equal(units[i], unit["pixel_values"]), i
+    with_text_row = raw_view_units(trainer, full, "raw_blackout", 0.6, _seeds_and_groups(adapter, full)[0])
+    assert with_text_row is None or all(torch.equal(with_text_row[i], units[i]) for i in units)
+    for pixels in (whole, units):
+        fast, shared = _fast(adapter, model, batch, pixels, groups, monkeypatch)
+        assert shared == adapter.shared_prefix
+        _check(fast, _trl_logps(model, batch, whole), batch)

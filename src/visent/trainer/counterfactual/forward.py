@@ -130,7 +130,7 @@ def shared_prefix_hidden(
     for key in adapter.prefix_token_keys:  # e.g. Gemma 3's image blocks (bidirectional attention)
         if batch.get(key) is not None:
             prefix[key] = batch[key][rep_sel, :P].repeat(S, 1)
-    masks = adapter.prefix_masks(backbone, prefix) if adapter.prefix_masks is not None else None
+    masks = adapter.uncached_masks(backbone, prefix) if adapter.uncached_masks is not None else None
     if masks is not None:  # the adapter's, equal to the model's own (Gemma 3: built without vmap)
         prefix["attention_mask"] = masks
     pieces = [cache.pieces(source, i) for source in sources for b in rep_rows for i in range(*images.spans[b])]

@@ -71,6 +71,7 @@ class _Pass:
         # Every chunk exactly one model call under lockstep; ``full``: the clean pass's path.
         self.share_prefix = share_prefix and adapter.shared_prefix and not lockstep and not full
         self.reuse_positions = adapter.reuse_positions and not full
+        self.uncached_masks = None if full else adapter.uncached_masks
         self.clean_position_ids = clean_position_ids if self.reuse_positions else None
         # Under lockstep every forward must run the same modules on every process (ZeRO-3 gathers each
         # module's parameters as it runs): a chunk without an image gets a throwaway image row.
@@ -150,6 +151,9 @@ class _Pass:
                 if positions is not None:  # the perturbed rows have the clean rows' tokens and grids
                     rows = torch.arange(len(fwd), device=positions.device).repeat(len(parts))
                     inputs["position_ids"] = self.adapter.slice_positions(positions, rows, slice(None))
+                masks = self.uncached_masks(self.backbone, inputs) if self.uncached_masks is not None else None
+                if masks is not None:  # the model's own masks, built by the adapter (Gemma 3: without vmap)
+                    inputs["attention_mask"] = masks
                 h = fw.completion_hidden(self.backbone, inputs, self.C)
                 h_clean = self._clean(sel, h[:n])
                 h_pert = h[len(h) - len(fwd) :][:n] if self.with_perturbed else h_clean
@@ -322,16 +326,15 @@ def perturbed_token_logps(
     adapter = require_adapter(backbone, what="perception pass") if adapter is None else adapter
     mask = batch["completion_mask"]
     groups = list(groups)
-    # No two responses share an image (one draw per response): nothing to share, so no vision cache or
-    # prefix call, whose bookkeeping would only add time.
+    # No two responses share an image (one draw per response): no prefix call, which would only add one.
     shares = len({groups[b] for b in rows}) < len(rows)
     unique, inverse = grouping.distinct_responses(batch, list(rows), groups)
     chunks, inverse = _chunks(batch, unique, inverse, batch_size)
     with torch.inference_mode():  # as in counterfactual_stats; the reduction below runs outside it
         run = _Pass(
             backbone, batch, unique, perturbed_pixel_values, groups, adapter, clean_hidden=None,
-            clean_position_ids=None, with_perturbed=True, forward_ctx=forward_ctx, share_prefix=True,
-            lockstep=False, full=forward == "full" or not shares, with_clean=False,
+            clean_position_ids=None, with_perturbed=True, forward_ctx=forward_ctx, share_prefix=shares,
+            lockstep=False, full=forward == "full", with_clean=False,
         )
         hidden = [run.chunk_hidden(idx)[1] for idx in chunks]
     parts = []
