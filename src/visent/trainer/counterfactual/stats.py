@@ -79,7 +79,7 @@ class _Pass:
         if self.anchor is not None and self.pert_src is not None:
             own = {i: self.images.pixels(None, i) for i in range(*self.images.spans[self.anchor])}
             self.pert_src = {**own, **self.pert_src}
-        # ``with_clean=False``: only the perturbed rows are wanted (the sampled-token pass, ``sampled``).
+        # ``with_clean=False``: only the perturbed rows are wanted (``perturbed_token_logps``).
         need_clean = self.need_clean = with_clean and clean_hidden is None
         need_pert = with_perturbed and perturbed is not None
         self.computes = need_clean or need_pert
