@@ -115,6 +115,7 @@ class Runner:
         self.times: list[float] = []  # wall clock, s
         self.cpu_times: list[float] = []  # CPU time of this process, s
         self.cf_times: list[float] = []
+        self.pp_times: list[float] = []  # VPPO's / PAPO's perception pass (the trainer's time/perception_pass_s)
         self.skipped = self.responses = 0
         self._cf, self._skipped = 0.0, 0
         # The mask is built by `_add_mask` (at generation or, deferred, at the update); trainers from before
@@ -141,15 +142,19 @@ class Runner:
             if best is None or result[1] < best[1]:
                 best = result
         if record:
-            dt, ct, cf, skipped = best
+            dt, ct, cf, skipped, pp = best
+            if pp is not None:
+                self.pp_times.append(pp)
             self.times.append(dt)
             self.cpu_times.append(ct)
             self.cf_times.append(cf)
             self.skipped += skipped
             self.responses += len(rows)
 
-    def _once(self, rows, step: int, seed: int) -> tuple[float, float, float, int]:
+    def _once(self, rows, step: int, seed: int) -> tuple[float, float, float, int, float | None]:
         tr = self.trainer
+        pp = tr._metrics["train"].get("time/perception_pass_s", [])
+        n_pp = len(pp)
         tr.model.load_state_dict(self.initial)
         params = [p for p in tr.model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=tr.args.learning_rate)
@@ -168,7 +173,8 @@ class Runner:
             dt, ct = time.perf_counter() - t0, time.process_time() - c0
         finally:
             gc.enable()
-        return dt, ct, self._cf, self._skipped
+        pp = tr._metrics["train"].get("time/perception_pass_s", [])
+        return dt, ct, self._cf, self._skipped, (pp[-1] if len(pp) > n_pp else None)
 
 
 def measure(noise: float, model, processor, args) -> float:
@@ -200,6 +206,8 @@ def measure(noise: float, model, processor, args) -> float:
     print(f"noise={noise:g}: VEPO mask building (counterfactual pass, scores, selection) {med(vepo.cf_times) * 1e3:.1f} ms "
           f"wall per step; skipped the counterfactual pass for {vepo.skipped}/{vepo.responses} responses "
           f"(groups with all-equal rewards)")
+    if vepo.pp_times:
+        print(f"noise={noise:g}: perception pass (VPPO / PAPO) {med(vepo.pp_times) * 1e3:.1f} ms wall per step")
     # Directly measured, so free of the step-to-step noise of two separate steps: what VEPO adds to GRPO's step.
     print(f"noise={noise:g}: 1 + mask building / GRPO step (wall) = {1 + med(vepo.cf_times) / med(grpo.times):.3f}")
     print(f"noise={noise:g}: per-step wall ms GRPO {[round(t * 1e3) for t in grpo.times]}")

@@ -102,6 +102,26 @@ def test_papo_raw_blackout_is_one_draw_per_prompt(tmp_path):
     assert torch.equal(rows[0], rows[1]) and not torch.equal(rows[0], rows[4])  # K = 4 responses share a draw
 
 
+def test_perception_pass_through_the_counterfactual_forward_equals_trls_forward(tmp_path):
+    """The default path (``counterfactual_forward: prefix_cached``) gives the reference path's log-probs (TRL's
+    forward of every row, ``full``) for VPPO's per-response draws and PAPO's per-prompt raw-image view, with
+    the trainer's own temperature; per family: ``tests/unit/models/test_adapters_perception_pass.py``."""
+    from visent.trainer.perception_pass import perturbed_logps, uses_counterfactual_forward
+
+    papo = {"token_score": "none", "perception_kl_coef": 0.02, "perturbation": "raw_blackout", "perturbation_strength": 0.6}
+    for i, overrides in enumerate((VPPO, papo)):
+        trainer = make_trainer(tmp_path / str(i), temperature=0.8, **overrides)
+        batch = trainer.generation_batch(rows_for(trainer, 2))
+        assert uses_counterfactual_forward(trainer)
+        fast = perturbed_logps(trainer, batch)
+        trainer.args.counterfactual_forward = "full"
+        assert not uses_counterfactual_forward(trainer)
+        reference = perturbed_logps(trainer, batch)
+        valid = batch["completion_mask"].bool()
+        assert not torch.allclose(reference[valid], _clean_logps(trainer, batch)[valid])  # the images changed
+        torch.testing.assert_close(fast * valid, reference * valid, atol=1e-5, rtol=0)
+
+
 def test_cppo_term_carries_gradient_through_both_views(tmp_path):
     trainer = make_trainer(tmp_path, token_score="none", loss_aggregation="token_mean", contrastive_perception_coef=1.0,
                            contrastive_perception_gate=False)

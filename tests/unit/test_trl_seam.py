@@ -78,6 +78,20 @@ def test_fused_lm_head_api():
     assert 'outputs=("log_probs", "entropy")' in init, f"GRPOTrainer no longer asks the fused head for entropy: {FIX}"
 
 
+def test_chunked_logprob_kernel_api():
+    """``fused_head_logps`` calls TRL's kernel as TRL's fused head does (same arguments, same tile size)."""
+    from trl.kernels import ChunkedLogProbFunction
+    from trl.trainer import utils
+
+    params = list(inspect.signature(ChunkedLogProbFunction.forward).parameters)
+    assert params[1:] == ["hidden", "weight", "bias", "targets", "temperature", "chunk_size",
+                          "final_logit_softcapping", "logit_scale", "outputs"], FIX
+    assert utils._CHUNKED_LOGPROB_CHUNK_SIZE == seam._LOGPROB_VOCAB_CHUNK, FIX
+    source = inspect.getsource(utils.add_fused_lm_head)
+    for name in seam._LOGIT_SCALE_NAMES:
+        assert f'"{name}"' in source, f"TRL's fused head no longer reads {name}: {FIX}"
+
+
 def test_gradient_checkpointing_helper_exists():
     from trl.models.utils import disable_gradient_checkpointing
 

@@ -40,6 +40,14 @@ clean-plus-perturbed forward):
   exactly (not true of every recurrent layer).
 - ``reuse_positions``: the perturbed rows reuse the clean rows' (3D) rope positions
   (``get_rope_index``), which depend on tokens and image grids only.
+- ``prefix_token_keys``: per-token inputs the shared prefix's prompt call carries (sliced to the prompt's
+  columns), for a decoder that builds part of its attention mask from them (Gemma 3: bidirectional
+  attention inside each image block, from ``token_type_ids``). The completion call gets none: its queries
+  are text, which attends causally (as in generation after the first step).
+- ``uncached_masks(backbone, inputs) -> masks | None``: optionally, the ``attention_mask`` argument of a
+  model call without a cache (the shared prefix's prompt call, the pass's plain calls) built by the
+  adapter: the masks the model would build from ``inputs`` (e.g. a dict of 4D masks per layer type),
+  more cheaply; ``None``: the model builds them. Not used by ``counterfactual_forward: full``.
 
 Hooks for the family-specific mechanics of those savings (the pass calls only these; each has a plain
 default, so a family that needs nothing special sets nothing):
@@ -205,6 +213,8 @@ class Adapter:
             (``mm_token_type_ids`` for Qwen's M-RoPE, ``token_type_ids`` for Gemma 3's image attention).
         normalisation: where pixel mean/std come from, e.g. ``"image_processor (CLIP mean/std)"``.
         vision_cache / shared_prefix / reuse_positions: which savings are exact (module docstring).
+        prefix_token_keys: per-token inputs of the shared prefix's prompt call (module docstring).
+        uncached_masks: prebuilt attention masks of a call without a cache (module docstring).
         build_tiny: ``(**kw) -> (model, processor)``: random weights, local tokenizer, real classes.
         split_images / join_images: the image-unit API (module docstring).
         image_geometry: ``processor -> geometry`` for ``perturb``.
@@ -237,6 +247,8 @@ class Adapter:
     vision_cache: bool = False
     shared_prefix: bool = False
     reuse_positions: bool = False
+    prefix_token_keys: tuple[str, ...] = ()
+    uncached_masks: Callable[[torch.nn.Module, dict[str, Any]], Any] | None = None
     build_tiny: Callable[..., tuple[Any, Any]] | None = None
     split_images: Callable[[dict[str, Any]], list[list[ImageUnit]]] | None = None
     join_images: Callable[[Sequence[Sequence[ImageUnit]]], dict[str, torch.Tensor]] = concat_units

@@ -10,9 +10,13 @@ crops (off by default) are not supported: ``num_crops`` is not kept by TRL.
 Extra forward input: ``token_type_ids`` ``(B, P + C)`` (1 on image tokens), from which the decoder
 builds bidirectional attention inside each image block; TRL extends it with zeros over the completion.
 
-Counterfactual savings: the vision cache is exact (each image is encoded on its own); shared-prefix KV
-reuse is off (the prompt call would need the image-block mask, and Gemma has no 3D rope positions for
-``reuse_positions``), so the perturbed rows run a plain forward with their cached image features.
+Counterfactual savings: the vision cache is exact (each image is encoded on its own), and so is the shared
+prompt prefix: the decoder numbers positions ``arange(L) + cached length`` itself, padding included
+(``sequence_positions``, as Llama's), and the prompt call carries the prompt's ``token_type_ids``
+(``prefix_token_keys``), from which the image blocks' bidirectional attention is built exactly as in the
+full forward (by ``uncached_masks``, without transformers' ``vmap``, which on short prompts costs more than
+the decoder; also for the pass's plain calls); the completion call's queries are text, which attends causally (no ``token_type_ids``,
+as in generation after the first step). Sliding-window layers keep their window in the cache.
 
 The tiny builder is in ``visent.models.tiny.gemma3``.
 Gemma 4 is not served here: its processor hands the model padded variable-resolution patch rows with
@@ -28,7 +32,7 @@ from typing import Any
 
 import torch
 
-from visent.models.adapters import Adapter, ImageUnit
+from visent.models.adapters import Adapter, ImageUnit, sequence_positions
 from visent.models.tiny.gemma3 import build_tiny
 from visent.models.whole_images import (
     image_stats,
@@ -61,6 +65,34 @@ def perturb(kind: str, units: Sequence[ImageUnit], generator, strength, layout) 
     )
 
 
+def uncached_masks(backbone: torch.nn.Module, inputs: dict[str, Any]) -> dict[str, torch.Tensor] | None:
+    """The attention masks Gemma 3 builds for a call without a cache (``create_masks_for_vision_model``:
+    full layers OR(causal, same image block) AND padding; sliding layers that AND the window), built here
+    without ``vmap``: transformers builds the sliding mask by ``vmap`` over every query and key (a custom
+    AND of mask functions), which costs more than the decoder on short prompts, while it is exactly the
+    full mask AND ``kv > q − window``. ``(b, 1, L, L)`` bool each, keyed by layer type; ``None`` (the model
+    builds them) for another attention implementation or without ``token_type_ids``."""
+    from transformers.masking_utils import create_causal_mask
+    from transformers.models.gemma3.modeling_gemma3 import get_block_sequence_ids_for_mask
+
+    config = backbone.config.get_text_config()
+    token_types = inputs.get("token_type_ids")
+    if config._attn_implementation != "sdpa" or token_types is None or config.sliding_window is None:
+        return None
+    ids = inputs["input_ids"]
+    dtype = backbone.get_input_embeddings().weight.dtype
+    shape_only = torch.empty(ids.size(0), ids.size(1), 0, dtype=dtype, device=ids.device)
+    full = create_causal_mask(
+        config=config, inputs_embeds=shape_only, attention_mask=inputs["attention_mask"], cache=None,
+        position_ids=inputs.get("position_ids"), block_sequence_ids=get_block_sequence_ids_for_mask(token_types, ids.device),
+    )  # fmt: skip
+    if not isinstance(full, torch.Tensor) or full.dtype != torch.bool or full.dim() != 4:
+        return None
+    q = torch.arange(ids.size(1), device=ids.device)
+    window = q[None, :] > q[:, None] - config.sliding_window  # (query, key), as sliding_window_overlay
+    return {"full_attention": full, "sliding_attention": full & window}
+
+
 def encode_images(backbone: torch.nn.Module, units: Sequence[ImageUnit]) -> list[torch.Tensor]:
     """``(tokens_per_image, D)`` projected features per unit, one encoder call (SigLIP sees each image alone)."""
     pixels = torch.cat([u["pixel_values"] for u in units])
@@ -85,8 +117,11 @@ ADAPTERS: tuple[Adapter, ...] = (
         token_keys=("token_type_ids",),
         normalisation="Gemma3ImageProcessor image_mean / image_std (0.5 / 0.5 released)",
         vision_cache=True,
-        shared_prefix=False,
-        reuse_positions=False,
+        shared_prefix=True,
+        reuse_positions=True,
+        rope_positions=sequence_positions,
+        prefix_token_keys=("token_type_ids",),
+        uncached_masks=uncached_masks,
         build_tiny=partial(build_tiny),
         image_geometry=geometry,
         perturb=perturb,

@@ -26,7 +26,9 @@ TRL 1.16 private hook / attribute            what the seam offers instead
 
 ``generation_batch(rows)`` runs the whole generation path on a list of dataset rows (tools, tests).
 ``lm_head_gather_ctx`` and ``no_gradient_checkpointing`` wrap TRL internals the counterfactual pass needs
-(ZeRO-3 gathering of the LM head, TRL's gradient-checkpointing switch). Helpers that only need
+(ZeRO-3 gathering of the LM head, TRL's gradient-checkpointing switch); ``fused_head_logps`` (and the trainer's
+``sampled_token_logps``) is TRL's fused LM head (``trl.kernels.ChunkedLogProbFunction``) applied to hidden
+states from another forward. Helpers that only need
 transformers/PEFT live in ``visent.models``: ``models.unwrap`` (``transformers_model``,
 ``backbone_and_head``, ``adapters_disabled``) and ``models.checkpoint`` (``load_checkpoint_weights``).
 
@@ -208,6 +210,12 @@ def _reference_model_from(reference: torch.nn.Module):
         grpo_trainer.create_model_from_path = original
 
 
+#: Vocabulary tile of TRL's fused LM head (``trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE`` in TRL 1.16).
+_LOGPROB_VOCAB_CHUNK = 32768
+#: Text-config fields by which TRL's fused head scales logits (``trl.trainer.utils.add_fused_lm_head``).
+_LOGIT_SCALE_NAMES = ("logit_scale", "output_multiplier", "lm_head_multiplier", "logits_scaling")
+
+
 class SeamTrainer(GRPOTrainer):
     """``GRPOTrainer`` with its private hooks routed to public methods (see module docstring)."""
 
@@ -294,6 +302,14 @@ class SeamTrainer(GRPOTrainer):
             **{k: inputs.get(k) for k in _FORWARD_INPUT_KEYS},
         )
         return logps, entropies
+
+    def sampled_token_logps(self, hidden: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``fused_head_logps`` with the policy's head and the settings TRL's fused head was added with."""
+        return fused_head_logps(self.model, hidden, targets, valid, temperature=float(self.temperature),
+                                cast_lm_head_to_fp32=bool(self.args.cast_lm_head_to_fp32))
+
+    def sampled_logps_supported(self) -> bool:
+        return fused_head_reproducible(self.model)
 
     # ---- the private hooks ---------------------------------------------------------------------------
 
@@ -471,6 +487,48 @@ def concat_generation_batches(batches: list[dict[str, Any]]) -> dict[str, Any]:
         mask = out["completion_mask"] if out.get("tool_mask") is None else out["completion_mask"] * out["tool_mask"]
         out["num_items_in_batch"] = mask.sum().to(batches[0]["num_items_in_batch"].dtype)
     return out
+
+
+def fused_head_logps(
+    model: torch.nn.Module, hidden: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, *,
+    temperature: float = 1.0, cast_lm_head_to_fp32: bool = False,
+) -> torch.Tensor:
+    """``(n, C)`` float32 log-probs of ``targets`` (sampled tokens) from ``model``'s final hidden states
+    ``hidden`` ``(n, C, D)`` (position t predicts token t), zero where ``valid`` ``(n, C)`` is False; no gradient.
+
+    The LM head of TRL's own forward (``SeamTrainer.forward_logps_and_entropies``): TRL's chunked log-prob
+    kernel (the sampled token's logit gathered per row, a log-sum-exp over vocabulary tiles in float32, the
+    projection in the autocast dtype) with the settings of TRL's fused head (``temperature``,
+    ``cast_lm_head_to_fp32``, the config's final-logit soft-capping), so a row run through another forward
+    of the same weights gets TRL's numbers. Call inside the trainer's autocast, as TRL's forward runs.
+    A model whose head scales its logits otherwise is refused (``fused_head_reproducible``).
+    """
+    from trl.kernels import ChunkedLogProbFunction
+
+    if not fused_head_reproducible(model):
+        raise ValueError("this model scales its logits in a way fused_head_logps does not reproduce")
+    _, head = backbone_and_head(model)
+    weight, bias = head.weight, getattr(head, "bias", None)
+    softcap = getattr(transformers_model(model).config.get_text_config(), "final_logit_softcapping", None)
+    h = hidden[valid].to(weight.device)
+    ctx: Any = contextlib.nullcontext()
+    if cast_lm_head_to_fp32:
+        h, ctx = h.float(), torch.autocast(h.device.type, enabled=False)
+    with torch.no_grad(), ctx, lm_head_gather_ctx(weight, bias):
+        logps = ChunkedLogProbFunction.apply(
+            h, weight, bias, targets[valid].to(weight.device), float(temperature), _LOGPROB_VOCAB_CHUNK, softcap,
+            1.0, ("log_probs",),
+        )[0]
+    out = torch.zeros(valid.shape, dtype=torch.float32, device=hidden.device)
+    out[valid] = logps.float().to(hidden.device)
+    return out
+
+
+def fused_head_reproducible(model: torch.nn.Module) -> bool:
+    """Whether ``fused_head_logps`` gives TRL's fused head's numbers for ``model``: not for a model whose
+    head multiplies or divides its logits (TRL reads ``logit_scale`` and three synonyms from the config)."""
+    config = transformers_model(model).config.get_text_config()
+    return all(getattr(config, name, None) is None for name in _LOGIT_SCALE_NAMES)
 
 
 def lm_head_gather_ctx(weight: torch.Tensor, bias: torch.Tensor | None):

@@ -308,9 +308,11 @@ class VisentConfig(GRPOConfig):
     counterfactual_forward: str = field(
         default="prefix_cached",
         metadata=_help(
-            "How the perturbed rows are forwarded: `prefix_cached` (each prompt once, its responses against its "
-            "cache; vision encoder once per image) or `full` (the clean pass's full-sequence forward, whose "
-            "bf16 rounding the clean states share: no floor under JSD and the gap; docs/metrics.md)."
+            "How the perturbed rows are forwarded, in VEPO's counterfactual pass and VPPO's / PAPO's perception "
+            "pass: `prefix_cached` (each prompt once per draw, its responses against its cache; vision encoder "
+            "once per image; the perception pass's LM head only at completion positions) or `full` (the clean "
+            "pass's full-sequence forward, whose bf16 rounding the clean states share: no floor under JSD and the "
+            "gap, docs/metrics.md; the perception pass then runs TRL's own forward of every row)."
         ),
     )
 

@@ -120,3 +120,56 @@ def test_identity_is_exactly_zero_and_every_other_kind_moves_the_model(family):
             assert torch.equal(jsd, torch.zeros_like(jsd)), f"{adapter.name}: identity moved the model"
         else:
             assert bool((stats.jsd * valid).sum(1).gt(0).all()), f"{adapter.name}: {kind} left a row unmoved"
+
+
+def test_gemma3_shared_prefix_with_a_window_shorter_than_an_image_block(monkeypatch):
+    """Gemma 3's shared prefix with sliding-window layers whose window (4) is shorter than the prompt and than
+    an image block (16 tokens, bidirectional inside): the cache keeps only the window, and the prompt call
+    builds the image-block attention from ``token_type_ids``; statistics equal the plain full forward's."""
+    adapter = ADAPTERS["gemma3"]
+    model, processor = adapter.build_tiny(sliding_window=4)
+    batch, _, _ = _batch(processor)
+    backbone, head = backbone_and_head(model)
+    perturbed = _perturbed(adapter, processor, batch)
+    shared_calls = []
+    with monkeypatch.context() as m:
+        real = cf_forward.shared_prefix_hidden
+        m.setattr(cf_forward, "shared_prefix_hidden", lambda *a, **k: shared_calls.append(1) or real(*a, **k))
+        m.setattr(cf_forward, "MIN_SPLIT_SAVING", 0)  # and a split by length (a copied sliding cache)
+        fast = cf.counterfactual_stats(backbone, head, batch, ROWS, perturbed, batch_size=5, adapter=adapter)
+    assert shared_calls
+    plain = cf.counterfactual_stats(backbone, head, batch, ROWS, perturbed, batch_size=5, adapter=adapter,
+                                    forward="full", share_prefix=False)
+    assert float(plain.jsd.sum()) > 0
+    for field in FIELDS:
+        torch.testing.assert_close(getattr(fast, field), getattr(plain, field), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("window", [4, 128])
+def test_gemma3_uncached_masks_are_the_models_own(window):
+    """``uncached_masks`` (built without vmap) equals the masks Gemma 3 builds itself from ``token_type_ids``
+    for a prompt call, element for element, with left padding, two image blocks and a window shorter than one."""
+    from transformers.models.gemma3.modeling_gemma3 import (
+        create_masks_for_vision_model,
+        get_block_sequence_ids_for_mask,
+    )
+
+    adapter = ADAPTERS["gemma3"]
+    model, processor = adapter.build_tiny(sliding_window=window)
+    batch, _, _ = _batch(processor)
+    backbone, _ = backbone_and_head(model)
+    P = batch["prompt_ids"].size(1)
+    inputs = {"input_ids": batch["prompt_ids"], "attention_mask": batch["prompt_mask"],
+              "token_type_ids": batch["token_type_ids"][:, :P]}
+    inputs["position_ids"] = adapter.rope_positions(backbone, inputs)
+    ours = adapter.uncached_masks(backbone, inputs)
+    config = backbone.config.get_text_config()
+    embeds = backbone.get_input_embeddings()(inputs["input_ids"])
+    theirs = create_masks_for_vision_model(
+        config=config, inputs_embeds=embeds, attention_mask=inputs["attention_mask"], cache=None,
+        position_ids=inputs["position_ids"], block_sequence_ids=get_block_sequence_ids_for_mask(inputs["token_type_ids"]),
+    )
+    assert set(ours) == set(theirs) == {"full_attention", "sliding_attention"}
+    for kind in ours:
+        assert theirs[kind].dtype == torch.bool and torch.equal(ours[kind], theirs[kind].expand_as(ours[kind])), kind
+    assert not torch.equal(ours["full_attention"], ours["sliding_attention"]) or window >= P

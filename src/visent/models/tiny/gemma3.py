@@ -147,6 +147,7 @@ def build_tiny(
     image_size: int = 64,
     patch_size: int = 8,
     tokens_per_image: int = 16,
+    sliding_window: int = 128,
     seed: int = 0,
 ) -> tuple[Any, Any]:
     """``(model, processor)``: a random-weight tiny Gemma 3 and its processor (module docstring).
@@ -170,7 +171,9 @@ def build_tiny(
         image_size=image_size,
         patch_size=patch_size,
         tokens_per_image=tokens_per_image,
+        sliding_window=sliding_window,
     )
+
     def draw_projection(model: torch.nn.Module) -> None:
         # transformers initialises the image projection to zeros, which makes a random-weight model blind
         # to its images (every perturbation would give JSD 0); draw it like the other weights instead.

@@ -10,7 +10,8 @@ Modules, each one job, data flowing down the list:
 - ``images``: perturbed images drawn once per prompt (``perturb_images``) and vision-encoder outputs
   computed once per distinct image (``VisionCache``);
 - ``forward``: the model calls (plain, or each prompt once with its responses against its cache);
-- ``stats``: the pass itself (``counterfactual_stats``) and its cost decisions.
+- ``stats``: the pass itself (``counterfactual_stats``) and its cost decisions; its perturbed half reduced
+  to the sampled tokens' log-probs (``perturbed_token_logps``, VPPO's and PAPO's perception pass).
 
 Nothing here reads a family's layout: the model's adapter (``visent.models.adapters``) cuts and joins
 image inputs, perturbs them, encodes them, and owns the family's mechanics behind hooks (rope positions
@@ -24,6 +25,7 @@ from visent.trainer.counterfactual.stats import (
     COUNTERFACTUAL_FORWARDS,
     counterfactual_stats,
     lockstep_forwards,
+    perturbed_token_logps,
 )
 from visent.trainer.counterfactual.units import BatchImages, Pixels, row_inputs
 
@@ -39,6 +41,7 @@ __all__ = [
     "lockstep_forwards",
     "perturb_batch_images",
     "perturb_images",
+    "perturbed_token_logps",
     "prompt_groups",
     "prompt_seeds",
     "row_inputs",

@@ -127,6 +127,12 @@ def shared_prefix_hidden(
         "attention_mask": batch["prompt_mask"][rep_sel].repeat(S, 1),
         "position_ids": adapter.slice_positions(positions, _long(list(reps.values()) * S, positions.device), slice(0, P)),
     }
+    for key in adapter.prefix_token_keys:  # e.g. Gemma 3's image blocks (bidirectional attention)
+        if batch.get(key) is not None:
+            prefix[key] = batch[key][rep_sel, :P].repeat(S, 1)
+    masks = adapter.uncached_masks(backbone, prefix) if adapter.uncached_masks is not None else None
+    if masks is not None:  # the adapter's, equal to the model's own (Gemma 3: built without vmap)
+        prefix["attention_mask"] = masks
     pieces = [cache.pieces(source, i) for source in sources for b in rep_rows for i in range(*images.spans[b])]
     if pieces:
         prefix["mm_encoder_outputs"] = EncoderPieces(pieces, adapter)

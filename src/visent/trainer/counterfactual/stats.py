@@ -38,7 +38,7 @@ from visent.trainer.counterfactual import grouping
 from visent.trainer.counterfactual import images as vision
 from visent.trainer.counterfactual.units import BatchImages, Pixels, pixel_source, row_inputs
 
-__all__ = ["COUNTERFACTUAL_FORWARDS", "counterfactual_stats", "lockstep_forwards"]
+__all__ = ["COUNTERFACTUAL_FORWARDS", "counterfactual_stats", "lockstep_forwards", "perturbed_token_logps"]
 
 #: ``counterfactual_forward`` values: ``prefix_cached`` takes the savings the adapter allows (module doc);
 #: ``full`` runs every row through the model's own full-sequence forward (pixels in, positions computed
@@ -59,7 +59,7 @@ class _Pass:
     """What every chunk of one ``counterfactual_stats`` call shares (its arguments, resolved once)."""
 
     def __init__(self, backbone, batch, rows, perturbed, groups, adapter: Adapter, *, clean_hidden,
-                 clean_position_ids, with_perturbed, forward_ctx, share_prefix, lockstep, full):
+                 clean_position_ids, with_perturbed, forward_ctx, share_prefix, lockstep, full, with_clean=True):
         self.backbone, self.batch, self.adapter, self.groups = backbone, batch, adapter, groups
         self.images = BatchImages(batch, adapter)
         self.C = batch["completion_mask"].size(1)
@@ -71,6 +71,7 @@ class _Pass:
         # Every chunk exactly one model call under lockstep; ``full``: the clean pass's path.
         self.share_prefix = share_prefix and adapter.shared_prefix and not lockstep and not full
         self.reuse_positions = adapter.reuse_positions and not full
+        self.uncached_masks = None if full else adapter.uncached_masks
         self.clean_position_ids = clean_position_ids if self.reuse_positions else None
         # Under lockstep every forward must run the same modules on every process (ZeRO-3 gathers each
         # module's parameters as it runs): a chunk without an image gets a throwaway image row.
@@ -78,7 +79,8 @@ class _Pass:
         if self.anchor is not None and self.pert_src is not None:
             own = {i: self.images.pixels(None, i) for i in range(*self.images.spans[self.anchor])}
             self.pert_src = {**own, **self.pert_src}
-        need_clean = clean_hidden is None
+        # ``with_clean=False``: only the perturbed rows are wanted (``perturbed_token_logps``).
+        need_clean = self.need_clean = with_clean and clean_hidden is None
         need_pert = with_perturbed and perturbed is not None
         self.computes = need_clean or need_pert
         self.cache: vision.VisionCache | None = None
@@ -91,7 +93,7 @@ class _Pass:
                 torch.equal(self.images.pixels(self.pert_src, i), self.images.pixels(None, i))
                 for i in range(*self.images.spans[b])
             )
-            for b in (rows if with_perturbed else ())
+            for b in (rows if with_perturbed and with_clean else ())
         }
 
     def _vision_cache(self, rows, need_clean: bool, need_pert: bool) -> vision.VisionCache:
@@ -124,9 +126,10 @@ class _Pass:
             return fw.position_ids(self.backbone, self.adapter, self.batch, fwd, self.images)
         return None
 
-    def chunk_hidden(self, idx: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def chunk_hidden(self, idx: list[int]) -> tuple[torch.Tensor | None, torch.Tensor]:
         """``(h_clean, h_pert)``, each ``(len(idx), C, D)``, for one chunk of responses: one model call
-        (two with a shared prefix), or none when a reused clean forward is all that is needed."""
+        (two with a shared prefix), or none when a reused clean forward is all that is needed.
+        ``h_clean`` is ``None`` when the pass was made ``with_clean=False``."""
         n = len(idx)
         no_image = self.anchor is not None and not any(self.images.has_images(b) for b in idx)
         fwd = idx + [self.anchor] if no_image else idx  # the anchor's output is dropped
@@ -134,13 +137,13 @@ class _Pass:
         with self.forward_ctx():
             positions = self._positions(fwd)
             shared = self.share_prefix and self.cache is not None and positions is not None
-            names = (["clean"] if self.clean_hidden is None else []) + (["perturbed"] if self.with_perturbed else [])
+            names = (["clean"] if self.need_clean else []) + (["perturbed"] if self.with_perturbed else [])
             if not names:
                 h_clean = h_pert = self.clean_hidden[sel]
             elif shared:
                 h = fw.shared_prefix_hidden(self.backbone, self.batch, idx, self.groups, names, self.cache,
                                             positions, self.C, self.images)
-                h_clean = self.clean_hidden[sel] if self.clean_hidden is not None else h[:n]
+                h_clean = self._clean(sel, h[:n])
                 h_pert = h[-n:] if self.with_perturbed else h_clean
             else:
                 parts = [self.inputs(fwd, name) for name in names]
@@ -148,16 +151,24 @@ class _Pass:
                 if positions is not None:  # the perturbed rows have the clean rows' tokens and grids
                     rows = torch.arange(len(fwd), device=positions.device).repeat(len(parts))
                     inputs["position_ids"] = self.adapter.slice_positions(positions, rows, slice(None))
+                masks = self.uncached_masks(self.backbone, inputs) if self.uncached_masks is not None else None
+                if masks is not None:  # the model's own masks, built by the adapter (Gemma 3: without vmap)
+                    inputs["attention_mask"] = masks
                 h = fw.completion_hidden(self.backbone, inputs, self.C)
-                h_clean = self.clean_hidden[sel] if self.clean_hidden is not None else h[:n]
+                h_clean = self._clean(sel, h[:n])
                 h_pert = h[len(h) - len(fwd) :][:n] if self.with_perturbed else h_clean
         unchanged = [j for j, b in enumerate(idx) if self.same_as_clean.get(b, False)]
-        if unchanged and h_pert is not h_clean:
+        if unchanged and h_clean is not None and h_pert is not h_clean:
             # Same inputs, same function: the clean states are the perturbed ones (bit for bit, which a
             # second forward need not give: some kernels' float results depend on the batch row).
             h_pert = h_pert.clone()
             h_pert[unchanged] = h_clean[unchanged]
         return h_clean, h_pert
+
+    def _clean(self, sel: torch.Tensor, computed: torch.Tensor) -> torch.Tensor | None:
+        if self.clean_hidden is not None:
+            return self.clean_hidden[sel]
+        return computed if self.need_clean else None
 
     def pad(self, calls: int) -> None:
         """``calls`` throw-away forwards (results unused): they keep sharded processes in step."""
@@ -281,3 +292,55 @@ def counterfactual_stats(
     back = torch.as_tensor(inverse, dtype=torch.long, device=mask.device)
     fields = ("entropy", "entropy_perturbed", "jsd", "kl")
     return TokenStats(**{f: torch.cat([getattr(p, f) for p in parts])[back] for f in fields})
+
+
+@torch.no_grad()
+def perturbed_token_logps(
+    backbone: torch.nn.Module,
+    batch: dict[str, Any],
+    rows: Sequence[int],
+    perturbed_pixel_values: Pixels | torch.Tensor | None,
+    token_logps: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    groups: Sequence[int],
+    batch_size: int = 8,
+    forward: str = "prefix_cached",
+    forward_ctx: Callable[[], Any] | None = None,
+    adapter: Adapter | None = None,
+) -> torch.Tensor:
+    """``(len(rows), C)`` float32 log-probs of the sampled completion tokens of responses ``rows`` with their
+    images from ``perturbed_pixel_values`` (``counterfactual_stats``' forms), zero at padding; no gradient.
+
+    The perturbed half of the pass alone, reduced to the sampled tokens (VPPO's score, PAPO's term;
+    ``visent.trainer.perception_pass``): the same model calls, the same savings, in inference mode, and
+    the LM head only at completion positions. ``token_logps(hidden (n, C, D), targets (n, C), valid (n, C)
+    bool) -> (n, C)`` turns final hidden states into those log-probs (the trainer passes TRL's own kernel,
+    so the numbers are those of TRL's forward). ``groups``: responses with one group share their prompt
+    and their perturbed images (``prompt_groups`` for one draw per prompt; ``range(B)`` for one draw per
+    response, where nothing is shared). ``forward="full"`` runs every row through the model's own
+    full-sequence forward (no vision cache, shared prefix or reused positions). Not for sharded models
+    (ZeRO-3 / FSDP): the number of model calls depends on the rows.
+    """
+    if forward not in COUNTERFACTUAL_FORWARDS:
+        raise ValueError(f"counterfactual forward {forward!r} is not known; valid: {', '.join(COUNTERFACTUAL_FORWARDS)}")
+    adapter = require_adapter(backbone, what="perception pass") if adapter is None else adapter
+    mask = batch["completion_mask"]
+    groups = list(groups)
+    # No two responses share an image (one draw per response): no prefix call, which would only add one.
+    shares = len({groups[b] for b in rows}) < len(rows)
+    unique, inverse = grouping.distinct_responses(batch, list(rows), groups)
+    chunks, inverse = _chunks(batch, unique, inverse, batch_size)
+    with torch.inference_mode():  # as in counterfactual_stats; the reduction below runs outside it
+        run = _Pass(
+            backbone, batch, unique, perturbed_pixel_values, groups, adapter, clean_hidden=None,
+            clean_position_ids=None, with_perturbed=True, forward_ctx=forward_ctx, share_prefix=shares,
+            lockstep=False, full=forward == "full", with_clean=False,
+        )
+        hidden = [run.chunk_hidden(idx)[1] for idx in chunks]
+    parts = []
+    for idx, h in zip(chunks, hidden):
+        sel = torch.as_tensor(idx, dtype=torch.long, device=mask.device)
+        parts.append(token_logps(h, batch["completion_ids"][sel], mask[sel].bool()).float())
+    if not parts:
+        return torch.zeros(0, mask.size(1), device=mask.device)
+    return torch.cat(parts)[torch.as_tensor(inverse, dtype=torch.long, device=mask.device)]
