@@ -214,6 +214,7 @@ def _warm_job(job: dict[str, Any]) -> dict[str, Any]:
         "band_reached": band.get("reached"),
         "band_accuracy": band.get("accuracy"),
         "band_rollbacks": band.get("rollbacks"),
+        "recipe": cfg.recipe(),
     }
     if job["premise_n"]:
         from visent.lab.premise import measure_premise

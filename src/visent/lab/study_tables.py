@@ -510,6 +510,7 @@ def study_summary(
     ]
     accs = [b["accuracy"] for b in baselines.values() if isinstance(b.get("accuracy"), (int, float))]
     bands = {tuple(b["band"]) for b in baselines.values() if b.get("band")}
+    recipes = {json.dumps(b.get("recipe"), sort_keys=True) for b in baselines.values()}
     return {
         "task": task,
         "command": command,
@@ -520,6 +521,9 @@ def study_summary(
         # The shared RL settings (``RLSettings``): the demo compares its run only under the same ones.
         "rl_settings": dict(rl_settings) if rl_settings is not None else None,
         "band": list(next(iter(bands))) if len(bands) == 1 else None,
+        # The warm-starts' recipe beyond the band (two-phase, class floor); None when they differ or
+        # the baselines predate it.
+        "warmstart_recipe": json.loads(next(iter(recipes))) if len(recipes) == 1 else None,
         "warmstarts": warm_list,
         "warmstart_accuracy": sum(accs) / len(accs) if accs else None,
         "warmstart_premise": _mean_premise([b["premise"] for b in baselines.values() if b.get("premise")]) or None,

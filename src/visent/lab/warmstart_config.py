@@ -150,6 +150,11 @@ class WarmStartConfig:
         if not self.lr > 0:
             raise ValueError(f"WarmStartConfig.lr must be > 0, got {self.lr}")
 
+    def recipe(self) -> dict[str, Any]:
+        """The warm-start's recipe beyond the band (the demo compares a run with a study only under the
+        same one): the two-phase settings and the per-class floor."""
+        return {"tower_first": self.tower_first, "phase_two": self.phase_two, "min_class_accuracy": self.min_class_accuracy}
+
     def band_aim(self) -> float:
         """The accuracy the band rule stops at or above (``aim``, default the band's centre)."""
         if self.band is None:

@@ -187,7 +187,8 @@ def _ws_info(reached=True, acc=0.45, band=(0.4, 0.6)):
 def test_comparability_refuses_a_start_outside_the_band_or_a_different_study():
     from visent.lab.demo_report import comparability
 
-    study = {"band": [0.4, 0.6], "warmstart_accuracy": 0.45}
+    study = {"band": [0.4, 0.6], "warmstart_accuracy": 0.45,
+             "warmstart_recipe": {"tower_first": None, "phase_two": "language_model", "min_class_accuracy": None}}
     assert comparability(_ws_info(), {"accuracy": 0.45, "n": 128}, study) is None
     assert "did not land" in comparability(_ws_info(reached=False, acc=0.95), {"accuracy": 0.95}, study)
     # The evaluation set is another sample: 35% of 128 is within sampling noise of 40%, 25% is not.

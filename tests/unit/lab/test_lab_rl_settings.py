@@ -39,11 +39,14 @@ def test_demo_compares_with_a_study_only_under_the_same_rl_settings():
     ws_info = {"band": {"band": [0.4, 0.6], "reached": True, "accuracy": 0.5}}
     before = {"accuracy": 0.5, "n": 128}
     mine = asdict(rl.RLSettings.for_task("tally"))
-    study = {"band": [0.4, 0.6], "rl_settings": dict(mine)}
+    recipe = {"tower_first": None, "phase_two": "language_model", "min_class_accuracy": None}
+    study = {"band": [0.4, 0.6], "rl_settings": dict(mine), "warmstart_recipe": recipe}
     assert comparability(ws_info, before, study, mine) is None
-    assert "does not record its RL settings" in comparability(ws_info, before, {"band": [0.4, 0.6]}, mine)
+    assert "does not record its RL settings" in comparability(
+        ws_info, before, {"band": [0.4, 0.6], "warmstart_recipe": recipe}, mine
+    )
     other = {**mine, "steps": mine["steps"] + 1, "freeze_vision_tower": True}
-    why = comparability(ws_info, before, {"band": [0.4, 0.6], "rl_settings": other}, mine)
+    why = comparability(ws_info, before, {"band": [0.4, 0.6], "rl_settings": other, "warmstart_recipe": recipe}, mine)
     assert "other settings" in why and "steps" in why and "freeze_vision_tower" in why
 
 
@@ -59,3 +62,20 @@ def test_power_lines_give_the_range_of_detectable_method_differences_per_noise()
     lines = power_lines(summary)
     assert len(lines) == 1
     assert "noise 0%" in lines[0] and "6.1–11.7 points" in lines[0] and "VEPO − entropy top-20%" in lines[0]
+
+
+def test_demo_compares_with_a_study_only_under_the_same_warm_start_recipe():
+    from dataclasses import asdict
+
+    from visent.lab.demo_report import comparability
+    from visent.lab.warmstart import warmstart_config
+
+    mine = asdict(rl.RLSettings.for_task("tally"))
+    cfg = warmstart_config("tally")
+    ws_info = {"band": {"band": list(cfg.band), "reached": True, "accuracy": 0.5}, "config": asdict(cfg)}
+    before = {"accuracy": 0.5, "n": 128}
+    study = {"band": list(cfg.band), "rl_settings": dict(mine), "warmstart_recipe": cfg.recipe()}
+    assert comparability(ws_info, before, study, mine) is None
+    assert "predates the two-phase" in comparability(ws_info, before, {**study, "warmstart_recipe": None}, mine)
+    other = {**cfg.recipe(), "phase_two": "language_model" if cfg.phase_two != "language_model" else "projector"}
+    assert "another recipe" in comparability(ws_info, before, {**study, "warmstart_recipe": other}, mine)
