@@ -296,7 +296,8 @@ def test_band_search_at_max_steps_accepts_the_lower_half_of_the_band():
 def test_tower_first_config_is_validated_and_keys_only_when_set():
     from visent.lab.two_phase import phase_one_config
 
-    cfg = ws.warmstart_config("tally")
+    # The one-phase recipe (tally's default is now two-phase, docs/lab-diagnosis.md §8).
+    cfg = ws.WarmStartConfig(**{**ws.warmstart_config("tally").__dict__, "tower_first": None, "phase_two": "language_model"})
     two = ws.WarmStartConfig(**{**cfg.__dict__, "tower_first": 0.9})
     # Unset, the key is the one-phase recipe's (cached warm-starts and studies stay valid).
     assert "tower_first" not in cfg.__dict__ or cfg.tower_first is None
@@ -403,7 +404,7 @@ def test_reset_projector_reinitialises_only_the_projector_and_freezes_the_encode
 
 
 def test_phase_two_is_validated_and_keys_only_when_not_the_default():
-    cfg = ws.warmstart_config("tally")
+    cfg = ws.WarmStartConfig(**{**ws.warmstart_config("tally").__dict__, "phase_two": "language_model"})
     assert ws.WarmStartConfig(**{**cfg.__dict__, "phase_two": "language_model"}).key() == cfg.key()
     assert ws.WarmStartConfig(**{**cfg.__dict__, "phase_two": "projector"}).key() != cfg.key()
     with pytest.raises(ValueError, match="phase_two"):
