@@ -4,9 +4,15 @@ Why (docs/lab-diagnosis.md §3): a one-phase band warm-start stops while the who
 and what is half-trained is not "every count at 50%" but some counts read at ~90% and others never
 answered — the tower has not yet built the feature that tells those images apart, and RL with a frozen
 tower cannot build it. Here the whole model is first trained until a full check reads ``tower_first``
-(phase 1: the tower can tell every count apart), then the language model is re-initialised and trained
-alone, tower frozen, until measured accuracy lies in the band (phase 2: the band controller unchanged).
-What RL starts from is then a language model that has not yet learnt to read features that exist.
+(phase 1: the tower can tell every count apart), then phase 2 trains back into the band (the band
+controller unchanged) from one of two starts (``WarmStartConfig.phase_two``):
+
+- ``"projector"`` (tally's recipe, docs/lab-diagnosis.md §8): the phase-1 model with only its vision→text
+  projector re-initialised, encoder frozen. The language model keeps phase 1's settled wording, and RL
+  re-learns how to read features that exist: GRPO gained on every warm-start tried.
+- ``"language_model"``: a re-initialised language model on the phase-1 tower, frozen. It lands in the band
+  after ~40 steps, before its *sampled* wording settles (45–71% parse failures at τ = 1), and RL lost from
+  every warm-start (§7).
 """
 
 from __future__ import annotations

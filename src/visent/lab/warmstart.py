@@ -53,8 +53,9 @@ the same config reloads it instead of training.
 The code is split by job: ``visent.lab.warmstart_config`` (what determines the model; the cache key),
 ``visent.lab.batching`` (teacher-forcing batches), ``visent.lab.greedy`` (measuring a model),
 ``visent.lab.band`` (the band controller), ``visent.lab.sft`` (the SFT loop), ``visent.lab.two_phase``
-(the optional two-phase warm-start, ``WarmStartConfig.tower_first``, off by default: docs/lab-diagnosis.md
-§7 measured it losing from every warm-start); this module holds the cache
+(the two-phase warm-start, ``WarmStartConfig.tower_first``: tally's recipe re-initialises only the
+projector in phase 2, docs/lab-diagnosis.md §8; re-initialising the whole language model lost from every
+warm-start, §7); this module holds the cache
 (``warm_start``) and re-exports the names the rest of visent uses.
 """
 
