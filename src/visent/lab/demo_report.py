@@ -80,7 +80,7 @@ def _study_pair(study: dict[str, Any] | None, a: str, b: str | None, noise: floa
 # RL settings a study and a demo run must share to be compared (the rest — eval points — only changes
 # when the curve is sampled).
 _COMPARED_RL = ("task", "steps", "prompts_per_step", "num_generations", "max_completion_length",
-                "learning_rate", "temperature", "freeze_vision_tower")
+                "learning_rate", "temperature", "freeze_vision_tower", "beta")
 
 
 def comparability(

@@ -100,6 +100,10 @@ TASK_RL_DEFAULTS: dict[str, dict[str, Any]] = {
         "learning_rate": 1.5e-4,
         "eval_points": 4,
         "freeze_vision_tower": False,
+        # Session 6 (docs/lab-diagnosis.md §8–9): from the two-phase warm-starts GRPO gains without a KL
+        # term too, but in 3 of 10 runs every greedy response had left the grammar inside <think> (the
+        # reward reads only the answer and the tags); β = 0.04 kept it in the runs measured.
+        "beta": 0.04,
     },
 }
 # Per-task overrides of method knobs. tally: the two-stage family switches at half-way, so that the
@@ -162,6 +166,9 @@ class RLSettings:
         freeze_vision_tower: ``None`` keeps the method config's choice (the configs freeze it, as the
             papers do with a pretrained tower); ``False`` trains the lab's tiny, only warm-started tower
             during RL (docs/lab-diagnosis.md).
+        beta: KL coefficient to the warm-start (TRL's ``beta``), the same for every method; ``None`` keeps
+            the method config's. Tally uses 0.04: without it the unrewarded wording inside ``<think>``
+            drifts out of the task's grammar (docs/lab-diagnosis.md §9).
     """
 
     task: str = "counting"
@@ -176,11 +183,14 @@ class RLSettings:
     temperature: float = 1.0
     eval_points: int = 3
     freeze_vision_tower: bool | None = None
+    beta: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "prompts_per_step", "num_generations", "max_completion_length", "eval_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RLSettings.{name} must be >= 1, got {getattr(self, name)}")
+        if self.beta is not None and self.beta < 0:
+            raise ValueError(f"RLSettings.beta must be >= 0, got {self.beta}")
         if self.num_generations < 2:
             raise ValueError("RLSettings.num_generations must be >= 2 (group advantages need a group)")
 
@@ -240,6 +250,7 @@ def lab_overrides(
         "output_dir": output_dir,
         "gradient_checkpointing": False,
         **({} if s.freeze_vision_tower is None else {"freeze_vision_tower": s.freeze_vision_tower}),
+        **({} if s.beta is None else {"beta": s.beta}),
         **METHODS[method][1],
         **TASK_METHOD_OVERRIDES.get(s.task, {}).get(method, {}),
         **(extra or {}),

@@ -16,6 +16,15 @@ def test_freeze_vision_tower_none_keeps_the_config_and_a_bool_overrides_it():
     assert _config(rl.RLSettings(task="tally", freeze_vision_tower=False)).freeze_vision_tower is False
 
 
+def test_beta_none_keeps_each_config_and_a_value_overrides_every_method():
+    def beta(method, settings):
+        return rl.lab_config(method, settings, model_path="tiny:qwen2_5_vl", noise=0.0, seed=0, output_dir="/tmp/x").beta
+
+    assert beta("grpo", rl.RLSettings(task="tally")) == 0.0 and beta("papo_g", rl.RLSettings(task="tally")) == 0.01
+    assert beta("grpo", rl.RLSettings(task="tally", beta=0.04)) == beta("papo_g", rl.RLSettings(task="tally", beta=0.04)) == 0.04
+    assert rl.RLSettings.for_task("tally").beta == rl.TASK_RL_DEFAULTS["tally"]["beta"]
+
+
 def test_extra_overrides_apply_last_and_show_in_the_command():
     settings = rl.RLSettings(task="tally", learning_rate=1e-4)
     config = _config(settings, extra={"learning_rate": 3e-4, "beta": 0.04})
