@@ -438,7 +438,10 @@ def main(argv: list[str] | None = None) -> int:
         head = (
             f"# visent lab study\n\nCommand: `{command}`\n\n"
             f"Task `{rl.task}`; {rl.steps} RL steps × {rl.prompts_per_step} prompts × K={rl.num_generations}, "
-            f"lr {rl.learning_rate:g}; held-out set of {args.heldout} clean examples; "
+            f"lr {rl.learning_rate:g}"
+            + ("" if rl.freeze_vision_tower is None else f", vision tower {'frozen' if rl.freeze_vision_tower else 'trained'}")
+            + ("" if rl.beta is None else f", KL β {rl.beta:g} to the warm-start")
+            + f"; held-out set of {args.heldout} clean examples; "
             f"{len(baselines)} warm-start(s) (seeds {', '.join(str(w) for w in sorted(baselines))}) at {accs}; "
             f"RL seeds 0..{args.seeds - 1}.\n\n"
         )
