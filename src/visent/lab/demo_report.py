@@ -167,6 +167,20 @@ def rl_settings_differ(study: dict[str, Any], rl: dict[str, Any]) -> str | None:
     return None
 
 
+def _sft_steps(ws_info: dict[str, Any]) -> str:
+    """"N steps", or for the two-phase warm-start both phases (docs/lab-diagnosis.md §8)."""
+    first = ws_info.get("tower_phase")
+    if not first:
+        return f"{ws_info.get('steps')} steps"
+    what = {"projector": "the vision→text projector re-initialised", "language_model": "the language model re-initialised"}
+    redo = what.get(ws_info["config"].get("phase_two", "language_model"), "phase 2")
+    reached = "reached" if first.get("reached") else "did not reach"
+    return (
+        f"two phases: {first.get('steps')} steps of the whole model (a {100 * first.get('target', 0):.0f}% check, "
+        f"{reached}: {100 * (first.get('accuracy') or 0):.1f}%), then {ws_info.get('steps')} steps with {redo}"
+    )
+
+
 def _warmstart_rule(ws_info: dict[str, Any], study: dict[str, Any] | None) -> str:
     """The warm-start's stopping rule, the band and what it reached (and the study's warm-starts)."""
     band_info = ws_info.get("band") or {}
@@ -446,7 +460,7 @@ def render_report(
         "",
         (
             f"Tiny Qwen2.5-VL ({ws_info.get('parameters', 0) / 1e6:.2f}M parameters), SFT on "
-            f"{', '.join(ws_info['config']['tasks'])} for {ws_info.get('steps')} steps (seed {ws_info['config']['seed']}); "
+            f"{', '.join(ws_info['config']['tasks'])} for {_sft_steps(ws_info)} (seed {ws_info['config']['seed']}); "
             f"cached in `{ws_path}`."
         ),
         "",

@@ -214,3 +214,16 @@ def test_verdict_says_whether_the_run_agrees_with_the_study_and_why_not():
     assert "**This run disagrees with the study:**" in outside
     flagged = _verdict("grpo", None, 0.0, (-12.0, -19.0, -5.0), pair, "its warm-start is at 95%.")
     assert "**Not compared with the study:** its warm-start is at 95%." in flagged and "disagrees" not in flagged
+
+
+def test_the_report_names_both_phases_of_a_two_phase_warm_start():
+    from visent.lab.demo_report import _sft_steps
+
+    one = {"steps": 175, "config": {"phase_two": "language_model"}}
+    assert _sft_steps(one) == "175 steps"
+    two = {
+        "steps": 10, "config": {"phase_two": "projector"},
+        "tower_phase": {"target": 0.9, "reached": True, "accuracy": 0.921875, "steps": 200},
+    }
+    text = _sft_steps(two)
+    assert "200 steps of the whole model" in text and "92.2%" in text and "10 steps with the vision→text projector" in text
