@@ -19,6 +19,7 @@ from typing import Any
 
 from visent.eval.report import pct
 from visent.lab.verdict import PRETTY, verdict_sentence
+from visent.lab.warmstart_config import WarmStartConfig
 
 __all__ = ["COMPARISONS", "comparability", "load_study", "paired_interval", "render_report", "study_summary_path"]
 
@@ -131,24 +132,22 @@ def comparability(
                 f"the study's warm-starts were stopped in the band {100 * s_band[0]:.0f}–{100 * s_band[1]:.0f}%, "
                 f"this run's in {100 * lo:.0f}–{100 * hi:.0f}%."
             )
-        recipe = (ws_info.get("config") or {})
-        mine = {k: recipe.get(k, default) for k, default in _RECIPE_DEFAULTS.items()}
+        # WarmStartConfig.recipe()'s fields at their defaults: a warm-start saved before a field existed had it so.
+        defaults = WarmStartConfig().recipe()
+        recipe = ws_info.get("config") or {}
+        mine = {k: recipe.get(k, default) for k, default in defaults.items()}
         theirs = study.get("warmstart_recipe")
         if theirs is None:
             return (
                 "the study summary does not record its warm-start recipe (it predates the two-phase "
                 "warm-start of issue #21): rerun `visent study` to compare."
             )
-        if {k: theirs.get(k, d) for k, d in _RECIPE_DEFAULTS.items()} != mine:
+        if {k: theirs.get(k, d) for k, d in defaults.items()} != mine:
             return f"the study's warm-starts were made by another recipe ({theirs} vs {mine})."
         if rl is not None:
             return rl_settings_differ(study, rl)
     return None
 
-
-# WarmStartConfig.recipe()'s fields and their defaults (a warm-start info saved before a field existed
-# had it at its default).
-_RECIPE_DEFAULTS = {"tower_first": None, "phase_two": "language_model", "min_class_accuracy": None}
 
 
 def rl_settings_differ(study: dict[str, Any], rl: dict[str, Any]) -> str | None:

@@ -116,13 +116,10 @@ def model_size(name_or_path: str, model_init_kwargs: dict | None = None) -> Mode
     except (OSError, ValueError, KeyError, TypeError, AttributeError, ImportError) as e:  # only an estimate
         logger.info("visent: no memory estimate for %s (%s)", name_or_path, e)
         return None
-    from visent.models.adapters import Adapter, adapter_for
+    from visent.trainer.param_groups import vision_modules
 
-    adapter = adapter_for(model)
-    names = adapter.vision_modules if adapter is not None else Adapter.__dataclass_fields__["vision_modules"].default
-    inner = getattr(model, "model", model)
-    towers = [getattr(inner, n, None) for n in names]
-    vision = sum(p.numel() for m in towers if isinstance(m, torch.nn.Module) for p in m.parameters())
+    # The modules freeze_vision_tower freezes (one lookup for both).
+    vision = sum(p.numel() for m in vision_modules(model) for p in m.parameters())
     text = cfg.get_text_config()
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
     kv_heads = getattr(text, "num_key_value_heads", None) or text.num_attention_heads
