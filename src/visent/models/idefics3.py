@@ -13,8 +13,11 @@ Image units: one per prompt row that has images, ``{"pixel_values": (1, N_tiles,
 "pixel_attention_mask": (1, N_tiles, S, S)}`` — the row's tiles of all its images together, since the
 processor does not record which tile belongs to which image. A row's unit count is therefore 0 or 1,
 not its number of images; the counterfactual pass only needs units to be cut and joined consistently.
-Joining stacks rows (all rows of a batch have the same ``N_tiles``); the model matches image features to
-image tokens in order over the whole batch, so a row without images needs no slot.
+Joining stacks rows (all rows of a batch have the same ``N_tiles``) and gives a row without images an
+all-zero stack, as the processor does in a batch that mixes image and text-only rows: the model drops
+all-zero tiles and matches image features to image tokens in order over the whole batch, so the slot
+changes nothing, but a whole batch joined back has the batch's own ``(B, ...)`` layout, which TRL's forward
+of every row with replaced ``pixel_values`` needs.
 
 Perturbation: each real tile is perturbed as an image of its own (``visent.perturb.perturb_image_tiles``
 with ``zero_is_padding``): padding tiles and padding pixels keep their zeros, ``no_image`` leaves a
@@ -68,6 +71,18 @@ def split_rows(batch: dict[str, Any]) -> list[list[ImageUnit]]:
             unit["pixel_attention_mask"] = mask[b : b + 1]
         out.append([unit])
     return out
+
+
+def join_rows(units: Sequence[Sequence[ImageUnit]]) -> dict[str, torch.Tensor]:
+    """Model inputs of responses whose units are ``units`` (0 or 1 per row): ``(b, N_tiles, ...)`` per key,
+    an all-zero stack for a row without images (module docstring); ``{}`` when no row has one."""
+    like = next((row[0] for row in units if row), None)
+    if like is None:
+        return {}
+    return {
+        key: torch.cat([row[0][key] if row else torch.zeros_like(like[key]) for row in units])
+        for key in like
+    }
 
 
 def geometry(processor: Any) -> Any:
@@ -134,6 +149,7 @@ ADAPTERS: tuple[Adapter, ...] = (
         rope_positions=sequence_positions,
         build_tiny=partial(build_tiny),
         split_images=split_rows,
+        join_images=join_rows,
         image_geometry=geometry,
         perturb=perturb,
         encode_images=encode_images,

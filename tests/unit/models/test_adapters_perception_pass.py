@@ -164,3 +164,16 @@ def test_raw_image_view_equals_trls_forward(family, monkeypatch):
         fast, shared = _fast(adapter, model, batch, pixels, groups, monkeypatch)
         assert shared == adapter.shared_prefix
         _check(fast, _trl_logps(model, batch, whole), batch)
+
+
+def test_whole_batch_pixels_of_a_mixed_batch_equal_trls_forward(family):
+    """The ``counterfactual_forward: full`` path: ``perturb_batch_images`` of a batch with a text-only row
+    keeps the batch's own ``pixel_values`` layout (SmolVLM: the text-only row's all-zero tile stack), so TRL's
+    forward of every row takes it and gives the reference's log-probs."""
+    adapter, model, processor = family
+    full, images_only = _batches(processor)
+    geometry = adapter.image_geometry(processor)
+    whole_full = _perturb_whole(full, *_seeds_and_groups(adapter, full), geometry, adapter)
+    assert tuple(whole_full.shape) == tuple(full["pixel_values"].shape)
+    whole = _perturb_whole(images_only, *_seeds_and_groups(adapter, images_only), geometry, adapter)
+    _check(_trl_logps(model, full, whole_full), _reference(model, full, images_only, whole), full)
