@@ -167,18 +167,18 @@ def raw_view_pixels(
     if rows is None:
         raise ValueError(f"perturbation {kind!r} needs the batch's raw images (trainer.wants_raw_images())")
     drawn: dict[int, list[Any]] = {}
-    nested: list[list[Any]] = []
+    per_row: list[list[Any]] = []
     for b, images in enumerate(rows):
-        if not images:
-            continue
-        if seeds[b] not in drawn:
+        if images and seeds[b] not in drawn:
             drawn[seeds[b]] = perturb_raw_images(images, kind, seeds[b], strength)
-        nested.append(drawn[seeds[b]])
+        per_row.append(drawn[seeds[b]] if images else [])
+    nested = [row for row in per_row if row]
     clean = batch["pixel_values"]
     ip = trainer.processing_class.image_processor
     # Flat for processors that concatenate images (Qwen, Gemma 3), one list per row for those that stack
-    # rows of padded tiles (SmolVLM / Idefics3); whichever gives the batch's own layout.
-    for images in ([im for row in nested for im in row], nested):
+    # rows of padded tiles (SmolVLM / Idefics3) — with an empty list for a text-only row, which such a
+    # processor gives an all-zero stack as it did the batch; whichever gives the batch's own layout.
+    for images in ([im for row in nested for im in row], nested, per_row):
         out = ip(images=images, return_tensors="pt")["pixel_values"]
         if tuple(out.shape) == tuple(clean.shape):
             break

@@ -177,3 +177,18 @@ def test_whole_batch_pixels_of_a_mixed_batch_equal_trls_forward(family):
     assert tuple(whole_full.shape) == tuple(full["pixel_values"].shape)
     whole = _perturb_whole(images_only, *_seeds_and_groups(adapter, images_only), geometry, adapter)
     _check(_trl_logps(model, full, whole_full), _reference(model, full, images_only, whole), full)
+
+
+def test_raw_image_view_of_a_mixed_batch_equals_trls_forward(family):
+    """PAPO's raw-image view re-processed whole (the ``full`` path): a batch with a text-only row is accepted
+    wherever the image rows alone are (SmolVLM: the processor is given the text-only row's empty image list,
+    as the batch was), and TRL's forward with it gives the reference's log-probs."""
+    adapter, model, processor = family
+    full, images_only = _batches(processor)
+    trainer = SimpleNamespace(processing_class=processor, model_adapter=adapter)
+    try:
+        whole = raw_view_pixels(trainer, images_only, "raw_blackout", 0.6, _seeds_and_groups(adapter, images_only)[0])
+    except ValueError as e:
+        pytest.skip(f"{adapter.name}: refused on the image rows alone: {e}")
+    whole_full = raw_view_pixels(trainer, full, "raw_blackout", 0.6, _seeds_and_groups(adapter, full)[0])
+    _check(_trl_logps(model, full, whole_full), _reference(model, full, images_only, whole), full)
