@@ -54,8 +54,13 @@ class WarmStartConfig:
         check_max_new_tokens: greedy tokens per check response (the RL runs' ``max_completion_length``).
         tower_first: two-phase warm-start (``visent.lab.two_phase``; needs a band): first train the whole
             model until a full check reads at least this accuracy (a competent vision tower), then
-            re-initialise the language model and train it alone, tower frozen, into ``band``.
-            ``None`` (default): one phase.
+            re-initialise what ``phase_two`` names and train back down into ``band`` with the vision
+            encoder frozen. ``None`` (default): one phase.
+        phase_two: with ``tower_first``, what the second phase re-initialises: ``"language_model"`` (and
+            trains it alone under the frozen tower) or ``"projector"`` (only the vision→text projector,
+            trained with the language model; the wording learnt in phase 1 is kept — tally's recipe).
+        min_class_accuracy: with a band, stop only on a full check where every answer class is read at
+            least this often (fraction); ``None`` (default): the mean alone.
     """
 
     kind: str = "qwen2_5_vl"
