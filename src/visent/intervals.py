@@ -51,7 +51,9 @@ to ``W − 1`` degrees of freedom whenever its between-warm-start estimate is po
 happens in about half of the studies even when σ_b = 0, so the larger ``W(S − 1)`` would promise power
 the interval does not have (simulated: 65% instead of 80% at W = 6, S = 4). The held-out set
 enters through σ_e: the evaluation's own sampling noise is part of the within-warm-start spread, and
-``within_at_heldout`` rescales that part to another held-out size.
+``within_at_heldout`` rescales that part to another held-out size. ``smallest_design`` turns it around:
+the cheapest ``(W, S)`` that detects a target difference at measured spreads (what ``visent study``
+prints when its worst contrast detects only more than 4 points).
 
 ``tests/unit/test_intervals_nested.py`` checks the estimator against an exact-arithmetic reference and its
 coverage on simulated nested data with known μ, σ_b, σ_e.
@@ -72,6 +74,7 @@ __all__ = [
     "min_detectable",
     "nested_difference",
     "paired_interval",
+    "smallest_design",
     "t_cdf",
     "t_quantile",
     "wilson_interval",
@@ -315,6 +318,34 @@ def min_detectable(
         return float("nan")
     se = math.sqrt(var_b / n_warm + var_e / (n_warm * n_seeds))
     return (t_quantile(1 - alpha / 2, df) + t_quantile(power, df)) * se
+
+
+def smallest_design(
+    sd_between: float, sd_within: float, target: float, *, warm_cost: float = 1.0, max_warm: int = 50,
+    max_seeds: int = 20,
+) -> tuple[int, int] | None:
+    """The cheapest design ``(W, S)`` whose ``min_detectable`` is at most ``target`` points at these spreads.
+
+    Cost, in RL runs per method: ``W·S + warm_cost·W`` — a warm-start is trained once and shared by every
+    method; ``warm_cost`` 1 is about the lab's (a two-phase warm-start ~1.7 runs' time, shared by ≥ 2
+    methods). Ties go to fewer warm-starts. ``None`` when no design with ``2 <= W <= max_warm`` and
+    ``S <= max_seeds`` reaches ``target`` (e.g. σ_b alone keeps it above).
+
+    What to plan a study's next runs with: the spreads are estimates, so a design picked from a small
+    study's spreads may land a little above or below ``target`` once run."""
+    if not target > 0 or warm_cost < 0:
+        raise ValueError(f"smallest_design: need target > 0 points and warm_cost >= 0, got {target}, {warm_cost}")
+    best: tuple[float, int, int] | None = None  # (cost, W, S)
+    for w in range(2, max_warm + 1):
+        for s in range(1, max_seeds + 1):
+            cost = w * s + warm_cost * w
+            if best is not None and cost > best[0]:
+                break
+            if min_detectable(sd_between, sd_within, w, s) <= target:
+                if best is None or (cost, w) < best[:2]:
+                    best = (cost, w, s)
+                break
+    return None if best is None else (best[1], best[2])
 
 
 def within_at_heldout(sd_within: float, sd_eval: float, n_from: int, n_to: int) -> float:

@@ -134,6 +134,24 @@ def test_min_detectable_hand_computed_and_limits():
         min_detectable(0.0, 1.0, 0, 4)
 
 
+def test_smallest_design_is_the_cheapest_design_that_reaches_the_target():
+    """Against every design of the grid: the one returned reaches the target, and none with fewer runs
+    (or as many runs and fewer warm-starts) does."""
+    from visent.intervals import min_detectable, smallest_design
+
+    for sb, se_, target, c in ((0.0, 10.36, 4.0, 1.0), (0.0, 10.36, 4.0, 0.0), (2.0, 8.0, 4.0, 3.0), (1.0, 5.0, 2.5, 1.0)):
+        got = smallest_design(sb, se_, target, warm_cost=c, max_warm=40, max_seeds=12)
+        reach = [
+            (w * s + c * w, w, s) for w in range(2, 41) for s in range(1, 13) if min_detectable(sb, se_, w, s) <= target
+        ]
+        assert got is not None and reach
+        assert (got[0] * got[1] + c * got[0], got[0], got[1]) == min(reach)
+    # The between-warm-start part does not shrink with seeds: out of reach within the grid.
+    assert smallest_design(10.0, 1.0, 4.0, max_warm=10, max_seeds=20) is None
+    with pytest.raises(ValueError):
+        smallest_design(0.0, 1.0, 0.0)
+
+
 def test_min_detectable_has_its_power_in_simulation():
     """A true difference of ``min_detectable`` is found (interval above zero) about 80% of the time."""
     import random

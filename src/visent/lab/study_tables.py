@@ -4,7 +4,8 @@
   paired differences (``paired_table``: nested estimate, 95% interval, wins/ties/losses and the smallest
   difference the design detects) and VEPO's premise per method (``premise_tables``);
 - ``study_summary``: the numbers ``visent demo`` quotes (``summary.json``), with the RL settings;
-- ``power_lines``: per noise rate, the range of method-vs-method differences the study detects.
+- ``power_lines``: per noise rate, the range of method-vs-method differences the study detects, and the
+  design that would detect 4 points where it does not.
 """
 
 from __future__ import annotations
@@ -531,21 +532,35 @@ def study_summary(
     }
 
 
-def power_lines(summary: Mapping[str, Any]) -> list[str]:
-    """One line per noise rate: the smallest method-vs-method difference the study detects (95%, 80% power)."""
-    by_noise: dict[str, list[tuple[float, str]]] = {}
+def power_lines(summary: Mapping[str, Any], target: float = 4.0) -> list[str]:
+    """Per noise rate: the smallest method-vs-method difference the study detects (95%, 80% power) and,
+    when the worst contrast detects only more than ``target`` points, the smallest design that would
+    detect ``target`` at that contrast's measured spreads (``visent.intervals.smallest_design``)."""
+    from visent.intervals import smallest_design
+
+    by_noise: dict[str, list[tuple[float, str, Mapping[str, Any]]]] = {}
     for key, d in summary.get("pairs", {}).items():
         a, b, noise = key.split("|")
         mdd = d.get("mdd", float("nan"))
         if b != "warm-start" and isinstance(mdd, (int, float)) and not math.isnan(mdd):
-            by_noise.setdefault(noise, []).append((mdd, f"{_plain(a)} − {_plain(b)}"))
+            by_noise.setdefault(noise, []).append((mdd, f"{_plain(a)} − {_plain(b)}", d))
     lines = []
     for noise, items in sorted(by_noise.items(), key=lambda kv: float(kv[0])):
-        items.sort()
+        items.sort(key=lambda item: item[0])
+        worst_mdd, worst, d = items[-1]
         lines.append(
             f"   power, noise {100 * float(noise):g}%: method-vs-method differences of "
-            f"{items[0][0]:.1f}–{items[-1][0]:.1f} points are detected (two-sided 95%, 80% power; "
-            f"worst: {items[-1][1]})"
+            f"{items[0][0]:.1f}–{worst_mdd:.1f} points are detected (two-sided 95%, 80% power; worst: {worst})"
         )
+        if worst_mdd > target:
+            design = smallest_design(d.get("sd_between", float("nan")), d["sd_within"], target)
+            lines.append(
+                f"   to detect {target:g} points in {worst} at its measured spreads: "
+                + (
+                    f"{design[0]} warm-starts × {design[1]} RL seeds ({design[0] * design[1]} runs per method)"
+                    if design
+                    else "no design of ≤ 50 warm-starts × 20 seeds (the spread between warm-starts alone is too large)"
+                )
+            )
     return lines
 

@@ -68,9 +68,17 @@ def test_power_lines_give_the_range_of_detectable_method_differences_per_noise()
         "grpo|warm-start|0": {"mdd": 2.0},  # against the warm-start: not a method-vs-method contrast
         "vepo|grpo|0.5": {"mdd": float("nan")},
     }}
-    lines = power_lines(summary)
+    lines = power_lines(summary, target=20.0)
     assert len(lines) == 1
     assert "noise 0%" in lines[0] and "6.1–11.7 points" in lines[0] and "VEPO − entropy top-20%" in lines[0]
+    # Above the target: the design that would reach it, from the worst contrast's own spreads.
+    from visent.intervals import smallest_design
+
+    summary["pairs"]["vepo|entropy_top20|0"].update(sd_between=0.0, sd_within=10.36)
+    lines = power_lines(summary, target=4.0)
+    w, s = smallest_design(0.0, 10.36, 4.0)
+    assert len(lines) == 2 and f"{w} warm-starts × {s} RL seeds ({w * s} runs per method)" in lines[1]
+    assert "VEPO − entropy top-20%" in lines[1]
 
 
 def test_demo_compares_with_a_study_only_under_the_same_warm_start_recipe():
