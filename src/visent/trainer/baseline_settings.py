@@ -6,6 +6,7 @@ trainer side is not wired yet are refused here in one line rather than accepted 
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __all__ = ["DYNAMIC_SAMPLING_RULES", "baseline_settings_error"]
@@ -62,6 +63,13 @@ def _dynamic_sampling_error(c: Any) -> str | None:
         return f"dynamic_sampling_max_tries must be >= 1; got {c.dynamic_sampling_max_tries}"
     if c.dynamic_sampling != "none" and c.scale_rewards == "batch" and c.multi_objective_aggregation != "sum_then_normalize":
         return "dynamic_sampling with scale_rewards=batch recomputes advantages as sum_then_normalize: set multi_objective_aggregation=sum_then_normalize"
+    # Also checked by the trainer (API users who set up processes themselves); here it is refused from
+    # the launcher's WORLD_SIZE before any model is loaded.
+    if c.dynamic_sampling != "none" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        return (
+            "dynamic_sampling over several processes is not yet implemented (each process would filter its own "
+            "groups); run on one process or set dynamic_sampling: none"
+        )
     metric = c.dynamic_sampling_metric
     if metric is not None and metric not in (c.reward_funcs or []):
         return (

@@ -44,6 +44,18 @@ def test_refused_in_one_line(kw, message):
     assert "\n" not in str(info.value)
 
 
+def test_dynamic_sampling_over_several_processes_refused_before_any_model_loads(monkeypatch):
+    """Under a launcher (``WORLD_SIZE`` > 1) the config itself refuses it, not the trainer after the model
+    loads; one process is accepted."""
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert make(dynamic_sampling="easyr1").dynamic_sampling == "easyr1"
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert make().dynamic_sampling == "none"
+    with pytest.raises(ValueError, match="several processes") as info:
+        make(dynamic_sampling="easyr1")
+    assert "\n" not in str(info.value)
+
+
 def test_objectives_from_trl_fields():
     assert make().surrogate.kind == "clip"
     s = make(loss_type="cispo", epsilon_high=5.0).surrogate
