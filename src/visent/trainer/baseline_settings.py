@@ -9,9 +9,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["DYNAMIC_SAMPLING_RULES", "baseline_settings_error"]
+__all__ = ["DYNAMIC_SAMPLING_RULES", "MULTI_PROCESS_DYNAMIC_SAMPLING", "baseline_settings_error"]
 
 DYNAMIC_SAMPLING_RULES = ("none", "easyr1", "verl")
+#: The refusal of dynamic sampling over several processes (here from WORLD_SIZE, in the trainer from accelerate).
+MULTI_PROCESS_DYNAMIC_SAMPLING = (
+    "dynamic_sampling over several processes is not yet implemented (each process would filter its own "
+    "groups); run on one process or set dynamic_sampling: none"
+)
 
 
 def _selection_error(c: Any) -> str | None:
@@ -66,10 +71,7 @@ def _dynamic_sampling_error(c: Any) -> str | None:
     # Also checked by the trainer (API users who set up processes themselves); here it is refused from
     # the launcher's WORLD_SIZE before any model is loaded.
     if c.dynamic_sampling != "none" and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
-        return (
-            "dynamic_sampling over several processes is not yet implemented (each process would filter its own "
-            "groups); run on one process or set dynamic_sampling: none"
-        )
+        return MULTI_PROCESS_DYNAMIC_SAMPLING
     metric = c.dynamic_sampling_metric
     if metric is not None and metric not in (c.reward_funcs or []):
         return (

@@ -54,6 +54,7 @@ from visent.core.trajectory_shaping import trajectory_alpha_from_normalized
 from visent.models.adapters import adapter_for, require_adapter
 from visent.models.unwrap import backbone_and_head
 from visent.trainer._trl_seam import SeamTrainer, lm_head_gather_ctx, no_gradient_checkpointing
+from visent.trainer.baseline_settings import MULTI_PROCESS_DYNAMIC_SAMPLING
 from visent.trainer.config import VisentConfig
 from visent.trainer.counterfactual import (
     counterfactual_stats,
@@ -115,10 +116,7 @@ class VisentGRPOTrainer(SeamTrainer):
             self.model_adapter = require_adapter(self.model, what="VisentGRPOTrainer")  # raises, one line
         self._set_image_budget()
         if self.args.dynamic_sampling != "none" and self.accelerator.num_processes > 1:
-            raise ValueError(
-                "dynamic_sampling over several processes is not yet implemented (each process would filter its "
-                "own groups); run on one process or set dynamic_sampling: none"
-            )
+            raise ValueError(MULTI_PROCESS_DYNAMIC_SAMPLING)
         self.image_geometry = (
             self.model_adapter.image_geometry(self.processing_class) if self.model_adapter is not None else None
         )

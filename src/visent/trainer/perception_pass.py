@@ -172,13 +172,12 @@ def raw_view_pixels(
         if images and seeds[b] not in drawn:
             drawn[seeds[b]] = perturb_raw_images(images, kind, seeds[b], strength)
         per_row.append(drawn[seeds[b]] if images else [])
-    nested = [row for row in per_row if row]
     clean = batch["pixel_values"]
     ip = trainer.processing_class.image_processor
     # Flat for processors that concatenate images (Qwen, Gemma 3), one list per row for those that stack
     # rows of padded tiles (SmolVLM / Idefics3) — with an empty list for a text-only row, which such a
     # processor gives an all-zero stack as it did the batch; whichever gives the batch's own layout.
-    for images in ([im for row in nested for im in row], nested, per_row):
+    for images in ([im for row in per_row for im in row], per_row):
         out = ip(images=images, return_tensors="pt")["pixel_values"]
         if tuple(out.shape) == tuple(clean.shape):
             break
