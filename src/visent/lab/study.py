@@ -36,11 +36,9 @@ from dataclasses import asdict, replace
 from typing import Any
 
 from visent.lab.pool import pool_map, workers
+from visent.lab.study_methods import PAIRS, SCHEDULE_FAMILY, SELECTION_FAMILY
 from visent.lab.study_tables import (
-    PAIRS,
     RESULT_FILE,
-    SCHEDULE_FAMILY,
-    SELECTION_FAMILY,
     load_results,
     paired_differences,
     paired_table,  # noqa: F401 (re-exported: the tables live in study_tables)

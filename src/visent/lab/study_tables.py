@@ -18,6 +18,15 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from visent.lab.study_methods import (
+    BASELINE_FAMILY,
+    LABELS,
+    PAIRS,
+    SCHEDULE_FAMILY,
+    SELECTION_FAMILY,
+    plain,
+)
+from visent.lab.study_premise import mean_premise, premise_tables
 from visent.lab.verdict import verdict_word
 
 __all__ = [
@@ -32,38 +41,6 @@ __all__ = [
 ]
 
 RESULT_FILE = "result.json"
-
-SELECTION_FAMILY: tuple[str, ...] = (
-    "grpo",
-    "entropy_top20",
-    "random20",
-    "vepo",
-    "vepo_jsd_only",
-    "vepo_no_entropy",
-    "vepo_product",
-)
-SCHEDULE_FAMILY: tuple[str, ...] = ("grpo", "entropy_min", "entropy_max", "min_then_max", "two_stage")
-
-_LABELS = {
-    "grpo": "GRPO",
-    "entropy_top20": "entropy top-20%",
-    "random20": "random 20%",
-    "vepo": "**VEPO**",
-    "vepo_matched_step": "VEPO, GRPO's per-token step (token_mean)",
-    "vepo_jsd_only": "VEPO ablation: JSD only",
-    "vepo_no_entropy": "VEPO ablation: no entropy factor",
-    "vepo_product": "VEPO ablation: plain product",
-    "vepo_linear": "VEPO ablation: linear mix",
-    "vepo_kl": "VEPO ablation: KL for JSD",
-    "vepo_positive_gap": "VEPO ablation: positive gap",
-    "vepo_noisy_or_all": "VEPO ablation: noisy-OR of all three",
-    "entropy_min": "+ entropy min",
-    "entropy_max": "+ entropy max",
-    "min_then_max": "min → max",
-    "two_stage": "**two-stage** (max → min)",
-}
-
-
 
 _WARM_DIR = re.compile(r"warm-(-?\d+)$")
 
@@ -161,6 +138,66 @@ def warmstart_table(baselines: Mapping[int, Mapping[str, Any]]) -> list[str]:
     return lines
 
 
+def _best(acc, cols: Sequence[str], noise: float) -> set[str]:
+    """The methods of ``cols`` with the highest mean accuracy at ``noise`` (bold in the tables)."""
+    means = {m: _mean_std(acc[(m, noise)])[0] for m in cols if acc.get((m, noise))}
+    if not means:
+        return set()
+    top = max(means.values())
+    return {m for m, v in means.items() if v == top}
+
+
+def _methods_table(title: str, cols: Sequence[str], noises: Sequence[float], acc, base: str) -> list[str]:
+    """Markdown: one row per method of ``cols``, one column per noise rate (accuracy, mean ± std (runs))."""
+    lines = [
+        f"### {title}: held-out greedy accuracy %, mean ± std (runs)",
+        "",
+        "| method | " + " | ".join(f"noise {100 * n:g}%" for n in noises) + " |",
+        "|---" * (len(noises) + 1) + "|",
+        "| warm-start (before RL) | " + " | ".join(base for _ in noises) + " |",
+    ]
+    for m in cols:
+        cells = []
+        for n in noises:
+            c = _cell(acc.get((m, n), []))
+            cells.append(f"**{c}**" if m in _best(acc, cols, n) and c != "—" else c)
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _schedule_tables(results, sch: Sequence[str], noises: Sequence[float], acc, base: str) -> list[str]:
+    """Markdown: the two-stage paper's table (noise × schedule) and the entropy each schedule reached."""
+    ent = _grid(results, lambda r: r.get("entropy_last_quarter"))
+    ent0 = _grid(results, lambda r: r.get("entropy_first"))
+    lines = [
+        "### Entropy schedule (two-stage paper's table): held-out greedy accuracy %, mean ± std (runs)",
+        "",
+        "| noise | warm-start | " + " | ".join(LABELS.get(m, m) for m in sch) + " |",
+        "|---|---" + "|---" * len(sch) + "|",
+    ]
+    for n in sorted(noises, reverse=True):
+        marks = _best(acc, sch, n)
+        cells = []
+        for m in sch:
+            c = _cell(acc.get((m, n), []))
+            cells.append(f"**{c}**" if m in marks and c != "—" else c)
+        lines.append(f"| {100 * n:g}% | {base} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Mean token entropy of sampled responses (nats): first step → last quarter of training",
+        "",
+        "| noise | " + " | ".join(LABELS.get(m, m) for m in sch) + " |",
+        "|---" + "|---" * len(sch) + "|",
+    ]
+    for n in sorted(noises, reverse=True):
+        cells = []
+        for m in sch:
+            a, b = ent0.get((m, n), []), ent.get((m, n), [])
+            cells.append(f"{_mean_std(a)[0]:.3f} → {_mean_std(b)[0]:.3f}" if a and b else "—")
+        lines.append(f"| {100 * n:g}% | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def results_tables(
     results: Sequence[dict[str, Any]],
     baseline: Mapping[str, Any] | Baselines | None,
@@ -170,7 +207,8 @@ def results_tables(
     expected_runs: int | None = None,
 ) -> str:
     """The markdown tables: warm-starts, selection family (methods × noise), schedule family (noise × methods),
-    paired differences (nested estimate), premise.
+    perception-aware baselines (methods × noise), every method's gain over its warm-start, paired
+    differences (nested estimate), premise.
 
     ``baseline``: ``{warm_seed: {"accuracy", "n", ...}}`` (or one such dict). ``expected_runs`` (or
     ``len(methods) · len(noises) · expected_seeds`` for a one-warm-start grid) is the size of the full
@@ -178,66 +216,22 @@ def results_tables(
     """
     baselines = _as_baselines(baseline)
     acc = _grid(results, lambda r: r["after"]["accuracy"])
-    ent = _grid(results, lambda r: r.get("entropy_last_quarter"))
-    ent0 = _grid(results, lambda r: r.get("entropy_first"))
     noises = sorted({float(n) for n in noises})
-    lines: list[str] = []
     base = _warm_row(baselines)
     sel = [m for m in methods if m in SELECTION_FAMILY or m.startswith("vepo")]
     sch = [m for m in methods if m in SCHEDULE_FAMILY]
+    # The baselines' table only when a baseline ran; GRPO and VEPO are its reference rows.
+    ran_baseline = any(m in BASELINE_FAMILY and m not in ("grpo", "vepo") for m in methods)
+    bas = [m for m in BASELINE_FAMILY if m in methods] if ran_baseline else []
 
-    lines += warmstart_table(baselines)
-
-    def best_marks(cols: Sequence[str], noise: float) -> set[str]:
-        means = {m: _mean_std(acc[(m, noise)])[0] for m in cols if acc.get((m, noise))}
-        if not means:
-            return set()
-        top = max(means.values())
-        return {m for m, v in means.items() if v == top}
-
+    lines = warmstart_table(baselines)
     if sel:
-        lines += [
-            "### Token selection (VEPO paper's comparison): held-out greedy accuracy %, mean ± std (runs)",
-            "",
-            "| method | " + " | ".join(f"noise {100 * n:g}%" for n in noises) + " |",
-            "|---" * (len(noises) + 1) + "|",
-            "| warm-start (before RL) | " + " | ".join(base for _ in noises) + " |",
-        ]
-        for m in sel:
-            cells = []
-            for n in noises:
-                c = _cell(acc.get((m, n), []))
-                cells.append(f"**{c}**" if m in best_marks(sel, n) and c != "—" else c)
-            lines.append(f"| {_LABELS.get(m, m)} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += _methods_table("Token selection (VEPO paper's comparison)", sel, noises, acc, base)
     if sch:
-        lines += [
-            "### Entropy schedule (two-stage paper's table): held-out greedy accuracy %, mean ± std (runs)",
-            "",
-            "| noise | warm-start | " + " | ".join(_LABELS.get(m, m) for m in sch) + " |",
-            "|---|---" + "|---" * len(sch) + "|",
-        ]
-        for n in sorted(noises, reverse=True):
-            marks = best_marks(sch, n)
-            cells = []
-            for m in sch:
-                c = _cell(acc.get((m, n), []))
-                cells.append(f"**{c}**" if m in marks and c != "—" else c)
-            lines.append(f"| {100 * n:g}% | {base} | " + " | ".join(cells) + " |")
-        lines += [
-            "",
-            "Mean token entropy of sampled responses (nats): first step → last quarter of training",
-            "",
-            "| noise | " + " | ".join(_LABELS.get(m, m) for m in sch) + " |",
-            "|---" + "|---" * len(sch) + "|",
-        ]
-        for n in sorted(noises, reverse=True):
-            cells = []
-            for m in sch:
-                a, b = ent0.get((m, n), []), ent.get((m, n), [])
-                cells.append(f"{_mean_std(a)[0]:.3f} → {_mean_std(b)[0]:.3f}" if a and b else "—")
-            lines.append(f"| {100 * n:g}% | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += _schedule_tables(results, sch, noises, acc, base)
+    if bas:
+        lines += _methods_table("Perception-aware baselines (VPPO, PAPO, CPPO, DAPO)", bas, noises, acc, base)
+    lines += gain_table(results, noises, methods, baselines)
     lines += paired_table(results, noises, methods, baselines)
     lines += premise_tables(results, noises, methods, baselines)
     if expected_runs is None and expected_seeds is not None:
@@ -250,30 +244,6 @@ def results_tables(
         )
         lines.append("")
     return "\n".join(lines)
-
-
-# (a, b): "a − b" paired over seeds (same seed ⇒ same prompts, sampling seed and perturbations);
-# b None: a minus the warm-start.
-PAIRS: tuple[tuple[str, str | None], ...] = (
-    ("grpo", None),
-    ("vepo", "grpo"),
-    ("vepo", "entropy_top20"),
-    ("vepo", "random20"),
-    ("entropy_top20", "random20"),
-    ("entropy_top20", "grpo"),
-    ("vepo_jsd_only", "vepo"),
-    ("vepo_no_entropy", "vepo"),
-    ("vepo_product", "vepo"),
-    ("two_stage", "grpo"),
-    ("two_stage", "min_then_max"),
-    ("two_stage", "entropy_max"),
-    ("entropy_max", "grpo"),
-    ("entropy_min", "grpo"),
-)
-
-
-def _plain(method: str | None) -> str:
-    return "warm-start" if method is None else _LABELS.get(method, method).replace("**", "")
 
 
 def paired_differences(
@@ -362,7 +332,8 @@ def paired_table(
                 continue
             cells.append(_fmt_pair(d))
             sds.append((d["sd_between"], d["sd_within"]))
-        rows.append(f"| {_plain(a)} − {_plain(b)} | " + " | ".join(cells) + " |")
+        if any(c != "—" for c in cells):  # a pair no run has yet is left out
+            rows.append(f"| {plain(a)} − {plain(b)} | " + " | ".join(cells) + " |")
     if not rows:
         return []
     return [
@@ -386,86 +357,31 @@ def paired_table(
     ]
 
 
-_PREMISE_COLS: tuple[tuple[str, str, bool], ...] = (
-    ("entropy_anchor", "H anchored", False),
-    ("entropy_fork", "H forks", False),
-    ("jsd_anchor", "JSD anchored", False),
-    ("jsd_rest", "JSD rest", False),
-    ("anchor_share_entropy_top", "anchored share of entropy top-20%", True),
-    ("anchor_share_vepo_top", "anchored share of VEPO top-20%", True),
-    ("overlap_entropy_vepo", "overlap entropy/VEPO top-20%", False),
-)
-
-
-def _mean_premise(premises: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key in {k for p in premises for k in p}:
-        vals = [p.get(key) for p in premises]
-        vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
-        if vals:
-            out[key] = sum(vals) / len(vals)
-    return out
-
-
-def premise_tables(
+def gain_table(
     results: Sequence[dict[str, Any]],
     noises: Sequence[float],
     methods: Sequence[str],
     baseline: Mapping[str, Any] | Baselines | None,
 ) -> list[str]:
-    """Markdown: VEPO's premise (``visent.lab.premise``) on each method's final model, mean over runs."""
-    baselines = _as_baselines(baseline)
-    have = [r for r in results if isinstance(r.get("premise"), dict)]
-    warm_premises = [b["premise"] for b in baselines.values() if b.get("premise")]
-    if not have and not warm_premises:
+    """Markdown: every method minus its run's own warm-start (RL's gain), nested estimate per noise rate."""
+    rows = []
+    for m in methods:
+        cells = []
+        for n in noises:
+            d = paired_differences(results, m, None, n, baseline)
+            cells.append("—" if d is None else _fmt_pair(d))
+        if any(c != "—" for c in cells):
+            rows.append(f"| {plain(m)} | " + " | ".join(cells) + " |")
+    if len(rows) < 2:  # one method: the paired table's "− warm-start" row says it
         return []
-
-    def fmt(v: float | None, pct: bool) -> str:
-        if v is None or not math.isfinite(v):
-            return "—"
-        return f"{100 * v:.0f}%" if pct else f"{v:.3g}"
-
-    pm = _mean_premise(warm_premises) if warm_premises else {}
-    n_prem = int(pm["n_responses"]) if pm.get("n_responses") else 32
-    lines = [
-        "### VEPO's premise, measured on greedy held-out responses (entropy/JSD in nats; mean over runs)",
+    return [
+        "### What RL gained: each method − its warm-start, points (same estimator as the paired differences)",
         "",
-        (
-            "Anchored = the counts read from the image; forks = the free wording choices; rest = every token "
-            "that is not anchored. `select/overlap_entropy_top` is the trainer's logged Jaccard overlap of the "
-            "trained tokens with the entropy top-20% (mean over the last quarter of training); a model that "
-            "stops writing the counts in the task's grammar has fewer anchored tokens to measure."
-        ),
+        "| method | " + " | ".join(f"noise {100 * n:g}%" for n in noises) + " |",
+        "|---" * (len(noises) + 1) + "|",
+        *rows,
         "",
-        "| model | noise | " + " | ".join(c[1] for c in _PREMISE_COLS)
-        + f" | select/overlap_entropy_top | anchored tokens found (of {2 * n_prem}) |",
-        "|---|---" + "|---" * (len(_PREMISE_COLS) + 2) + "|",
     ]
-    if pm:
-        label = "warm-start (before RL)" if len(warm_premises) == 1 else f"warm-starts (mean of {len(warm_premises)})"
-        lines.append(
-            f"| {label} | — | " + " | ".join(fmt(pm.get(k), pct) for k, _, pct in _PREMISE_COLS)
-            + f" | — | {fmt(pm.get('n_anchor'), False)} |"
-        )
-    for n in noises:
-        for m in methods:
-            rows = [r for r in have if r["method"] == m and float(r["noise"]) == float(n)]
-            if not rows:
-                continue
-            cells = []
-            for k, _, pct in _PREMISE_COLS:
-                vals = [r["premise"].get(k) for r in rows]
-                vals = [v for v in vals if isinstance(v, (int, float)) and math.isfinite(v)]
-                cells.append(fmt(_mean_std(vals)[0], pct) if vals else "—")
-            ov = [r.get("overlap_entropy_top") for r in rows]
-            ov = [v for v in ov if isinstance(v, (int, float)) and math.isfinite(v)]
-            found = [float(r["premise"].get("n_anchor", 0)) for r in rows]
-            lines.append(
-                f"| {_plain(m)} | {100 * n:g}% | " + " | ".join(cells)
-                + f" | {fmt(_mean_std(ov)[0], False) if ov else '—'} | {fmt(_mean_std(found)[0], False)} |"
-            )
-    lines.append("")
-    return lines
 
 
 def study_summary(
@@ -527,7 +443,7 @@ def study_summary(
         "warmstart_recipe": json.loads(next(iter(recipes))) if len(recipes) == 1 else None,
         "warmstarts": warm_list,
         "warmstart_accuracy": sum(accs) / len(accs) if accs else None,
-        "warmstart_premise": _mean_premise([b["premise"] for b in baselines.values() if b.get("premise")]) or None,
+        "warmstart_premise": mean_premise([b["premise"] for b in baselines.values() if b.get("premise")]) or None,
         "pairs": pairs,
     }
 
@@ -543,7 +459,7 @@ def power_lines(summary: Mapping[str, Any], target: float = 4.0) -> list[str]:
         a, b, noise = key.split("|")
         mdd = d.get("mdd", float("nan"))
         if b != "warm-start" and isinstance(mdd, (int, float)) and not math.isnan(mdd):
-            by_noise.setdefault(noise, []).append((mdd, f"{_plain(a)} − {_plain(b)}", d))
+            by_noise.setdefault(noise, []).append((mdd, f"{plain(a)} − {plain(b)}", d))
     lines = []
     for noise, items in sorted(by_noise.items(), key=lambda kv: float(kv[0])):
         items.sort(key=lambda item: item[0])

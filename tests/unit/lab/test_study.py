@@ -187,3 +187,33 @@ def test_tables_list_each_warm_start_and_flag_one_outside_its_band():
     assert [w["band_reached"] for w in summary["warmstarts"]] == [True, False] and summary["band"] == [0.4, 0.6]
     # GRPO − warm-start pairs each run with its own warm-start: +4.7 and −10.0.
     assert summary["pairs"]["grpo|warm-start|0"]["warm_means"] == pytest.approx([4.7, -10.0])
+
+
+def test_every_lab_method_has_a_table_row_a_gain_and_a_comparison():
+    """Issue #21 item 5 runs every lab method: each must appear in an accuracy table, in the gain table
+    (method − its warm-start, computed per run) and in at least one paired comparison."""
+    from visent.lab.rl import METHODS
+    from visent.lab.study_methods import LABELS, PAIRS, plain
+
+    methods = list(METHODS)
+    results = []
+    for i, m in enumerate(methods):
+        for s in range(2):
+            results.append(_result(m, 0.0, s, 0.40 + 0.01 * i + 0.02 * s))
+    base = {"accuracy": 0.40, "n": 100}
+    text = study.results_tables(results, base, [0.0], methods, expected_seeds=2)
+    acc_tables = text[: text.index("### What RL gained")]
+    gains = text[text.index("### What RL gained") : text.index("### Paired differences")]
+    paired = text[text.index("### Paired differences") :]
+    for i, m in enumerate(methods):
+        assert f"| {LABELS[m]} |" in acc_tables, m
+        # Gain of method i: mean over its two seeds of (0.40 + 0.01 i + 0.02 s) − 0.40, in points.
+        row = next(line for line in gains.splitlines() if line.startswith(f"| {plain(m)} |"))
+        assert f"{i + 1.0:+.1f} ± 1.0" in row, (m, row)
+        assert any(m in (a, b) for a, b in PAIRS if b is not None), m
+    vppo_row = next(line for line in paired.splitlines() if line.startswith("| VPPO − GRPO |"))
+    i, j = methods.index("vppo"), methods.index("grpo")
+    assert f"{i - j:+.1f}" in vppo_row  # every seed differs by exactly (i − j) points
+    assert "### Perception-aware baselines" in acc_tables
+    # Without a baseline method the table is not drawn.
+    assert "Perception-aware" not in study.results_tables(results, base, [0.0], ["grpo", "vepo"])
