@@ -102,7 +102,8 @@ def _parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="METHOD",
-        help=f"lab methods (default: both families; tally: without vepo_product); valid: {', '.join(METHODS)}",
+        help="lab methods, or 'all' for every one (default: both papers' families; tally: without "
+        f"vepo_product); valid: {', '.join(METHODS)}",
     )
     p.add_argument(
         "--cells",
@@ -110,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="NOISE:METHOD,METHOD",
         help="instead of --noise × --methods: the methods to run at each noise rate, e.g. "
-        "0:grpo,vepo 0.5:grpo,two_stage (the tables cover the union)",
+        "0:grpo,vepo 0.5:grpo,two_stage, or 0:all (the tables cover the union)",
     )
     p.add_argument("--task", default=d.task, help="lab task (counting, tally, ...)")
     p.add_argument("--steps", type=int, default=None, help="RL steps per run (default: the task's, rl.TASK_RL_DEFAULTS)")
@@ -162,6 +163,16 @@ def _settings(args: argparse.Namespace, warm_seed: int):
     )
 
 
+def _expand_all(names: Sequence[str]) -> list[str]:
+    """``all`` stands for every lab method (``rl.METHODS``, in its order); other names are kept as given."""
+    from visent.lab.rl import METHODS
+
+    out: list[str] = []
+    for name in names:
+        out += list(METHODS) if name == "all" else [name]
+    return list(dict.fromkeys(out))
+
+
 def _parse_cells(specs: Sequence[str]) -> dict[float, list[str]]:
     """``["0:grpo,vepo", "0.5:grpo"]`` → ``{0.0: ["grpo", "vepo"], 0.5: ["grpo"]}`` (ValueError if malformed)."""
     cells: dict[float, list[str]] = {}
@@ -171,7 +182,7 @@ def _parse_cells(specs: Sequence[str]) -> dict[float, list[str]]:
             rate = float(noise)
         except ValueError:
             rate = float("nan")
-        names = [m for m in methods.split(",") if m]
+        names = _expand_all([m for m in methods.split(",") if m])
         if not sep or not names or not 0 <= rate <= 1:
             raise ValueError(f"--cells {spec!r}: expected NOISE:METHOD[,METHOD...] with NOISE in [0, 1]")
         cells.setdefault(rate, [])
@@ -286,7 +297,7 @@ def _cells(args: argparse.Namespace) -> tuple[dict[float, list[str]], list[str],
             args.methods = list(TALLY_METHODS if args.task == "tally" else DEFAULT_METHODS)
         if args.noise is None:
             args.noise = [0.0, 0.5] if args.task in LABELLED_TASKS else [0.0, 0.5, 1.0]
-        cells = {float(n): list(dict.fromkeys(args.methods)) for n in args.noise}
+        cells = {float(n): _expand_all(args.methods) for n in args.noise}
     methods = list(dict.fromkeys(m for ms in cells.values() for m in ms))
     noises = sorted(cells)
     unknown = [m for m in methods if m not in METHODS]

@@ -165,6 +165,11 @@ def test_paired_differences_use_both_warm_starts_and_rl_seeds():
 
 def test_cells_give_each_noise_rate_its_own_methods(tmp_path, capsys):
     assert study._parse_cells(["0:grpo,vepo", "0.5:grpo"]) == {0.0: ["grpo", "vepo"], 0.5: ["grpo"]}
+    from visent.lab.rl import METHODS
+
+    # "all" is every lab method, once, in the registry's order, whatever else the cell names.
+    assert study._parse_cells(["0:vepo,all"]) == {0.0: ["vepo"] + [m for m in METHODS if m != "vepo"]}
+    assert sorted(study._parse_cells(["0.5:all"])[0.5]) == sorted(METHODS)
     assert study.main(["--out", str(tmp_path), "--cells", "0.5"]) == 2
     assert "NOISE:METHOD" in capsys.readouterr().err
     assert study.main(["--out", str(tmp_path), "--cells", "0:grpo,nope"]) == 2
