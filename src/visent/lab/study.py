@@ -402,6 +402,15 @@ def _run_jobs(
     return jobs, skipped
 
 
+def _eta(elapsed: float, done: int, total: int) -> str:
+    """``", ~1 h 05 min left"`` at the mean pace so far (runs of one study cost about the same), or ``""``."""
+    if done < 1 or done >= total:
+        return ""
+    left = elapsed / done * (total - done)
+    hours, minutes = divmod(round(left / 60), 60)
+    return f", ~{hours} h {minutes:02d} min left" if hours else f", ~{minutes} min left"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
@@ -474,10 +483,16 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         bar = tqdm(total=len(jobs), desc="study runs", disable=not progress, dynamic_ncols=True)
 
+        done = [0]
+
         def finished(job: dict[str, Any], get_result) -> None:
+            done[0] += 1
             try:
                 res = get_result()
-                bar.write(f"   {job['name']}: {100 * res['after']['accuracy']:.1f}% ({res['wall_s']:.0f} s)")
+                bar.write(
+                    f"   {job['name']}: {100 * res['after']['accuracy']:.1f}% ({res['wall_s']:.0f} s)"
+                    f"  [{done[0]}/{len(jobs)}{_eta(time.perf_counter() - t0, done[0], len(jobs))}]"
+                )
             finally:
                 bar.update(1)
                 write_tables()

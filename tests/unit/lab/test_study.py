@@ -222,3 +222,9 @@ def test_every_lab_method_has_a_table_row_a_gain_and_a_comparison():
     assert "### Perception-aware baselines" in acc_tables
     # Without a baseline method the table is not drawn.
     assert "Perception-aware" not in study.results_tables(results, base, [0.0], ["grpo", "vepo"])
+
+
+def test_progress_lines_count_runs_and_estimate_what_is_left():
+    assert study._eta(600.0, 2, 8) == ", ~30 min left"  # 300 s per run, 6 runs left
+    assert study._eta(3600.0, 1, 3) == ", ~2 h 00 min left"
+    assert study._eta(10.0, 4, 4) == "" and study._eta(0.0, 0, 4) == ""
