@@ -228,7 +228,7 @@ def lab_overrides(
         # Offset from the warm-start's stream (seed 0..) and the held-out stream (seed + 1_000_003).
         "dataset_seed": 10_000 + seed,
         "label_noise": noise,
-        "reward_funcs": TASK_REWARD[s.task],
+        **_reward_overrides(s.task, method),
         "learning_rate": s.learning_rate,
         "lr_scheduler_type": "constant",
         "warmup_steps": 0,
@@ -257,8 +257,33 @@ def lab_overrides(
     }
     tokens: list[str] = []
     for key, value in pairs.items():
-        tokens += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
+        if isinstance(value, (list, tuple)):  # list fields take one token per item (``--reward_funcs a b``)
+            tokens += [f"--{key}", *(str(v) for v in value)]
+        else:
+            tokens += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     return tokens
+
+
+def _reward_overrides(task: str, method: str) -> dict[str, Any]:
+    """The task's reward for ``method``. A config that filters groups (dynamic sampling) gets it as its
+    weighted terms (same total) with the filter on the accuracy term, as EasyR1 filters on accuracy: the
+    total of the lab's ``r1_counting`` ranges over [0, 2], which the easyr1 bounds (0.01, 0.99) would
+    read as "every group too easy"."""
+    import yaml
+
+    from visent.rewards import get_reward
+
+    name = TASK_REWARD[task]
+    config = yaml.safe_load(method_config_path(method).read_text(encoding="utf-8")) or {}
+    terms = getattr(get_reward(name), "terms", None)
+    if config.get("dynamic_sampling", "none") != "none" and terms:
+        return {
+            "reward_funcs": [t for t, _ in terms],
+            "reward_weights": [w for _, w in terms],
+            "dynamic_sampling_metric": get_reward(name).accuracy_term,
+        }
+    # One function: a config's own weights (for its own reward terms) would not match it.
+    return {"reward_funcs": name, **({"reward_weights": [1.0]} if config.get("reward_weights") else {})}
 
 
 def lab_config(

@@ -28,7 +28,13 @@ def weighted(terms: Mapping[Reward, float] | list[tuple[Reward, float]], name: s
 
     score = WeightedScore(items, primary)
     formula = " + ".join(f"{w:g}·{r.name}" for r, w in items)
-    return Reward(name, score, low=low, high=high, doc=doc or formula)
+    reward = Reward(name, score, low=low, high=high, doc=doc or formula)
+    # The terms by name, so that a reward can be given to the trainer as separate functions with weights
+    # (``reward_funcs`` + ``reward_weights``: the same total), e.g. to filter groups on the accuracy term
+    # alone as EasyR1's dynamic sampling does; ``accuracy_term`` is the highest-weight term.
+    reward.terms = [(r.name, float(w)) for r, w in items]
+    reward.accuracy_term = items[primary][0].name
+    return reward
 
 
 class WeightedScore:

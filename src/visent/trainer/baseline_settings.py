@@ -78,7 +78,33 @@ def _dynamic_sampling_error(c: Any) -> str | None:
             f"dynamic_sampling_metric={metric!r} must be one of reward_funcs ({', '.join(c.reward_funcs or []) or 'none set'}), "
             "e.g. reward_funcs: [authors_accuracy, authors_format] with reward_weights: [0.9, 0.1]"
         )
+    if c.dynamic_sampling == "easyr1":
+        return _easyr1_scale_error(c, metric)
     return None
+
+
+def _easyr1_scale_error(c: Any, metric: str | None) -> str | None:
+    """EasyR1's bounds are on a [0, 1] accuracy: refuse a filter on a registered reward (or the total of one)
+    that ranges wider, e.g. ``r1_counting`` (counting + format, [0, 2]) whose groups would all read "too easy"."""
+    from visent.rewards import REWARDS
+
+    names = [metric] if metric is not None else list(c.reward_funcs or [])
+    if len(names) != 1 or names[0] not in REWARDS:
+        return None  # several functions or a custom one: its range is not known here
+    reward = REWARDS[names[0]]
+    if reward.low >= 0.0 and reward.high <= 1.0:
+        return None
+    terms = getattr(reward, "terms", None)
+    hint = (
+        f": give it as its terms (reward_funcs: [{', '.join(t for t, _ in terms)}], reward_weights: "
+        f"[{', '.join(f'{w:g}' for _, w in terms)}]) and set dynamic_sampling_metric: {reward.accuracy_term}"
+        if terms
+        else ": filter on a [0, 1] reward with dynamic_sampling_metric, or use dynamic_sampling: verl"
+    )
+    return (
+        f"dynamic_sampling easyr1 keeps groups with {c.dynamic_sampling_bounds[0]:g} < mean < "
+        f"{c.dynamic_sampling_bounds[1]:g} of an accuracy, but {reward.name} ranges over [{reward.low:g}, {reward.high:g}]{hint}"
+    )
 
 
 def _image_budget_error(c: Any) -> str | None:

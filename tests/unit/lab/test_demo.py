@@ -55,7 +55,13 @@ def test_lab_config_keeps_the_method_knobs_of_its_yaml_and_the_lab_settings(meth
     assert config.dataset == "lab:classification" and config.label_noise == 0.5
     assert config.max_steps == 7 and config.num_generations == 4 and config.max_completion_length == 20
     assert config.per_device_train_batch_size == 12 and config.learning_rate == pytest.approx(3e-4)
-    assert config.seed == 3 and config.perturbation_seed == 3 and config.reward_funcs == ["r1_classification"]
+    assert config.seed == 3 and config.perturbation_seed == 3
+    # The task's reward: one function, or (a method that filters groups) its terms with the filter on accuracy.
+    if config.dynamic_sampling == "none":
+        assert config.reward_funcs == ["r1_classification"]
+    else:
+        assert config.reward_funcs == ["classification", "format"] and config.reward_weights == [1.0, 1.0]
+        assert config.dynamic_sampling_metric == "classification"
     assert config.output_dir == str(tmp_path)
 
 

@@ -96,3 +96,31 @@ def test_demo_compares_with_a_study_only_under_the_same_warm_start_recipe():
     assert "predates the two-phase" in comparability(ws_info, before, {**study, "warmstart_recipe": None}, mine)
     other = {**cfg.recipe(), "phase_two": "language_model" if cfg.phase_two != "language_model" else "projector"}
     assert "another recipe" in comparability(ws_info, before, {**study, "warmstart_recipe": other}, mine)
+
+
+def test_filtering_methods_get_the_task_reward_as_terms_and_filter_on_its_accuracy():
+    """The lab's tally reward (r1_counting: counting + format, [0, 2]) under EasyR1's (0.01, 0.99) bounds made
+    every group "too easy" and the VPPO / PAPO-D / DAPO runs fail; they get its terms (same total) and filter
+    on the counting term; every other method keeps the one function."""
+    from visent.lab.rl import METHODS, RLSettings, lab_overrides
+
+    s = RLSettings(task="tally")
+
+    def opts(method):
+        tokens = lab_overrides(s, model_path="m", noise=0.0, seed=0, output_dir="o", method=method)
+        out, key = {}, None
+        for t in tokens:
+            if t.startswith("--"):
+                key = t[2:]
+                out[key] = []
+            else:
+                out[key].append(t)
+        return out
+
+    for method in ("vppo", "papo_d", "dapo"):
+        o = opts(method)
+        assert o["reward_funcs"] == ["counting", "format"] and o["reward_weights"] == ["1.0", "1.0"]
+        assert o["dynamic_sampling_metric"] == ["counting"]
+    for method in set(METHODS) - {"vppo", "papo_d", "dapo"}:
+        o = opts(method)
+        assert o["reward_funcs"] == ["r1_counting"] and "dynamic_sampling_metric" not in o, method

@@ -28,6 +28,8 @@ def make(**kw):
         ({"dynamic_sampling": "easyr1", "dynamic_sampling_bounds": [0.9, 0.1]}, "low < high"),
         ({"dynamic_sampling_max_tries": 0}, "dynamic_sampling_max_tries must be >= 1"),
         ({"dynamic_sampling_metric": "authors_accuracy", "reward_funcs": ["vepo_math"]}, "must be one of reward_funcs"),
+        # EasyR1's bounds are on a [0, 1] accuracy: r1_counting ranges over [0, 2] (every group "too easy").
+        ({"dynamic_sampling": "easyr1", "reward_funcs": ["r1_counting"]}, "dynamic_sampling_metric: counting"),
         ({"min_pixels": 0}, "min_pixels must be a positive"),
         ({"min_pixels": 500, "max_pixels": 100}, "must be <= max_pixels"),
         ({"loss_type": "luspo"}, "LUSPO"),
@@ -65,3 +67,25 @@ def test_objectives_from_trl_fields():
     assert make(dual_clip=3.0, delta=4.0).surrogate.dual_clip == 3.0
     c = make(selection_mode="weight", selection_weight_lambda=0.5, loss_aggregation="token_mean")
     assert c.selection_rule == "top" and c.selects_tokens
+
+
+def test_easyr1_filter_on_a_unit_range_term_is_accepted_and_the_shipped_configs_filter_on_accuracy():
+    """EasyR1 filters on accuracy (BASELINES.md: filter_key = accuracy in VPPO / PAPO). The configs give the
+    authors' reward as its two terms with their weights, so the total is unchanged and the filter reads
+    the accuracy term alone; filtering on the total would keep an all-wrong, formatted group (mean 0.1)."""
+    import yaml
+
+    from visent.configs import CONFIG_DIR
+    from visent.rewards import get_reward
+
+    make(dynamic_sampling="easyr1", reward_funcs=["counting", "format"], reward_weights=[1.0, 1.0],
+         dynamic_sampling_metric="counting")
+    authors = get_reward("vepo_authors_math")
+    for name in ("dapo", "vppo", "papo_d"):
+        cfg = yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text())
+        assert cfg["dynamic_sampling"] == "easyr1" and cfg["dynamic_sampling_metric"] == authors.accuracy_term
+        assert list(zip(cfg["reward_funcs"], cfg["reward_weights"])) == authors.terms
+    # The terms reproduce the total on varied responses (so splitting the reward changes no advantage).
+    for text in ("<think>x</think> \\boxed{6}", "\\boxed{5}", "no answer", "<think>a</think>\\boxed{\\frac{12}{2}}"):
+        parts = sum(w * get_reward(t).score_one(text, "6").score for t, w in authors.terms)
+        assert parts == pytest.approx(authors.score_one(text, "6").score)
