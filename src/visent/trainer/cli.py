@@ -99,6 +99,27 @@ def _dict_fields() -> set[str]:
     return {f.name for f in fields(VisentConfig) if f.init and "dict" in str(f.type)}
 
 
+#: Config keys that describe the file's own reward terms (weights per function, the filter's function).
+_REWARD_DEPENDENTS = ("reward_weights", "dynamic_sampling_metric")
+
+
+def _drop_reward_dependents(data: dict[str, Any], overridden: set[str], where: str) -> None:
+    """A command-line ``--reward_funcs`` replaces the file's reward: the file's weights and filter function
+    name its terms, so they go too (unless restated), with a one-line notice (e.g. ``--config dapo
+    --reward_funcs my_reward`` then filters groups on ``my_reward``)."""
+    if "reward_funcs" not in overridden or "reward_funcs" not in data:
+        return
+    dropped = [k for k in _REWARD_DEPENDENTS if k in data and k not in overridden]
+    for key in dropped:
+        data.pop(key)
+    if dropped:
+        print(
+            f"visent train: --reward_funcs replaces {where}'s reward_funcs; its {' and '.join(dropped)} "
+            "(for those functions) are dropped",
+            file=sys.stderr,
+        )
+
+
 def parse_config(argv: list[str]):
     """``VisentConfig`` from ``--config FILE.yaml`` and ``--key value`` overrides. Raises ``ConfigError``."""
     from transformers import HfArgumentParser
@@ -127,6 +148,7 @@ def parse_config(argv: list[str]):
     for key in data:
         if key not in known:
             raise ConfigError(f"{where}: unknown config key {key!r}{suggest(key)}")
+    _drop_reward_dependents(data, {k for k, _ in pairs}, where)
     # Dict-valued fields (liger_kernel_config, model_init_kwargs, ...) bypass argparse, which cannot type
     # them: YAML mappings are taken as they are and command-line values as JSON.
     dict_fields = _dict_fields()

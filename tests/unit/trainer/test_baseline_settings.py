@@ -89,3 +89,22 @@ def test_easyr1_filter_on_a_unit_range_term_is_accepted_and_the_shipped_configs_
     for text in ("<think>x</think> \\boxed{6}", "\\boxed{5}", "no answer", "<think>a</think>\\boxed{\\frac{12}{2}}"):
         parts = sum(w * get_reward(t).score_one(text, "6").score for t, w in authors.terms)
         assert parts == pytest.approx(authors.score_one(text, "6").score)
+
+
+def test_command_line_reward_replaces_the_configs_weights_and_filter_function(capsys):
+    """``--config dapo --reward_funcs random``: the file's reward_weights [0.9, 0.1] and filter function
+    (authors_accuracy) name the file's two terms; they are dropped with a notice, not refused."""
+    from visent.trainer.cli import parse_config
+
+    base = ["--config", "dapo", "--model_name_or_path", "tiny:qwen2_5_vl", "--dataset", "lab:counting",
+            "--output_dir", "/tmp/visent-test-dapo"]
+    config = parse_config(base + ["--reward_funcs", "random"])
+    assert config.reward_funcs == ["random"] and config.reward_weights is None
+    assert config.dynamic_sampling_metric is None and config.dynamic_sampling == "easyr1"
+    assert "dropped" in capsys.readouterr().err
+    # Restated on the command line, they are kept.
+    config = parse_config(base + ["--reward_funcs", "counting", "format", "--reward_weights", "1", "1",
+                                  "--dynamic_sampling_metric", "counting"])
+    assert config.reward_weights == [1.0, 1.0] and config.dynamic_sampling_metric == "counting"
+    # Without --reward_funcs the file's own terms stand.
+    assert parse_config(base).dynamic_sampling_metric == "authors_accuracy"
