@@ -282,8 +282,13 @@ def _reward_overrides(task: str, method: str) -> dict[str, Any]:
             "reward_weights": [w for _, w in terms],
             "dynamic_sampling_metric": get_reward(name).accuracy_term,
         }
-    # One function: a config's own weights (for its own reward terms) would not match it.
-    return {"reward_funcs": name, **({"reward_weights": [1.0]} if config.get("reward_weights") else {})}
+    # One function: a config's own weights and filter function (for its own reward terms) would not match it.
+    out: dict[str, Any] = {"reward_funcs": name}
+    if config.get("reward_weights"):
+        out["reward_weights"] = [1.0]
+    if config.get("dynamic_sampling_metric"):
+        out["dynamic_sampling_metric"] = name
+    return out
 
 
 def lab_config(
