@@ -275,12 +275,13 @@ def _reward_overrides(task: str, method: str) -> dict[str, Any]:
 
     name = TASK_REWARD[task]
     config = yaml.safe_load(method_config_path(method).read_text(encoding="utf-8")) or {}
-    terms = getattr(get_reward(name), "terms", None)
+    reward = get_reward(name)
+    terms = getattr(reward, "terms", None)
     if config.get("dynamic_sampling", "none") != "none" and terms:
         return {
             "reward_funcs": [t for t, _ in terms],
             "reward_weights": [w for _, w in terms],
-            "dynamic_sampling_metric": get_reward(name).accuracy_term,
+            "dynamic_sampling_metric": reward.accuracy_term,
         }
     # One function: a config's own weights and filter function (for its own reward terms) would not match it.
     out: dict[str, Any] = {"reward_funcs": name}

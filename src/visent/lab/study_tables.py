@@ -156,13 +156,17 @@ def _methods_table(title: str, cols: Sequence[str], noises: Sequence[float], acc
         "|---" * (len(noises) + 1) + "|",
         "| warm-start (before RL) | " + " | ".join(base for _ in noises) + " |",
     ]
+    marks = {n: _best(acc, cols, n) for n in noises}
     for m in cols:
-        cells = []
-        for n in noises:
-            c = _cell(acc.get((m, n), []))
-            cells.append(f"**{c}**" if m in _best(acc, cols, n) and c != "—" else c)
+        cells = [_acc_cell(acc, m, n, marks[n]) for n in noises]
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _acc_cell(acc, method: str, noise: float, marks: set[str]) -> str:
+    """One accuracy cell, bold when ``method`` is among ``marks`` (the best of its column)."""
+    c = _cell(acc.get((method, noise), []))
+    return f"**{c}**" if method in marks and c != "—" else c
 
 
 def _schedule_tables(results, sch: Sequence[str], noises: Sequence[float], acc, base: str) -> list[str]:
@@ -177,10 +181,7 @@ def _schedule_tables(results, sch: Sequence[str], noises: Sequence[float], acc, 
     ]
     for n in sorted(noises, reverse=True):
         marks = _best(acc, sch, n)
-        cells = []
-        for m in sch:
-            c = _cell(acc.get((m, n), []))
-            cells.append(f"**{c}**" if m in marks and c != "—" else c)
+        cells = [_acc_cell(acc, m, n, marks) for m in sch]
         lines.append(f"| {100 * n:g}% | {base} | " + " | ".join(cells) + " |")
     lines += [
         "",
