@@ -63,3 +63,27 @@ def test_uniform_groups_are_dropped_and_refilled(tmp_path):
     trainer.train()
     rows = read_metrics(str(tmp_path))
     assert all(r["dynamic_sampling/tries"] >= 1 and r["dynamic_sampling/kept_groups"] == 2 for r in rows)
+
+
+def always_right(completions, **kw):
+    """1.0 for every response: every group is uniform, so no batch can be filled with informative groups."""
+    return [1.0] * len(completions)
+
+
+def test_top_up_fills_an_unfillable_batch_with_zero_advantage_groups(tmp_path):
+    import pytest
+
+    from visent.trainer.dynamic_sampling import DynamicSamplingError
+
+    kw = {"rewards": (always_right,), "token_score": "none", "dynamic_sampling": "verl", "dynamic_sampling_max_tries": 2}
+    trainer = make_trainer(tmp_path / "error", **kw)
+    trainer.model.train()  # dynamic sampling filters training batches only
+    with pytest.raises(DynamicSamplingError, match="found 0 of 2 groups"):
+        trainer._generate_and_score_completions(rows_for(trainer, 2))
+    trainer = make_trainer(tmp_path / "top_up", dynamic_sampling_on_exhaust="top_up", **kw)
+    trainer.model.train()
+    batch = trainer._generate_and_score_completions(rows_for(trainer, 2))
+    assert batch["completion_ids"].size(0) == 2 * K
+    assert torch.equal(batch["advantages"], torch.zeros_like(batch["advantages"]))
+    metrics = trainer._metrics["train"]
+    assert metrics["dynamic_sampling/topped_up_groups"][-1] == 2 and metrics["dynamic_sampling/tries"][-1] == 2

@@ -32,6 +32,7 @@ from typing import Any
 from visent.data.synthetic import TASK_REWARD
 
 __all__ = [
+    "LAB_DYNAMIC_SAMPLING_TRIES",
     "LAB_ENTROPY_COEF",
     "METHODS",
     "TASK_METHOD_OVERRIDES",
@@ -49,6 +50,12 @@ __all__ = [
 # noise, so the lab's two-stage family (min / max / min→max / two-stage) uses a larger magnitude, applied
 # identically to every method of that family. VEPO's own 1e-3 bonus is left as its config says.
 LAB_ENTROPY_COEF = 0.05
+
+# A filtering method (DAPO's dynamic sampling) on a lab model that has solved its data finds few groups whose
+# responses disagree: EasyR1's 20 rounds per step then cost up to 20 generations a step and, unfilled, stop
+# the run (EasyR1's error). The lab gives each step at most this many rounds and tops a batch it could not fill
+# up with uninformative groups (zero advantage), so every filtering run finishes on the same step budget.
+LAB_DYNAMIC_SAMPLING_TRIES = 5
 
 # Lab method name -> (shipped config name (visent.configs), lab-specific overrides of method knobs).
 _TWO_STAGE_COEFS = {"entropy_coef_max": LAB_ENTROPY_COEF, "entropy_coef_min": LAB_ENTROPY_COEF}
@@ -268,7 +275,7 @@ def _reward_overrides(task: str, method: str) -> dict[str, Any]:
     """The task's reward for ``method``. A config that filters groups (dynamic sampling) gets it as its
     weighted terms (same total) with the filter on the accuracy term, as EasyR1 filters on accuracy: the
     total of the lab's ``r1_counting`` ranges over [0, 2], which the easyr1 bounds (0.01, 0.99) would
-    read as "every group too easy"."""
+    read as "every group too easy". It also gets the lab's filtering budget (``LAB_DYNAMIC_SAMPLING_TRIES``)."""
     import yaml
 
     from visent.rewards import get_reward
@@ -277,11 +284,14 @@ def _reward_overrides(task: str, method: str) -> dict[str, Any]:
     config = yaml.safe_load(method_config_path(method).read_text(encoding="utf-8")) or {}
     reward = get_reward(name)
     terms = getattr(reward, "terms", None)
-    if config.get("dynamic_sampling", "none") != "none" and terms:
+    filters = config.get("dynamic_sampling", "none") != "none"
+    budget = {"dynamic_sampling_max_tries": LAB_DYNAMIC_SAMPLING_TRIES, "dynamic_sampling_on_exhaust": "top_up"}
+    if filters and terms:
         return {
             "reward_funcs": [t for t, _ in terms],
             "reward_weights": [w for _, w in terms],
             "dynamic_sampling_metric": reward.accuracy_term,
+            **budget,
         }
     # One function: a config's own weights and filter function (for its own reward terms) would not match it.
     out: dict[str, Any] = {"reward_funcs": name}
@@ -289,7 +299,7 @@ def _reward_overrides(task: str, method: str) -> dict[str, Any]:
         out["reward_weights"] = [1.0]
     if config.get("dynamic_sampling_metric"):
         out["dynamic_sampling_metric"] = name
-    return out
+    return {**out, **(budget if filters else {})}
 
 
 def lab_config(

@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["DYNAMIC_SAMPLING_RULES", "MULTI_PROCESS_DYNAMIC_SAMPLING", "baseline_settings_error"]
+__all__ = ["DYNAMIC_SAMPLING_RULES", "MULTI_PROCESS_DYNAMIC_SAMPLING", "ON_EXHAUST", "baseline_settings_error"]
 
 DYNAMIC_SAMPLING_RULES = ("none", "easyr1", "verl")
+#: What dynamic sampling does when ``dynamic_sampling_max_tries`` rounds did not fill the batch.
+ON_EXHAUST = ("error", "top_up")
 #: The refusal of dynamic sampling over several processes (here from WORLD_SIZE, in the trainer from accelerate).
 MULTI_PROCESS_DYNAMIC_SAMPLING = (
     "dynamic_sampling over several processes is not yet implemented (each process would filter its own "
@@ -66,6 +68,8 @@ def _dynamic_sampling_error(c: Any) -> str | None:
         return f"dynamic_sampling_bounds must be [low, high] with 0 <= low < high <= 1; got {c.dynamic_sampling_bounds}"
     if c.dynamic_sampling_max_tries < 1:
         return f"dynamic_sampling_max_tries must be >= 1; got {c.dynamic_sampling_max_tries}"
+    if c.dynamic_sampling_on_exhaust not in ON_EXHAUST:
+        return f"dynamic_sampling_on_exhaust={c.dynamic_sampling_on_exhaust!r} is not known; valid: {', '.join(ON_EXHAUST)}"
     if c.dynamic_sampling != "none" and c.scale_rewards == "batch" and c.multi_objective_aggregation != "sum_then_normalize":
         return "dynamic_sampling with scale_rewards=batch recomputes advantages as sum_then_normalize: set multi_objective_aggregation=sum_then_normalize"
     # Also checked by the trainer (API users who set up processes themselves); here it is refused from

@@ -275,7 +275,14 @@ class VisentConfig(GRPOConfig):
         default_factory=lambda: [0.01, 0.99], metadata=_help("`easyr1`'s (low, high) on the group mean.")
     )
     dynamic_sampling_max_tries: int = field(
-        default=20, metadata=_help("Generation rounds per batch before giving up with an error (EasyR1: 20).")
+        default=20, metadata=_help("Generation rounds per batch before giving up (EasyR1: 20).")
+    )
+    dynamic_sampling_on_exhaust: str = field(
+        default="error",
+        metadata=_help(
+            "After dynamic_sampling_max_tries rounds without a full batch: `error` stops the run (EasyR1, verl); "
+            "`top_up` fills it with the last round's uninformative groups (zero group-scaled advantage)."
+        ),
     )
     min_pixels: int | None = field(
         default=None,

@@ -10,8 +10,11 @@
 
 Like EasyR1's ``online_filtering`` (``hiyouga/EasyR1`` @ b44b311, ``verl/trainer/ray_trainer.py:466-559``) it
 keeps the informative groups of each chunk (:func:`visent.core.dynamic_sampling.informative_groups`) until the
-batch holds as many groups as one chunk, truncating the last; it gives up after ``max_tries`` chunks with an
-error saying how many groups it found. Old log-probs are per response, so filtering leaves them valid;
+batch holds as many groups as one chunk, truncating the last; after ``max_tries`` chunks it either stops with
+an error saying how many groups it found (``on_exhaust="error"``, EasyR1's and verl's behaviour) or tops the
+batch up with the last chunk's uninformative groups (``"top_up"``, a visent option: those groups' rewards are
+all alike, so their group-scaled advantages are zero and they add no policy gradient; a model that has solved
+its data then keeps training, as GRPO would, instead of stopping the run). Old log-probs are per response, so filtering leaves them valid;
 group-scaled advantages likewise; batch-scaled ones are recomputed by the caller after filtering.
 """
 
@@ -24,6 +27,7 @@ from typing import Any
 import torch
 
 from visent.core.dynamic_sampling import informative_groups, take_groups
+from visent.trainer.baseline_settings import ON_EXHAUST
 
 __all__ = ["DynamicSamplingError", "FillStats", "fill_batch"]
 
@@ -39,6 +43,7 @@ class FillStats:
     kept: int = 0
     dropped: int = 0
     tries: int = 0
+    topped_up: int = 0
 
 
 def fill_batch(
@@ -51,12 +56,16 @@ def fill_batch(
     rule: str = "easyr1",
     bounds: tuple[float, float] = (0.01, 0.99),
     max_tries: int = 20,
+    on_exhaust: str = "error",
 ) -> tuple[Any, FillStats]:
     """A batch of ``len(rows) // group_size`` informative groups, and its :class:`FillStats`.
 
     Raises:
-        DynamicSamplingError: after ``max_tries`` chunks without enough informative groups.
+        DynamicSamplingError: after ``max_tries`` chunks without enough informative groups, unless
+            ``on_exhaust="top_up"``.
     """
+    if on_exhaust not in ON_EXHAUST:
+        raise ValueError(f"on_exhaust={on_exhaust!r}; valid: {', '.join(ON_EXHAUST)}")
     if len(rows) % group_size:
         raise ValueError(f"{len(rows)} rows do not split into groups of {group_size}")
     needed = len(rows) // group_size
@@ -74,6 +83,14 @@ def fill_batch(
             parts.append(select(batch, idx))
             stats.kept += int(take.numel())
         if stats.kept >= needed:
+            return concat(parts), stats
+        if stats.tries >= max_tries and on_exhaust == "top_up":
+            # Every informative group of this chunk was taken (the batch is not full), so its dropped groups
+            # number at least the groups still missing.
+            fill = (~keep).nonzero().reshape(-1)[: needed - stats.kept]
+            idx = (fill[:, None] * group_size + torch.arange(group_size)).reshape(-1)
+            parts.append(select(batch, idx))
+            stats.topped_up = int(fill.numel())
             return concat(parts), stats
         if stats.tries >= max_tries:
             raise DynamicSamplingError(
@@ -110,7 +127,7 @@ REWARD_KEY = "visent_dynamic_sampling_reward"
 
 def dynamic_batch(trainer: Any, inputs: list[dict[str, Any]]) -> dict[str, Any]:
     """One generation batch of informative groups for ``trainer`` (a ``VisentGRPOTrainer``), logging
-    ``dynamic_sampling/kept_groups``, ``/dropped_groups`` and ``/tries``."""
+    ``dynamic_sampling/kept_groups``, ``/dropped_groups``, ``/tries`` and ``/topped_up_groups``."""
     from visent.trainer._trl_seam import concat_generation_batches, select_generation_rows
 
     args = trainer.args
@@ -134,10 +151,12 @@ def dynamic_batch(trainer: Any, inputs: list[dict[str, Any]]) -> dict[str, Any]:
     batch, stats = fill_batch(
         inputs, K, generate, select_generation_rows, concat_generation_batches, draw,
         rule=args.dynamic_sampling, bounds=tuple(args.dynamic_sampling_bounds), max_tries=args.dynamic_sampling_max_tries,
+        on_exhaust=args.dynamic_sampling_on_exhaust,
     )  # fmt: skip
     if rescale:
         _rescale_batch_advantages(batch, K)
     trainer.record_metric("dynamic_sampling/kept_groups", stats.kept)
     trainer.record_metric("dynamic_sampling/dropped_groups", stats.dropped)
     trainer.record_metric("dynamic_sampling/tries", stats.tries)
+    trainer.record_metric("dynamic_sampling/topped_up_groups", stats.topped_up)
     return batch

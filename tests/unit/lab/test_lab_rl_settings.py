@@ -102,7 +102,7 @@ def test_filtering_methods_get_the_task_reward_as_terms_and_filter_on_its_accura
     """The lab's tally reward (r1_counting: counting + format, [0, 2]) under EasyR1's (0.01, 0.99) bounds made
     every group "too easy" and the VPPO / PAPO-D / DAPO runs fail; they get its terms (same total) and filter
     on the counting term; every other method keeps the one function."""
-    from visent.lab.rl import METHODS, RLSettings, lab_overrides
+    from visent.lab.rl import LAB_DYNAMIC_SAMPLING_TRIES, METHODS, RLSettings, lab_overrides
 
     s = RLSettings(task="tally")
 
@@ -121,6 +121,10 @@ def test_filtering_methods_get_the_task_reward_as_terms_and_filter_on_its_accura
         o = opts(method)
         assert o["reward_funcs"] == ["counting", "format"] and o["reward_weights"] == ["1.0", "1.0"]
         assert o["dynamic_sampling_metric"] == ["counting"]
+        # A saturated lab model must not stop a filtering run: a bounded budget, then top-up.
+        assert o["dynamic_sampling_max_tries"] == [str(LAB_DYNAMIC_SAMPLING_TRIES)]
+        assert o["dynamic_sampling_on_exhaust"] == ["top_up"]
     for method in set(METHODS) - {"vppo", "papo_d", "dapo"}:
         o = opts(method)
         assert o["reward_funcs"] == ["r1_counting"] and "dynamic_sampling_metric" not in o, method
+        assert "dynamic_sampling_on_exhaust" not in o, method

@@ -27,6 +27,7 @@ def make(**kw):
         ({"dynamic_sampling": "dapo"}, "valid: none, easyr1, verl"),
         ({"dynamic_sampling": "easyr1", "dynamic_sampling_bounds": [0.9, 0.1]}, "low < high"),
         ({"dynamic_sampling_max_tries": 0}, "dynamic_sampling_max_tries must be >= 1"),
+        ({"dynamic_sampling_on_exhaust": "skip"}, "dynamic_sampling_on_exhaust='skip' is not known"),
         ({"dynamic_sampling_metric": "authors_accuracy", "reward_funcs": ["vepo_math"]}, "must be one of reward_funcs"),
         # EasyR1's bounds are on a [0, 1] accuracy: r1_counting ranges over [0, 2] (every group "too easy").
         ({"dynamic_sampling": "easyr1", "reward_funcs": ["r1_counting"]}, "dynamic_sampling_metric: counting"),

@@ -8,7 +8,7 @@ import torch
 from visent.trainer.dynamic_sampling import DynamicSamplingError, fill_batch
 
 
-def _run(metrics, rows, K=2, max_tries=20, rule="easyr1"):
+def _run(metrics, rows, K=2, max_tries=20, rule="easyr1", on_exhaust="error"):
     """``metrics``: one list of per-response metrics per chunk; a batch is the list of (chunk, response) ids."""
     chunks = iter(metrics)
     seen = []
@@ -24,7 +24,7 @@ def _run(metrics, rows, K=2, max_tries=20, rule="easyr1"):
 
     batch, stats = fill_batch(
         rows, K, generate, lambda b, idx: [b[i] for i in idx.tolist()], lambda parts: [x for part in parts for x in part], draw,
-        rule=rule, max_tries=max_tries,
+        rule=rule, max_tries=max_tries, on_exhaust=on_exhaust,
     )
     return batch, stats, seen
 
@@ -54,3 +54,24 @@ def test_verl_rule_keeps_graded_groups_easyr1_drops():
     assert len(batch) == 2
     with pytest.raises(DynamicSamplingError):
         _run([[0.995, 0.999]], rows, rule="easyr1", max_tries=1)
+
+
+def test_top_up_fills_with_the_last_rounds_uninformative_groups():
+    rows = ["a", "a", "b", "b", "c", "c"]  # 3 groups of 2
+    # round 0 keeps group 2; round 1 keeps none: after 2 tries, 2 groups are missing and come from round 1
+    batch, stats, _ = _run([[1, 1, 0, 0, 1, 0], [1, 1, 0, 0, 1, 1]], rows, max_tries=2, on_exhaust="top_up")
+    assert batch == [(0, 4), (0, 5), (1, 0), (1, 1), (1, 2), (1, 3)]
+    assert (stats.kept, stats.topped_up, stats.tries, stats.dropped) == (1, 2, 2, 5)
+
+
+def test_top_up_takes_only_the_missing_groups_after_the_last_rounds_informative_ones():
+    rows = ["a", "a", "b", "b", "c", "c"]
+    # one round only: group 1 is informative, then groups 0 and 2 (uniform) top the batch up
+    batch, stats, _ = _run([[0, 0, 1, 0, 1, 1]], rows, max_tries=1, on_exhaust="top_up")
+    assert sorted(batch) == [(0, j) for j in range(6)] and batch[:2] == [(0, 2), (0, 3)]
+    assert (stats.kept, stats.topped_up) == (1, 2)
+
+
+def test_unknown_on_exhaust_is_refused():
+    with pytest.raises(ValueError, match="on_exhaust"):
+        _run([[1, 0]], ["a", "a"], on_exhaust="skip")
