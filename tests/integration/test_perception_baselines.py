@@ -167,3 +167,54 @@ def test_cppo_term_carries_gradient_through_both_views(tmp_path):
         total += cpl_tok[b][keep].sum().item()
         count += int(keep.sum())
     assert abs((with_term - without).item() - total / count) < 1e-4
+
+
+def test_cppo_gated_term_runs_the_views_on_positive_rows_only_and_equals_the_full_batch_term(tmp_path):
+    from visent.core.entropy_shift_selection import entropy_shift_selection
+    from visent.core.perception_loss import contrastive_perception_loss
+    from visent.trainer.contrastive_pass import CPPO_SEED, contrastive_term
+    from visent.trainer.perception_pass import raw_view_pixels
+
+    trainer = make_trainer(tmp_path, token_score="none", loss_aggregation="token_mean", contrastive_perception_coef=1.0)
+    batch = trainer.generation_batch(rows_for(trainer, 2))
+    B = batch["completion_ids"].size(0)
+    batch["advantages"] = torch.tensor([1.0, -1.0, 0.0, 0.5, -0.5, 2.0, 0.0, -2.0])[:B]  # rows 0, 3, 5 positive
+    trainer.model.eval()
+    mask = batch["completion_mask"].float()
+    params = [p for p in trainer.model.parameters() if p.requires_grad]
+
+    def grads_of(term):
+        return torch.autograd.grad(term, params, allow_unused=True)
+
+    rows_seen = []
+    forward = trainer.forward_logps_and_entropies
+
+    def counting(model, inputs, **kw):
+        rows_seen.append(inputs["completion_ids"].size(0))
+        return forward(model, inputs, **kw)
+
+    trainer.forward_logps_and_entropies = counting
+    logps, h = forward(trainer.model, batch)
+    got = contrastive_term(trainer, trainer.model, batch, logps, h, mask, {})
+    g_got = grads_of(got)
+    assert rows_seen == [3, 3]  # each view runs on the three positive-advantage rows only
+    # The reference: both views on every row, the gate applied by the selection.
+    logps, h = forward(trainer.model, batch)
+    seeds = batch[CPPO_SEED].tolist()
+    views = [
+        forward(trainer.model, {**batch, "pixel_values": raw_view_pixels(trainer, batch, k, None, [s * 2 + o for s in seeds])})
+        for k, o in (("cppo_preserving", 0), ("cppo_removing", 1))
+    ]
+    selected = entropy_shift_selection(h.detach(), views[1][1].detach(), mask, batch["advantages"], 0.5, True)
+    assert selected[[1, 2, 4, 6, 7][: B - 3]].sum() == 0 and selected.sum() > 0
+    want = contrastive_perception_loss(logps, views[0][0], views[1][0], selected, trainer.args.contrastive_perception_tau)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+    for a, b in zip(g_got, grads_of(want)):
+        if a is None or b is None:
+            assert a is None and b is None or (a if a is not None else b).abs().max() == 0
+        else:
+            torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-4)
+    # No positive advantage: no token can be selected, the views do not run.
+    rows_seen.clear()
+    batch["advantages"] = -batch["advantages"].abs()
+    assert contrastive_term(trainer, trainer.model, batch, logps, h, mask, {}) == 0.0 and rows_seen == []

@@ -8,10 +8,13 @@ are selected (:func:`visent.core.entropy_shift_selection.entropy_shift_selection
 ``coef · mean_selected softplus((k3(lp, lp_preserving) − k3(lp, lp_removing)) / τ)`` is added to the loss
 (:func:`visent.core.perception_loss.contrastive_perception_loss`).
 
-Cost: every update runs three forward and backward passes instead of one — about 3× GRPO's update compute and
-activation memory (the two views' graphs are alive until the backward), plus the image processing of two
-views per prompt on the CPU. Nothing of it can be cached across updates, unlike VEPO's / VPPO's / PAPO's
-no-grad passes, because the views' log-probs carry gradient.
+Cost: every update runs the two views forward and backward besides its own pass — up to 3× GRPO's update
+compute and activation memory (the two views' graphs are alive until the backward), plus the image
+processing of two views per prompt on the CPU. With the advantage gate (CPPO's default) only responses with
+A > 0 can select a token and the selection is per response, so the views run on those rows alone: the term
+and its gradient are the same, and the extra cost scales with the share of positive-advantage responses
+(about half of a mixed group's, none of a uniform group's). Nothing of it can be cached across updates,
+unlike VEPO's / VPPO's / PAPO's no-grad passes, because the views' log-probs carry gradient.
 """
 
 from __future__ import annotations
@@ -48,18 +51,42 @@ def contrastive_term(
     args = trainer.args
     if inputs.get("pixel_values") is None or not any(inputs.get(RAW_IMAGES) or []):
         return 0.0
-    seeds = inputs[CPPO_SEED].tolist()
+    advantages = inputs["advantages"].reshape(-1)
+    rows = _rows_that_can_select(advantages, args.contrastive_perception_gate)
+    if rows is None:  # no response can select a token: the term is 0 and the views need not run
+        metrics["contrastive_perception"] = logps.new_zeros(())
+        metrics["contrastive_selected_fraction"] = logps.new_zeros(())
+        return 0.0
+    sub = inputs if rows.numel() == advantages.numel() else _take_rows(inputs, rows)
+    seeds = sub[CPPO_SEED].tolist()
     views = []
     for kind, offset in (("cppo_preserving", 0), ("cppo_removing", 1)):
-        pixels = raw_view_pixels(trainer, inputs, kind, None, [s * 2 + offset for s in seeds])
-        lp, h = trainer.forward_logps_and_entropies(model, {**inputs, "pixel_values": pixels}, compute_entropy=offset == 1)
+        pixels = raw_view_pixels(trainer, sub, kind, None, [s * 2 + offset for s in seeds])
+        lp, h = trainer.forward_logps_and_entropies(model, {**sub, "pixel_values": pixels}, compute_entropy=offset == 1)
         views.append((lp, h))
     (lp_pres, _), (lp_chg, h_chg) = views
+    # The sub-batch is re-padded to its own longest response: compare on the first T' positions.
+    T = lp_pres.size(1)
+    r_mask, r_logps, r_h = mask[rows, :T], logps[rows, :T], entropies[rows, :T]
     selected = entropy_shift_selection(
-        entropies.detach(), h_chg.detach(), mask, inputs["advantages"].reshape(-1), args.contrastive_perception_ratio,
+        r_h.detach(), h_chg.detach(), r_mask, advantages[rows], args.contrastive_perception_ratio,
         args.contrastive_perception_gate,
     )  # fmt: skip
-    cpl = contrastive_perception_loss(logps, lp_pres, lp_chg, selected, args.contrastive_perception_tau)
+    cpl = contrastive_perception_loss(r_logps, lp_pres, lp_chg, selected, args.contrastive_perception_tau)
     metrics["contrastive_perception"] = cpl.detach()
     metrics["contrastive_selected_fraction"] = (selected.sum() / mask.sum().clamp_min(1.0)).detach()
     return args.contrastive_perception_coef * cpl
+
+
+def _rows_that_can_select(advantages: torch.Tensor, gate: bool) -> torch.Tensor | None:
+    """``(R,)`` indices of the rows whose tokens the selection may keep (all rows, or A > 0 under the gate);
+    ``None`` when there are none."""
+    rows = (advantages > 0).nonzero().reshape(-1) if gate else torch.arange(advantages.numel(), device=advantages.device)
+    return rows if rows.numel() else None
+
+
+def _take_rows(inputs: dict[str, Any], rows: torch.Tensor) -> dict[str, Any]:
+    """The update's inputs restricted to ``rows``, images and per-row lists included, as one batch."""
+    from visent.trainer._trl_seam import concat_generation_batches, select_generation_rows
+
+    return concat_generation_batches([select_generation_rows(inputs, rows.cpu())])
