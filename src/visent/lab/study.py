@@ -14,7 +14,10 @@ warm-start can sit anywhere in the band — or, before the band existed, 45 poin
 
 The run folder is resumable: each run writes ``runs/<method>/noise-<rate>/warm-<w>/seed-<s>/result.json``
 atomically when it finishes, and a later ``visent study --out`` on the same folder skips every run whose
-result exists (a killed run leaves no result and is redone). Each warm-start and its held-out baseline
+result exists (a killed run leaves no result and is redone). A run holds a lock on its folder while it
+trains, so a second study on the same folder skips nothing it should not and never trains into a folder in
+use (that run fails with a message and is redone later); pool workers end with the study that started them.
+Each warm-start and its held-out baseline
 are cached too (``warmstart-<hash>/``, ``warm-<w>.json``). The shared settings are fixed in
 ``study.json`` at the first call; resuming with different settings is refused (methods, noise rates,
 warm-starts and seeds may be added). ``results.md`` (tables shaped like the papers') and ``summary.json``
@@ -35,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
-from visent.lab.pool import pool_map, workers
+from visent.lab.pool import exclusive_dir, pool_map, workers
 from visent.lab.study_methods import PAIRS, SCHEDULE_FAMILY, SELECTION_FAMILY
 from visent.lab.study_tables import (
     RESULT_FILE,
@@ -241,18 +244,23 @@ def _run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     settings = RLSettings(**job["settings"])
     heldout = heldout_set(settings.task, job["heldout_n"], job["warm_seed"])
-    result = run_method(
-        job["method"],
-        settings,
-        model_path=job["model_path"],
-        heldout=heldout,
-        before=job["before"],
-        noise=job["noise"],
-        seed=job["seed"],
-        out_dir=job["out_dir"],
-        progress=False,
-        premise_examples=heldout[: job.get("premise_n", 0)],
-    )
+    with exclusive_dir(job["out_dir"]):
+        done = os.path.join(job["out_dir"], RESULT_FILE)
+        if os.path.exists(done):  # finished by another study on this folder while this job was queued
+            with open(done, encoding="utf-8") as f:
+                return {**json.load(f), "warm_seed": job["warm_seed"]}
+        result = run_method(
+            job["method"],
+            settings,
+            model_path=job["model_path"],
+            heldout=heldout,
+            before=job["before"],
+            noise=job["noise"],
+            seed=job["seed"],
+            out_dir=job["out_dir"],
+            progress=False,
+            premise_examples=heldout[: job.get("premise_n", 0)],
+        )
     result["warm_seed"] = job["warm_seed"]
     return result
 
