@@ -218,3 +218,7 @@ def test_cppo_gated_term_runs_the_views_on_positive_rows_only_and_equals_the_ful
     rows_seen.clear()
     batch["advantages"] = -batch["advantages"].abs()
     assert contrastive_term(trainer, trainer.model, batch, logps, h, mask, {}) == 0.0 and rows_seen == []
+    # Unless every forward is a collective (ZeRO-3 / FSDP): then the views run on every row, selecting none.
+    trainer._forwards_are_collective = lambda: True
+    term = contrastive_term(trainer, trainer.model, batch, logps, h, mask, {})
+    assert rows_seen == [B, B] and float(term) == 0.0

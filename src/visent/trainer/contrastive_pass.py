@@ -53,6 +53,10 @@ def contrastive_term(
         return 0.0
     advantages = inputs["advantages"].reshape(-1)
     rows = _rows_that_can_select(advantages, args.contrastive_perception_gate)
+    if rows is None and trainer._forwards_are_collective():
+        # ZeRO-3 / FSDP: every forward is a collective, so each process must make the same calls; run the
+        # views on every row (they select nothing, the term is 0) rather than skip them on this process alone.
+        rows = torch.arange(advantages.numel(), device=advantages.device)
     if rows is None:  # no response can select a token: the term is 0 and the views need not run
         metrics["contrastive_perception"] = logps.new_zeros(())
         metrics["contrastive_selected_fraction"] = logps.new_zeros(())
