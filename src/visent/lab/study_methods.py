@@ -45,7 +45,8 @@ LABELS = {
 
 # (a, b): "a − b" paired over seeds (same seed ⇒ same prompts, sampling seed and perturbations);
 # b None: a minus the warm-start. The papers' comparisons first, then each VEPO variant against VEPO and
-# each perception-aware baseline against GRPO (what its paper compares with) and against VEPO.
+# each perception-aware baseline against GRPO (what its paper compares with), against VEPO and, for the
+# filtering ones, against DAPO.
 PAIRS: tuple[tuple[str, str | None], ...] = (
     ("grpo", None),
     ("vepo", "grpo"),
@@ -75,6 +76,11 @@ PAIRS: tuple[tuple[str, str | None], ...] = (
     ("dapo", "grpo"),
     ("vppo", "vepo"),
     ("papo_d", "vepo"),
+    # VPPO and PAPO-D train on DAPO's filtered batches: against DAPO, what their perception parts add; PAPO-D
+    # against PAPO-G, what the filter (and its clip-higher / no-KL settings) adds to PAPO.
+    ("vppo", "dapo"),
+    ("papo_d", "dapo"),
+    ("papo_d", "papo_g"),
 )
 
 
