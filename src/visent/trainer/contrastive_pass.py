@@ -69,9 +69,7 @@ def contrastive_term(
         lp, h = trainer.forward_logps_and_entropies(model, {**sub, "pixel_values": pixels}, compute_entropy=offset == 1)
         views.append((lp, h))
     (lp_pres, _), (lp_chg, h_chg) = views
-    # The sub-batch is re-padded to its own longest response: compare on the first T' positions.
-    T = lp_pres.size(1)
-    r_mask, r_logps, r_h = mask[rows, :T], logps[rows, :T], entropies[rows, :T]
+    r_mask, r_logps, r_h = mask[rows], logps[rows], entropies[rows]  # the sub-batch keeps the completion width
     selected = entropy_shift_selection(
         r_h.detach(), h_chg.detach(), r_mask, advantages[rows], args.contrastive_perception_ratio,
         args.contrastive_perception_gate,

@@ -14,8 +14,9 @@ batch holds as many groups as one chunk, truncating the last; after ``max_tries`
 an error saying how many groups it found (``on_exhaust="error"``, EasyR1's and verl's behaviour) or tops the
 batch up with the last chunk's uninformative groups (``"top_up"``, a visent option: those groups' rewards are
 all alike, so their group-scaled advantages are zero and they add no policy gradient; a model that has solved
-its data then keeps training, as GRPO would, instead of stopping the run). Old log-probs are per response, so filtering leaves them valid;
-group-scaled advantages likewise; batch-scaled ones are recomputed by the caller after filtering.
+its data then keeps training, as GRPO would, instead of stopping the run). Old log-probs are per response,
+so filtering leaves them valid; group-scaled advantages likewise; batch-scaled ones are recomputed by the
+caller after filtering.
 """
 
 from __future__ import annotations
