@@ -410,11 +410,15 @@ def _run_jobs(
     return jobs, skipped
 
 
-def _eta(elapsed: float, done: int, total: int) -> str:
-    """``", ~1 h 05 min left"`` at the mean pace so far (runs of one study cost about the same), or ``""``."""
+def _eta(run_seconds: float, done: int, total: int, n_workers: int = 1) -> str:
+    """``", ~1 h 05 min left"``: the runs left at the mean wall time of the finished ones (``run_seconds``
+    summed over ``done`` runs; runs of one study cost about the same), shared among ``n_workers``, or ``""``.
+    From runs' own durations rather than the study's elapsed time: with two workers the first two runs
+    finish together, and elapsed / done would read one run's time as the pace of both."""
     if done < 1 or done >= total:
         return ""
-    left = elapsed / done * (total - done)
+    remaining = total - done
+    left = run_seconds / done * remaining / max(1, min(n_workers, remaining))
     hours, minutes = divmod(round(left / 60), 60)
     return f", ~{hours} h {minutes:02d} min left" if hours else f", ~{minutes} min left"
 
@@ -492,14 +496,17 @@ def main(argv: list[str] | None = None) -> int:
         bar = tqdm(total=len(jobs), desc="study runs", disable=not progress, dynamic_ncols=True)
 
         done = [0]
+        run_seconds = [0.0]  # summed over finished runs, for the estimate of what is left
 
         def finished(job: dict[str, Any], get_result) -> None:
             done[0] += 1
             try:
                 res = get_result()
+                run_seconds[0] += float(res["wall_s"])
+                eta = _eta(run_seconds[0], done[0], len(jobs), n_workers)
                 bar.write(
                     f"   {job['name']}: {100 * res['after']['accuracy']:.1f}% ({res['wall_s']:.0f} s)"
-                    f"  [{done[0]}/{len(jobs)}{_eta(time.perf_counter() - t0, done[0], len(jobs))}]"
+                    f"  [{done[0]}/{len(jobs)}{eta}]"
                 )
             finally:
                 bar.update(1)

@@ -225,6 +225,10 @@ def test_every_lab_method_has_a_table_row_a_gain_and_a_comparison():
 
 
 def test_progress_lines_count_runs_and_estimate_what_is_left():
-    assert study._eta(600.0, 2, 8) == ", ~30 min left"  # 300 s per run, 6 runs left
+    assert study._eta(600.0, 2, 8) == ", ~30 min left"  # 300 s per run, 6 runs left, one worker
     assert study._eta(3600.0, 1, 3) == ", ~2 h 00 min left"
     assert study._eta(10.0, 4, 4) == "" and study._eta(0.0, 0, 4) == ""
+    # Two workers share what is left: 90 s runs, 238 left -> 119 rounds of 90 s, not 238.
+    assert study._eta(180.0, 2, 240, n_workers=2) == ", ~2 h 58 min left"
+    # The last run left is on one worker, however many there are.
+    assert study._eta(400.0, 4, 5, n_workers=2) == ", ~2 min left"
