@@ -137,6 +137,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run nothing: rewrite results.md and summary.json from the runs already finished in --out",
     )
+    p.add_argument(
+        "--compare-to",
+        metavar="SUMMARY_JSON",
+        default=None,
+        help="an earlier study's summary.json (or a shipped visent/lab/summaries/study-*.json): results.md "
+        "then restates every comparison of either study, old -> new, with what changed",
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -410,6 +417,24 @@ def _run_jobs(
     return jobs, skipped
 
 
+def _restated(earlier: dict[str, Any], summary: dict[str, Any], methods: list[str]) -> list[str]:
+    """``study_compare.restated_table`` in the study's own row order (per noise rate: each method against
+    its warm-start, then ``PAIRS``) and method names."""
+    from visent.lab.study_compare import restated_table
+    from visent.lab.study_methods import plain
+
+    keys = set(earlier["pairs"]) | set(summary["pairs"])
+    wanted = [(m, "warm-start") for m in methods] + [(a, b or "warm-start") for a, b in PAIRS]
+    rank = {pair: i for i, pair in reversed(list(enumerate(wanted)))}
+
+    def place(key: str) -> tuple[float, int, str]:
+        a, b, noise = key.split("|")
+        return float(noise), rank.get((a, b), len(rank)), key
+
+    names = {m: plain(m) for key in keys for m in key.split("|")[:2] if m != "warm-start"}
+    return restated_table(earlier, summary, names, sorted(keys, key=place))
+
+
 def _eta(run_seconds: float, done: int, total: int, n_workers: int = 1) -> str:
     """``", ~1 h 05 min left"``: the runs left at the mean wall time of the finished ones (``run_seconds``
     summed over ``done`` runs; runs of one study cost about the same), shared among ``n_workers``, or ``""``.
@@ -454,6 +479,15 @@ def main(argv: list[str] | None = None) -> int:
         fixed["premise"] = premise_n
     _check_study_file(root, fixed)
     progress = not args.no_progress
+    earlier = None
+    if args.compare_to:
+        from visent.lab.study_compare import load_summary
+
+        try:  # before any run: a wrong path found after hours of training is found too late
+            earlier = load_summary(args.compare_to)
+        except ValueError as exc:
+            print(f"visent study: --compare-to: {exc}", file=sys.stderr)
+            return 2
 
     baselines = _warm_starts(args, root, ws_cfgs, rl, premise_n)
 
@@ -475,10 +509,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(baselines)} warm-start(s) (seeds {', '.join(str(w) for w in sorted(baselines))}) at {accs}; "
             f"RL seeds 0..{args.seeds - 1}.\n\n"
         )
-        write_atomic(os.path.join(root, TABLES_FILE), head + body)
         summary = study_summary(
             results, baselines, noises, methods, task=rl.task, command=command, rl_settings=asdict(rl)
         )
+        if earlier is not None:
+            body += "\n".join(_restated(earlier, summary, methods)) + "\n"
+        write_atomic(os.path.join(root, TABLES_FILE), head + body)
         write_json_atomic(os.path.join(root, SUMMARY_FILE), summary)
         return summary
 

@@ -109,6 +109,26 @@ def test_micro_study_runs_then_resume_skips_finished_runs(tmp_path, capsys):
     assert results[("grpo", 1)].stat().st_mtime_ns == stamps[("grpo", 1)]
     assert results[("vepo", 1)].exists()
 
+    # Restated against an earlier summary: the earlier study is this one with GRPO's gain moved far
+    # below zero, so that row's verdict must change and the others must not.
+    earlier = json.loads(json.dumps(summary))
+    moved = earlier["pairs"]["grpo|warm-start|0.5"]
+    moved.update(mean=-500.0, ci95=[-600.0, -400.0], se=10.0, n=4.0)
+    del earlier["pairs"]["vepo|grpo|0.5"]
+    (tmp_path / "earlier.json").write_text(json.dumps(earlier))
+    assert study.main([*argv, "--tables-only", "--compare-to", str(tmp_path / "earlier.json")]) == 0
+    tables = (out / "results.md").read_text()
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in tables.splitlines() if " − " in line and "| 50% |" in line}
+    assert "### Every comparison, old → new" in tables
+    assert "-500.0 [-600.0, -400.0] ↓" in rows["GRPO − warm-start"]
+    assert rows["GRPO − warm-start"].endswith("|") and "unchanged" not in rows["GRPO − warm-start"]
+    assert rows["VEPO − GRPO"].endswith("| new comparison |")
+    assert rows["VEPO − warm-start"].split(" | ")[2] != "—"  # the old estimate is shown beside the new
+    # A summary that is not one is refused before any work, naming the file.
+    (tmp_path / "bad.json").write_text('{"runs": 3}')
+    assert study.main([*argv, "--compare-to", str(tmp_path / "bad.json")]) == 2
+    assert "bad.json: no 'pairs'" in capsys.readouterr().err
+
     # Different shared settings in the same folder are refused rather than mixed into the tables.
     with pytest.raises(SystemExit, match="different settings"):
         study.main([*argv, "--steps", "3"])
