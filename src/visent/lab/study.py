@@ -417,6 +417,21 @@ def _run_jobs(
     return jobs, skipped
 
 
+def _tables_head(command: str, rl: Any, args: argparse.Namespace, baselines: dict[int, dict[str, Any]]) -> str:
+    """``results.md``'s title and the settings every run of the study shares."""
+    accs = ", ".join(f"{100 * b['accuracy']:.1f}%" for _, b in sorted(baselines.items()))
+    return (
+        f"# visent lab study\n\nCommand: `{command}`\n\n"
+        f"Task `{rl.task}`; {rl.steps} RL steps × {rl.prompts_per_step} prompts × K={rl.num_generations}, "
+        f"lr {rl.learning_rate:g}"
+        + ("" if rl.freeze_vision_tower is None else f", vision tower {'frozen' if rl.freeze_vision_tower else 'trained'}")
+        + ("" if rl.beta is None else f", KL β {rl.beta:g} to the warm-start")
+        + f"; held-out set of {args.heldout} clean examples; "
+        f"{len(baselines)} warm-start(s) (seeds {', '.join(str(w) for w in sorted(baselines))}) at {accs}; "
+        f"RL seeds 0..{args.seeds - 1}.\n\n"
+    )
+
+
 def _restated(earlier: dict[str, Any], summary: dict[str, Any], methods: list[str]) -> list[str]:
     """``study_compare.restated_table`` in the study's own row order (per noise rate: each method against
     its warm-start, then ``PAIRS``) and method names."""
@@ -498,17 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     def write_tables() -> dict[str, Any]:
         results = [r for r in load_results(root) if int(r["warm_seed"]) in baselines]
         body = results_tables(results, baselines, noises, methods, expected_runs=expected)
-        accs = ", ".join(f"{100 * b['accuracy']:.1f}%" for _, b in sorted(baselines.items()))
-        head = (
-            f"# visent lab study\n\nCommand: `{command}`\n\n"
-            f"Task `{rl.task}`; {rl.steps} RL steps × {rl.prompts_per_step} prompts × K={rl.num_generations}, "
-            f"lr {rl.learning_rate:g}"
-            + ("" if rl.freeze_vision_tower is None else f", vision tower {'frozen' if rl.freeze_vision_tower else 'trained'}")
-            + ("" if rl.beta is None else f", KL β {rl.beta:g} to the warm-start")
-            + f"; held-out set of {args.heldout} clean examples; "
-            f"{len(baselines)} warm-start(s) (seeds {', '.join(str(w) for w in sorted(baselines))}) at {accs}; "
-            f"RL seeds 0..{args.seeds - 1}.\n\n"
-        )
+        head = _tables_head(command, rl, args, baselines)
         summary = study_summary(
             results, baselines, noises, methods, task=rl.task, command=command, rl_settings=asdict(rl)
         )

@@ -1,8 +1,9 @@
 """``visent study``'s tables and summary, rendered from the runs' ``result.json`` files apart from running them.
 
 - ``results_tables``: held-out accuracy per method × noise (mean ± sd over runs), the warm-starts, the
-  paired differences (``paired_table``: nested estimate, 95% interval, wins/ties/losses and the smallest
-  difference the design detects) and VEPO's premise per method (``premise_tables``);
+  accuracy during RL (``visent.lab.study_curves``), the paired differences (``paired_table``: nested
+  estimate, 95% interval, wins/ties/losses and the smallest difference the design detects) and VEPO's
+  premise per method (``premise_tables``);
 - ``study_summary``: the numbers ``visent demo`` quotes (``summary.json``), with the RL settings;
 - ``power_lines``: per noise rate, the range of method-vs-method differences the study detects, and the
   design that would detect 4 points where it does not.
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from visent.lab.study_curves import curve_table, read_curve
 from visent.lab.study_methods import (
     BASELINE_FAMILY,
     LABELS,
@@ -46,7 +48,8 @@ _WARM_DIR = re.compile(r"warm-(-?\d+)$")
 
 
 def load_results(root: str) -> list[dict[str, Any]]:
-    """Every finished run's ``result.json``, with ``warm_seed`` read from its folder (``warm-<w>``)."""
+    """Every finished run's ``result.json``, with ``warm_seed`` read from its folder (``warm-<w>``) and
+    ``heldout_curve`` from its ``heldout.jsonl`` (``visent.lab.study_curves.read_curve``)."""
     out = []
     base = os.path.join(root, "runs")
     if not os.path.isdir(base):
@@ -62,6 +65,7 @@ def load_results(root: str) -> list[dict[str, Any]]:
                 continue
             m = _WARM_DIR.search(os.path.dirname(dirpath))
             r["warm_seed"] = int(m.group(1)) if m else int(r.get("warm_seed", 0))
+            r["heldout_curve"] = read_curve(dirpath)
             out.append(r)
     return out
 
@@ -233,6 +237,7 @@ def results_tables(
     if bas:
         lines += _methods_table("Perception-aware baselines (VPPO, PAPO, CPPO, DAPO)", bas, noises, acc, base)
     lines += gain_table(results, noises, methods, baselines)
+    lines += curve_table(results, noises, methods)
     lines += paired_table(results, noises, methods, baselines)
     lines += premise_tables(results, noises, methods, baselines)
     if expected_runs is None and expected_seeds is not None:

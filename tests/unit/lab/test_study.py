@@ -90,6 +90,11 @@ def test_micro_study_runs_then_resume_skips_finished_runs(tmp_path, capsys):
         assert res["before"]["accuracy"] == warm[w]["accuracy"]
     tables = (out / "results.md").read_text()
     assert "Runs finished: 4 of 4." in tables
+    # Each run's held-out curve (its heldout.jsonl) reaches the tables: step 0 is the warm-start's accuracy.
+    curves = tables.split("### Held-out greedy accuracy during RL")[1]
+    curve_row = next(line for line in curves.splitlines() if line.startswith("| GRPO | 50% |"))
+    start = statistics.mean(warm[w]["accuracy"] for w in (0, 1))
+    assert curve_row.split(" | ")[2] == f"{100 * start:.1f}"
     grpo_accs = [json.loads(results[("grpo", w)].read_text())["after"]["accuracy"] for w in (0, 1)]
     assert f"{100 * statistics.mean(grpo_accs):.1f} ± {100 * statistics.stdev(grpo_accs):.1f} (2)" in tables
     summary = json.loads((out / "summary.json").read_text())
