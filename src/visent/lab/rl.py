@@ -85,7 +85,17 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "vepo_weight": ("vepo_weight", {}),
     "dapo": ("dapo", {}),
     "cppo": ("cppo", {}),
+    # What DAPO's gain over GRPO is made of (docs/lab-results.md, session 10): its loss (clip-higher 0.28,
+    # token mean) without the group filter, and GRPO given as many prompts a step as DAPO's refills
+    # generate (ROLLOUT_SCALE): the filter's effect at equal rollouts.
+    "dapo_no_filter": ("dapo", {"dynamic_sampling": "none"}),
+    "grpo_rollout_matched": ("grpo", {}),
 }
+
+# Lab methods that generate more prompts a step than the study's ``prompts_per_step``, by this factor
+# (rounded): DAPO's filter generated 2.26 rounds a step on clean labels and 2.51 at 50% noise in the
+# session-9/10 study (``dynamic_sampling/rounds``), so 2.5 × 8 prompts matches its rollouts.
+ROLLOUT_SCALE: dict[str, float] = {"grpo_rollout_matched": 2.5}
 
 
 # Per-task departures from the RLSettings defaults (which are the counting study's settings, kept as
@@ -227,11 +237,12 @@ def lab_overrides(
     ``extra``: further ``VisentConfig`` fields (``{"learning_rate": 3e-4}``), applied last.
     """
     s = settings
+    prompts = max(1, int(s.prompts_per_step * ROLLOUT_SCALE.get(method, 1.0) + 0.5))  # half up, not to even
     pairs: dict[str, Any] = {
         "model_name_or_path": model_path,
         "dataset": f"lab:{s.task}",
         # Each prompt is seen once: the stream is unlimited, so RL never revisits an example.
-        "dataset_size": s.steps * s.prompts_per_step,
+        "dataset_size": s.steps * prompts,
         # Offset from the warm-start's stream (seed 0..) and the held-out stream (seed + 1_000_003).
         "dataset_seed": 10_000 + seed,
         "label_noise": noise,
@@ -240,7 +251,7 @@ def lab_overrides(
         "lr_scheduler_type": "constant",
         "warmup_steps": 0,
         "num_generations": s.num_generations,
-        "per_device_train_batch_size": s.prompts_per_step * s.num_generations,
+        "per_device_train_batch_size": prompts * s.num_generations,
         "gradient_accumulation_steps": 1,
         "max_completion_length": s.max_completion_length,
         "temperature": s.temperature,
@@ -282,6 +293,8 @@ def _reward_overrides(task: str, method: str) -> dict[str, Any]:
 
     name = TASK_REWARD[task]
     config = yaml.safe_load(method_config_path(method).read_text(encoding="utf-8")) or {}
+    # The lab's own overrides decide too: a lab method may switch its config's filter off.
+    config.update(METHODS[method][1], **TASK_METHOD_OVERRIDES.get(task, {}).get(method, {}))
     reward = get_reward(name)
     terms = getattr(reward, "terms", None)
     filters = config.get("dynamic_sampling", "none") != "none"

@@ -54,7 +54,8 @@ def test_lab_config_keeps_the_method_knobs_of_its_yaml_and_the_lab_settings(meth
     assert config.model_name_or_path == "tiny:qwen2_5_vl"
     assert config.dataset == "lab:classification" and config.label_noise == 0.5
     assert config.max_steps == 7 and config.num_generations == 4 and config.max_completion_length == 20
-    assert config.per_device_train_batch_size == 12 and config.learning_rate == pytest.approx(3e-4)
+    prompts = int(3 * rl.ROLLOUT_SCALE.get(method, 1.0) + 0.5)  # the rollout-matched control generates more
+    assert config.per_device_train_batch_size == prompts * 4 and config.learning_rate == pytest.approx(3e-4)
     assert config.seed == 3 and config.perturbation_seed == 3
     # The task's reward: one function, or (a method that filters groups) its terms with the filter on accuracy.
     if config.dynamic_sampling == "none":

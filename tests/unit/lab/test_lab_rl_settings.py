@@ -126,5 +126,26 @@ def test_filtering_methods_get_the_task_reward_as_terms_and_filter_on_its_accura
         assert o["dynamic_sampling_on_exhaust"] == ["top_up"]
     for method in set(METHODS) - {"vppo", "papo_d", "dapo"}:
         o = opts(method)
-        assert o["reward_funcs"] == ["r1_counting"] and "dynamic_sampling_metric" not in o, method
+        assert o["reward_funcs"] == ["r1_counting"], method
+        # A config naming a filter metric (DAPO's, with its filter off) gets the one function's name.
+        assert o.get("dynamic_sampling_metric", ["r1_counting"]) == ["r1_counting"], method
         assert "dynamic_sampling_on_exhaust" not in o, method
+
+
+def test_dapos_gain_taken_apart_loss_without_filter_and_grpo_at_dapos_rollouts(tmp_path):
+    """dapo_no_filter is DAPO's config with the filter off (so it also gets the one-function reward);
+    grpo_rollout_matched is GRPO with ROLLOUT_SCALE times the prompts a step, each prompt still seen once."""
+    from visent.lab.rl import ROLLOUT_SCALE, RLSettings, lab_config
+
+    s = RLSettings(task="tally")
+    base = {"model_path": "m", "noise": 0.0, "seed": 0, "output_dir": str(tmp_path)}
+    dapo, loss_only = lab_config("dapo", s, **base), lab_config("dapo_no_filter", s, **base)
+    assert dapo.dynamic_sampling == "easyr1" and loss_only.dynamic_sampling == "none"
+    assert loss_only.reward_funcs == ["r1_counting"]
+    for knob in ("epsilon_high", "loss_aggregation", "beta", "per_device_train_batch_size", "learning_rate"):
+        assert getattr(loss_only, knob) == getattr(dapo, knob), knob
+    grpo, matched = lab_config("grpo", s, **base), lab_config("grpo_rollout_matched", s, **base)
+    prompts = int(s.prompts_per_step * ROLLOUT_SCALE["grpo_rollout_matched"] + 0.5)
+    assert prompts == 20 and matched.per_device_train_batch_size == prompts * s.num_generations
+    assert matched.dataset_size == s.steps * prompts and grpo.dataset_size == s.steps * s.prompts_per_step
+    assert matched.num_generations == grpo.num_generations and matched.epsilon_high == grpo.epsilon_high
