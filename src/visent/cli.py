@@ -12,7 +12,10 @@ import sys
 
 # name -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("visent.trainer.cli", "train with GRPO / VEPO / two-stage entropy (TRL-style overrides)"),
+    "train": (
+        "visent.trainer.cli",
+        "train with GRPO / VEPO / two-stage entropy / VPPO / PAPO / CPPO / DAPO (a config, TRL-style overrides)",
+    ),
     "eval": ("visent.eval.cli", "score a model on a dataset with the verifiable rewards"),
     "data": ("visent.data.cli", "inspect a dataset: `visent data inspect PATH`"),
     "demo": ("visent.lab.demo", "the lab demo: warm-start, then GRPO vs VEPO vs two-stage"),

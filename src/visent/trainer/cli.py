@@ -1,4 +1,4 @@
-"""``visent train --config NAME|FILE.yaml [--key value ...]``: train with GRPO / VEPO / two-stage entropy.
+"""``visent train --config NAME|FILE.yaml [--key value ...]``: train any method config (GRPO, VEPO, two-stage entropy, VPPO, PAPO, CPPO, DAPO).
 
 ``--config`` takes a YAML file or the name of a config shipped with visent (``visent.configs``: ``vepo``,
 ``grpo``, ``two_stage``, ...). The YAML file holds ``VisentConfig`` fields (TRL's ``GRPOConfig`` fields plus visent's); ``--key value``
