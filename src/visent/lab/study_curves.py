@@ -10,6 +10,7 @@ and counts the runs that ended well below their own best.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,12 +26,15 @@ DROP_POINTS = 10.0
 
 def read_curve(run_dir: str) -> list[tuple[int, float]]:
     """``[(step, accuracy in [0, 1]), ...]`` from ``run_dir/heldout.jsonl``, by step; ``[]`` when the run
-    has none (runs written before the file existed). Rows without both fields are skipped."""
+    has none (runs written before the file existed) or it cannot be read (said on stderr: the run's curve
+    is left out of the table, its final accuracy is not). Rows without both fields are skipped."""
     from visent.io import read_jsonl
 
+    path = os.path.join(run_dir, CURVE_FILE)
     try:
-        rows = read_jsonl(os.path.join(run_dir, CURVE_FILE), missing_ok=True)
-    except (OSError, ValueError):
+        rows = read_jsonl(path, missing_ok=True)
+    except (OSError, ValueError) as exc:
+        print(f"visent study: leaving out the unreadable curve {path}: {exc}", file=sys.stderr)
         return []
     points = {}
     for row in rows:

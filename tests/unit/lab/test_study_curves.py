@@ -12,7 +12,7 @@ def run(method: str, noise: float, curve: list[tuple[int, float]]) -> dict:
     return {"method": method, "noise": noise, "heldout_curve": curve}
 
 
-def test_read_curve_sorts_by_step_and_skips_what_it_cannot_read(tmp_path):
+def test_read_curve_sorts_by_step_and_skips_what_it_cannot_read(tmp_path, capsys):
     (tmp_path / "heldout.jsonl").write_text(
         "\n".join([
             json.dumps({"step": 60, "heldout/accuracy": 0.75}),
@@ -26,6 +26,8 @@ def test_read_curve_sorts_by_step_and_skips_what_it_cannot_read(tmp_path):
     assert read_curve(str(tmp_path / "missing")) == []
     (tmp_path / "heldout.jsonl").write_text("{broken\n")
     assert read_curve(str(tmp_path)) == []
+    err = capsys.readouterr().err
+    assert "unreadable curve" in err and str(tmp_path / "heldout.jsonl") in err
 
 
 def test_curve_table_means_each_step_and_counts_runs_that_lost_their_best():
