@@ -511,7 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     command = f"visent study {' '.join(argv)}"
 
     def write_tables() -> dict[str, Any]:
-        results = [r for r in load_results(root) if int(r["warm_seed"]) in baselines]
+        # The design asked for (its warm-starts, RL seeds 0..N-1): a folder grown with more seeds for some
+        # cells (the power study's) still renders the smaller design's tables when asked for them.
+        results = [
+            r for r in load_results(root) if int(r["warm_seed"]) in baselines and int(r["seed"]) < args.seeds
+        ]
         body = results_tables(results, baselines, noises, methods, expected_runs=expected)
         head = _tables_head(command, rl, args, baselines)
         summary = study_summary(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 
 import pytest
@@ -113,6 +114,18 @@ def test_micro_study_runs_then_resume_skips_finished_runs(tmp_path, capsys):
     assert "1 runs to do (3 already finished)" in capsys.readouterr().out
     assert results[("grpo", 1)].stat().st_mtime_ns == stamps[("grpo", 1)]
     assert results[("vepo", 1)].exists()
+
+    # A run outside the design asked for (an RL seed beyond --seeds, as a folder grown for a power study
+    # has) stays out of its tables and summary.
+    extra_seed = results[("grpo", 0)].parent.parent / "seed-1"
+    extra_seed.mkdir()
+    grown = json.loads(results[("grpo", 0)].read_text())
+    grown.update(seed=1, after={**grown["after"], "accuracy": 1.0 - grown["after"]["accuracy"]})
+    (extra_seed / "result.json").write_text(json.dumps(grown))
+    assert study.main([*argv, "--tables-only"]) == 0
+    assert json.loads((out / "summary.json").read_text())["pairs"] == summary["pairs"]
+    assert "Runs finished: 4 of 4." in (out / "results.md").read_text()
+    shutil.rmtree(extra_seed)
 
     # Restated against an earlier summary: the earlier study is this one with GRPO's gain moved far
     # below zero, so that row's verdict must change and the others must not.
