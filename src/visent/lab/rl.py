@@ -85,10 +85,11 @@ METHODS: dict[str, tuple[str, dict[str, Any]]] = {
     "vepo_weight": ("vepo_weight", {}),
     "dapo": ("dapo", {}),
     "cppo": ("cppo", {}),
-    # What DAPO's gain over GRPO is made of (docs/lab-results.md, session 10): its loss (clip-higher 0.28,
-    # token mean) without the group filter, and GRPO given as many prompts a step as DAPO's refills
-    # generate (ROLLOUT_SCALE): the filter's effect at equal rollouts.
-    "dapo_no_filter": ("dapo", {"dynamic_sampling": "none"}),
+    # DAPO's filter at equal rollouts (docs/lab-results.md, session 10): GRPO given as many prompts a step as
+    # DAPO's refills generate (ROLLOUT_SCALE). DAPO's loss without its filter needs no lab method: with one
+    # update per generation batch the ratio is 1, so clip-higher never binds, and with one micro-batch GRPO's
+    # selected_mean over all tokens is DAPO's token mean: its four lab runs scored every held-out example
+    # as GRPO's did.
     "grpo_rollout_matched": ("grpo", {}),
 }
 

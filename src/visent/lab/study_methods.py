@@ -17,7 +17,7 @@ SELECTION_FAMILY: tuple[str, ...] = (
 SCHEDULE_FAMILY: tuple[str, ...] = ("grpo", "entropy_min", "entropy_max", "min_then_max", "two_stage")
 # The perception-aware baselines of issue #23 (PAPERS.md), beside the two methods they are measured against.
 BASELINE_FAMILY: tuple[str, ...] = (
-    "grpo", "vepo", "vppo", "papo_g", "papo_d", "cppo", "dapo", "dapo_no_filter", "grpo_rollout_matched",
+    "grpo", "vepo", "vppo", "papo_g", "papo_d", "cppo", "dapo", "grpo_rollout_matched",
 )  # fmt: skip
 
 LABELS = {
@@ -43,7 +43,6 @@ LABELS = {
     "papo_d": "PAPO-D",
     "cppo": "CPPO",
     "dapo": "DAPO (dynamic sampling)",
-    "dapo_no_filter": "DAPO's loss, no filter",
     "grpo_rollout_matched": "GRPO, 2.5× prompts a step (DAPO's rollouts)",
 }
 
@@ -85,10 +84,8 @@ PAIRS: tuple[tuple[str, str | None], ...] = (
     ("vppo", "dapo"),
     ("papo_d", "dapo"),
     ("papo_d", "papo_g"),
-    # DAPO's gain taken apart: its loss alone against GRPO, its filter against that loss, and the filter
-    # against GRPO given as many rollouts a step as the filter generates.
-    ("dapo_no_filter", "grpo"),
-    ("dapo", "dapo_no_filter"),
+    # DAPO's filter against GRPO given as many rollouts a step as the filter generates, and those
+    # rollouts alone against GRPO.
     ("dapo", "grpo_rollout_matched"),
     ("grpo_rollout_matched", "grpo"),
 )

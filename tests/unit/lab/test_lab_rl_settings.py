@@ -132,20 +132,22 @@ def test_filtering_methods_get_the_task_reward_as_terms_and_filter_on_its_accura
         assert "dynamic_sampling_on_exhaust" not in o, method
 
 
-def test_dapos_gain_taken_apart_loss_without_filter_and_grpo_at_dapos_rollouts(tmp_path):
-    """dapo_no_filter is DAPO's config with the filter off (so it also gets the one-function reward);
-    grpo_rollout_matched is GRPO with ROLLOUT_SCALE times the prompts a step, each prompt still seen once."""
+def test_grpo_at_dapos_rollouts_and_a_lab_override_of_the_filter(tmp_path, monkeypatch):
+    """grpo_rollout_matched is GRPO with ROLLOUT_SCALE times the prompts a step, each prompt still seen once;
+    a lab method that switches its config's filter off gets the one-function reward, not the filter's terms."""
+    from visent.lab import rl
     from visent.lab.rl import ROLLOUT_SCALE, RLSettings, lab_config
 
     s = RLSettings(task="tally")
     base = {"model_path": "m", "noise": 0.0, "seed": 0, "output_dir": str(tmp_path)}
-    dapo, loss_only = lab_config("dapo", s, **base), lab_config("dapo_no_filter", s, **base)
-    assert dapo.dynamic_sampling == "easyr1" and loss_only.dynamic_sampling == "none"
-    assert loss_only.reward_funcs == ["r1_counting"]
-    for knob in ("epsilon_high", "loss_aggregation", "beta", "per_device_train_batch_size", "learning_rate"):
-        assert getattr(loss_only, knob) == getattr(dapo, knob), knob
     grpo, matched = lab_config("grpo", s, **base), lab_config("grpo_rollout_matched", s, **base)
     prompts = int(s.prompts_per_step * ROLLOUT_SCALE["grpo_rollout_matched"] + 0.5)
     assert prompts == 20 and matched.per_device_train_batch_size == prompts * s.num_generations
     assert matched.dataset_size == s.steps * prompts and grpo.dataset_size == s.steps * s.prompts_per_step
     assert matched.num_generations == grpo.num_generations and matched.epsilon_high == grpo.epsilon_high
+
+    monkeypatch.setitem(rl.METHODS, "dapo_off", ("dapo", {"dynamic_sampling": "none"}))
+    dapo, off = lab_config("dapo", s, **base), lab_config("dapo_off", s, **base)
+    assert dapo.dynamic_sampling == "easyr1" and off.dynamic_sampling == "none"
+    assert dapo.reward_funcs == ["counting", "format"] and off.reward_funcs == ["r1_counting"]
+    assert off.epsilon_high == dapo.epsilon_high and off.loss_aggregation == dapo.loss_aggregation
