@@ -417,6 +417,12 @@ def _run_jobs(
     return jobs, skipped
 
 
+def _design_results(root: str, baselines: dict[int, dict[str, Any]], seeds: int) -> list[dict[str, Any]]:
+    """The finished runs of the design asked for: its warm-starts and RL seeds 0..seeds-1. A folder grown
+    with more seeds for some cells (the power study's) still renders the smaller design's tables."""
+    return [r for r in load_results(root) if int(r["warm_seed"]) in baselines and int(r["seed"]) < seeds]
+
+
 def _tables_head(command: str, rl: Any, args: argparse.Namespace, baselines: dict[int, dict[str, Any]]) -> str:
     """``results.md``'s title and the settings every run of the study shares."""
     accs = ", ".join(f"{100 * b['accuracy']:.1f}%" for _, b in sorted(baselines.items()))
@@ -511,11 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     command = f"visent study {' '.join(argv)}"
 
     def write_tables() -> dict[str, Any]:
-        # The design asked for (its warm-starts, RL seeds 0..N-1): a folder grown with more seeds for some
-        # cells (the power study's) still renders the smaller design's tables when asked for them.
-        results = [
-            r for r in load_results(root) if int(r["warm_seed"]) in baselines and int(r["seed"]) < args.seeds
-        ]
+        results = _design_results(root, baselines, args.seeds)
         body = results_tables(results, baselines, noises, methods, expected_runs=expected)
         head = _tables_head(command, rl, args, baselines)
         summary = study_summary(
